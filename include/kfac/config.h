@@ -1,0 +1,56 @@
+/*
+ * config.h: the run configuration, read from an INI file (libinih) and from
+ * `--set section.key=value` overrides, with every key typed, range-checked and
+ * defaulted from one table (config.c). The sections are [data], [model], [optimizer],
+ * [train] and [log]; man/kfac-train.ini.5 documents each key.
+ *
+ * Relative paths in a file are resolved against that file's directory; paths given
+ * with kfac_config_set() are taken as they are (relative to the working directory).
+ */
+#ifndef KFAC_CONFIG_H
+#define KFAC_CONFIG_H
+
+#include "kfac/data.h"
+#include "kfac/optim.h"
+#include <stdio.h>
+
+enum kfac_progress { KFAC_PROGRESS_AUTO, KFAC_PROGRESS_ON, KFAC_PROGRESS_OFF };
+
+struct kfac_config {
+    struct kfac_data_opts data;      /* [data] */
+    char *layers;                    /* [model] the layer spec (net.h) */
+    int loss;                        /* 0 auto (from the output activation), else enum kfac_loss + 1 */
+    int init;                        /* enum kfac_init */
+    int sparse_connections;
+    struct kfac_optim_opts optim;    /* [optimizer] */
+    long iterations;                 /* [train] */
+    int batch_size;
+    long seed;
+    int threads;                     /* 0: OpenBLAS's default */
+    long polyak_start;               /* 0: no iterate averaging */
+    double polyak_decay;             /* the cap on ξ */
+    double max_seconds;              /* 0: no wall-clock limit */
+    char *log_file;                  /* [log] NULL: the TSV goes to standard output */
+    long eval_every;
+    int eval_batch;
+    int progress;                    /* enum kfac_progress */
+};
+
+/* Fills every key with its default. */
+void kfac_config_defaults(struct kfac_config *c);
+
+/* Reads an INI file over the current values. Errors read "FILE:LINE: what was wrong". */
+int kfac_config_load(struct kfac_config *c, const char *path);
+
+/* Applies one "section.key=value" override. */
+int kfac_config_set(struct kfac_config *c, const char *assignment);
+
+/* Checks what single keys cannot: required keys present, keys consistent with each other. */
+int kfac_config_validate(const struct kfac_config *c);
+
+/* Writes the resolved configuration in INI syntax (every key, defaults included). */
+void kfac_config_print(const struct kfac_config *c, FILE *f);
+
+void kfac_config_free(struct kfac_config *c);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * data.h: data sets and minibatches.
+ *
+ * Readers turn files into float arrays: IDX (the MNIST format, gzip-compressed or raw),
+ * NPY (float32, float64 or uint8, C order; gzip accepted too) and CSV (a header row of
+ * names, then numeric rows). Values are read as stored; kfac_data_load() divides uint8
+ * features (pixels) by 255. kfac_data_load() assembles the
+ * training and test sets a configuration describes, and a kfac_batcher hands out
+ * shuffled minibatches drawn without replacement.
+ *
+ * Every error names the file (and line, for CSV) and what was expected.
+ */
+#ifndef KFAC_DATA_H
+#define KFAC_DATA_H
+
+#include "kfac/rng.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define KFAC_MAX_DIMS 8
+
+/* An n-dimensional array read from a file. */
+struct kfac_array {
+    int ndim;
+    size_t dims[KFAC_MAX_DIMS];
+    float *data;      /* dims[0] × … × dims[ndim−1], row-major; owned */
+    int integral;     /* 1 when the file held integers (labels can come from it) */
+    int uint8;        /* 1 when the elements were unsigned bytes */
+};
+
+int kfac_idx_read(const char *path, struct kfac_array *out);
+int kfac_npy_read(const char *path, struct kfac_array *out);
+void kfac_array_free(struct kfac_array *a);
+
+/* A CSV file: a header row of column names, then rows of numbers. */
+struct kfac_table {
+    size_t rows;
+    int cols;
+    char **names;     /* cols names; owned */
+    float *data;      /* rows × cols; owned */
+};
+
+int kfac_csv_read(const char *path, struct kfac_table *out);
+void kfac_table_free(struct kfac_table *t);
+
+enum kfac_task {
+    KFAC_TASK_AUTOENCODER,    /* targets are the inputs */
+    KFAC_TASK_CLASSIFICATION, /* integer labels, one-hot targets */
+    KFAC_TASK_REGRESSION      /* real-valued targets */
+};
+
+/* The [data] section of a configuration. Paths are resolved by the caller. */
+struct kfac_data_opts {
+    char *train;              /* features: .idx[.gz] / *-ubyte[.gz], .npy[.gz] or .csv */
+    char *train_targets;      /* labels or values for IDX/NPY features, or NULL */
+    char *test;               /* optional test features */
+    char *test_targets;
+    char *target_columns;     /* CSV: comma-separated names of the target columns */
+    int task;                 /* enum kfac_task */
+    double test_fraction;     /* held out from train when no test file is given */
+    int standardize;          /* standardise features with training-split mean and sd */
+    long max_cases;           /* use at most this many training cases (0: all) */
+    int n_classes;            /* classification: 0 infers max label + 1 */
+};
+
+struct kfac_dataset {
+    size_t n;
+    int d_x, d_t;
+    float *x;                 /* n × d_x; owned */
+    float *t;                 /* n × d_t; equals x for an autoencoder (not separately owned) */
+};
+
+void kfac_dataset_free(struct kfac_dataset *ds);
+
+/* Loads the training set and the test set (test->n = 0 when there is none). The rng
+ * draws the held-out split, if any. */
+int kfac_data_load(const struct kfac_data_opts *o, struct kfac_rng *rng,
+                   struct kfac_dataset *train, struct kfac_dataset *test);
+
+/* One minibatch: views into the batcher's buffers, valid until its next call. */
+struct kfac_batch {
+    int m;
+    const float *x;           /* m × d_x */
+    const float *t;           /* m × d_t */
+};
+
+enum kfac_schedule {
+    KFAC_SCHEDULE_FIXED       /* every batch has the configured size */
+};
+
+/* Batch size at iteration k (1-based) for a set of n cases: the hook through which
+ * growing-batch schedules are selected. */
+int kfac_batch_size(int schedule, int m1, long k, size_t n);
+
+/* Draws batches without replacement from a permutation of the data set, reshuffled
+ * when fewer cases are left than a batch needs. */
+struct kfac_batcher {
+    const struct kfac_dataset *ds;
+    struct kfac_rng *rng;
+    size_t *perm;             /* n */
+    size_t pos;               /* next unused position in perm */
+    int max_batch;
+    float *x, *t;             /* max_batch × d_x, max_batch × d_t */
+};
+
+void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,
+                       struct kfac_rng *rng);
+void kfac_batcher_free(struct kfac_batcher *b);
+
+/* The next m cases (1 ≤ m ≤ min(max_batch, n)). */
+void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out);
+
+#endif

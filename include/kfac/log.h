@@ -1,0 +1,39 @@
+/*
+ * log.h: the per-iteration TSV log, the progress line and the final summary.
+ *
+ * The TSV has one header row of column names and one row per iteration; values that
+ * were not computed at that iteration (evaluations between eval_every) are written
+ * as "nan". A log file that exists is never overwritten unless forced.
+ */
+#ifndef KFAC_LOG_H
+#define KFAC_LOG_H
+
+#include <stdio.h>
+
+struct kfac_log {
+    FILE *f;            /* the TSV stream */
+    char *path;         /* NULL for standard output */
+    int n_cols;
+    int progress;       /* 1: redraw a progress line on standard error */
+    int progress_drawn; /* a progress line is on screen and must be cleared */
+};
+
+/* Opens the log: path NULL writes to standard output. An existing file is refused with
+ * KFAC_EEXIST unless force is set. */
+int kfac_log_open(struct kfac_log *log, const char *path, int force, int progress);
+
+/* Writes the header row (n names). */
+int kfac_log_header(struct kfac_log *log, const char *const *names, int n);
+
+/* Writes one row of the header's n_cols values; an integer-valued column is written
+ * without a fraction. Checks the stream for write errors. */
+int kfac_log_row(struct kfac_log *log, const double *values);
+
+/* Redraws the progress line (when enabled) with printf-style text. */
+void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Clears the progress line, flushes and closes; reports a failed write (disk full). */
+int kfac_log_close(struct kfac_log *log);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * mat.h: dense float matrices as plain row-major arrays, and the few helpers that
+ * cblas does not provide. Every matrix argument documents its shape beside it; the
+ * leading dimension (ld) is the row stride in elements. Heavy work calls cblas_sgemm
+ * directly: this header includes <cblas.h> so modules need only this one.
+ */
+#ifndef KFAC_MAT_H
+#define KFAC_MAT_H
+
+#include <cblas.h>
+#include <stddef.h>
+
+/* A zeroed float array of n elements aligned to 64 bytes; aborts when out of memory.
+ * Release with kfac_floats_free(). */
+float *kfac_floats_new(size_t n);
+void kfac_floats_free(float *p);
+
+/* Σ x_i y_i accumulated in double. x, y: n. */
+double kfac_dot(size_t n, const float *x, const float *y);
+
+/* Σ x_i² accumulated in double. x: n. */
+double kfac_sumsq(size_t n, const float *x);
+
+/* 1 when every element is finite, else 0. x: n. */
+int kfac_all_finite(size_t n, const float *x);
+
+/* dst (m × n, ld_dst) = src (m × n, ld_src). */
+void kfac_mat_copy(int m, int n, const float *src, int ld_src, float *dst, int ld_dst);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * net.h: a feed-forward network of layers with one parameter block and one gradient
+ * block, and whole-batch forward, backward and forward-mode (J·v) passes.
+ *
+ * Layer spec syntax (the `layers` key of the configuration):
+ *     784-1000:logistic-500:logistic-30:linear-500:logistic-784:logistic
+ * the input width first, then one WIDTH:ACTIVATION per layer, separated by '-'.
+ * Parameters are laid out layer after layer, each W row-major d_out × (d_in+1).
+ */
+#ifndef KFAC_NET_H
+#define KFAC_NET_H
+
+#include "kfac/layer.h"
+#include <stddef.h>
+
+struct kfac_layer_spec {
+    int d_out;
+    enum kfac_activation act;
+};
+
+struct kfac_net {
+    int n_layers;
+    struct kfac_layer *layers; /* n_layers */
+    int d_in, d_out;
+    size_t n_params;
+    float *params;             /* n_params: every layer's W, in order */
+    float *grads;              /* n_params: the matching gradients */
+    int max_batch;             /* cases the layer buffers hold (kfac_net_reserve) */
+    float *buffers;            /* the one allocation behind every layer buffer */
+};
+
+/* Parses a layer spec. On success *specs (n_layers, caller frees) and *d_in are set.
+ * Errors name the offending part and what was expected. */
+int kfac_net_parse_layers(const char *spec, int *d_in, struct kfac_layer_spec **specs,
+                          int *n_layers);
+
+/* Writes the spec back in the syntax above into buf (size bytes). */
+void kfac_net_format_layers(int d_in, const struct kfac_layer_spec *specs, int n_layers, char *buf,
+                            size_t size);
+
+/* A network with zeroed parameters and no buffers; KFAC_EINVAL (and NULL in *out) for a
+ * softmax anywhere but the last layer or a width below 1. */
+int kfac_net_new(int d_in, const struct kfac_layer_spec *specs, int n_layers,
+                 struct kfac_net **out);
+void kfac_net_free(struct kfac_net *net);
+
+/* Makes the layer buffers hold at least max_batch cases (allocates; call outside loops). */
+void kfac_net_reserve(struct kfac_net *net, int max_batch);
+
+void kfac_net_init(struct kfac_net *net, enum kfac_init scheme, int sparse_k,
+                   struct kfac_rng *rng);
+
+/* Forward pass of m ≤ max_batch cases X (m × d_in). Afterwards kfac_net_output() holds the
+ * predictions and the last layer's s the output pre-activations (logits). */
+void kfac_net_forward(struct kfac_net *net, int m, const float *X);
+
+/* m × d_out predictions φ(s) of the last forward pass. */
+const float *kfac_net_output(const struct kfac_net *net);
+
+/* m × d_out output pre-activations of the last forward pass. */
+const float *kfac_net_logits(const struct kfac_net *net);
+
+/* m × d_out buffer for ∂ℓ/∂s at the output: filled by the caller (the loss) before backward. */
+float *kfac_net_output_grad(struct kfac_net *net);
+
+/* Backward pass after a forward pass of the same m cases: every layer's g = ∂ℓ/∂s, and when
+ * want_grads is set, grads = scale · Σ_cases ∂ℓ/∂θ (scale = 1/m gives the mean). */
+void kfac_net_backward(struct kfac_net *net, int m, float scale, int want_grads);
+
+/* Forward-mode pass after a forward pass of the same m cases: J·V at the output
+ * pre-activations for a parameter direction V (n_params), returned (m × d_out). */
+const float *kfac_net_jvp(struct kfac_net *net, int m, const float *V);
+
+#endif

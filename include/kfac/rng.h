@@ -1,0 +1,37 @@
+/*
+ * rng.h: the seeded random number generator (xoshiro256** seeded through splitmix64).
+ *
+ * All randomness in a run (initialisation, shuffling, sampled targets) comes from
+ * struct kfac_rng values whose whole state is the plain struct below: saving and
+ * restoring a generator is a memcpy, so a checkpoint can continue the same stream.
+ */
+#ifndef KFAC_RNG_H
+#define KFAC_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kfac_rng {
+    uint64_t s[4];     /* xoshiro256** state */
+    double spare;      /* second normal of the last Box–Muller pair */
+    int has_spare;     /* 1 when spare is unused */
+};
+
+/* Seeds the generator; equal seeds give equal streams on every platform. */
+void kfac_rng_seed(struct kfac_rng *r, uint64_t seed);
+
+uint64_t kfac_rng_u64(struct kfac_rng *r);
+
+/* Uniform double in [0, 1) with 53 random bits. */
+double kfac_rng_uniform(struct kfac_rng *r);
+
+/* Standard normal N(0, 1) (Box–Muller, both values of a pair used). */
+double kfac_rng_normal(struct kfac_rng *r);
+
+/* Uniform integer in [0, n) without modulo bias; n > 0. */
+uint64_t kfac_rng_below(struct kfac_rng *r, uint64_t n);
+
+/* Fisher–Yates shuffle of idx (n). */
+void kfac_rng_shuffle(struct kfac_rng *r, size_t *idx, size_t n);
+
+#endif

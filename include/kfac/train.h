@@ -1,0 +1,67 @@
+/*
+ * train.h: a training run put together from a configuration: the model, the data, the
+ * optimiser, the log, iterate averaging and evaluation, and the loop that drives them.
+ *
+ * kfac_run_prepare() does everything that can fail because of the configuration or the
+ * data (the CLI's exit status 2); kfac_run_train() fails only at run time (status 1).
+ */
+#ifndef KFAC_TRAIN_H
+#define KFAC_TRAIN_H
+
+#include "kfac/config.h"
+#include "kfac/data.h"
+#include "kfac/log.h"
+#include "kfac/loss.h"
+#include "kfac/net.h"
+#include "kfac/optim.h"
+#include "kfac/rng.h"
+#include <stdio.h>
+
+/* Builds the network a configuration describes (zeroed parameters, no buffers) and picks its
+ * loss: model.loss, or the loss matched to the output activation. */
+int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac_loss *loss);
+
+/* Prints the layers, their parameter counts and the loss. */
+void kfac_model_summary(const struct kfac_net *net, enum kfac_loss loss, FILE *f);
+
+/* The task's metric over a whole data set, in chunks of at most `chunk` cases (≤ the
+ * network's max_batch): the reconstruction error (squared error summed over outputs,
+ * mean over cases), the accuracy (fraction correct) or the RMSE. */
+double kfac_evaluate(struct kfac_net *net, int task, const struct kfac_dataset *ds, int chunk);
+
+/* The metric's short name in log columns: "recon", "acc" or "rmse". */
+const char *kfac_metric_name(int task);
+
+struct kfac_run_opts {
+    int quiet;          /* no progress line, no summary */
+    int force;          /* replace an existing log file */
+};
+
+struct kfac_run {
+    const struct kfac_config *cfg;
+    struct kfac_run_opts opts;
+    struct kfac_dataset train, test;
+    struct kfac_net *net;
+    enum kfac_loss loss;
+    struct kfac_optim *optim;
+    struct kfac_rng rng_init, rng_data, rng_batch;
+    struct kfac_batcher batcher;
+    float *avg;         /* n_params: Polyak average θ̄, or NULL when averaging is off */
+    float *scratch;     /* n_params: θ while θ̄ is being evaluated */
+    struct kfac_log log;
+    double *row;        /* one log row */
+    long iterations_done;
+    double seconds;     /* training time, evaluations excluded */
+    double final[4];    /* train, test, averaged train, averaged test metric (nan if none) */
+};
+
+int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
+                     const struct kfac_run_opts *opts);
+
+/* Runs the iterations, logging each; on success prints a summary line to `summary` unless
+ * quiet. On failure the log keeps every row written so far. */
+int kfac_run_train(struct kfac_run *run, FILE *summary);
+
+void kfac_run_free(struct kfac_run *run);
+
+#endif

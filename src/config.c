@@ -1,0 +1,373 @@
+/*
+ * config.c: the table of configuration keys (type, default, range, choices), parsing
+ * through libinih with line numbers, overrides, validation and printing (see config.h).
+ */
+#include "kfac/config.h"
+#include "kfac/net.h"
+#include "kfac/status.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { K_INT, K_LONG, K_DOUBLE, K_BOOL, K_STRING, K_PATH, K_ENUM };
+
+struct key {
+    const char *section, *name;
+    enum key_type type;
+    size_t offset;
+    const char *def;
+    double min, max;                 /* numeric range, inclusive */
+    const char *const *choices;      /* K_ENUM: NULL-terminated */
+};
+
+static const char *const task_choices[] = {"autoencoder", "classification", "regression", NULL};
+static const char *const loss_choices[] = {"auto", "bernoulli", "squared", "softmax", NULL};
+static const char *const init_choices[] = {"sparse", "glorot", "he", NULL};
+static const char *const optim_choices[] = {"sgd", NULL};
+static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
+static const char *const progress_choices[] = {"auto", "on", "off", NULL};
+
+#define F(field) offsetof(struct kfac_config, field)
+static const struct key keys[] = {
+    {"data", "train", K_PATH, F(data.train), "", 0, 0, NULL},
+    {"data", "train_targets", K_PATH, F(data.train_targets), "", 0, 0, NULL},
+    {"data", "test", K_PATH, F(data.test), "", 0, 0, NULL},
+    {"data", "test_targets", K_PATH, F(data.test_targets), "", 0, 0, NULL},
+    {"data", "task", K_ENUM, F(data.task), "autoencoder", 0, 0, task_choices},
+    {"data", "target_columns", K_STRING, F(data.target_columns), "", 0, 0, NULL},
+    {"data", "test_fraction", K_DOUBLE, F(data.test_fraction), "0", 0, 0.99, NULL},
+    {"data", "standardize", K_BOOL, F(data.standardize), "false", 0, 0, NULL},
+    {"data", "max_cases", K_LONG, F(data.max_cases), "0", 0, 1e12, NULL},
+    {"data", "classes", K_INT, F(data.n_classes), "0", 0, 1e6, NULL},
+    {"model", "layers", K_STRING, F(layers), "", 0, 0, NULL},
+    {"model", "loss", K_ENUM, F(loss), "auto", 0, 0, loss_choices},
+    {"model", "init", K_ENUM, F(init), "sparse", 0, 0, init_choices},
+    {"model", "sparse_connections", K_INT, F(sparse_connections), "15", 1, 1e6, NULL},
+    {"optimizer", "type", K_ENUM, F(optim.type), "sgd", 0, 0, optim_choices},
+    {"optimizer", "learning_rate", K_DOUBLE, F(optim.learning_rate), "0.01", 1e-12, 1e6, NULL},
+    {"optimizer", "momentum", K_DOUBLE, F(optim.momentum), "0.9", 0, 0.9999, NULL},
+    {"optimizer", "momentum_schedule", K_ENUM, F(optim.momentum_schedule), "fixed", 0, 0,
+     momentum_choices},
+    {"optimizer", "l2", K_DOUBLE, F(optim.l2), "0", 0, 1e6, NULL},
+    {"train", "iterations", K_LONG, F(iterations), "1000", 1, 1e12, NULL},
+    {"train", "batch_size", K_INT, F(batch_size), "1000", 1, 1e7, NULL},
+    {"train", "seed", K_LONG, F(seed), "1", 0, 9.0e15, NULL},
+    {"train", "threads", K_INT, F(threads), "0", 0, 1024, NULL},
+    {"train", "polyak_start", K_LONG, F(polyak_start), "0", 0, 1e12, NULL},
+    {"train", "polyak_decay", K_DOUBLE, F(polyak_decay), "0.99", 0, 0.999999, NULL},
+    {"train", "max_seconds", K_DOUBLE, F(max_seconds), "0", 0, 1e9, NULL},
+    {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
+    {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
+    {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
+    {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
+};
+#undef F
+#define N_KEYS (sizeof keys / sizeof *keys)
+
+static const struct key *find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int known_section(const char *section)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(keys[i].section, section) == 0)
+            return 1;
+    return 0;
+}
+
+/* Lists the keys of a section into buf, for "expected one of" messages. */
+static void section_keys(const char *section, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < N_KEYS && used < size; i++)
+        if (strcmp(keys[i].section, section) == 0)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? ", " : "", keys[i].name);
+}
+
+static void choices_list(const char *const *choices, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; choices[i] && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", choices[i]);
+}
+
+/* Joins a relative path to the directory of base (a file path); returns a new string. */
+static char *resolve_path(const char *value, const char *base)
+{
+    const char *slash = base ? strrchr(base, '/') : NULL;
+    if (!*value || value[0] == '/' || !slash)
+        return kfac_xstrdup(value);
+    size_t dir = (size_t)(slash - base) + 1, n = strlen(value);
+    char *p = kfac_xmalloc(dir + n + 1);
+    memcpy(p, base, dir);
+    memcpy(p + dir, value, n + 1);
+    return p;
+}
+
+/* Sets one key from text; base is the file the value came from (NULL: the command line).
+ * Errors say what was expected, without the location (the caller prefixes it). */
+static int set_value(struct kfac_config *c, const struct key *k, const char *value,
+                     const char *base)
+{
+    void *field = (char *)c + k->offset;
+    char *end;
+    errno = 0;
+    switch (k->type) {
+    case K_INT:
+    case K_LONG: {
+        long long v = strtoll(value, &end, 10);
+        if (end == value || *end || errno || v < k->min || v > k->max)
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected an integer from %.0f to %.0f",
+                              k->section, k->name, value, k->min, k->max);
+        if (k->type == K_INT)
+            *(int *)field = (int)v;
+        else
+            *(long *)field = (long)v;
+        return 0;
+    }
+    case K_DOUBLE: {
+        double v = strtod(value, &end);
+        if (end == value || *end || errno || !isfinite(v) || v < k->min || v > k->max)
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected a number from %g to %g",
+                              k->section, k->name, value, k->min, k->max);
+        *(double *)field = v;
+        return 0;
+    }
+    case K_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+            *(int *)field = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0)
+            *(int *)field = 0;
+        else
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected true or false", k->section,
+                              k->name, value);
+        return 0;
+    case K_ENUM:
+        for (int i = 0; k->choices[i]; i++)
+            if (strcmp(value, k->choices[i]) == 0) {
+                *(int *)field = i;
+                return 0;
+            }
+        {
+            char list[256];
+            choices_list(k->choices, list, sizeof list);
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected one of %s", k->section, k->name,
+                              value, list);
+        }
+    case K_STRING:
+    case K_PATH: {
+        if (strcmp(k->name, "layers") == 0 && *value) {
+            struct kfac_layer_spec *specs;
+            int d_in, n;
+            if (kfac_net_parse_layers(value, &d_in, &specs, &n))
+                return kfac_error(KFAC_EINVAL, "%s.%s: %s", k->section, k->name, kfac_last_error());
+            free(specs);
+        }
+        char **s = field;
+        free(*s);
+        *s = k->type == K_PATH ? resolve_path(value, base) : kfac_xstrdup(value);
+        if (!**s) {
+            free(*s);
+            *s = NULL;
+        }
+        return 0;
+    }
+    }
+    return 0;
+}
+
+void kfac_config_defaults(struct kfac_config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (set_value(c, &keys[i], keys[i].def, NULL))
+            abort(); /* a default outside its own range is a bug in the table */
+}
+
+struct parse_ctx {
+    struct kfac_config *c;
+    const char *path;
+    FILE *f;
+    int line;
+    int section_line;         /* line of the latest [section] header */
+    int err_line;             /* line of the first error the handler or reader found */
+    char msg[768];
+    unsigned char seen[N_KEYS];
+};
+
+/* Keeps the first error and its line; returns 0, inih's "stop" for a handler. */
+static int fail_on_line(struct parse_ctx *p, int line, const char *msg)
+{
+    if (!p->err_line) {
+        p->err_line = line;
+        snprintf(p->msg, sizeof p->msg, "%s", msg);
+    }
+    return 0;
+}
+
+static int fail_at(struct parse_ctx *p, const char *msg)
+{
+    return fail_on_line(p, p->line, msg);
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *p = user;
+    char msg[768];
+    if (!known_section(section)) {
+        snprintf(msg, sizeof msg,
+                 "unknown section [%s] (expected data, model, optimizer, train or log)", section);
+        return fail_on_line(p, *section ? p->section_line : p->line, msg);
+    }
+    const struct key *k = find_key(section, name);
+    if (!k) {
+        char list[512];
+        section_keys(section, list, sizeof list);
+        snprintf(msg, sizeof msg, "unknown key %s.%s (keys of this section: %s)", section, name,
+                 list);
+        return fail_at(p, msg);
+    }
+    if (p->seen[k - keys]++) {
+        snprintf(msg, sizeof msg, "%s.%s is given twice", section, name);
+        return fail_at(p, msg);
+    }
+    if (set_value(p->c, k, value, p->path))
+        return fail_at(p, kfac_last_error());
+    return 1;
+}
+
+/* Reads one line for inih, counting lines and refusing ones longer than inih can take. */
+static char *reader(char *str, int num, void *stream)
+{
+    struct parse_ctx *p = stream;
+    if (!fgets(str, num, p->f))
+        return NULL;
+    p->line++;
+    if (str[strspn(str, " \t")] == '[')
+        p->section_line = p->line;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(p->f)) {
+        fail_at(p, "line longer than 198 characters");
+        int ch;
+        while ((ch = fgetc(p->f)) != EOF && ch != '\n')
+            ;
+        str[0] = 0;
+    }
+    return str;
+}
+
+int kfac_config_load(struct kfac_config *c, const char *path)
+{
+    struct parse_ctx p = {.c = c, .path = path};
+    p.f = fopen(path, "r");
+    if (!p.f)
+        return kfac_error(KFAC_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int rc = ini_parse_stream(reader, &p, handler, &p);
+    fclose(p.f);
+    if (p.err_line && (rc <= 0 || p.err_line <= rc))
+        return kfac_error(KFAC_EINVAL, "%s:%d: %s", path, p.err_line, p.msg);
+    if (rc > 0)
+        return kfac_error(KFAC_EINVAL, "%s:%d: expected 'key = value', '[section]' or a comment",
+                          path, rc);
+    if (rc < 0)
+        return kfac_error(KFAC_EIO, "%s: cannot be parsed (out of memory)", path);
+    return 0;
+}
+
+int kfac_config_set(struct kfac_config *c, const char *assignment)
+{
+    const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq)
+        return kfac_error(KFAC_EINVAL, "--set '%s': expected section.key=value", assignment);
+    char section[64], name[64];
+    size_t ls = (size_t)(dot - assignment), ln = (size_t)(eq - dot - 1);
+    if (ls >= sizeof section || ln >= sizeof name)
+        return kfac_error(KFAC_EINVAL, "--set '%s': section or key name too long", assignment);
+    memcpy(section, assignment, ls);
+    section[ls] = 0;
+    memcpy(name, dot + 1, ln);
+    name[ln] = 0;
+    const struct key *k = find_key(section, name);
+    if (!k) {
+        char list[512];
+        if (!known_section(section))
+            return kfac_error(KFAC_EINVAL, "--set '%s': unknown section [%s] (expected data, "
+                                           "model, optimizer, train or log)",
+                              assignment, section);
+        section_keys(section, list, sizeof list);
+        return kfac_error(KFAC_EINVAL, "--set '%s': unknown key %s.%s (keys of this section: %s)",
+                          assignment, section, name, list);
+    }
+    if (set_value(c, k, eq + 1, NULL))
+        return kfac_error(KFAC_EINVAL, "--set: %s", kfac_last_error());
+    return 0;
+}
+
+int kfac_config_validate(const struct kfac_config *c)
+{
+    if (!c->data.train)
+        return kfac_error(KFAC_EINVAL, "data.train is required: the training data file");
+    if (!c->layers)
+        return kfac_error(KFAC_EINVAL, "model.layers is required, e.g. 784-30:linear-784:logistic");
+    if (c->data.task != KFAC_TASK_AUTOENCODER && !c->data.train_targets &&
+        !c->data.target_columns)
+        return kfac_error(KFAC_EINVAL, "data.task = %s needs data.train_targets (a labels or "
+                                       "values file) or data.target_columns (for CSV)",
+                          task_choices[c->data.task]);
+    if (c->data.test && c->data.task != KFAC_TASK_AUTOENCODER && !c->data.test_targets &&
+        !c->data.target_columns)
+        return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");
+    return 0;
+}
+
+void kfac_config_print(const struct kfac_config *c, FILE *f)
+{
+    const char *section = "";
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key *k = &keys[i];
+        const void *field = (const char *)c + k->offset;
+        if (strcmp(section, k->section) != 0) {
+            fprintf(f, "%s[%s]\n", *section ? "\n" : "", k->section);
+            section = k->section;
+        }
+        fprintf(f, "%s = ", k->name);
+        switch (k->type) {
+        case K_INT: fprintf(f, "%d\n", *(const int *)field); break;
+        case K_LONG: fprintf(f, "%ld\n", *(const long *)field); break;
+        case K_DOUBLE: fprintf(f, "%.15g\n", *(const double *)field); break;
+        case K_BOOL: fprintf(f, "%s\n", *(const int *)field ? "true" : "false"); break;
+        case K_ENUM: fprintf(f, "%s\n", k->choices[*(const int *)field]); break;
+        case K_STRING:
+        case K_PATH: {
+            const char *s = *(char *const *)field;
+            fprintf(f, "%s\n", s ? s : "");
+            break;
+        }
+        }
+    }
+}
+
+void kfac_config_free(struct kfac_config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (keys[i].type == K_STRING || keys[i].type == K_PATH) {
+            char **s = (char **)((char *)c + keys[i].offset);
+            free(*s);
+            *s = NULL;
+        }
+}

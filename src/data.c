@@ -1,0 +1,370 @@
+/*
+ * data.c: assembling training and test sets from files (format by file name, targets,
+ * held-out split, standardisation fitted on the training split) and the minibatch
+ * iterator (see data.h).
+ */
+#include "kfac/data.h"
+#include "kfac/mat.h"
+#include "kfac/status.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int read_array(const char *path, struct kfac_array *a)
+{
+    if (ends_with(path, ".npy") || ends_with(path, ".npy.gz"))
+        return kfac_npy_read(path, a);
+    return kfac_idx_read(path, a);
+}
+
+static size_t cols_of(const struct kfac_array *a)
+{
+    size_t c = 1;
+    for (int i = 1; i < a->ndim; i++)
+        c *= a->dims[i];
+    return c;
+}
+
+/* Features x (n × d_x) and raw targets y (n × d_y: labels or values; NULL for an
+ * autoencoder) of one file set, before labels become one-hot. */
+struct raw_set {
+    size_t n;
+    int d_x, d_y;
+    float *x, *y;
+};
+
+static void raw_free(struct raw_set *r)
+{
+    kfac_floats_free(r->x);
+    kfac_floats_free(r->y);
+    memset(r, 0, sizeof *r);
+}
+
+static int load_csv(const struct kfac_data_opts *o, const char *path, struct raw_set *r)
+{
+    struct kfac_table t;
+    int rc = kfac_csv_read(path, &t);
+    if (rc)
+        return rc;
+    int *is_target = kfac_xcalloc((size_t)t.cols, sizeof *is_target);
+    int n_targets = 0;
+    if (o->task != KFAC_TASK_AUTOENCODER) {
+        if (!o->target_columns || !*o->target_columns) {
+            rc = kfac_error(KFAC_EINVAL, "%s: data.target_columns must name the target column(s) "
+                                         "of a CSV file for this task",
+                            path);
+            goto done;
+        }
+        char *list = kfac_xstrdup(o->target_columns), *save = NULL;
+        for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+            name += strspn(name, " \t");
+            name[strcspn(name, " \t")] = 0;
+            int j = 0;
+            while (j < t.cols && strcmp(t.names[j], name) != 0)
+                j++;
+            if (j == t.cols) {
+                rc = kfac_error(KFAC_EINVAL, "%s: data.target_columns names '%s', which is not a "
+                                             "column of the header",
+                                path, name);
+                break;
+            }
+            n_targets += !is_target[j];
+            is_target[j] = 1;
+        }
+        free(list);
+        if (rc)
+            goto done;
+        if (n_targets == t.cols) {
+            rc = kfac_error(KFAC_EINVAL, "%s: every column is a target; no features are left", path);
+            goto done;
+        }
+    }
+    r->n = t.rows;
+    r->d_x = t.cols - n_targets;
+    r->d_y = n_targets;
+    r->x = kfac_floats_new(r->n * (size_t)r->d_x);
+    r->y = n_targets ? kfac_floats_new(r->n * (size_t)n_targets) : NULL;
+    for (size_t i = 0; i < t.rows; i++) {
+        int jx = 0, jy = 0;
+        for (int j = 0; j < t.cols; j++) {
+            float v = t.data[i * (size_t)t.cols + j];
+            if (is_target[j])
+                r->y[i * (size_t)n_targets + jy++] = v;
+            else
+                r->x[i * (size_t)r->d_x + jx++] = v;
+        }
+    }
+done:
+    free(is_target);
+    kfac_table_free(&t);
+    return rc;
+}
+
+static int load_arrays(const struct kfac_data_opts *o, const char *path, const char *targets,
+                       struct raw_set *r)
+{
+    struct kfac_array a, b;
+    int rc = read_array(path, &a);
+    if (rc)
+        return rc;
+    size_t d = cols_of(&a);
+    if (a.dims[0] == 0 || d == 0 || d > 100000000) {
+        kfac_array_free(&a);
+        return kfac_error(KFAC_EFORMAT, "%s: %zu cases of %zu values each is not a usable data set",
+                          path, a.dims[0], d);
+    }
+    r->n = a.dims[0];
+    r->d_x = (int)d;
+    r->x = a.data;
+    if (a.uint8)
+        for (size_t i = 0; i < r->n * d; i++)
+            r->x[i] /= 255.0f;
+    if (o->task == KFAC_TASK_AUTOENCODER)
+        return 0;
+    if (!targets)
+        return kfac_error(KFAC_EINVAL, "%s: this task needs a targets file (data.train_targets / "
+                                       "data.test_targets)",
+                          path);
+    if ((rc = read_array(targets, &b)))
+        return rc;
+    if (b.dims[0] != r->n) {
+        kfac_array_free(&b);
+        return kfac_error(KFAC_EFORMAT, "%s: %zu targets for the %zu cases of %s", targets,
+                          b.dims[0], r->n, path);
+    }
+    r->d_y = (int)cols_of(&b);
+    r->y = b.data;
+    return 0;
+}
+
+static int load_raw(const struct kfac_data_opts *o, const char *path, const char *targets,
+                    struct raw_set *r)
+{
+    memset(r, 0, sizeof *r);
+    int rc = ends_with(path, ".csv") ? load_csv(o, path, r) : load_arrays(o, path, targets, r);
+    if (rc)
+        raw_free(r);
+    return rc;
+}
+
+/* Turns raw targets into the dataset's t: one-hot for labels, copies for values. */
+static int finish_set(const struct kfac_data_opts *o, const char *path, struct raw_set *r,
+                      int n_classes, struct kfac_dataset *ds)
+{
+    if (o->task == KFAC_TASK_CLASSIFICATION && r->d_y != 1) {
+        raw_free(r);
+        return kfac_error(KFAC_EFORMAT, "%s: classification expects one label column, found %d",
+                          path, r->d_y);
+    }
+    ds->n = r->n;
+    ds->d_x = r->d_x;
+    ds->x = r->x;
+    r->x = NULL;
+    if (o->task == KFAC_TASK_AUTOENCODER) {
+        ds->d_t = ds->d_x;
+        ds->t = ds->x;
+    } else if (o->task == KFAC_TASK_REGRESSION) {
+        ds->d_t = r->d_y;
+        ds->t = r->y;
+        r->y = NULL;
+    } else {
+        ds->d_t = n_classes;
+        ds->t = kfac_floats_new(r->n * (size_t)n_classes);
+        for (size_t i = 0; i < r->n; i++) {
+            float v = r->y[i];
+            if (v < 0 || v >= n_classes || v != floorf(v)) {
+                kfac_dataset_free(ds);
+                return kfac_error(KFAC_EFORMAT, "%s: label %g of case %zu is not an integer in "
+                                                "[0, %d)",
+                                  path, v, i + 1, n_classes);
+            }
+            ds->t[i * (size_t)n_classes + (size_t)v] = 1.0f;
+        }
+    }
+    raw_free(r);
+    return 0;
+}
+
+/* The cases idx[0..k) of src, as a new raw set. */
+static void take_rows(const struct raw_set *src, const size_t *idx, size_t k, struct raw_set *dst)
+{
+    dst->n = k;
+    dst->d_x = src->d_x;
+    dst->d_y = src->d_y;
+    dst->x = kfac_floats_new(k * (size_t)src->d_x);
+    dst->y = src->y ? kfac_floats_new(k * (size_t)src->d_y) : NULL;
+    for (size_t i = 0; i < k; i++) {
+        memcpy(dst->x + i * src->d_x, src->x + idx[i] * src->d_x, (size_t)src->d_x * sizeof(float));
+        if (src->y)
+            memcpy(dst->y + i * src->d_y, src->y + idx[i] * src->d_y,
+                   (size_t)src->d_y * sizeof(float));
+    }
+}
+
+static void standardize(struct kfac_dataset *train, struct kfac_dataset *test)
+{
+    int d = train->d_x;
+    for (int j = 0; j < d; j++) {
+        double sum = 0, sq = 0;
+        for (size_t i = 0; i < train->n; i++)
+            sum += train->x[i * d + j];
+        double mean = sum / train->n;
+        for (size_t i = 0; i < train->n; i++) {
+            double c = train->x[i * d + j] - mean;
+            sq += c * c;
+        }
+        double sd = sqrt(sq / train->n);
+        if (sd == 0)
+            sd = 1; /* a constant column becomes 0 */
+        for (size_t i = 0; i < train->n; i++)
+            train->x[i * d + j] = (float)((train->x[i * d + j] - mean) / sd);
+        for (size_t i = 0; i < test->n; i++)
+            test->x[i * d + j] = (float)((test->x[i * d + j] - mean) / sd);
+    }
+}
+
+static int max_label(const struct raw_set *r)
+{
+    float mx = 0;
+    for (size_t i = 0; i < r->n; i++)
+        mx = r->y[i] > mx ? r->y[i] : mx;
+    return mx < 1e6f ? (int)mx : 1000000;
+}
+
+int kfac_data_load(const struct kfac_data_opts *o, struct kfac_rng *rng,
+                   struct kfac_dataset *train, struct kfac_dataset *test)
+{
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    if (!o->train || !*o->train)
+        return kfac_error(KFAC_EINVAL, "data.train: no training file given");
+    struct raw_set tr, te = {0};
+    int rc = load_raw(o, o->train, o->train_targets, &tr);
+    if (rc)
+        return rc;
+    if (o->test && *o->test) {
+        if ((rc = load_raw(o, o->test, o->test_targets, &te))) {
+            raw_free(&tr);
+            return rc;
+        }
+        if (te.d_x != tr.d_x || te.d_y != tr.d_y) {
+            rc = kfac_error(KFAC_EFORMAT, "%s: cases have %d inputs and %d targets, but %s has %d "
+                                          "and %d",
+                            o->test, te.d_x, te.d_y, o->train, tr.d_x, tr.d_y);
+            goto fail;
+        }
+    } else if (o->test_fraction > 0) {
+        size_t k = (size_t)floor(o->test_fraction * (double)tr.n);
+        if (k == 0 || k >= tr.n) {
+            rc = kfac_error(KFAC_EINVAL, "data.test_fraction = %g leaves no %s cases of %zu",
+                            o->test_fraction, k == 0 ? "test" : "training", tr.n);
+            goto fail;
+        }
+        size_t *idx = kfac_xmalloc(tr.n * sizeof *idx);
+        for (size_t i = 0; i < tr.n; i++)
+            idx[i] = i;
+        kfac_rng_shuffle(rng, idx, tr.n);
+        struct raw_set kept;
+        take_rows(&tr, idx + k, tr.n - k, &kept);
+        take_rows(&tr, idx, k, &te);
+        free(idx);
+        raw_free(&tr);
+        tr = kept;
+    }
+    if (o->max_cases > 0 && (size_t)o->max_cases < tr.n)
+        tr.n = (size_t)o->max_cases; /* the buffers stay; only the first cases are used */
+    int n_classes = 0;
+    if (o->task == KFAC_TASK_CLASSIFICATION) {
+        n_classes = o->n_classes > 0 ? o->n_classes : max_label(&tr) + 1;
+        if (te.n && o->n_classes <= 0 && max_label(&te) + 1 > n_classes)
+            n_classes = max_label(&te) + 1;
+    }
+    if ((rc = finish_set(o, o->train, &tr, n_classes, train)))
+        goto fail;
+    if (te.n && (rc = finish_set(o, o->test ? o->test : o->train, &te, n_classes, test)))
+        goto fail;
+    if (o->standardize) {
+        if (o->task == KFAC_TASK_AUTOENCODER) {
+            rc = kfac_error(KFAC_EINVAL, "data.standardize cannot be used with the autoencoder "
+                                         "task (the targets are the inputs)");
+            goto fail;
+        }
+        standardize(train, test);
+    }
+    return 0;
+fail:
+    raw_free(&tr);
+    raw_free(&te);
+    kfac_dataset_free(train);
+    kfac_dataset_free(test);
+    return rc;
+}
+
+void kfac_dataset_free(struct kfac_dataset *ds)
+{
+    if (!ds)
+        return;
+    if (ds->t != ds->x)
+        kfac_floats_free(ds->t);
+    kfac_floats_free(ds->x);
+    memset(ds, 0, sizeof *ds);
+}
+
+int kfac_batch_size(int schedule, int m1, long k, size_t n)
+{
+    (void)schedule;
+    (void)k;
+    return (size_t)m1 < n ? m1 : (int)n;
+}
+
+void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,
+                       struct kfac_rng *rng)
+{
+    b->ds = ds;
+    b->rng = rng;
+    b->max_batch = (size_t)max_batch < ds->n ? max_batch : (int)ds->n;
+    b->perm = kfac_xmalloc(ds->n * sizeof *b->perm);
+    for (size_t i = 0; i < ds->n; i++)
+        b->perm[i] = i;
+    kfac_rng_shuffle(rng, b->perm, ds->n);
+    b->pos = 0;
+    b->x = kfac_floats_new((size_t)b->max_batch * ds->d_x);
+    b->t = ds->t == ds->x ? b->x : kfac_floats_new((size_t)b->max_batch * ds->d_t);
+}
+
+void kfac_batcher_free(struct kfac_batcher *b)
+{
+    if (!b)
+        return;
+    if (b->t != b->x)
+        kfac_floats_free(b->t);
+    kfac_floats_free(b->x);
+    free(b->perm);
+    memset(b, 0, sizeof *b);
+}
+
+void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out)
+{
+    const struct kfac_dataset *ds = b->ds;
+    if (b->pos + (size_t)m > ds->n) {
+        kfac_rng_shuffle(b->rng, b->perm, ds->n);
+        b->pos = 0;
+    }
+    for (int i = 0; i < m; i++) {
+        size_t c = b->perm[b->pos + (size_t)i];
+        memcpy(b->x + (size_t)i * ds->d_x, ds->x + c * ds->d_x, (size_t)ds->d_x * sizeof(float));
+        if (b->t != b->x)
+            memcpy(b->t + (size_t)i * ds->d_t, ds->t + c * ds->d_t, (size_t)ds->d_t * sizeof(float));
+    }
+    b->pos += (size_t)m;
+    out->m = m;
+    out->x = b->x;
+    out->t = b->t;
+}

@@ -1,0 +1,26 @@
+/*
+ * data_read.h: private helpers shared by the IDX and NPY readers: reading a payload of
+ * known size from a (possibly gzip-compressed) stream without trusting the header.
+ */
+#ifndef KFAC_DATA_READ_H
+#define KFAC_DATA_READ_H
+
+#include <stddef.h>
+#include <zlib.h>
+
+/* Opens path for reading through zlib (raw files pass through); errors name the path. */
+int kfac_gz_open(const char *path, gzFile *out);
+
+/* Reads exactly n bytes into buf; a short read names what was being read. */
+int kfac_gz_read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what);
+
+/* Reads a payload of exactly `bytes` bytes into a new buffer, growing it as data arrives
+ * so a lying header cannot make it allocate more than the file holds; fails on a short
+ * payload or trailing bytes. Closes f in every case and reports a truncated gzip stream. */
+int kfac_gz_read_payload(gzFile f, const char *path, size_t bytes, unsigned char **out);
+
+/* prod(dims) · elem_size, or KFAC_EFORMAT when it overflows size_t. */
+int kfac_checked_size(const char *path, const size_t *dims, int ndim, size_t elem_size,
+                      size_t *out);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * layer_dense.c: the fully connected layer, s = ā Wᵀ with the bias as W's last column.
+ * Forward, backward and forward-mode products are single cblas_sgemm calls on the batch.
+ */
+#include "kfac/layer.h"
+#include "kfac/mat.h"
+
+/* s (m × d_out) = ā (m × (d_in+1)) · Wᵀ (W: d_out × (d_in+1)); out = φ(s). */
+static void dense_forward(struct kfac_layer *l, int m)
+{
+    int k = l->d_in + 1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->abar, k, l->W,
+                k, 0.0f, l->s, l->d_out);
+    kfac_activation_forward(l->act, m, l->d_out, l->s, l->d_out, l->out, l->ld_out);
+}
+
+/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m) · ā (m × (d_in+1));
+ * din (m × d_in) = g (m × d_out) · W[:, :d_in]. */
+static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
+                           int ld_din)
+{
+    int k = l->d_in + 1;
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->d_out, k, m, scale, l->g,
+                    l->d_out, l->abar, k, 0.0f, dW, k);
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, l->d_in, l->d_out, 1.0f, l->g,
+                    l->d_out, l->W, k, 0.0f, din, ld_din);
+}
+
+/* r_s (m × d_out) = r_abar (m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · Vᵀ. */
+static void dense_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+{
+    int k = l->d_in + 1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->abar, k, V, k,
+                0.0f, l->r_s, l->d_out);
+    if (input_varies)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->r_abar, k,
+                    l->W, k, 1.0f, l->r_s, l->d_out);
+}
+
+const struct kfac_layer_ops kfac_dense_ops = {
+    .name = "dense",
+    .forward = dense_forward,
+    .backward = dense_backward,
+    .jvp = dense_jvp,
+};

@@ -1,0 +1,103 @@
+/*
+ * log.c: the TSV writer, the terminal progress line and closing with error checks
+ * (see log.h).
+ */
+#include "kfac/log.h"
+#include "kfac/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int kfac_log_open(struct kfac_log *log, const char *path, int force, int progress)
+{
+    memset(log, 0, sizeof *log);
+    log->progress = progress;
+    if (!path) {
+        log->f = stdout;
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), 0644);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return kfac_error(KFAC_EEXIST, "%s: the log file exists; kfac-train never overwrites "
+                                           "it (use --force to replace it, or choose another --log)",
+                              path);
+        return kfac_error(KFAC_EIO, "%s: cannot create the log: %s", path, strerror(errno));
+    }
+    log->f = fdopen(fd, "w");
+    if (!log->f) {
+        close(fd);
+        return kfac_error(KFAC_EIO, "%s: cannot open the log: %s", path, strerror(errno));
+    }
+    log->path = kfac_xstrdup(path);
+    return 0;
+}
+
+static int check_stream(struct kfac_log *log)
+{
+    if (ferror(log->f))
+        return kfac_error(KFAC_EIO, "%s: write error: %s", log->path ? log->path : "standard output",
+                          strerror(errno));
+    return 0;
+}
+
+int kfac_log_header(struct kfac_log *log, const char *const *names, int n)
+{
+    log->n_cols = n;
+    for (int i = 0; i < n; i++)
+        fprintf(log->f, "%s%c", names[i], i + 1 < n ? '\t' : '\n');
+    return check_stream(log);
+}
+
+int kfac_log_row(struct kfac_log *log, const double *values)
+{
+    for (int i = 0; i < log->n_cols; i++) {
+        double v = values[i];
+        char sep = i + 1 < log->n_cols ? '\t' : '\n';
+        if (isnan(v))
+            fprintf(log->f, "nan%c", sep);
+        else if (v == floor(v) && fabs(v) < 1e15)
+            fprintf(log->f, "%.0f%c", v, sep);
+        else
+            fprintf(log->f, "%.7g%c", v, sep);
+    }
+    if (log->f == stdout)
+        fflush(log->f);
+    return check_stream(log);
+}
+
+void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
+{
+    if (!log->progress)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputc('\r', stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\033[K", stderr);
+    va_end(ap);
+    fflush(stderr);
+    log->progress_drawn = 1;
+}
+
+int kfac_log_close(struct kfac_log *log)
+{
+    if (!log->f)
+        return 0;
+    if (log->progress_drawn)
+        fputs("\r\033[K", stderr);
+    int rc = check_stream(log);
+    if (fflush(log->f) != 0 && !rc)
+        rc = kfac_error(KFAC_EIO, "%s: write error: %s", log->path ? log->path : "standard output",
+                        strerror(errno));
+    if (log->f != stdout && fclose(log->f) != 0 && !rc)
+        rc = kfac_error(KFAC_EIO, "%s: write error: %s", log->path, strerror(errno));
+    free(log->path);
+    memset(log, 0, sizeof *log);
+    return rc;
+}

@@ -1,0 +1,136 @@
+/*
+ * main.c: the kfac-train command: options, configuration, and exit status
+ * (0 success, 1 run-time failure, 2 usage, configuration or data error).
+ */
+#include "config.h"
+#include "kfac/config.h"
+#include "kfac/status.h"
+#include "kfac/train.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f)
+{
+    fputs("Usage: kfac-train [OPTIONS] CONFIG.ini\n"
+          "Train a neural network with the optimiser and data that CONFIG.ini describes.\n"
+          "\n"
+          "  -s, --set SECTION.KEY=VALUE  override a configuration key (repeatable)\n"
+          "      --seed N                 same as --set train.seed=N\n"
+          "  -j, --threads N              same as --set train.threads=N (OpenBLAS threads)\n"
+          "  -l, --log FILE               write the TSV log to FILE (same as --set log.file=FILE)\n"
+          "  -f, --force                  replace an existing log file\n"
+          "  -q, --quiet                  no progress line and no summary\n"
+          "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
+          "  -h, --help                   print this help and exit\n"
+          "  -V, --version                print the version and exit\n"
+          "\n"
+          "Exit status: 0 on success, 1 if training failed, 2 for usage, configuration or data\n"
+          "errors. See kfac-train(1) and kfac-train.ini(5).\n",
+          f);
+}
+
+static int fail(int code, const char *context)
+{
+    if (context)
+        fprintf(stderr, "kfac-train: %s: %s\n", context, kfac_last_error());
+    else
+        fprintf(stderr, "kfac-train: %s\n", kfac_last_error());
+    return code;
+}
+
+/* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
+static void add_set(char ***sets, int *n, const char *key, const char *value)
+{
+    size_t len = (key ? strlen(key) + 1 : 0) + strlen(value) + 1;
+    char *s = kfac_xmalloc(len);
+    snprintf(s, len, "%s%s%s", key ? key : "", key ? "=" : "", value);
+    *sets = kfac_xrealloc(*sets, (size_t)(*n + 1) * sizeof **sets);
+    (*sets)[(*n)++] = s;
+}
+
+static int run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"set", required_argument, NULL, 's'},  {"seed", required_argument, NULL, 'S'},
+        {"threads", required_argument, NULL, 'j'}, {"log", required_argument, NULL, 'l'},
+        {"force", no_argument, NULL, 'f'},      {"quiet", no_argument, NULL, 'q'},
+        {"dry-run", no_argument, NULL, 'n'},    {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
+    };
+    char **sets = NULL;
+    int n_sets = 0, dry_run = 0, status = 0, c;
+    struct kfac_run_opts opts = {0};
+    while ((c = getopt_long(argc, argv, "s:j:l:fqnhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's': add_set(&sets, &n_sets, NULL, optarg); break;
+        case 'S': add_set(&sets, &n_sets, "train.seed", optarg); break;
+        case 'j': add_set(&sets, &n_sets, "train.threads", optarg); break;
+        case 'l': add_set(&sets, &n_sets, "log.file", optarg); break;
+        case 'f': opts.force = 1; break;
+        case 'q': opts.quiet = 1; break;
+        case 'n': dry_run = 1; break;
+        case 'h': usage(stdout); goto done;
+        case 'V': printf("kfac-train %s\n", PACKAGE_VERSION); goto done;
+        default:
+            fputs("Try 'kfac-train --help' for more information.\n", stderr);
+            status = EXIT_USAGE;
+            goto done;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "kfac-train: %s\nTry 'kfac-train --help' for more information.\n",
+                optind == argc ? "missing CONFIG.ini" : "more than one configuration file given");
+        status = EXIT_USAGE;
+        goto done;
+    }
+    struct kfac_config cfg;
+    kfac_config_defaults(&cfg);
+    if (kfac_config_load(&cfg, argv[optind])) {
+        status = fail(EXIT_USAGE, NULL);
+    } else {
+        for (int i = 0; i < n_sets && !status; i++)
+            if (kfac_config_set(&cfg, sets[i]))
+                status = fail(EXIT_USAGE, NULL);
+    }
+    if (!status && dry_run) {
+        struct kfac_net *net;
+        enum kfac_loss loss;
+        if (kfac_config_validate(&cfg) || kfac_model_new(&cfg, &net, &loss)) {
+            status = fail(EXIT_USAGE, argv[optind]);
+        } else {
+            kfac_config_print(&cfg, stdout);
+            putchar('\n');
+            kfac_model_summary(net, loss, stdout);
+            kfac_net_free(net);
+        }
+    } else if (!status) {
+        struct kfac_run r;
+        if (kfac_run_prepare(&r, &cfg, &opts))
+            status = fail(EXIT_USAGE, argv[optind]);
+        else if (kfac_run_train(&r, stderr))
+            status = fail(EXIT_RUNTIME, NULL);
+        kfac_run_free(&r);
+    }
+    kfac_config_free(&cfg);
+done:
+    for (int i = 0; i < n_sets; i++)
+        free(sets[i]);
+    free(sets);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    int status = run(argc, argv);
+    /* A failed write of the help text or the dry-run output is a failure too. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "kfac-train: write error on standard output\n");
+        return status ? status : EXIT_RUNTIME;
+    }
+    return status;
+}

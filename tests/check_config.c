@@ -1,0 +1,169 @@
+/*
+ * check_config.c: defaults, reading files, overrides, and errors that name the file,
+ * line and key; printing and re-reading gives the same configuration.
+ */
+#include "kfac/config.h"
+#include "kfac/status.h"
+#include "testutil.h"
+
+static int load_text(struct kfac_config *c, const char *name, const char *text)
+{
+    const char *p = scratch_file(name);
+    write_text(p, text);
+    kfac_config_defaults(c);
+    return kfac_config_load(c, p);
+}
+
+static void expect_message(const char *needle)
+{
+    ck_assert_msg(strstr(kfac_last_error(), needle), "message '%s' lacks '%s'", kfac_last_error(),
+                  needle);
+}
+
+START_TEST(defaults_and_a_good_file)
+{
+    struct kfac_config c;
+    ck_assert_int_eq(load_text(&c, "good.ini",
+                               "; a comment\n[data]\ntrain = sub/train.idx.gz\n"
+                               "test = /abs/test.idx\n\n[model]\nlayers = 4-3:tanh-4:logistic\n"
+                               "[optimizer]\nlearning_rate = 0.5\nmomentum_schedule = sutskever\n"
+                               "[train]\nstandardize_me_not = 1\n"),
+                     KFAC_EINVAL); /* the unknown key on line 12 */
+    expect_message("good.ini:12: unknown key train.standardize_me_not");
+    kfac_config_free(&c);
+    ck_assert_int_eq(load_text(&c, "good.ini",
+                               "; a comment\n[data]\ntrain = sub/train.idx.gz\n"
+                               "test = /abs/test.idx\n\n[model]\nlayers = 4-3:tanh-4:logistic\n"
+                               "[optimizer]\nlearning_rate = 0.5\nmomentum_schedule = sutskever\n"),
+                     0);
+    char want[600];
+    snprintf(want, sizeof want, "%s/sub/train.idx.gz", scratch_dir());
+    ck_assert_str_eq(c.data.train, want); /* relative to the file's directory */
+    ck_assert_str_eq(c.data.test, "/abs/test.idx");
+    ck_assert_double_eq(c.optim.learning_rate, 0.5);
+    ck_assert_int_eq(c.optim.momentum_schedule, KFAC_MOMENTUM_SUTSKEVER);
+    ck_assert_double_eq(c.optim.momentum, 0.9); /* default */
+    ck_assert_int_eq(c.batch_size, 1000);
+    ck_assert_int_eq(c.sparse_connections, 15);
+    ck_assert_int_eq(kfac_config_validate(&c), 0);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(errors_name_file_line_and_key)
+{
+    static const char *cases[][2] = {
+        {"[data]\ntrain = x\n[modle]\nlayers = 2-2:linear\n", "e.ini:3: unknown section [modle]"},
+        {"[model]\n\nlayers = 2-2:sigmoid\n", "e.ini:3: model.layers: layer 1: unknown activation"},
+        {"[train]\niterations = -5\n", "e.ini:2: train.iterations = '-5': expected an integer"},
+        {"[train]\nbatch_size = 12x\n", "e.ini:2: train.batch_size = '12x'"},
+        {"[optimizer]\nmomentum = 1.5\n", "e.ini:2: optimizer.momentum = '1.5': expected a number"},
+        {"[optimizer]\ntype = adam\n", "e.ini:2: optimizer.type = 'adam': expected one of sgd"},
+        {"[data]\nstandardize = maybe\n", "e.ini:2: data.standardize = 'maybe': expected true"},
+        {"[train]\nseed = 1\nseed = 2\n", "e.ini:3: train.seed is given twice"},
+        {"[train]\nthis line has no equals sign\n", "e.ini:2: expected 'key = value'"},
+        {"key = before any section\n", "e.ini:1: unknown section []"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct kfac_config c;
+        ck_assert_int_eq(load_text(&c, "e.ini", cases[i][0]), KFAC_EINVAL);
+        expect_message(cases[i][1]);
+        kfac_config_free(&c);
+    }
+    char longline[400] = "[model]\nlayers = 4";
+    for (int i = 0; i < 40; i++)
+        strcat(longline, "-3:tanh");
+    strcat(longline, "\n");
+    struct kfac_config c;
+    ck_assert_int_eq(load_text(&c, "e.ini", longline), KFAC_EINVAL);
+    expect_message("e.ini:2: line longer than 198 characters");
+    kfac_config_free(&c);
+    kfac_config_defaults(&c);
+    ck_assert_int_eq(kfac_config_load(&c, scratch_file("absent.ini")), KFAC_EIO);
+    expect_message("absent.ini: cannot open");
+}
+END_TEST
+
+START_TEST(overrides)
+{
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    ck_assert_int_eq(kfac_config_set(&c, "train.iterations=7"), 0);
+    ck_assert_int_eq(c.iterations, 7);
+    ck_assert_int_eq(kfac_config_set(&c, "data.train=rel/path.csv"), 0);
+    ck_assert_str_eq(c.data.train, "rel/path.csv"); /* command line: as given */
+    ck_assert_int_eq(kfac_config_set(&c, "train.iters=7"), KFAC_EINVAL);
+    expect_message("unknown key train.iters (keys of this section: iterations");
+    ck_assert_int_eq(kfac_config_set(&c, "iterations=7"), KFAC_EINVAL);
+    expect_message("expected section.key=value");
+    ck_assert_int_eq(kfac_config_set(&c, "train.iterations=0"), KFAC_EINVAL);
+    ck_assert_int_eq(kfac_config_set(&c, "log.file="), 0);
+    ck_assert_ptr_null(c.log_file);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(validation)
+{
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("data.train is required");
+    kfac_config_set(&c, "data.train=x.idx");
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("model.layers is required");
+    kfac_config_set(&c, "model.layers=4-2:softmax");
+    kfac_config_set(&c, "data.task=classification");
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("data.train_targets");
+    kfac_config_set(&c, "data.train_targets=y.idx");
+    ck_assert_int_eq(kfac_config_validate(&c), 0);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(print_then_load_is_identity)
+{
+    struct kfac_config c, d;
+    ck_assert_int_eq(load_text(&c, "p.ini",
+                               "[data]\ntrain = /d/t.csv\ntask = regression\n"
+                               "target_columns = MEDV\nstandardize = true\n"
+                               "[model]\nlayers = 13-50:tanh-1:linear\n[train]\nseed = 99\n"),
+                     0);
+    const char *p = scratch_file("printed.ini");
+    FILE *f = fopen(p, "w");
+    kfac_config_print(&c, f);
+    fclose(f);
+    kfac_config_defaults(&d);
+    ck_assert_int_eq(kfac_config_load(&d, p), 0);
+    char a[4096] = {0}, b[4096] = {0};
+    f = fmemopen(a, sizeof a - 1, "w");
+    kfac_config_print(&c, f);
+    fclose(f);
+    f = fmemopen(b, sizeof b - 1, "w");
+    kfac_config_print(&d, f);
+    fclose(f);
+    ck_assert_str_eq(a, b);
+    ck_assert(strstr(a, "target_columns = MEDV\n"));
+    ck_assert(strstr(a, "[optimizer]\ntype = sgd\n"));
+    kfac_config_free(&c);
+    kfac_config_free(&d);
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, defaults_and_a_good_file);
+    tcase_add_test(tc, overrides);
+    tcase_add_test(tc, validation);
+    tcase_add_test(tc, print_then_load_is_identity);
+    suite_add_tcase(s, tc);
+    TCase *lim = tcase_create("limits");
+    tcase_add_test(lim, errors_name_file_line_and_key);
+    suite_add_tcase(s, lim);
+    return s;
+}
+
+KFAC_TEST_MAIN(config_suite)

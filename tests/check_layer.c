@@ -1,0 +1,225 @@
+/*
+ * check_layer.c: the dense layer against naive loops (forward, backward, J·v), the
+ * activations against their definitions and finite differences, and initialisation.
+ */
+#include "kfac/layer.h"
+#include "kfac/mat.h"
+#include "kfac/net.h"
+#include "kfac/status.h"
+#include "testutil.h"
+
+#include <math.h>
+
+static const enum kfac_activation hidden_acts[] = {KFAC_ACT_LINEAR, KFAC_ACT_LOGISTIC,
+                                                   KFAC_ACT_TANH, KFAC_ACT_RELU};
+
+static double phi(enum kfac_activation a, double s)
+{
+    switch (a) {
+    case KFAC_ACT_LOGISTIC: return 1 / (1 + exp(-s));
+    case KFAC_ACT_TANH: return tanh(s);
+    case KFAC_ACT_RELU: return s > 0 ? s : 0;
+    default: return s;
+    }
+}
+
+/* A one-layer network gives the layer its buffers. */
+static struct kfac_net *one_layer(int d_in, int d_out, enum kfac_activation act, int m,
+                                  struct kfac_rng *r)
+{
+    struct kfac_layer_spec spec = {d_out, act};
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(d_in, &spec, 1, &net), 0);
+    kfac_net_reserve(net, m);
+    fill_uniform(net->params, net->n_params, r, -1, 1);
+    return net;
+}
+
+START_TEST(dense_forward_matches_loops)
+{
+    enum kfac_activation act = hidden_acts[_i];
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 10 + (uint64_t)_i);
+    int m = 5, din = 4, dout = 3;
+    struct kfac_net *net = one_layer(din, dout, act, m, &r);
+    float X[20];
+    fill_uniform(X, 20, &r, -2, 2);
+    kfac_net_forward(net, m, X);
+    const struct kfac_layer *l = &net->layers[0];
+    for (int c = 0; c < m; c++)
+        for (int o = 0; o < dout; o++) {
+            double s = l->W[o * (din + 1) + din];
+            for (int j = 0; j < din; j++)
+                s += (double)l->W[o * (din + 1) + j] * X[c * din + j];
+            ck_assert_close(l->s[c * dout + o], s, 1e-5);
+            ck_assert_close(kfac_net_output(net)[c * dout + o], phi(act, s), 1e-5);
+        }
+    kfac_net_free(net);
+}
+END_TEST
+
+START_TEST(dense_backward_and_jvp_match_loops)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 11);
+    int m = 6, din = 5, dout = 4, k = din + 1;
+    struct kfac_net *net = one_layer(din, dout, KFAC_ACT_TANH, m, &r);
+    struct kfac_layer *l = &net->layers[0];
+    float X[30], din_buf[30], V[24], Rin[36];
+    fill_uniform(X, 30, &r, -1, 1);
+    fill_uniform(V, 24, &r, -1, 1);
+    kfac_net_forward(net, m, X);
+    fill_uniform(l->g, (size_t)m * dout, &r, -1, 1);
+    l->ops->backward(l, m, 0.5f, l->dW, din_buf, din);
+    for (int o = 0; o < dout; o++)
+        for (int j = 0; j < k; j++) {
+            double want = 0;
+            for (int c = 0; c < m; c++)
+                want += 0.5 * l->g[c * dout + o] * (j < din ? X[c * din + j] : 1.0);
+            ck_assert_close(l->dW[o * k + j], want, 1e-5);
+        }
+    for (int c = 0; c < m; c++)
+        for (int j = 0; j < din; j++) {
+            double want = 0;
+            for (int o = 0; o < dout; o++)
+                want += (double)l->g[c * dout + o] * l->W[o * k + j];
+            ck_assert_close(din_buf[c * din + j], want, 1e-5);
+        }
+    /* J·v with a varying input: r_s = r_abar Wᵀ + ā Vᵀ. */
+    fill_uniform(Rin, 36, &r, -1, 1);
+    for (int c = 0; c < m; c++) {
+        Rin[c * k + din] = 0;
+        memcpy(l->r_abar + c * k, Rin + c * k, (size_t)k * sizeof(float));
+    }
+    l->ops->jvp(l, m, V, 1);
+    for (int c = 0; c < m; c++)
+        for (int o = 0; o < dout; o++) {
+            double want = 0;
+            for (int j = 0; j < k; j++)
+                want += (double)Rin[c * k + j] * l->W[o * k + j] +
+                        (double)(j < din ? X[c * din + j] : 1.0) * V[o * k + j];
+            ck_assert_close(l->r_s[c * dout + o], want, 1e-5);
+        }
+    kfac_net_free(net);
+}
+END_TEST
+
+START_TEST(activation_derivative_by_finite_differences)
+{
+    enum kfac_activation act = hidden_acts[_i];
+    float s[8] = {-3, -1, -0.2f, 0.3f, 0.7f, 1.5f, 2.5f, -0.6f}, out[8], x[8], y[8];
+    kfac_activation_forward(act, 1, 8, s, 8, out, 8);
+    for (int j = 0; j < 8; j++)
+        x[j] = 1.0f;
+    kfac_activation_derivative_mul(act, 1, 8, out, 8, x, 8, y, 8);
+    for (int j = 0; j < 8; j++) {
+        double h = 1e-4, fd = (phi(act, s[j] + h) - phi(act, s[j] - h)) / (2 * h);
+        ck_assert_close(y[j], fd, 1e-4);
+    }
+}
+END_TEST
+
+START_TEST(softmax_is_stable_and_normalised)
+{
+    float s[6] = {1000, 999, -1000, 0, 1, 2}, p[6];
+    kfac_activation_forward(KFAC_ACT_SOFTMAX, 2, 3, s, 3, p, 3);
+    for (int c = 0; c < 2; c++) {
+        double sum = 0;
+        for (int j = 0; j < 3; j++) {
+            ck_assert(isfinite(p[c * 3 + j]));
+            sum += p[c * 3 + j];
+        }
+        ck_assert_close(sum, 1.0, 1e-6);
+    }
+    ck_assert_close(p[0], 1 / (1 + exp(-1.0)), 1e-6);
+    ck_assert_close(p[5], exp(2.0) / (1 + exp(1.0) + exp(2.0)), 1e-6);
+}
+END_TEST
+
+START_TEST(activation_names_round_trip)
+{
+    enum kfac_activation a;
+    for (int i = KFAC_ACT_LINEAR; i <= KFAC_ACT_SOFTMAX; i++) {
+        ck_assert_int_eq(kfac_activation_parse(kfac_activation_name(i), &a), 0);
+        ck_assert_int_eq(a, i);
+    }
+    ck_assert_int_eq(kfac_activation_parse("sigmoid", &a), KFAC_EINVAL);
+}
+END_TEST
+
+START_TEST(sparse_init)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    int rows = 200, fan_in = 100, cols = fan_in + 1;
+    float *W = kfac_floats_new((size_t)rows * cols);
+    double sq = 0;
+    kfac_init_weights(W, rows, fan_in, rows, KFAC_INIT_SPARSE, 15, KFAC_ACT_LOGISTIC, &r);
+    for (int i = 0; i < rows; i++) {
+        int nz = 0;
+        for (int j = 0; j < fan_in; j++) {
+            nz += W[i * cols + j] != 0;
+            sq += (double)W[i * cols + j] * W[i * cols + j];
+        }
+        ck_assert_int_eq(nz, 15);
+        ck_assert_float_eq(W[i * cols + fan_in], 0); /* bias */
+    }
+    ck_assert_double_eq_tol(sq / (rows * 15), 1.0, 0.1);
+    kfac_init_weights(W, rows, fan_in, rows, KFAC_INIT_SPARSE, 15, KFAC_ACT_TANH, &r);
+    sq = 0;
+    for (int i = 0; i < rows * cols; i++)
+        sq += (double)W[i] * W[i];
+    ck_assert_double_eq_tol(sq / (rows * 15), 0.25, 0.03); /* halved weights */
+    /* Fewer inputs than connections: every input is used. */
+    kfac_init_weights(W, 3, 4, 3, KFAC_INIT_SPARSE, 15, KFAC_ACT_LOGISTIC, &r);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++)
+            ck_assert_float_ne(W[i * 5 + j], 0);
+    kfac_floats_free(W);
+}
+END_TEST
+
+START_TEST(glorot_and_he_init)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 6);
+    int rows = 300, fan_in = 200, cols = fan_in + 1;
+    float *W = kfac_floats_new((size_t)rows * cols);
+    kfac_init_weights(W, rows, fan_in, rows, KFAC_INIT_GLOROT, 15, KFAC_ACT_TANH, &r);
+    double bound = sqrt(6.0 / (fan_in + rows)), sq = 0;
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < fan_in; j++) {
+            ck_assert(fabs(W[i * cols + j]) <= bound);
+            sq += (double)W[i * cols + j] * W[i * cols + j];
+        }
+        ck_assert_float_eq(W[i * cols + fan_in], 0);
+    }
+    ck_assert_double_eq_tol(sq / (rows * fan_in), bound * bound / 3, 0.05 * bound * bound / 3);
+    kfac_init_weights(W, rows, fan_in, rows, KFAC_INIT_HE, 15, KFAC_ACT_RELU, &r);
+    sq = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < fan_in; j++)
+            sq += (double)W[i * cols + j] * W[i * cols + j];
+    ck_assert_double_eq_tol(sq / (rows * fan_in), 2.0 / fan_in, 0.05 * 2.0 / fan_in);
+    kfac_floats_free(W);
+}
+END_TEST
+
+static Suite *layer_suite(void)
+{
+    Suite *s = suite_create("layer");
+    TCase *tc = tcase_create("core");
+    tcase_add_loop_test(tc, dense_forward_matches_loops, 0, 4);
+    tcase_add_test(tc, dense_backward_and_jvp_match_loops);
+    tcase_add_loop_test(tc, activation_derivative_by_finite_differences, 0, 4);
+    tcase_add_test(tc, softmax_is_stable_and_normalised);
+    tcase_add_test(tc, activation_names_round_trip);
+    suite_add_tcase(s, tc);
+    TCase *init = tcase_create("init");
+    tcase_add_test(init, sparse_init);
+    tcase_add_test(init, glorot_and_he_init);
+    suite_add_tcase(s, init);
+    return s;
+}
+
+KFAC_TEST_MAIN(layer_suite)

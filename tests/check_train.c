@@ -1,0 +1,187 @@
+/*
+ * check_train.c: whole runs through the library: a small regression problem learns,
+ * the log has the promised columns, Polyak averaging follows its formula, an existing
+ * log is never overwritten, and mismatched model and data are refused.
+ */
+#include "kfac/mat.h"
+#include "kfac/status.h"
+#include "kfac/train.h"
+#include "testutil.h"
+
+#include <math.h>
+
+/* y = x1·x2 + sin(x3) on 400 rows. */
+static const char *make_csv(void)
+{
+    const char *p = scratch_file("train.csv");
+    FILE *f = fopen(p, "w");
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    fprintf(f, "x1,x2,x3,y\n");
+    for (int i = 0; i < 400; i++) {
+        double a = 2 * kfac_rng_uniform(&r) - 1, b = 2 * kfac_rng_uniform(&r) - 1,
+               c = 3 * kfac_rng_uniform(&r) - 1.5;
+        fprintf(f, "%.6f,%.6f,%.6f,%.6f\n", a, b, c, a * b + sin(c));
+    }
+    fclose(f);
+    return p;
+}
+
+static void base_config(struct kfac_config *c, const char *csv, const char *log)
+{
+    kfac_config_defaults(c);
+    char set[700];
+    snprintf(set, sizeof set, "data.train=%s", csv);
+    ck_assert_int_eq(kfac_config_set(c, set), 0);
+    snprintf(set, sizeof set, "log.file=%s", log);
+    ck_assert_int_eq(kfac_config_set(c, set), 0);
+    static const char *sets[] = {"data.task=regression", "data.target_columns=y",
+                                 "data.test_fraction=0.25", "data.standardize=true",
+                                 "model.layers=3-20:tanh-1:linear", "model.init=glorot",
+                                 "optimizer.learning_rate=0.05", "optimizer.momentum=0.9",
+                                 "train.batch_size=50", "train.iterations=300",
+                                 "log.eval_every=100", "log.progress=off"};
+    for (size_t i = 0; i < sizeof sets / sizeof *sets; i++)
+        ck_assert_int_eq(kfac_config_set(c, sets[i]), 0);
+}
+
+START_TEST(a_regression_run_learns_and_logs)
+{
+    const char *csv = make_csv(), *log = scratch_file("run.tsv");
+    struct kfac_config c;
+    base_config(&c, csv, log);
+    struct kfac_run_opts opts = {.quiet = 1};
+    struct kfac_run run;
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), 0);
+    double before = kfac_evaluate(run.net, c.data.task, &run.train, 1000);
+    ck_assert_int_eq(kfac_run_train(&run, NULL), 0);
+    ck_assert_int_eq(run.iterations_done, 300);
+    ck_assert_msg(run.final[0] < 0.5 * before, "train RMSE %g from %g", run.final[0], before);
+    ck_assert(run.final[1] < 0.6 * before);
+    kfac_run_free(&run);
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "iter\tseconds\tbatch\tobjective\tlr\tmu\tgrad_norm\tstep_norm\t"
+                           "train_rmse\ttest_rmse\n");
+    int rows = 0, evaluated = 0;
+    while (fgets(line, sizeof line, f)) {
+        rows++;
+        evaluated += strstr(line, "nan") == NULL;
+    }
+    fclose(f);
+    ck_assert_int_eq(rows, 300);
+    ck_assert_int_eq(evaluated, 3);
+    /* The log exists now: a second run must refuse to overwrite it, unless forced. */
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), KFAC_EEXIST);
+    ck_assert(strstr(kfac_last_error(), "--force"));
+    kfac_run_free(&run);
+    f = fopen(log, "r");
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert(strncmp(line, "iter\t", 5) == 0); /* untouched */
+    fclose(f);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(polyak_average_follows_its_formula)
+{
+    const char *csv = make_csv(), *log = scratch_file("polyak.tsv");
+    struct kfac_config c;
+    base_config(&c, csv, log);
+    kfac_config_set(&c, "train.iterations=1");
+    kfac_config_set(&c, "train.polyak_start=2");
+    kfac_config_set(&c, "train.polyak_decay=0.6");
+    struct kfac_run_opts opts = {.quiet = 1, .force = 1};
+    struct kfac_run run;
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), 0);
+    ck_assert_int_eq(kfac_run_train(&run, NULL), 0);
+    ck_assert(isnan(run.final[2])); /* averaging has not started at k = 1 */
+    kfac_run_free(&run);
+    /* Over 5 iterations from k0 = 2: ξ = 0, 1/2, 0.6 (capped), 0.6. Recompute from each θ_k. */
+    kfac_config_set(&c, "train.iterations=5");
+    kfac_config_set(&c, "log.eval_every=1");
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), 0);
+    size_t n = run.net->n_params;
+    float *avg = kfac_floats_new(n);
+    for (long k = 1; k <= 5; k++) {
+        struct kfac_batch b;
+        kfac_batcher_next(&run.batcher, 50, &b);
+        double h, fig[4];
+        ck_assert_int_eq(run.optim->ops->step(run.optim, &b, k, &h, fig), 0);
+        if (k >= 2) {
+            double xi = fmin(1.0 - 1.0 / (double)(k - 1), 0.6);
+            for (size_t i = 0; i < n; i++)
+                avg[i] = (float)(xi * avg[i] + (1 - xi) * run.net->params[i]);
+        }
+    }
+    kfac_run_free(&run);
+    /* The same run through the loop gives the same θ̄ (same seeds, same batches). */
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), 0);
+    ck_assert_int_eq(kfac_run_train(&run, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_float_eq_tol(run.avg[i], avg[i], 1e-6f);
+    ck_assert(!isnan(run.final[2]) && !isnan(run.final[3]));
+    kfac_run_free(&run);
+    kfac_floats_free(avg);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(model_and_data_must_agree)
+{
+    const char *csv = make_csv(), *log = scratch_file("mismatch.tsv");
+    struct kfac_config c;
+    base_config(&c, csv, log);
+    struct kfac_run_opts opts = {.quiet = 1, .force = 1};
+    struct kfac_run run;
+    kfac_config_set(&c, "model.layers=4-20:tanh-1:linear");
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), KFAC_EINVAL);
+    ck_assert(strstr(kfac_last_error(), "takes 4 inputs"));
+    kfac_run_free(&run);
+    kfac_config_set(&c, "model.layers=3-20:tanh-1:tanh");
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), KFAC_EINVAL);
+    ck_assert(strstr(kfac_last_error(), "no matched loss"));
+    kfac_run_free(&run);
+    kfac_config_set(&c, "model.layers=3-20:tanh-1:linear");
+    kfac_config_set(&c, "model.loss=bernoulli");
+    ck_assert_int_eq(kfac_run_prepare(&run, &c, &opts), KFAC_EINVAL);
+    ck_assert(strstr(kfac_last_error(), "needs a logistic output layer"));
+    kfac_run_free(&run);
+    kfac_config_free(&c);
+}
+END_TEST
+
+START_TEST(evaluate_metrics)
+{
+    struct kfac_layer_spec spec = {2, KFAC_ACT_LINEAR};
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(2, &spec, 1, &net), 0);
+    kfac_net_reserve(net, 2);
+    /* Identity weights: the output is the input. */
+    net->params[0] = 1, net->params[4] = 1;
+    float x[6] = {1, 2, 3, 4, 5, 6}, t[6] = {1, 2, 3, 5, 5, 8};
+    struct kfac_dataset ds = {3, 2, 2, x, t};
+    ck_assert_double_eq_tol(kfac_evaluate(net, KFAC_TASK_AUTOENCODER, &ds, 2), 5.0 / 3, 1e-9);
+    ck_assert_double_eq_tol(kfac_evaluate(net, KFAC_TASK_REGRESSION, &ds, 2), sqrt(5.0 / 6), 1e-9);
+    float onehot[6] = {0, 1, 1, 0, 0, 1};
+    ds.t = onehot;
+    ck_assert_double_eq_tol(kfac_evaluate(net, KFAC_TASK_CLASSIFICATION, &ds, 2), 2.0 / 3, 1e-9);
+    kfac_net_free(net);
+}
+END_TEST
+
+static Suite *train_suite(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, a_regression_run_learns_and_logs);
+    tcase_add_test(tc, polyak_average_follows_its_formula);
+    tcase_add_test(tc, model_and_data_must_agree);
+    tcase_add_test(tc, evaluate_metrics);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+KFAC_TEST_MAIN(train_suite)

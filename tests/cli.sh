@@ -1,0 +1,128 @@
+#!/bin/sh
+# tests/cli.sh: the kfac-train command as a user meets it: help, version, usage errors,
+# dry runs, configuration and data errors with their exit status, a short training run
+# whose error drops, and the log's protection against overwriting.
+. "$top_srcdir/tests/lib.sh"
+make_bars 600
+
+cat >"$WORK/ae.ini" <<INI
+[data]
+train = bars-images.gz
+test_fraction = 0.2
+[model]
+layers = 64-16:logistic-64:logistic
+[optimizer]
+learning_rate = 0.2
+momentum = 0.9
+[train]
+iterations = 200
+batch_size = 50
+[log]
+eval_every = 50
+INI
+
+expect_status 0 "--help exits 0" -- "$KFAC" --help
+expect_grep "$WORK/out" "^Usage: kfac-train" "--help prints usage on stdout"
+expect_status 0 "--version exits 0" -- "$KFAC" --version
+expect_grep "$WORK/out" "^kfac-train [0-9]" "--version prints the version"
+expect_status 2 "no configuration is a usage error" -- "$KFAC"
+expect_grep "$WORK/err" "missing CONFIG.ini" "the missing argument is named"
+expect_status 2 "an unknown option is a usage error" -- "$KFAC" --frobnicate "$WORK/ae.ini"
+expect_grep "$WORK/err" "Try 'kfac-train --help'" "a bad option points at --help"
+
+expect_status 0 "--dry-run succeeds" -- "$KFAC" --dry-run "$WORK/ae.ini"
+expect_grep "$WORK/out" "^layers = 64-16:logistic-64:logistic" "dry run prints the resolved config"
+expect_grep "$WORK/out" "^learning_rate = 0.2" "dry run prints set values"
+expect_grep "$WORK/out" "^momentum_schedule = fixed" "dry run prints defaults"
+expect_grep "$WORK/out" "2128 parameters" "dry run counts the parameters (16*65 + 64*17)"
+expect_grep "$WORK/out" "loss bernoulli" "dry run names the matched loss"
+expect_status 0 "--set overrides a key" -- "$KFAC" -n --set model.layers=64-8:tanh-64:logistic "$WORK/ae.ini"
+expect_grep "$WORK/out" "^layers = 64-8:tanh-64:logistic" "the override is in force"
+
+printf '[data]\ntrain = x\n[model]\nlayers = 64-16:logistic-64:logistic\nlearning_rate = 1\n' >"$WORK/bad.ini"
+expect_status 2 "an unknown key is a configuration error" -- "$KFAC" "$WORK/bad.ini"
+expect_grep "$WORK/err" "bad.ini:5: unknown key model.learning_rate" "the error names file, line and key"
+expect_status 2 "a bad --set value is an error" -- "$KFAC" -n --set train.iterations=many "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.iterations = 'many': expected an integer" "the bad value is named"
+expect_status 2 "a missing data file is a data error" -- "$KFAC" --set data.train="$WORK/none.gz" "$WORK/ae.ini"
+expect_grep "$WORK/err" "none.gz: cannot open" "the missing file is named"
+expect_status 2 "model and data widths must agree" -- "$KFAC" --set model.layers=10-4:logistic-10:logistic "$WORK/ae.ini"
+expect_grep "$WORK/err" "takes 10 inputs" "the mismatch is explained"
+
+expect_status 0 "a short training run succeeds" -- "$KFAC" --seed 3 --log "$WORK/run.tsv" "$WORK/ae.ini"
+expect_grep "$WORK/err" "200 iterations in" "the summary line is printed"
+first=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "train_recon") c = i }
+                    NR > 1 && $c != "nan" { print $c; exit }' "$WORK/run.tsv")
+last=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "train_recon") c = i }
+                   NR > 1 && $c != "nan" { v = $c } END { print v }' "$WORK/run.tsv")
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
+    ok "the reconstruction error drops ($first -> $last)"
+else not_ok "the reconstruction error drops ($first -> $last)"; fi
+rows=$(wc -l <"$WORK/run.tsv")
+[ "$rows" -eq 201 ] && ok "one log row per iteration" || not_ok "one log row per iteration ($rows lines)"
+
+cp "$WORK/run.tsv" "$WORK/run.keep"
+expect_status 2 "an existing log is not overwritten" -- "$KFAC" --log "$WORK/run.tsv" "$WORK/ae.ini"
+expect_grep "$WORK/err" "use --force" "the refusal says how to proceed"
+cmp -s "$WORK/run.tsv" "$WORK/run.keep" && ok "the old log is intact" || not_ok "the old log is intact"
+expect_status 0 "--force replaces the log" -- "$KFAC" -q -f --log "$WORK/run.tsv" --set train.iterations=5 "$WORK/ae.ini"
+[ "$(wc -l <"$WORK/run.tsv")" -eq 6 ] && ok "the forced log is new" || not_ok "the forced log is new"
+[ ! -s "$WORK/err" ] && ok "--quiet prints nothing on stderr" || not_ok "--quiet prints nothing on stderr"
+
+cat >"$WORK/cls.ini" <<INI
+[data]
+train = bars-images.gz
+train_targets = bars-labels.gz
+task = classification
+test_fraction = 0.25
+[model]
+layers = 64-32:relu-16:softmax
+init = he
+[optimizer]
+learning_rate = 0.1
+[train]
+iterations = 150
+batch_size = 50
+polyak_start = 100
+[log]
+eval_every = 0
+INI
+expect_status 0 "a classifier trains" -- "$KFAC" -q --log "$WORK/cls.tsv" "$WORK/cls.ini"
+acc=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "test_acc") c = i } END { print $c }' "$WORK/cls.tsv")
+awk -v a="$acc" 'BEGIN { exit !(a > 0.9) }' && ok "bars are classified (test accuracy $acc)" ||
+    not_ok "bars are classified (test accuracy $acc)"
+expect_grep "$WORK/cls.tsv" "test_acc_avg" "averaging adds its columns"
+
+"$MKFIXTURE" csv "$WORK/reg.csv" 400 2
+cat >"$WORK/reg.ini" <<INI
+[data]
+train = reg.csv
+task = regression
+target_columns = y
+test_fraction = 0.25
+standardize = true
+[model]
+layers = 3-32:tanh-1:linear
+init = glorot
+[optimizer]
+learning_rate = 0.02
+[train]
+iterations = 400
+batch_size = 40
+INI
+expect_status 0 "a regression trains" -- "$KFAC" -q --log "$WORK/reg.tsv" "$WORK/reg.ini"
+rmse=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "test_rmse") c = i } END { print $c }' "$WORK/reg.tsv")
+awk -v a="$rmse" 'BEGIN { exit !(a < 0.5) }' && ok "regression fits (test RMSE $rmse)" ||
+    not_ok "regression fits (test RMSE $rmse)"
+
+printf 'x1,x2,x3,y\n1,2,3,4\n1,2\n' >"$WORK/ragged.csv"
+expect_status 2 "a ragged CSV is a data error" -- "$KFAC" --set data.train="$WORK/ragged.csv" "$WORK/reg.ini"
+expect_grep "$WORK/err" "ragged.csv:3: expected 4 fields" "the ragged line is named"
+
+printf '[data]\ntrain = x\n[model]\nlayers = 2-2:linear\n[optimizer]\nlearning_rate = 1e5\n' >"$WORK/huge.ini"
+printf 'a,b,y\n1,2,3\n2,1,1e30\n' >"$WORK/diverge.csv"
+expect_status 1 "divergence is a run-time failure" -- "$KFAC" -q --set data.train="$WORK/diverge.csv" \
+    --set data.task=regression --set data.target_columns=y --set model.layers=2-1:linear \
+    --set train.batch_size=2 --set train.iterations=50 --log "$WORK/div.tsv" "$WORK/huge.ini"
+expect_grep "$WORK/err" "not finite" "the failure names what went wrong"
+finish

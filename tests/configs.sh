@@ -1,0 +1,10 @@
+#!/bin/sh
+# tests/configs.sh: every shipped configuration parses, validates and builds its model
+# (a dry run reads no data, so this needs no download).
+. "$top_srcdir/tests/lib.sh"
+for cfg in "$top_srcdir"/configs/*.ini; do
+    expect_status 0 "$(basename "$cfg") passes a dry run" -- "$KFAC" --dry-run "$cfg"
+done
+expect_status 0 "the SGD autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/mnist-autoencoder-sgd.ini"
+expect_grep "$WORK/out" "2837314 parameters" "the MNIST autoencoder has the paper's 2,837,314 parameters"
+finish

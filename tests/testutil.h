@@ -1,0 +1,74 @@
+/*
+ * testutil.h: helpers shared by the Check suites: random fills, a scratch directory,
+ * file writers for fixtures, and the suite runner main().
+ */
+#ifndef KFAC_TESTUTIL_H
+#define KFAC_TESTUTIL_H
+
+#include "kfac/rng.h"
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* x (n) ~ U(lo, hi). */
+static inline void fill_uniform(float *x, size_t n, struct kfac_rng *r, double lo, double hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(lo + (hi - lo) * kfac_rng_uniform(r));
+}
+
+/* A fresh directory for this test's files (under $TMPDIR or /tmp); the path is static. */
+static inline const char *scratch_dir(void)
+{
+    static char dir[512];
+    if (!dir[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/kfac-test-XXXXXX", base && *base ? base : "/tmp");
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+    }
+    return dir;
+}
+
+/* dir/name in a static rotating buffer (four live at once). */
+static inline const char *scratch_file(const char *name)
+{
+    static char bufs[4][600];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", scratch_dir(), name);
+    return b;
+}
+
+static inline void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static inline void write_text(const char *path, const char *text)
+{
+    write_bytes(path, text, strlen(text));
+}
+
+/* |a − b| ≤ tol · max(1, |a|, |b|). */
+#define ck_assert_close(a, b, tol)                                                                  \
+    do {                                                                                            \
+        double a_ = (a), b_ = (b), s_ = fabs(a_) > fabs(b_) ? fabs(a_) : fabs(b_);                  \
+        ck_assert_msg(fabs(a_ - b_) <= (tol) * (s_ > 1 ? s_ : 1), "%s = %.9g but %s = %.9g", #a,   \
+                      a_, #b, b_);                                                                  \
+    } while (0)
+
+#define KFAC_TEST_MAIN(make_suite)                                                                  \
+    int main(void)                                                                                  \
+    {                                                                                               \
+        SRunner *sr = srunner_create(make_suite());                                                 \
+        srunner_run_all(sr, CK_NORMAL);                                                             \
+        int failed = srunner_ntests_failed(sr);                                                     \
+        srunner_free(sr);                                                                           \
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                                \
+    }
+
+#endif
