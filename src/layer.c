@@ -4,6 +4,7 @@
  */
 #include "kfac/layer.h"
 #include "kfac/status.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -31,13 +32,44 @@ int kfac_activation_parse(const char *name, enum kfac_activation *act)
                       name);
 }
 
-static float logistic(float x)
+/* The row kernels below are written as plain loops over restrict pointers so that the
+ * compiler vectorises them (vecmath.h). */
+
+KFAC_VECTOR_KERNEL
+static void logistic_row(int n, const float *restrict s, float *restrict out)
 {
-    /* Written so that exp never overflows. */
-    if (x >= 0)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
+    /* exp(−s) overflows to +inf for very negative s, which gives exactly 0: no branch needed. */
+    for (int j = 0; j < n; j++)
+        out[j] = 1.0f / (1.0f + expf(-s[j]));
+}
+
+KFAC_VECTOR_KERNEL
+static void tanh_row(int n, const float *restrict s, float *restrict out)
+{
+    for (int j = 0; j < n; j++)
+        out[j] = tanhf(s[j]);
+}
+
+static void relu_row(int n, const float *restrict s, float *restrict out)
+{
+    for (int j = 0; j < n; j++)
+        out[j] = s[j] > 0 ? s[j] : 0;
+}
+
+KFAC_VECTOR_KERNEL
+static void softmax_row(int n, const float *restrict s, float *restrict out)
+{
+    float mx = s[0];
+    for (int j = 1; j < n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+    for (int j = 0; j < n; j++)
+        out[j] = expf(s[j] - mx);
+    double sum = 0;
+    for (int j = 0; j < n; j++)
+        sum += out[j];
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < n; j++)
+        out[j] *= inv;
 }
 
 void kfac_activation_forward(enum kfac_activation act, int m, int n, const float *s, int ld_s,
@@ -51,60 +83,46 @@ void kfac_activation_forward(enum kfac_activation act, int m, int n, const float
             if (oi != si)
                 memcpy(oi, si, (size_t)n * sizeof *oi);
             break;
-        case KFAC_ACT_LOGISTIC:
-            for (int j = 0; j < n; j++)
-                oi[j] = logistic(si[j]);
-            break;
-        case KFAC_ACT_TANH:
-            for (int j = 0; j < n; j++)
-                oi[j] = tanhf(si[j]);
-            break;
-        case KFAC_ACT_RELU:
-            for (int j = 0; j < n; j++)
-                oi[j] = si[j] > 0 ? si[j] : 0;
-            break;
-        case KFAC_ACT_SOFTMAX: {
-            float mx = si[0];
-            for (int j = 1; j < n; j++)
-                mx = si[j] > mx ? si[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < n; j++)
-                sum += oi[j] = expf(si[j] - mx);
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < n; j++)
-                oi[j] *= inv;
-            break;
+        case KFAC_ACT_LOGISTIC: logistic_row(n, si, oi); break;
+        case KFAC_ACT_TANH: tanh_row(n, si, oi); break;
+        case KFAC_ACT_RELU: relu_row(n, si, oi); break;
+        case KFAC_ACT_SOFTMAX: softmax_row(n, si, oi); break;
         }
-        }
+    }
+}
+
+/* y = φ'·x from out = φ(s); y may be x, so no restrict on those two. */
+KFAC_VECTOR_KERNEL
+static void derivative_row(enum kfac_activation act, int n, const float *restrict out,
+                           const float *x, float *y)
+{
+    switch (act) {
+    case KFAC_ACT_LINEAR:
+    case KFAC_ACT_SOFTMAX: /* not reached: see layer.h */
+        if (y != x)
+            memmove(y, x, (size_t)n * sizeof *y);
+        break;
+    case KFAC_ACT_LOGISTIC:
+        for (int j = 0; j < n; j++)
+            y[j] = x[j] * out[j] * (1.0f - out[j]);
+        break;
+    case KFAC_ACT_TANH:
+        for (int j = 0; j < n; j++)
+            y[j] = x[j] * (1.0f - out[j] * out[j]);
+        break;
+    case KFAC_ACT_RELU:
+        for (int j = 0; j < n; j++)
+            y[j] = out[j] > 0 ? x[j] : 0;
+        break;
     }
 }
 
 void kfac_activation_derivative_mul(enum kfac_activation act, int m, int n, const float *out,
                                     int ld_out, const float *x, int ld_x, float *y, int ld_y)
 {
-    for (int i = 0; i < m; i++) {
-        const float *oi = out + (size_t)i * ld_out, *xi = x + (size_t)i * ld_x;
-        float *yi = y + (size_t)i * ld_y;
-        switch (act) {
-        case KFAC_ACT_LINEAR:
-        case KFAC_ACT_SOFTMAX: /* not reached: see layer.h */
-            if (yi != xi)
-                memcpy(yi, xi, (size_t)n * sizeof *yi);
-            break;
-        case KFAC_ACT_LOGISTIC:
-            for (int j = 0; j < n; j++)
-                yi[j] = xi[j] * oi[j] * (1.0f - oi[j]);
-            break;
-        case KFAC_ACT_TANH:
-            for (int j = 0; j < n; j++)
-                yi[j] = xi[j] * (1.0f - oi[j] * oi[j]);
-            break;
-        case KFAC_ACT_RELU:
-            for (int j = 0; j < n; j++)
-                yi[j] = oi[j] > 0 ? xi[j] : 0;
-            break;
-        }
-    }
+    for (int i = 0; i < m; i++)
+        derivative_row(act, n, out + (size_t)i * ld_out, x + (size_t)i * ld_x,
+                       y + (size_t)i * ld_y);
 }
 
 void kfac_init_weights(float *W, int rows, int fan_in, int fan_out, enum kfac_init scheme,

@@ -4,6 +4,7 @@
  */
 #include "kfac/loss.h"
 #include "kfac/status.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -39,6 +40,25 @@ enum kfac_activation kfac_loss_link(enum kfac_loss loss)
     return KFAC_ACT_LINEAR;
 }
 
+/* Σ_j softplus(z_j) − t_j z_j, written max(z, 0) + log1p(e^−|z|) − t z so that nothing
+ * overflows; terms are formed in float (vectorised) and summed in double. */
+KFAC_VECTOR_KERNEL
+static double bernoulli_row(int n, const float *restrict z, const float *restrict t)
+{
+    float terms[256];
+    double total = 0;
+    for (int start = 0; start < n; start += 256) {
+        int k = n - start < 256 ? n - start : 256;
+        for (int j = 0; j < k; j++) {
+            float zj = z[start + j];
+            terms[j] = (zj > 0 ? zj : 0) + log1pf(expf(-fabsf(zj))) - t[start + j] * zj;
+        }
+        for (int j = 0; j < k; j++)
+            total += terms[j];
+    }
+    return total;
+}
+
 double kfac_loss_sum(enum kfac_loss loss, int m, int n, const float *z, const float *t)
 {
     double total = 0;
@@ -46,11 +66,7 @@ double kfac_loss_sum(enum kfac_loss loss, int m, int n, const float *z, const fl
         const float *zi = z + (size_t)i * n, *ti = t + (size_t)i * n;
         switch (loss) {
         case KFAC_LOSS_BERNOULLI:
-            /* softplus(z) − t z without overflow: max(z, 0) + log1p(e^−|z|) − t z. */
-            for (int j = 0; j < n; j++) {
-                double zj = zi[j];
-                total += (zj > 0 ? zj : 0) + log1p(exp(-fabs(zj))) - ti[j] * zj;
-            }
+            total += bernoulli_row(n, zi, ti);
             break;
         case KFAC_LOSS_SQUARED:
             for (int j = 0; j < n; j++) {
