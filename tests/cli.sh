@@ -51,10 +51,8 @@ expect_grep "$WORK/err" "takes 10 inputs" "the mismatch is explained"
 
 expect_status 0 "a short training run succeeds" -- "$KFAC" --seed 3 --log "$WORK/run.tsv" "$WORK/ae.ini"
 expect_grep "$WORK/err" "200 iterations in" "the summary line is printed"
-first=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "train_recon") c = i }
-                    NR > 1 && $c != "nan" { print $c; exit }' "$WORK/run.tsv")
-last=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "train_recon") c = i }
-                   NR > 1 && $c != "nan" { v = $c } END { print v }' "$WORK/run.tsv")
+first=$(column_values "$WORK/run.tsv" train_recon | head -n 1)
+last=$(column_values "$WORK/run.tsv" train_recon | tail -n 1)
 if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
     ok "the reconstruction error drops ($first -> $last)"
 else not_ok "the reconstruction error drops ($first -> $last)"; fi
@@ -88,7 +86,7 @@ polyak_start = 100
 eval_every = 0
 INI
 expect_status 0 "a classifier trains" -- "$KFAC" -q --log "$WORK/cls.tsv" "$WORK/cls.ini"
-acc=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "test_acc") c = i } END { print $c }' "$WORK/cls.tsv")
+acc=$(column_values "$WORK/cls.tsv" test_acc | tail -n 1)
 awk -v a="$acc" 'BEGIN { exit !(a > 0.9) }' && ok "bars are classified (test accuracy $acc)" ||
     not_ok "bars are classified (test accuracy $acc)"
 expect_grep "$WORK/cls.tsv" "test_acc_avg" "averaging adds its columns"
@@ -111,7 +109,7 @@ iterations = 400
 batch_size = 40
 INI
 expect_status 0 "a regression trains" -- "$KFAC" -q --log "$WORK/reg.tsv" "$WORK/reg.ini"
-rmse=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "test_rmse") c = i } END { print $c }' "$WORK/reg.tsv")
+rmse=$(column_values "$WORK/reg.tsv" test_rmse | tail -n 1)
 awk -v a="$rmse" 'BEGIN { exit !(a < 0.5) }' && ok "regression fits (test RMSE $rmse)" ||
     not_ok "regression fits (test RMSE $rmse)"
 

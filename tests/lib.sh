@@ -27,6 +27,12 @@ expect_grep() {
         not_ok "$3 (no '$2' in $1)"; sed 's/^/#   /' "$1" | head -20; fi
 }
 
+# column_values FILE NAME: the values of the log column NAME that are not nan, one a line.
+column_values() {
+    awk -F'\t' -v name="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i; next }
+                             c && $c != "nan" { print $c }' "$1"
+}
+
 # An 8x8 bars data set: $WORK/bars-images.gz, $WORK/bars-labels.gz.
 make_bars() { "$MKFIXTURE" bars "$WORK/bars-images.gz" "$WORK/bars-labels.gz" "${1:-600}" 1; }
 
