@@ -327,6 +327,12 @@ int kfac_config_validate(const struct kfac_config *c)
         return kfac_error(KFAC_EINVAL, "data.task = %s needs data.train_targets (a labels or "
                                        "values file) or data.target_columns (for CSV)",
                           task_choices[c->data.task]);
+    if (c->data.task == KFAC_TASK_AUTOENCODER && (c->data.train_targets || c->data.test_targets))
+        return kfac_error(KFAC_EINVAL, "data.train_targets and data.test_targets are not used by "
+                                       "the autoencoder task (its targets are its inputs)");
+    if (c->data.test && c->data.test_fraction > 0)
+        return kfac_error(KFAC_EINVAL, "data.test and data.test_fraction both choose the test set; "
+                                       "give one of them");
     if (c->data.test && c->data.task != KFAC_TASK_AUTOENCODER && !c->data.test_targets &&
         !c->data.target_columns)
         return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");

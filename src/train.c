@@ -137,7 +137,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         return rc;
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim);
-    const char *names[32];
+    const char **names = kfac_xmalloc((size_t)(8 + n_opt) * sizeof *names);
     char eval_names[4][32];
     int n = 0;
     names[n++] = "iter";
@@ -153,7 +153,9 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     for (int i = 0; i < (run->avg ? 4 : 2); i++)
         names[n++] = eval_names[i];
     run->row = kfac_xcalloc((size_t)n, sizeof *run->row);
-    return kfac_log_header(&run->log, names, n);
+    rc = kfac_log_header(&run->log, names, n);
+    free(names);
+    return rc;
 }
 
 /* θ̄ ← ξ θ̄ + (1 − ξ) θ with ξ = min(1 − 1/(k − k0 + 1), cap), from k = k0 on. */
@@ -194,7 +196,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim), n_eval = run->avg ? 4 : 2;
     int rc = 0;
-    double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN};
+    double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN}, drawn = 0;
     long k;
     for (k = 1; k <= c->iterations; k++) {
         double t0 = now();
@@ -221,9 +223,12 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         run->row[3] = objective;
         if ((rc = kfac_log_row(&run->log, run->row)))
             break;
-        kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s %.5g  "
-                          "[%.1f s]",
-                          k, c->iterations, objective, metric, evals[0], train_time);
+        if (run->log.progress && now() - drawn >= 0.1) { /* at most 10 redraws a second */
+            kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s "
+                              "%.5g  [%.1f s]",
+                              k, c->iterations, objective, metric, evals[0], train_time);
+            drawn = now();
+        }
         if (last) {
             k++;
             break;

@@ -118,6 +118,15 @@ START_TEST(validation)
     expect_message("data.train_targets");
     kfac_config_set(&c, "data.train_targets=y.idx");
     ck_assert_int_eq(kfac_config_validate(&c), 0);
+    kfac_config_set(&c, "data.test=t.idx");
+    kfac_config_set(&c, "data.test_targets=u.idx");
+    kfac_config_set(&c, "data.test_fraction=0.1");
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("give one of them");
+    kfac_config_set(&c, "data.test_fraction=0");
+    kfac_config_set(&c, "data.task=autoencoder");
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("not used by the autoencoder task");
     kfac_config_free(&c);
 }
 END_TEST
