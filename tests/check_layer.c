@@ -136,6 +136,21 @@ START_TEST(softmax_is_stable_and_normalised)
 }
 END_TEST
 
+START_TEST(logistic_saturates_without_overflow)
+{
+    float s[6] = {-1000, -100, -20, 20, 100, 1000}, out[6];
+    kfac_activation_forward(KFAC_ACT_LOGISTIC, 1, 6, s, 6, out, 6);
+    ck_assert_float_eq(out[0], 0.0f);
+    ck_assert_float_eq(out[1], 0.0f);
+    double tail = 1 / (1 + exp(20.0)); /* relative accuracy far out in the tail */
+    ck_assert_double_eq_tol(out[2], tail, 1e-6 * tail);
+    ck_assert_float_eq(out[3], 1.0f);
+    ck_assert_float_eq(out[5], 1.0f);
+    for (int j = 0; j < 6; j++)
+        ck_assert(isfinite(out[j]));
+}
+END_TEST
+
 START_TEST(activation_names_round_trip)
 {
     enum kfac_activation a;
@@ -213,6 +228,7 @@ static Suite *layer_suite(void)
     tcase_add_test(tc, dense_backward_and_jvp_match_loops);
     tcase_add_loop_test(tc, activation_derivative_by_finite_differences, 0, 4);
     tcase_add_test(tc, softmax_is_stable_and_normalised);
+    tcase_add_test(tc, logistic_saturates_without_overflow);
     tcase_add_test(tc, activation_names_round_trip);
     suite_add_tcase(s, tc);
     TCase *init = tcase_create("init");
