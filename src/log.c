@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int kfac_log_open(struct kfac_log *log, const char *path, int force, int progress)
@@ -75,6 +76,12 @@ void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
 {
     if (!log->progress)
         return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (log->progress_drawn && t - log->drawn_at < 0.1)
+        return;
+    log->drawn_at = t;
     va_list ap;
     va_start(ap, fmt);
     fputc('\r', stderr);

@@ -196,7 +196,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim), n_eval = run->avg ? 4 : 2;
     int rc = 0;
-    double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN}, drawn = 0;
+    double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN};
     long k;
     for (k = 1; k <= c->iterations; k++) {
         double t0 = now();
@@ -223,12 +223,9 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         run->row[3] = objective;
         if ((rc = kfac_log_row(&run->log, run->row)))
             break;
-        if (run->log.progress && now() - drawn >= 0.1) { /* at most 10 redraws a second */
-            kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s "
-                              "%.5g  [%.1f s]",
-                              k, c->iterations, objective, metric, evals[0], train_time);
-            drawn = now();
-        }
+        kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s %.5g  "
+                          "[%.1f s]",
+                          k, c->iterations, objective, metric, evals[0], train_time);
         if (last) {
             k++;
             break;

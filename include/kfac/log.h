@@ -16,6 +16,7 @@ struct kfac_log {
     int n_cols;
     int progress;       /* 1: redraw a progress line on standard error */
     int progress_drawn; /* a progress line is on screen and must be cleared */
+    double drawn_at;    /* monotonic seconds of the last redraw */
 };
 
 /* Opens the log: path NULL writes to standard output. An existing file is refused with
@@ -29,7 +30,8 @@ int kfac_log_header(struct kfac_log *log, const char *const *names, int n);
  * without a fraction. Checks the stream for write errors. */
 int kfac_log_row(struct kfac_log *log, const double *values);
 
-/* Redraws the progress line (when enabled) with printf-style text. */
+/* Redraws the progress line (when enabled) with printf-style text, at most ten times a
+ * second: calls in between are dropped. */
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
