@@ -28,7 +28,13 @@ struct key {
 static const char *const task_choices[] = {"autoencoder", "classification", "regression", NULL};
 static const char *const loss_choices[] = {"auto", "bernoulli", "squared", "softmax", NULL};
 static const char *const init_choices[] = {"sparse", "glorot", "he", NULL};
-static const char *const optim_choices[] = {"sgd", NULL};
+static const char *const optim_choices[] = {"sgd", "kfac", NULL};
+static const char *const curvature_choices[] = {"block-diagonal", NULL};
+static const char *const fisher_choices[] = {"sampled", "empirical", NULL};
+static const char *const step_choices[] = {"model", "fixed", NULL};
+static const char *const gamma_rule_choices[] = {"model", "objective", NULL};
+static const char *const pi_choices[] = {"trace", "frobenius", NULL};
+static const char *const schedule_choices[] = {"fixed", "exponential", NULL};
 static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
 static const char *const progress_choices[] = {"auto", "on", "off", NULL};
 
@@ -54,8 +60,28 @@ static const struct key keys[] = {
     {"optimizer", "momentum_schedule", K_ENUM, F(optim.momentum_schedule), "fixed", 0, 0,
      momentum_choices},
     {"optimizer", "l2", K_DOUBLE, F(optim.l2), "0", 0, 1e6, NULL},
+    {"optimizer", "curvature", K_ENUM, F(optim.curvature), "block-diagonal", 0, 0,
+     curvature_choices},
+    {"optimizer", "fisher", K_ENUM, F(optim.fisher), "sampled", 0, 0, fisher_choices},
+    {"optimizer", "stats_fraction", K_DOUBLE, F(optim.stats_fraction), "0.125", 1e-6, 1, NULL},
+    {"optimizer", "model_fraction", K_DOUBLE, F(optim.model_fraction), "1", 1e-6, 1, NULL},
+    {"optimizer", "stats_decay", K_DOUBLE, F(optim.stats_decay), "0.95", 0, 0.999999, NULL},
+    {"optimizer", "lambda", K_DOUBLE, F(optim.lambda), "150", 0, 1e12, NULL},
+    {"optimizer", "lambda_min", K_DOUBLE, F(optim.lambda_min), "0", 0, 1e12, NULL},
+    {"optimizer", "lambda_every", K_LONG, F(optim.lambda_every), "5", 0, 1e12, NULL},
+    {"optimizer", "gamma", K_DOUBLE, F(optim.gamma), "0", 0, 1e12, NULL},
+    {"optimizer", "gamma_min", K_DOUBLE, F(optim.gamma_min), "0", 0, 1e12, NULL},
+    {"optimizer", "gamma_max", K_DOUBLE, F(optim.gamma_max), "1", 1e-30, 1e12, NULL},
+    {"optimizer", "gamma_every", K_LONG, F(optim.gamma_every), "20", 0, 1e12, NULL},
+    {"optimizer", "gamma_rule", K_ENUM, F(optim.gamma_rule), "model", 0, 0, gamma_rule_choices},
+    {"optimizer", "inverse_every", K_LONG, F(optim.inverse_every), "20", 1, 1e12, NULL},
+    {"optimizer", "pi", K_ENUM, F(optim.pi_norm), "trace", 0, 0, pi_choices},
+    {"optimizer", "step", K_ENUM, F(optim.step_rule), "model", 0, 0, step_choices},
+    {"optimizer", "use_momentum", K_BOOL, F(optim.use_momentum), "true", 0, 0, NULL},
     {"train", "iterations", K_LONG, F(iterations), "1000", 1, 1e12, NULL},
     {"train", "batch_size", K_INT, F(batch_size), "1000", 1, 1e7, NULL},
+    {"train", "batch_schedule", K_ENUM, F(batch_schedule), "fixed", 0, 0, schedule_choices},
+    {"train", "batch_full_at", K_LONG, F(batch_full_at), "500", 2, 1e12, NULL},
     {"train", "seed", K_LONG, F(seed), "1", 0, 9.0e15, NULL},
     {"train", "threads", K_INT, F(threads), "0", 0, 1024, NULL},
     {"train", "polyak_start", K_LONG, F(polyak_start), "0", 0, 1e12, NULL},
@@ -336,6 +362,18 @@ int kfac_config_validate(const struct kfac_config *c)
     if (c->data.test && c->data.task != KFAC_TASK_AUTOENCODER && !c->data.test_targets &&
         !c->data.target_columns)
         return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");
+    const struct kfac_optim_opts *o = &c->optim;
+    if (o->type == KFAC_OPTIM_KFAC) {
+        double gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
+        double gamma_min = o->gamma_min > 0 ? o->gamma_min : sqrt(o->l2);
+        if (gamma_min > o->gamma_max)
+            return kfac_error(KFAC_EINVAL, "optimizer.gamma_min (%g) exceeds optimizer.gamma_max "
+                                           "(%g)",
+                              gamma_min, o->gamma_max);
+        if (gamma <= 0)
+            return kfac_error(KFAC_EINVAL, "optimizer.gamma: with lambda = 0 and l2 = 0 the "
+                                           "default sqrt(lambda + l2) is 0; give a positive gamma");
+    }
     return 0;
 }
 

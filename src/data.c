@@ -317,11 +317,18 @@ void kfac_dataset_free(struct kfac_dataset *ds)
     memset(ds, 0, sizeof *ds);
 }
 
-int kfac_batch_size(int schedule, int m1, long k, size_t n)
+int kfac_batch_size(int schedule, int m1, long k_full, long k, size_t n)
 {
-    (void)schedule;
-    (void)k;
-    return (size_t)m1 < n ? m1 : (int)n;
+    if ((size_t)m1 >= n)
+        return (int)n;
+    if (schedule == KFAC_SCHEDULE_FIXED)
+        return m1;
+    /* At k_full the exact value is n; floor() of its rounded power could give n − 1. */
+    if (k >= k_full)
+        return (int)n;
+    double b = (double)(k_full - 1) / log2((double)n / m1);
+    double m = floor(exp2((double)(k - 1) / b) * m1);
+    return m < (double)n ? (int)m : (int)n;
 }
 
 void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,

@@ -3,6 +3,7 @@
  * double-quoted); every later non-empty line holds one number per column. Ragged rows
  * and non-numbers are errors that name the file, line and column.
  */
+#include "data_read.h"
 #include "kfac/data.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
@@ -61,7 +62,7 @@ int kfac_csv_read(const char *path, struct kfac_table *out)
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
     if (!f)
-        return kfac_error(KFAC_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return kfac_data_open_error(path, errno);
     char *line = NULL, **fields = NULL;
     size_t cap = 0, rows_cap = 0;
     long lineno = 0;

@@ -9,13 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+int kfac_data_open_error(const char *path, int err)
+{
+    return kfac_error(KFAC_EIO, "%s: cannot open: %s%s", path,
+                      err ? strerror(err) : "out of memory",
+                      err == ENOENT ? " (the scripts in data/ fetch or make the data sets: see "
+                                      "data/README.md)"
+                                    : "");
+}
+
 int kfac_gz_open(const char *path, gzFile *out)
 {
     errno = 0;
     *out = gzopen(path, "rb");
     if (!*out)
-        return kfac_error(KFAC_EIO, "%s: cannot open: %s", path,
-                          errno ? strerror(errno) : "out of memory");
+        return kfac_data_open_error(path, errno);
     return 0;
 }
 

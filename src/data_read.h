@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <zlib.h>
 
+/* KFAC_EIO for a data file that cannot be opened (errno err); a missing file's message
+ * points at the data scripts. */
+int kfac_data_open_error(const char *path, int err);
+
 /* Opens path for reading through zlib (raw files pass through); errors name the path. */
 int kfac_gz_open(const char *path, gzFile *out);
 

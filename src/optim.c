@@ -33,25 +33,67 @@ double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
     return mu < o->momentum ? mu : o->momentum;
 }
 
-int kfac_check_gradient(const struct kfac_net *net, long k)
+int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what)
 {
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
-        if (!kfac_all_finite(l->n_params, l->dW))
+        if (!kfac_all_finite(l->n_params, v + (l->W - net->params)))
             return kfac_error(KFAC_ENUMERIC,
-                              "iteration %ld: the gradient of layer %d is not finite; the "
-                              "parameters were left unchanged (lower the learning rate?)",
-                              k, i + 1);
+                              "iteration %ld: the %s of layer %d is not finite; the "
+                              "parameters were left unchanged",
+                              k, what, i + 1);
     }
     return 0;
 }
 
+double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
+                       const float *jw, float *scratch)
+{
+    size_t n = (size_t)m * (size_t)net->d_out;
+    kfac_loss_fisher_mul(loss, m, net->d_out, kfac_net_output(net), jw, scratch);
+    return kfac_dot(n, jv, scratch) / m;
+}
+
+double kfac_model_change(const double *C, const double *g, double alpha, double mu)
+{
+    return 0.5 * (alpha * alpha * C[0] + 2.0 * alpha * mu * C[1] + mu * mu * C[3]) +
+           alpha * g[0] + mu * g[1];
+}
+
+double kfac_model_solve(const double *C, const double *g, int n, double *alpha, double *mu)
+{
+    double det = C[0] * C[3] - C[1] * C[2];
+    /* Positive definite to working precision; otherwise the previous step adds nothing the
+     * model can trust, and the 1-D solve along Δ is used. */
+    if (n == 2 && C[3] > 0 && det > 1e-12 * C[0] * C[3]) {
+        *alpha = -(C[3] * g[0] - C[1] * g[1]) / det;
+        *mu = -(C[0] * g[1] - C[2] * g[0]) / det;
+    } else {
+        *alpha = C[0] > 0 ? -g[0] / C[0] : 0.0;
+        *mu = 0.0;
+    }
+    return 0.5 * (*alpha * g[0] + *mu * g[1]);
+}
+
+double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min)
+{
+    double omega = pow(19.0 / 20.0, (double)T1);
+    if (isnan(rho) || rho < 0.25)
+        lambda /= omega;
+    else if (rho > 0.75)
+        lambda *= omega;
+    return lambda > lambda_min ? lambda : lambda_min;
+}
+
 int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enum kfac_loss loss,
-                   struct kfac_optim **out)
+                   const struct kfac_rng *rng, struct kfac_optim **out)
 {
     switch (opts->type) {
     case KFAC_OPTIM_SGD:
         *out = kfac_sgd_new(opts, net, loss);
+        return 0;
+    case KFAC_OPTIM_KFAC:
+        *out = kfac_kfac_new(opts, net, loss, rng);
         return 0;
     }
     return kfac_error(KFAC_EINVAL, "optimizer.type: unknown optimiser %d", opts->type);

@@ -30,7 +30,7 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     memcpy(s->theta, net->params, (size_t)n * sizeof(float));
     cblas_saxpy(n, mu, s->velocity, 1, net->params, 1);
     double h = kfac_objective(net, o->loss, o->opts.l2, b, 1);
-    int rc = isfinite(h) ? kfac_check_gradient(net, k)
+    int rc = isfinite(h) ? kfac_check_finite(net, net->grads, k, "gradient")
                          : kfac_error(KFAC_ENUMERIC,
                                       "iteration %ld: the objective is not finite; the parameters "
                                       "were left unchanged (lower the learning rate?)",

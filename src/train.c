@@ -112,6 +112,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_rng_seed(&run->rng_init, seed);
     kfac_rng_seed(&run->rng_data, seed ^ 0x5bd1e9955bd1e995ULL);
     kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL);
+    kfac_rng_seed(&run->rng_optim, seed ^ 0x9e3779b97f4a7c15ULL);
     if ((rc = kfac_data_load(&c->data, &run->rng_data, &run->train, &run->test)))
         return rc;
     if (run->train.d_x != run->net->d_in || run->train.d_t != run->net->d_out)
@@ -121,12 +122,17 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                           run->net->d_in, run->net->d_out, run->train.d_x, run->train.d_t);
     if (c->data.task == KFAC_TASK_CLASSIFICATION && run->loss != KFAC_LOSS_SOFTMAX)
         return kfac_error(KFAC_EINVAL, "data.task = classification needs a softmax output layer");
-    int max_batch = c->batch_size > c->eval_batch ? c->batch_size : c->eval_batch;
+    /* The largest batch the schedule draws: the whole set when it grows to it. */
+    int train_batch = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at,
+                                      c->batch_schedule == KFAC_SCHEDULE_FIXED ? 1
+                                                                               : c->batch_full_at,
+                                      run->train.n);
+    int max_batch = train_batch > c->eval_batch ? train_batch : c->eval_batch;
     kfac_net_reserve(run->net, max_batch);
     kfac_net_init(run->net, (enum kfac_init)c->init, c->sparse_connections, &run->rng_init);
-    if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->optim)))
+    if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->rng_optim, &run->optim)))
         return rc;
-    kfac_batcher_init(&run->batcher, &run->train, c->batch_size, &run->rng_batch);
+    kfac_batcher_init(&run->batcher, &run->train, train_batch, &run->rng_batch);
     if (c->polyak_start > 0) {
         run->avg = kfac_floats_new(run->net->n_params);
         run->scratch = kfac_floats_new(run->net->n_params);
@@ -201,7 +207,8 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     for (k = 1; k <= c->iterations; k++) {
         double t0 = now();
         struct kfac_batch b;
-        int m = kfac_batch_size(KFAC_SCHEDULE_FIXED, c->batch_size, k, run->train.n);
+        int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
+                                run->train.n);
         kfac_batcher_next(&run->batcher, m, &b);
         double objective;
         rc = run->optim->ops->step(run->optim, &b, k, &objective, run->row + 4);

@@ -131,6 +131,42 @@ START_TEST(validation)
 }
 END_TEST
 
+/* The K-FAC defaults are the constants of REFERENCE.md §2–§6. */
+START_TEST(kfac_defaults_are_the_reference_constants)
+{
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    const struct kfac_optim_opts *o = &c.optim;
+    ck_assert_int_eq(o->curvature, KFAC_CURVATURE_BLOCK_DIAGONAL);
+    ck_assert_int_eq(o->fisher, KFAC_FISHER_SAMPLED);
+    ck_assert_double_eq(o->stats_fraction, 0.125); /* τ1 = 1/8 */
+    ck_assert_double_eq(o->model_fraction, 1.0);   /* τ2 */
+    ck_assert_double_eq(o->stats_decay, 0.95);
+    ck_assert_int_eq(o->lambda_every, 5);          /* T1 */
+    ck_assert_int_eq(o->gamma_every, 20);          /* T2 */
+    ck_assert_int_eq(o->inverse_every, 20);        /* T3 */
+    ck_assert_double_eq(o->lambda, 150);           /* λ0 */
+    ck_assert_double_eq(o->lambda_min, 0);
+    ck_assert_double_eq(o->gamma, 0);              /* sqrt(λ0 + η) */
+    ck_assert_double_eq(o->gamma_min, 0);          /* sqrt(η) */
+    ck_assert_double_eq(o->gamma_max, 1);
+    ck_assert_int_eq(o->gamma_rule, KFAC_GAMMA_MODEL);
+    ck_assert_int_eq(o->pi_norm, KFAC_PI_TRACE);
+    ck_assert_int_eq(o->step_rule, KFAC_STEP_MODEL);
+    ck_assert_int_eq(o->use_momentum, 1);
+    ck_assert_int_eq(c.batch_full_at, 500);
+    ck_assert_int_eq(c.batch_schedule, KFAC_SCHEDULE_FIXED);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.type=kfac"), 0);
+    ck_assert_int_eq(o->type, KFAC_OPTIM_KFAC);
+    ck_assert_int_eq(kfac_config_set(&c, "train.batch_schedule=exponential"), 0);
+    ck_assert_int_eq(c.batch_schedule, KFAC_SCHEDULE_EXPONENTIAL);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.inverse_every=0"), KFAC_EINVAL);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.pi=spectral"), KFAC_EINVAL);
+    ck_assert(strstr(kfac_last_error(), "expected one of trace, frobenius"));
+    kfac_config_free(&c);
+}
+END_TEST
+
 START_TEST(print_then_load_is_identity)
 {
     struct kfac_config c, d;
@@ -168,6 +204,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, overrides);
     tcase_add_test(tc, validation);
     tcase_add_test(tc, print_then_load_is_identity);
+    tcase_add_test(tc, kfac_defaults_are_the_reference_constants);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, errors_name_file_line_and_key);

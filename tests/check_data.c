@@ -301,8 +301,24 @@ START_TEST(batcher_draws_without_replacement)
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(seen[i], 1);
     kfac_batcher_free(&b);
-    ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 1000, 7, 600), 600);
-    ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 100, 7, 600), 100);
+    ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 1000, 500, 7, 600), 600);
+    ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 100, 500, 7, 600), 100);
+}
+END_TEST
+
+/* REFERENCE.md §6: the K-FAC paper's schedule on MNIST's 60,000 cases. */
+START_TEST(exponential_batch_schedule)
+{
+    const long k[] = {1, 2, 50, 100, 250, 500, 501, 10000};
+    const int m[] = {1000, 1008, 1494, 2253, 7714, 60000, 60000, 60000};
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_EXPONENTIAL, 1000, 500, k[i], 60000), m[i]);
+    for (long j = 2; j < 500; j++) /* non-decreasing, below the whole set until k_full */
+        ck_assert_int_ge(kfac_batch_size(KFAC_SCHEDULE_EXPONENTIAL, 1000, 500, j, 60000),
+                         kfac_batch_size(KFAC_SCHEDULE_EXPONENTIAL, 1000, 500, j - 1, 60000));
+    ck_assert_int_lt(kfac_batch_size(KFAC_SCHEDULE_EXPONENTIAL, 1000, 500, 499, 60000), 60000);
+    /* A set no larger than m1 is used whole from the start. */
+    ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_EXPONENTIAL, 1000, 500, 1, 800), 800);
 }
 END_TEST
 
@@ -317,6 +333,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, csv_regression_split_and_standardisation);
     tcase_add_test(tc, idx_classification_one_hot_and_autoencoder);
     tcase_add_test(tc, batcher_draws_without_replacement);
+    tcase_add_test(tc, exponential_batch_schedule);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, idx_errors);

@@ -1,12 +1,17 @@
 /*
- * check_optim.c: SGD with Nesterov momentum against its definition, the momentum
- * schedule's values, and the guard that keeps non-finite steps out of the parameters.
+ * check_optim.c: SGD with Nesterov momentum against its definition and the momentum
+ * schedule's values; K-FAC's exact-Fisher products against a dense JᵀF_R J from finite
+ * differences, the 2×2 quadratic model, the Levenberg–Marquardt rule against
+ * REFERENCE.md, the invariance of K-FAC's trajectory under affine input transforms
+ * (paper §4, Corollary 2), K-FAC against a tuned SGD baseline, and the guards that keep
+ * non-finite steps out of the parameters.
  */
 #include "kfac/mat.h"
 #include "kfac/optim.h"
 #include "kfac/status.h"
 #include "testutil.h"
 
+#include <lapacke.h>
 #include <math.h>
 
 enum { M = 8 };
@@ -34,7 +39,7 @@ START_TEST(nesterov_matches_definition)
     struct kfac_optim_opts o = {.type = KFAC_OPTIM_SGD, .learning_rate = 0.1, .momentum = 0.9,
                                 .momentum_schedule = KFAC_MOMENTUM_SUTSKEVER, .l2 = 1e-3};
     struct kfac_optim *opt;
-    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &opt), 0);
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
     ck_assert_int_eq(kfac_optim_n_columns(opt), 4);
     float *theta = kfac_floats_new(n), *v = kfac_floats_new(n), *after = kfac_floats_new(n);
     memcpy(theta, net->params, n * sizeof *theta);
@@ -91,7 +96,7 @@ START_TEST(non_finite_never_reaches_the_parameters)
     struct kfac_batch b = {M, X, T};
     struct kfac_optim_opts o = {.type = KFAC_OPTIM_SGD, .learning_rate = 0.1, .momentum = 0.9};
     struct kfac_optim *opt;
-    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &opt), 0);
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
     float *before = kfac_floats_new(net->n_params);
     memcpy(before, net->params, net->n_params * sizeof *before);
     double h, fig[4];
@@ -100,10 +105,370 @@ START_TEST(non_finite_never_reaches_the_parameters)
     ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
     /* The gradient check names the layer. */
     memset(net->grads, 0, net->n_params * sizeof *net->grads);
-    ck_assert_int_eq(kfac_check_gradient(net, 3), 0);
+    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient"), 0);
     net->layers[1].dW[2] = INFINITY;
-    ck_assert_int_eq(kfac_check_gradient(net, 3), KFAC_ENUMERIC);
+    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient"), KFAC_ENUMERIC);
     ck_assert(strstr(kfac_last_error(), "iteration 3: the gradient of layer 2"));
+    kfac_floats_free(before);
+    kfac_optim_free(opt);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* The K-FAC options of REFERENCE.md §2–§5. */
+static struct kfac_optim_opts kfac_defaults(void)
+{
+    return (struct kfac_optim_opts){
+        .type = KFAC_OPTIM_KFAC, .learning_rate = 0.01, .momentum = 0.9, .stats_fraction = 0.125,
+        .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
+        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1};
+}
+
+/* vᵀ(F + dI)w with F = (1/m) Σ_c J_cᵀ F_R(y_c) J_c, J by central differences of the logits and
+ * F_R built densely from the predictions. */
+static double dense_model_product(struct kfac_net *net, enum kfac_loss loss, int m,
+                                  const float *X, const float *v, const float *w, double d)
+{
+    int n = net->d_out, P = (int)net->n_params;
+    double *J = calloc((size_t)m * n * P, sizeof *J);
+    const float h = 1e-2f;
+    float *z = kfac_floats_new((size_t)m * n);
+    for (int p = 0; p < P; p++) {
+        float keep = net->params[p];
+        net->params[p] = keep + h;
+        kfac_net_forward(net, m, X);
+        memcpy(z, kfac_net_logits(net), sizeof(float) * (size_t)(m * n));
+        net->params[p] = keep - h;
+        kfac_net_forward(net, m, X);
+        for (int i = 0; i < m * n; i++)
+            J[(size_t)i * P + p] = ((double)z[i] - kfac_net_logits(net)[i]) / (2.0 * h);
+        net->params[p] = keep;
+    }
+    kfac_net_forward(net, m, X);
+    const float *y = kfac_net_output(net);
+    double total = 0;
+    for (int c = 0; c < m; c++) {
+        double jv[8] = {0}, jw[8] = {0};
+        for (int o = 0; o < n; o++)
+            for (int p = 0; p < P; p++) {
+                jv[o] += J[(size_t)(c * n + o) * P + p] * v[p];
+                jw[o] += J[(size_t)(c * n + o) * P + p] * w[p];
+            }
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                double ya = y[c * n + a], yb = y[c * n + b], F;
+                if (loss == KFAC_LOSS_BERNOULLI)
+                    F = a == b ? ya * (1 - ya) : 0;
+                else if (loss == KFAC_LOSS_SQUARED)
+                    F = a == b;
+                else
+                    F = (a == b ? ya : 0) - ya * yb;
+                total += jv[a] * F * jw[b];
+            }
+    }
+    double vw = 0;
+    for (int p = 0; p < P; p++)
+        vw += (double)v[p] * w[p];
+    free(J);
+    kfac_floats_free(z);
+    return total / m + d * vw;
+}
+
+START_TEST(fisher_products_match_dense_finite_differences)
+{
+    enum { MC = 5 };
+    const enum kfac_activation outs[3] = {KFAC_ACT_LOGISTIC, KFAC_ACT_LINEAR, KFAC_ACT_SOFTMAX};
+    const enum kfac_loss losses[3] = {KFAC_LOSS_BERNOULLI, KFAC_LOSS_SQUARED, KFAC_LOSS_SOFTMAX};
+    for (int t = 0; t < 3; t++) {
+        struct kfac_rng r;
+        kfac_rng_seed(&r, 10 + t);
+        struct kfac_net *net = test_net(MC, outs[t], &r);
+        float X[MC * 3], *v = kfac_floats_new(net->n_params), *w = kfac_floats_new(net->n_params);
+        float jv[MC * 3], scratch[MC * 3];
+        fill_uniform(X, MC * 3, &r, -1, 1);
+        fill_uniform(v, net->n_params, &r, -1, 1);
+        fill_uniform(w, net->n_params, &r, -1, 1);
+        const double damping = 0.37; /* λ + η */
+        double want = dense_model_product(net, losses[t], MC, X, v, w, damping);
+        kfac_net_forward(net, MC, X);
+        memcpy(jv, kfac_net_jvp(net, MC, v), sizeof jv);
+        const float *jw = kfac_net_jvp(net, MC, w);
+        double got = kfac_fisher_dot(net, losses[t], MC, jv, jw, scratch) +
+                     damping * kfac_dot(net->n_params, v, w);
+        ck_assert_msg(fabs(got - want) <= 1e-3 * fabs(want), "%s: %.7g from J·v, %.7g dense",
+                      kfac_loss_name(losses[t]), got, want);
+        /* Symmetric in v and w. */
+        double swapped = kfac_fisher_dot(net, losses[t], MC, jw, jv, scratch) +
+                         damping * kfac_dot(net->n_params, w, v);
+        ck_assert_close(swapped, got, 1e-5);
+        kfac_floats_free(v);
+        kfac_floats_free(w);
+        kfac_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(two_by_two_model_is_minimal)
+{
+    const double C[4] = {3.0, 1.2, 1.2, 2.0}, g[2] = {-4.0, 1.5};
+    double alpha, mu;
+    double change = kfac_model_solve(C, g, 2, &alpha, &mu);
+    ck_assert_close(change, kfac_model_change(C, g, alpha, mu), 1e-12);
+    ck_assert_double_lt(change, 0);
+    /* Stationary: C [α μ]ᵀ = −g. */
+    ck_assert_close(C[0] * alpha + C[1] * mu, -g[0], 1e-12);
+    ck_assert_close(C[2] * alpha + C[3] * mu, -g[1], 1e-12);
+    /* Every perturbation in the span raises M. */
+    for (int k = 0; k < 16; k++) {
+        double a = 1e-3 * cos(k * M_PI / 8), b = 1e-3 * sin(k * M_PI / 8);
+        ck_assert_double_gt(kfac_model_change(C, g, alpha + a, mu + b), change);
+    }
+    /* The first step (no δ₀) is the 1-D solve along Δ. */
+    change = kfac_model_solve(C, g, 1, &alpha, &mu);
+    ck_assert_double_eq(mu, 0);
+    ck_assert_close(alpha, 4.0 / 3.0, 1e-15);
+    ck_assert_close(change, -0.5 * 16.0 / 3.0, 1e-15);
+    /* An indefinite 2×2 system falls back to the 1-D solve too. */
+    const double bad[4] = {1.0, 2.0, 2.0, 1.0};
+    kfac_model_solve(bad, g, 2, &alpha, &mu);
+    ck_assert_double_eq(mu, 0);
+    ck_assert_close(alpha, 4.0, 1e-15);
+}
+END_TEST
+
+START_TEST(levenberg_marquardt_lambda)
+{
+    ck_assert_double_eq_tol(kfac_lm_lambda(150, 0.9, 5, 0), 116.0671, 5e-5);
+    ck_assert_double_eq_tol(kfac_lm_lambda(150, 0.1, 5, 0), 150 * pow(20.0 / 19.0, 5), 1e-9);
+    ck_assert_double_eq_tol(kfac_lm_lambda(150, -INFINITY, 5, 0), 150 * pow(20.0 / 19.0, 5), 1e-9);
+    ck_assert_double_eq_tol(kfac_lm_lambda(150, NAN, 5, 0), 150 * pow(20.0 / 19.0, 5), 1e-9);
+    ck_assert_double_eq(kfac_lm_lambda(150, 0.5, 5, 0), 150);
+    ck_assert_double_eq(kfac_lm_lambda(1e-3, 0.9, 5, 0.01), 0.01); /* λ_min */
+}
+END_TEST
+
+/* Runs `iters` steps on the whole batch; the network then holds the last iterate. */
+static void run_steps(const struct kfac_optim_opts *o, struct kfac_net *net, enum kfac_loss loss,
+                      const struct kfac_batch *b, int iters, uint64_t seed)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, seed);
+    struct kfac_optim *opt;
+    ck_assert_int_eq(kfac_optim_new(o, net, loss, &r, &opt), 0);
+    double h, fig[16];
+    for (long k = 1; k <= iters; k++)
+        ck_assert_msg(opt->ops->step(opt, b, k, &h, fig) == 0, "%s", kfac_last_error());
+    kfac_optim_free(opt);
+}
+
+/* Trains from W on X and from the reparameterised start on X' = XΩᵀ + b; returns the
+ * largest output difference relative to the largest output change from the start. */
+static double invariance_gap(const struct kfac_optim_opts *o)
+{
+    enum { MI = 40, DI = 4, DO = 3 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 21);
+    struct kfac_layer_spec specs[2] = {{6, KFAC_ACT_TANH}, {DO, KFAC_ACT_LINEAR}};
+    struct kfac_net *a, *b;
+    ck_assert_int_eq(kfac_net_new(DI, specs, 2, &a), 0);
+    ck_assert_int_eq(kfac_net_new(DI, specs, 2, &b), 0);
+    kfac_net_reserve(a, MI);
+    kfac_net_reserve(b, MI);
+    fill_uniform(a->params, a->n_params, &r, -0.7, 0.7);
+    memcpy(b->params, a->params, a->n_params * sizeof(float));
+    float X[MI * DI], Xt[MI * DI], T[MI * DO];
+    fill_uniform(X, MI * DI, &r, -1, 1);
+    fill_uniform(T, MI * DO, &r, -1, 1);
+    double Om[DI * DI], Oinv[DI * DI], off[DI];
+    for (int i = 0; i < DI * DI; i++)
+        Om[i] = (i % (DI + 1) == 0) + 0.4 * (kfac_rng_uniform(&r) - 0.5);
+    for (int i = 0; i < DI; i++)
+        off[i] = kfac_rng_uniform(&r) - 0.5;
+    for (int c = 0; c < MI; c++)
+        for (int i = 0; i < DI; i++) {
+            double s = off[i];
+            for (int j = 0; j < DI; j++)
+                s += Om[i * DI + j] * X[c * DI + j];
+            Xt[c * DI + i] = (float)s;
+        }
+    /* W' = W [Ω⁻¹, −Ω⁻¹b; 0, 1] for the first layer of b. */
+    double LU[DI * DI];
+    lapack_int ipiv[DI];
+    memcpy(LU, Om, sizeof LU);
+    for (int i = 0; i < DI * DI; i++)
+        Oinv[i] = i % (DI + 1) == 0;
+    ck_assert_int_eq(LAPACKE_dgesv(LAPACK_ROW_MAJOR, DI, DI, LU, DI, ipiv, Oinv, DI), 0);
+    const struct kfac_layer *la = &a->layers[0];
+    struct kfac_layer *lb = &b->layers[0];
+    for (int u = 0; u < la->d_out; u++) {
+        const float *wa = la->W + u * (DI + 1);
+        float *wb = lb->W + u * (DI + 1);
+        double bias = wa[DI];
+        for (int j = 0; j < DI; j++) {
+            double s = 0;
+            for (int i = 0; i < DI; i++)
+                s += wa[i] * Oinv[i * DI + j];
+            wb[j] = (float)s;
+            bias -= s * off[j];
+        }
+        wb[DI] = (float)bias;
+    }
+    float y0[MI * DO], ya[MI * DO], yb[MI * DO];
+    kfac_net_forward(a, MI, X);
+    memcpy(y0, kfac_net_output(a), sizeof y0);
+    kfac_net_forward(b, MI, Xt);
+    for (int i = 0; i < MI * DO; i++) /* the same function before training */
+        ck_assert_float_eq_tol(kfac_net_output(b)[i], y0[i], 1e-5f);
+    struct kfac_batch ba = {MI, X, T}, bb = {MI, Xt, T};
+    run_steps(o, a, KFAC_LOSS_SQUARED, &ba, 10, 5);
+    run_steps(o, b, KFAC_LOSS_SQUARED, &bb, 10, 5);
+    kfac_net_forward(a, MI, X);
+    memcpy(ya, kfac_net_output(a), sizeof ya);
+    kfac_net_forward(b, MI, Xt);
+    memcpy(yb, kfac_net_output(b), sizeof yb);
+    double gap = 0, moved = 0;
+    for (int i = 0; i < MI * DO; i++) {
+        gap = fmax(gap, fabs(ya[i] - yb[i]));
+        moved = fmax(moved, fabs(ya[i] - y0[i]));
+    }
+    ck_assert_double_gt(moved, 0.05); /* training did move the outputs */
+    kfac_net_free(a);
+    kfac_net_free(b);
+    return gap / moved;
+}
+
+START_TEST(kfac_is_invariant_to_affine_input_transforms)
+{
+    struct kfac_optim_opts o = kfac_defaults();
+    o.step_rule = KFAC_STEP_FIXED;
+    o.learning_rate = 0.3;
+    o.use_momentum = 0;
+    o.gamma = 1e-5; /* negligible damping, held fixed */
+    o.gamma_every = 0;
+    o.lambda_every = 0;
+    o.inverse_every = 1;
+    o.stats_fraction = 1;
+    double kfac_gap = invariance_gap(&o);
+    ck_assert_msg(kfac_gap < 2e-3, "K-FAC trajectories differ by %.3g of the change", kfac_gap);
+    struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = 0.05};
+    double sgd_gap = invariance_gap(&sgd);
+    ck_assert_msg(sgd_gap > 0.05, "SGD's trajectories differ by only %.3g", sgd_gap);
+}
+END_TEST
+
+/* A small deep autoencoder on data with three latent factors: 24-12-3-12-24. */
+static double train_autoencoder(const struct kfac_optim_opts *o, int iters)
+{
+    enum { MA = 200, D = 24 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 31);
+    float X[MA * D], B[D * 3];
+    fill_uniform(B, D * 3, &r, -2, 2);
+    for (int c = 0; c < MA; c++) {
+        double z[3] = {kfac_rng_normal(&r), kfac_rng_normal(&r), kfac_rng_normal(&r)};
+        for (int i = 0; i < D; i++)
+            X[c * D + i] =
+                (float)(1 / (1 + exp(-(B[i * 3] * z[0] + B[i * 3 + 1] * z[1] + B[i * 3 + 2] * z[2]))));
+    }
+    struct kfac_layer_spec specs[4] = {{12, KFAC_ACT_LOGISTIC},
+                                       {3, KFAC_ACT_LINEAR},
+                                       {12, KFAC_ACT_LOGISTIC},
+                                       {D, KFAC_ACT_LOGISTIC}};
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(D, specs, 4, &net), 0);
+    kfac_net_reserve(net, MA);
+    kfac_net_init(net, KFAC_INIT_SPARSE, 15, &r);
+    struct kfac_batch b = {MA, X, X};
+    run_steps(o, net, KFAC_LOSS_BERNOULLI, &b, iters, 7);
+    kfac_net_forward(net, MA, X);
+    double err = kfac_sq_error_sum(MA, D, kfac_net_output(net), X) / MA;
+    kfac_net_free(net);
+    return err;
+}
+
+START_TEST(kfac_beats_tuned_sgd)
+{
+    enum { ITERS = 150 };
+    double best_sgd = INFINITY, best_lr = 0;
+    const double rates[] = {0.01, 0.03, 0.1, 0.3, 1, 3};
+    for (int i = 0; i < 6; i++) {
+        struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = rates[i],
+                                      .momentum = 0.9};
+        double e = train_autoencoder(&sgd, ITERS);
+        if (e < best_sgd)
+            best_sgd = e, best_lr = rates[i];
+    }
+    struct kfac_optim_opts kf = kfac_defaults();
+    kf.stats_fraction = 1;
+    double e_kfac = train_autoencoder(&kf, ITERS);
+    ck_assert_msg(e_kfac < 0.8 * best_sgd,
+                  "after %d iterations K-FAC's error is %.4f, SGD's best (lr %g) %.4f", ITERS,
+                  e_kfac, best_lr, best_sgd);
+}
+END_TEST
+
+START_TEST(kfac_first_step_and_figures)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 41);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LOGISTIC, &r);
+    float X[M * 3], T[M * 3];
+    fill_uniform(X, M * 3, &r, -1, 1);
+    fill_uniform(T, M * 3, &r, 0, 1);
+    struct kfac_batch b = {M, X, T};
+    struct kfac_optim_opts o = kfac_defaults();
+    o.l2 = 1e-3;
+    struct kfac_optim *opt;
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_BERNOULLI, &r, &opt), 0);
+    int n = kfac_optim_n_columns(opt);
+    ck_assert_int_eq(n, 12);
+    ck_assert_str_eq(opt->ops->columns[0], "lambda");
+    double fig[12], h;
+    ck_assert_int_eq(opt->ops->step(opt, &b, 1, &h, fig), 0);
+    ck_assert_double_eq(fig[4], 0);       /* μ: no previous step */
+    ck_assert_double_gt(fig[3], 0);       /* α */
+    ck_assert_double_lt(fig[5], 0);       /* M(δ) − M(0) */
+    ck_assert(isnan(fig[2]));             /* ρ only every T1 iterations */
+    ck_assert_double_eq_tol(fig[1], sqrt(150 + 1e-3), 1e-12); /* γ0 = sqrt(λ0 + η) */
+    for (long k = 2; k <= 5; k++)
+        ck_assert_int_eq(opt->ops->step(opt, &b, k, &h, fig), 0);
+    ck_assert(isfinite(fig[2]));
+    ck_assert_double_ne(fig[4], 0);
+    /* λ moved by the rule at k = 5 from the ρ reported. */
+    ck_assert_double_eq_tol(fig[0], kfac_lm_lambda(150, fig[2], 5, 0), 1e-9);
+    kfac_optim_free(opt);
+    kfac_net_free(net);
+}
+END_TEST
+
+START_TEST(kfac_keeps_non_finite_out)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 42);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
+    float X[M * 3], T[M * 3];
+    fill_uniform(X, M * 3, &r, -1, 1);
+    fill_uniform(T, M * 3, &r, -1, 1);
+    struct kfac_batch b = {M, X, T};
+    struct kfac_optim_opts o = kfac_defaults();
+    struct kfac_optim *opt;
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
+    double fig[12], h;
+    ck_assert_int_eq(opt->ops->step(opt, &b, 1, &h, fig), 0);
+    float *before = kfac_floats_new(net->n_params);
+    memcpy(before, net->params, net->n_params * sizeof *before);
+    X[4] = NAN;
+    ck_assert_int_eq(opt->ops->step(opt, &b, 2, &h, fig), KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "iteration 2"));
+    ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
+    /* A huge input overflows the statistics: reported with the layer, θ unchanged. */
+    X[4] = 0.5f;
+    X[1] = 1e30f; /* the first case: the statistics use ⌈m/8⌉ = 1 case */
+    int rc = opt->ops->step(opt, &b, 3, &h, fig);
+    ck_assert_int_eq(rc, KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "iteration 3"));
+    ck_assert(strstr(kfac_last_error(), "layer 1"));
+    ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
     kfac_floats_free(before);
     kfac_optim_free(opt);
     kfac_net_free(net);
@@ -116,9 +481,19 @@ static Suite *optim_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, nesterov_matches_definition);
     tcase_add_test(tc, momentum_schedule);
+    tcase_add_test(tc, fisher_products_match_dense_finite_differences);
+    tcase_add_test(tc, two_by_two_model_is_minimal);
+    tcase_add_test(tc, levenberg_marquardt_lambda);
+    tcase_add_test(tc, kfac_first_step_and_figures);
     suite_add_tcase(s, tc);
+    TCase *tr = tcase_create("training");
+    tcase_set_timeout(tr, 60);
+    tcase_add_test(tr, kfac_is_invariant_to_affine_input_transforms);
+    tcase_add_test(tr, kfac_beats_tuned_sgd);
+    suite_add_tcase(s, tr);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, non_finite_never_reaches_the_parameters);
+    tcase_add_test(lim, kfac_keeps_non_finite_out);
     suite_add_tcase(s, lim);
     return s;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # tests/cli.sh: the kfac-train command as a user meets it: help, version, usage errors,
-# dry runs, configuration and data errors with their exit status, a short training run
-# whose error drops, and the log's protection against overwriting.
+# dry runs, configuration and data errors with their exit status, short SGD and K-FAC
+# runs whose error drops, and the log's protection against overwriting.
 . "$top_srcdir/tests/lib.sh"
 make_bars 600
 
@@ -66,6 +66,37 @@ cmp -s "$WORK/run.tsv" "$WORK/run.keep" && ok "the old log is intact" || not_ok 
 expect_status 0 "--force replaces the log" -- "$KFAC" -q -f --log "$WORK/run.tsv" --set train.iterations=5 "$WORK/ae.ini"
 [ "$(wc -l <"$WORK/run.tsv")" -eq 6 ] && ok "the forced log is new" || not_ok "the forced log is new"
 [ ! -s "$WORK/err" ] && ok "--quiet prints nothing on stderr" || not_ok "--quiet prints nothing on stderr"
+
+# K-FAC from the command line: its log columns, the exponential batch schedule, and the
+# γ choice by the mini-batch objective.
+expect_status 0 "a K-FAC run succeeds" -- "$KFAC" -q --log "$WORK/kfac.tsv" --set optimizer.type=kfac \
+    --set optimizer.lambda=1 --set train.batch_schedule=exponential --set train.batch_full_at=40 \
+    --set train.batch_size=50 --set train.iterations=60 --set log.eval_every=20 "$WORK/ae.ini"
+for col in lambda gamma rho alpha mu model_change step_norm t_stats t_inverse t_precond t_model; do
+    head -n 1 "$WORK/kfac.tsv" | tr '\t' '\n' | grep -qx "$col" && ok "the K-FAC log has $col" \
+        || not_ok "the K-FAC log has $col"
+done
+batches=$(column_values "$WORK/kfac.tsv" batch | sed -n '1p;2p;40p;60p' | tr '\n' ' ')
+[ "$batches" = "50 52 480 480 " ] && ok "the batch grows from 50 (then 52 = ⌊50·9.6^(1/39)⌋) to the 480 training cases at k = 40" \
+    || not_ok "the exponential schedule gave batches '$batches'"
+first=$(column_values "$WORK/kfac.tsv" train_recon | head -n 1)
+last=$(column_values "$WORK/kfac.tsv" train_recon | tail -n 1)
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
+    ok "K-FAC lowers the reconstruction error ($first -> $last)"
+else not_ok "K-FAC lowers the reconstruction error ($first -> $last)"; fi
+n_rho=$(column_values "$WORK/kfac.tsv" rho | wc -l)
+[ "$n_rho" -eq 12 ] && ok "rho is reported every 5 iterations" || not_ok "rho reported $n_rho times in 60 iterations"
+expect_status 0 "K-FAC with gamma chosen by the objective, the empirical Fisher and a fixed step" -- \
+    "$KFAC" -q -f --log "$WORK/kfac2.tsv" --set optimizer.type=kfac --set optimizer.gamma_rule=objective \
+    --set optimizer.fisher=empirical --set optimizer.step=fixed --set optimizer.learning_rate=0.5 \
+    --set optimizer.use_momentum=false --set optimizer.pi=frobenius --set train.iterations=40 "$WORK/ae.ini"
+[ "$(column_values "$WORK/kfac2.tsv" alpha | sort -u)" = "0.5" ] && ok "the fixed step keeps alpha" \
+    || not_ok "the fixed step keeps alpha"
+[ "$(column_values "$WORK/kfac2.tsv" mu | sort -u)" = "0" ] && ok "momentum off keeps mu at 0" \
+    || not_ok "momentum off keeps mu at 0"
+expect_status 2 "gamma bounds must be ordered" -- "$KFAC" -n --set optimizer.type=kfac \
+    --set optimizer.gamma_min=2 --set optimizer.gamma_max=1 "$WORK/ae.ini"
+expect_grep "$WORK/err" "gamma_min (2) exceeds optimizer.gamma_max" "the conflicting keys are named"
 
 cat >"$WORK/cls.ini" <<INI
 [data]

@@ -7,4 +7,11 @@ for cfg in "$top_srcdir"/configs/*.ini; do
 done
 expect_status 0 "the SGD autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/mnist-autoencoder-sgd.ini"
 expect_grep "$WORK/out" "2837314 parameters" "the MNIST autoencoder has the paper's 2,837,314 parameters"
+expect_status 0 "the CURVES autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/curves-autoencoder.ini"
+expect_grep "$WORK/out" "842340 parameters" "the CURVES autoencoder has the paper's 842,340 parameters"
+expect_status 0 "the FACES autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/faces-autoencoder.ini"
+expect_grep "$WORK/out" "7537655 parameters" "the FACES autoencoder has the paper's 7,537,655 parameters"
+expect_status 0 "the K-FAC MNIST autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/mnist-autoencoder.ini"
+expect_grep "$WORK/out" "type = kfac" "it selects K-FAC"
+expect_grep "$WORK/out" "batch_schedule = exponential" "with the exponential batch schedule"
 finish

@@ -1,6 +1,7 @@
 #!/bin/sh
-# tests/manpage.sh: both manual pages format without warnings, and the example
-# configuration in kfac-train.ini(5) runs as printed (on fixture data in place of MNIST).
+# tests/manpage.sh: both manual pages format without warnings, kfac-train.ini(5)
+# documents every configuration key, and its example configuration runs as printed (on
+# fixture data in place of MNIST).
 . "$top_srcdir/tests/lib.sh"
 for page in "$top_srcdir/man/kfac-train.1" "$top_srcdir/man/kfac-train.ini.5"; do
     if [ -z "${GROFF:-}" ]; then
@@ -11,6 +12,14 @@ for page in "$top_srcdir/man/kfac-train.1" "$top_srcdir/man/kfac-train.ini.5"; d
         not_ok "$(basename "$page") formats without warnings"; sed 's/^/#   /' "$WORK/warn"
     fi
 done
+# Every configuration key is documented.
+"$KFAC" --dry-run "$top_srcdir/configs/quickstart.ini" 2>/dev/null | sed -n 's/^\([a-z_0-9]*\) = .*/\1/p' >"$WORK/keys"
+[ -s "$WORK/keys" ] && ok "the keys are listed" || not_ok "the keys are listed"
+missing=
+while read -r key; do
+    grep -Eq "^\.BR ($key |.*\" $key \")" "$top_srcdir/man/kfac-train.ini.5" || missing="$missing $key"
+done <"$WORK/keys"
+[ -z "$missing" ] && ok "kfac-train.ini(5) documents every key" || not_ok "kfac-train.ini(5) lacks:$missing"
 # The example sits between .EX and .EE after '.SH EXAMPLE'.
 sed -n '/^\.SH EXAMPLE$/,/^\.SH SEE ALSO/p' "$top_srcdir/man/kfac-train.ini.5" |
     sed -n '/^\.EX$/,/^\.EE$/p' | sed '1d;$d' >"$WORK/example.ini"

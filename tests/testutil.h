@@ -1,10 +1,11 @@
 /*
- * testutil.h: helpers shared by the Check suites: random fills, a scratch directory,
- * file writers for fixtures, and the suite runner main().
+ * testutil.h: helpers shared by the Check suites: random fills, a small network, a
+ * scratch directory, file writers for fixtures, and the suite runner main().
  */
 #ifndef KFAC_TESTUTIL_H
 #define KFAC_TESTUTIL_H
 
+#include "kfac/net.h"
 #include "kfac/rng.h"
 #include <check.h>
 #include <stdio.h>
@@ -16,6 +17,17 @@ static inline void fill_uniform(float *x, size_t n, struct kfac_rng *r, double l
 {
     for (size_t i = 0; i < n; i++)
         x[i] = (float)(lo + (hi - lo) * kfac_rng_uniform(r));
+}
+
+/* A 3-4:tanh-3:OUT network with buffers for m cases and weights ~ U(−1, 1). */
+static inline struct kfac_net *test_net(int m, enum kfac_activation out, struct kfac_rng *r)
+{
+    struct kfac_layer_spec specs[2] = {{4, KFAC_ACT_TANH}, {3, out}};
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(3, specs, 2, &net), 0);
+    kfac_net_reserve(net, m);
+    fill_uniform(net->params, net->n_params, r, -1, 1);
+    return net;
 }
 
 /* A fresh directory for this test's files (under $TMPDIR or /tmp); the path is static. */

@@ -24,7 +24,9 @@ struct kfac_config {
     int sparse_connections;
     struct kfac_optim_opts optim;    /* [optimizer] */
     long iterations;                 /* [train] */
-    int batch_size;
+    int batch_size;                  /* m, or m_1 under the exponential schedule */
+    int batch_schedule;              /* enum kfac_schedule */
+    long batch_full_at;              /* k_full of the exponential schedule */
     long seed;
     int threads;                     /* 0: OpenBLAS's default */
     long polyak_start;               /* 0: no iterate averaging */

@@ -85,12 +85,14 @@ struct kfac_batch {
 };
 
 enum kfac_schedule {
-    KFAC_SCHEDULE_FIXED       /* every batch has the configured size */
+    KFAC_SCHEDULE_FIXED,      /* every batch has m1 cases */
+    KFAC_SCHEDULE_EXPONENTIAL /* m_k = min(⌊2^((k−1)/b) m1⌋, n), b = (k_full−1)/log2(n/m1) */
 };
 
-/* Batch size at iteration k (1-based) for a set of n cases: the hook through which
- * growing-batch schedules are selected. */
-int kfac_batch_size(int schedule, int m1, long k, size_t n);
+/* Batch size at iteration k (1-based) for a set of n cases. The exponential schedule
+ * (K-FAC paper §7) starts at m1 and reaches the whole set at iteration k_full ≥ 2; both
+ * schedules are capped at n. */
+int kfac_batch_size(int schedule, int m1, long k_full, long k, size_t n);
 
 /* Draws batches without replacement from a permutation of the data set, reshuffled
  * when fewer cases are left than a batch needs. */

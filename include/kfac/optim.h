@@ -9,12 +9,34 @@
 #ifndef KFAC_OPTIM_H
 #define KFAC_OPTIM_H
 
+#include "kfac/curvature.h"
 #include "kfac/data.h"
 #include "kfac/loss.h"
 #include "kfac/net.h"
+#include "kfac/rng.h"
 
 enum kfac_optim_type {
-    KFAC_OPTIM_SGD     /* SGD with Nesterov momentum */
+    KFAC_OPTIM_SGD,    /* SGD with Nesterov momentum */
+    KFAC_OPTIM_KFAC    /* K-FAC natural gradient (optim_kfac.c) */
+};
+
+enum kfac_curvature_type {
+    KFAC_CURVATURE_BLOCK_DIAGONAL   /* one Kronecker-factored block per layer */
+};
+
+enum kfac_fisher {
+    KFAC_FISHER_SAMPLED,    /* G from targets drawn from the model: the true Fisher */
+    KFAC_FISHER_EMPIRICAL   /* G from the real targets */
+};
+
+enum kfac_step_rule {
+    KFAC_STEP_MODEL,        /* α, μ minimise the exact-Fisher quadratic model */
+    KFAC_STEP_FIXED         /* α = learning_rate, μ = momentum */
+};
+
+enum kfac_gamma_rule {
+    KFAC_GAMMA_MODEL,       /* keep the γ whose step has the lowest M(δ) − M(0) */
+    KFAC_GAMMA_OBJECTIVE    /* keep the γ whose step has the lowest h(θ + δ) */
 };
 
 enum kfac_momentum_schedule {
@@ -29,6 +51,24 @@ struct kfac_optim_opts {
     double momentum;          /* μ, or its cap under the Sutskever schedule */
     int momentum_schedule;    /* enum kfac_momentum_schedule */
     double l2;                /* η */
+    /* K-FAC (REFERENCE.md §2–§5 names and defaults): */
+    int curvature;            /* enum kfac_curvature_type */
+    int fisher;               /* enum kfac_fisher */
+    double stats_fraction;    /* τ1: statistics from the first ⌈τ1 m⌉ cases */
+    double model_fraction;    /* τ2: the quadratic model on the first ⌈τ2 m⌉ cases */
+    double stats_decay;       /* the cap on ε */
+    long lambda_every;        /* T1 (0: λ fixed) */
+    long gamma_every;         /* T2 (0: γ fixed) */
+    long inverse_every;       /* T3 */
+    double lambda;            /* λ0 */
+    double lambda_min;
+    double gamma;             /* γ0; 0 selects sqrt(λ0 + η) */
+    double gamma_min;         /* 0 selects sqrt(η) */
+    double gamma_max;
+    int gamma_rule;           /* enum kfac_gamma_rule */
+    int pi_norm;              /* enum kfac_pi_norm */
+    int step_rule;            /* enum kfac_step_rule */
+    int use_momentum;         /* 0: μ = 0, the model is one-dimensional */
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
@@ -58,20 +98,46 @@ struct kfac_optim {
     struct kfac_optim_opts opts;
 };
 
-/* Makes the optimiser the options select for net and loss. */
+/* Makes the optimiser the options select for net and loss, after kfac_net_reserve() (its
+ * buffers are sized for net->max_batch cases). rng seeds the optimiser's own stream (the
+ * targets K-FAC samples); it is copied, not kept. */
 int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enum kfac_loss loss,
-                   struct kfac_optim **out);
+                   const struct kfac_rng *rng, struct kfac_optim **out);
 void kfac_optim_free(struct kfac_optim *o);
 
 /* The number of figures (log columns) the optimiser reports. */
 int kfac_optim_n_columns(const struct kfac_optim *o);
 
-/* KFAC_ENUMERIC with a message naming the iteration and the first layer whose gradient
- * block is not finite, or 0 when the whole gradient is finite. */
-int kfac_check_gradient(const struct kfac_net *net, long k);
+/* KFAC_ENUMERIC with a message naming the iteration, `what` ("gradient", "step") and the
+ * first layer whose block of v (n_params, laid out as net->params) is not finite, or 0
+ * when all of v is finite. */
+int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what);
+
+/* The quadratic model (REFERENCE.md §4). (1/m) Σ_cases (J v)ᵀ F_R (J w) for the first m
+ * cases of the last forward pass: jv and jw (m × d_out) are J·v and J·w at the logits
+ * (kfac_net_jvp), F_R the loss's output Fisher at the predictions. scratch: m × d_out. */
+double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
+                       const float *jw, float *scratch);
+
+/* α and μ minimising M(αΔ + μδ₀) = ½ [α μ] C [α μ]ᵀ + [α μ]·g, where C (2 × 2, row-major) holds
+ * ΔᵀCΔ, ΔᵀCδ₀, δ₀ᵀCΔ, δ₀ᵀCδ₀ and g = (∇hᵀΔ, ∇hᵀδ₀). With n = 1 (no previous step) or a
+ * 2 × 2 system that is not positive definite, the 1-D solve α = −g₀/C₀₀, μ = 0. Returns
+ * M(δ) − M(0) = ½(α g₀ + μ g₁). */
+double kfac_model_solve(const double *C, const double *g, int n, double *alpha, double *mu);
+
+/* M(αΔ + μδ₀) − M(0) for any α, μ (the fixed-step rule). */
+double kfac_model_change(const double *C, const double *g, double alpha, double mu);
+
+/* The Levenberg–Marquardt rule applied every T1 iterations: ρ < 1/4 (or NaN) multiplies
+ * λ by (20/19)^T1, ρ > 3/4 by (19/20)^T1; the result is at least lambda_min. */
+double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min);
 
 /* SGD with Nesterov momentum (optim_sgd.c). */
 struct kfac_optim *kfac_sgd_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
                                 enum kfac_loss loss);
+
+/* K-FAC (optim_kfac.c). */
+struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
+                                 enum kfac_loss loss, const struct kfac_rng *rng);
 
 #endif

@@ -44,7 +44,7 @@ struct kfac_run {
     struct kfac_net *net;
     enum kfac_loss loss;
     struct kfac_optim *optim;
-    struct kfac_rng rng_init, rng_data, rng_batch;
+    struct kfac_rng rng_init, rng_data, rng_batch, rng_optim;
     struct kfac_batcher batcher;
     float *avg;         /* n_params: Polyak average θ̄, or NULL when averaging is off */
     float *scratch;     /* n_params: θ while θ̄ is being evaluated */

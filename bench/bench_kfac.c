@@ -1,0 +1,139 @@
+/*
+ * bench_kfac.c: the cost of a K-FAC iteration relative to an SGD iteration at the same
+ * batch size on the MNIST deep autoencoder (784-1000-500-250-30-250-500-1000-784,
+ * Bernoulli output, sparse initialisation), both measured in this run. K-FAC is timed
+ * over whole periods of T3 iterations, so the eigendecompositions (k mod T3 = 0), the γ
+ * trials (k mod T2 = 0) and the ρ evaluations (k mod T1 = 0) are amortised as in
+ * training; iterations 1–3, which always decompose, are run first and not timed.
+ * Prints, per batch size, the mean seconds per iteration of each, their ratio (target
+ * ≤ 2.0) and K-FAC's breakdown: gradient, statistics, inversions, preconditioning, the
+ * quadratic model and the rest (ρ, the update).
+ *
+ *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
+ * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
+ */
+#include "kfac/mat.h"
+#include "kfac/net.h"
+#include "kfac/optim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const struct kfac_layer_spec specs[] = {
+    {1000, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC}, {250, KFAC_ACT_LOGISTIC},
+    {30, KFAC_ACT_LINEAR},     {250, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC},
+    {1000, KFAC_ACT_LOGISTIC}, {784, KFAC_ACT_LOGISTIC}};
+enum { N_LAYERS = sizeof specs / sizeof *specs };
+
+static struct kfac_net *make_net(int m)
+{
+    struct kfac_net *net;
+    if (kfac_net_new(784, specs, N_LAYERS, &net))
+        abort();
+    kfac_net_reserve(net, m);
+    struct kfac_rng rng;
+    kfac_rng_seed(&rng, 1);
+    kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
+    return net;
+}
+
+/* Mean seconds per iteration of `iters` steps from k0 on; figures summed into sums. */
+static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, long iters,
+                  double *sums, double *grad_time)
+{
+    int n_cols = kfac_optim_n_columns(o);
+    double *fig = calloc((size_t)n_cols, sizeof *fig), h, total = 0;
+    for (long k = k0; k < k0 + iters; k++) {
+        double t = now();
+        if (o->ops->step(o, b, k, &h, fig)) {
+            fprintf(stderr, "bench_kfac: step %ld failed\n", k);
+            exit(1);
+        }
+        total += now() - t;
+        for (int i = 0; sums && i < n_cols; i++)
+            sums[i] += fig[i];
+    }
+    free(fig);
+    /* The gradient pass on its own, for the breakdown. */
+    if (grad_time) {
+        double t = now();
+        for (long k = 0; k < iters; k++)
+            kfac_objective(o->net, o->loss, o->opts.l2, b, 1);
+        *grad_time = (now() - t) / (double)iters;
+    }
+    return total / (double)iters;
+}
+
+int main(int argc, char **argv)
+{
+    double tau2 = argc > 1 ? atof(argv[1]) : 1.0;
+    int periods = argc > 2 ? atoi(argv[2]) : 1;
+    int default_batches[] = {1000, 4000}, n_batches = argc > 3 ? argc - 3 : 2;
+    if (tau2 <= 0 || tau2 > 1 || periods < 1) {
+        fprintf(stderr, "usage: bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]\n");
+        return 2;
+    }
+    struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = 1e-3, .momentum = 0.9,
+                                  .l2 = 1e-5};
+    struct kfac_optim_opts kf = {
+        .type = KFAC_OPTIM_KFAC, .l2 = 1e-5, .stats_fraction = 0.125, .model_fraction = tau2,
+        .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20, .inverse_every = 20,
+        .lambda = 150, .gamma_max = 1, .use_momentum = 1};
+    printf("# K-FAC against SGD (Nesterov) per iteration, MNIST autoencoder, tau2 = %g, "
+           "amortised over %d x T3 = 20 iterations\n",
+           tau2, periods);
+    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s\n", "batch", "sgd_s", "kfac_s", "ratio",
+           "grad", "stats", "inverse", "precond", "model", "rest");
+    for (int bi = 0; bi < n_batches; bi++) {
+        int m = argc > 3 ? atoi(argv[3 + bi]) : default_batches[bi];
+        if (m < 1) {
+            fprintf(stderr, "bench_kfac: batch sizes must be positive\n");
+            return 2;
+        }
+        struct kfac_net *net = make_net(m);
+        struct kfac_rng rng;
+        kfac_rng_seed(&rng, 2);
+        float *X = kfac_floats_new((size_t)m * 784);
+        for (size_t i = 0; i < (size_t)m * 784; i++)
+            X[i] = kfac_rng_uniform(&rng) < 0.2 ? (float)kfac_rng_uniform(&rng) : 0.0f;
+        struct kfac_batch b = {m, X, X};
+        long iters = 20L * periods;
+
+        struct kfac_optim *o;
+        kfac_optim_new(&sgd, net, KFAC_LOSS_BERNOULLI, &rng, &o);
+        run(o, &b, 1, 3, NULL, NULL); /* warm-up */
+        double t_sgd = run(o, &b, 4, iters, NULL, NULL);
+        kfac_optim_free(o);
+
+        kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
+        kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
+        int n_cols = kfac_optim_n_columns(o);
+        double *sums = calloc((size_t)n_cols, sizeof *sums), t_grad;
+        run(o, &b, 1, 3, NULL, NULL);
+        /* k = 4 … 23 contains one k mod 20 = 0 iteration, like any 20 consecutive ones. */
+        double t_kfac = run(o, &b, 4, iters, sums, &t_grad);
+        int c_stats = -1;
+        for (int i = 0; i < n_cols; i++)
+            if (strcmp(o->ops->columns[i], "t_stats") == 0)
+                c_stats = i;
+        double st = sums[c_stats] / iters, inv = sums[c_stats + 1] / iters,
+               pre = sums[c_stats + 2] / iters, mod = sums[c_stats + 3] / iters;
+        printf("%-6d %9.4f %9.4f %6.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f\n", m, t_sgd, t_kfac,
+               t_kfac / t_sgd, t_grad, st, inv, pre, mod, t_kfac - t_grad - st - inv - pre - mod);
+        fflush(stdout);
+        free(sums);
+        kfac_optim_free(o);
+        kfac_floats_free(X);
+        kfac_net_free(net);
+    }
+    return 0;
+}

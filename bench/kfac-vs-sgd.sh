@@ -1,0 +1,53 @@
+#!/bin/sh
+# kfac-vs-sgd.sh: K-FAC against the SGD baseline on the MNIST deep autoencoder for the
+# same wall-clock budget: runs configs/mnist-autoencoder.ini and
+# configs/mnist-autoencoder-sgd.ini for SECONDS of training each (evaluations excluded),
+# prints the training error against time for both, K-FAC's error at iterations 500 and
+# 1000 (when reached), and the time each optimiser took to reach the SGD run's final
+# error; plots both logs against time into OUTDIR/kfac-vs-sgd.png (needs gnuplot).
+#
+#   bench/kfac-vs-sgd.sh [SECONDS [OUTDIR]]      defaults: 600 s each, bench/out
+#
+# Extra kfac-train options (e.g. --set data.train=...) can be passed in KFAC_ARGS.
+# Run it on an otherwise idle machine: the two runs are compared by their clocks.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+budget=${1:-600}
+out=${2:-$top/bench/out}
+kfac=$top/kfac-train
+[ -x "$kfac" ] || { echo "kfac-vs-sgd: build kfac-train first (./bootstrap or make)" >&2; exit 2; }
+mkdir -p "$out"
+for opt in kfac sgd; do
+    case $opt in
+    kfac) cfg=$top/configs/mnist-autoencoder.ini every=25 ;;
+    sgd) cfg=$top/configs/mnist-autoencoder-sgd.ini every=100 ;;
+    esac
+    echo "kfac-vs-sgd: $opt for $budget s ($(basename "$cfg"))" >&2
+    # shellcheck disable=SC2086 # KFAC_ARGS is a list of options
+    "$kfac" -q -f --log "$out/$opt.tsv" --set train.max_seconds="$budget" \
+        --set train.iterations=100000000 --set log.eval_every=$every ${KFAC_ARGS:-} "$cfg"
+done
+
+# iteration, seconds and training error of the rows where it was measured
+errors() {
+    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "seconds") s = i; if ($i == "train_recon") e = i } next }
+                $e != "nan" { print $1 "\t" $s "\t" $e }' "$1"
+}
+errors "$out/kfac.tsv" >"$out/kfac.err"
+errors "$out/sgd.tsv" >"$out/sgd.err"
+target=$(tail -n 1 "$out/sgd.err" | cut -f3)
+
+echo "# training reconstruction error against training time (seconds), $budget s each"
+printf '%-10s %-10s %-12s | %-10s %-10s %-12s\n' kfac_iter kfac_s kfac_error sgd_iter sgd_s sgd_error
+paste "$out/kfac.err" "$out/sgd.err" | awk -F'\t' '{ printf "%-10s %-10.1f %-12.5g | %-10s %-10s %-12s\n", $1, $2, $3, $4, ($5 == "" ? "" : sprintf("%.1f", $5)), $6 }'
+echo
+for k in 500 1000; do
+    awk -F'\t' -v k=$k '$1 == k { printf "K-FAC error at iteration %d: %.4g (%.0f s)\n", k, $3, $2; found = 1 }
+                       END { if (!found) printf "K-FAC did not reach iteration %d in the budget\n", k }' "$out/kfac.err"
+done
+for opt in kfac sgd; do
+    awk -F'\t' -v t="$target" -v o=$opt '$3 <= t { printf "%s reaches the SGD final error %.4g at iteration %d, %.1f s\n", o, t, $1, $2; found = 1; exit }
+                                         END { if (!found) printf "%s never reaches %.4g\n", o, t }' "$out/$opt.err"
+done
+"$top/tools/kfac-plot" -x seconds -t "MNIST autoencoder: K-FAC against SGD, $budget s each" \
+    -o "$out/kfac-vs-sgd.png" "$out/kfac.tsv" "$out/sgd.tsv" || echo "kfac-vs-sgd: no plot (see above)" >&2

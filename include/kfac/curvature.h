@@ -1,0 +1,86 @@
+/*
+ * curvature.h: Kronecker-factored curvature per layer (K-FAC, Martens & Grosse 2015):
+ * the factors Ā = E[ā āᵀ] and G = E[g gᵀ] as exponential averages of mini-batch
+ * statistics, their symmetric eigendecompositions, and the damped inverse
+ *     V ↦ (G + (γ/π) I)⁻¹ V (Ā + γπ I)⁻¹
+ * that applies ((Ā + γπ I) ⊗ (G + (γ/π) I))⁻¹ to a layer's gradient V (d_out × (d_in+1)).
+ *
+ * The statistics come from the network's layer buffers: ā from the forward pass and g
+ * from a backward pass whose output gradients were drawn from the model (true Fisher)
+ * or taken from the real targets (empirical Fisher). Factors are kept in double; the
+ * eigenvectors are also kept in float for the per-iteration GEMMs.
+ */
+#ifndef KFAC_CURVATURE_H
+#define KFAC_CURVATURE_H
+
+#include "kfac/net.h"
+
+enum kfac_pi_norm {
+    KFAC_PI_TRACE,      /* π = sqrt((tr Ā/(d_in+1)) / (tr G/d_out)) */
+    KFAC_PI_FROBENIUS   /* π = sqrt((‖Ā‖_F/sqrt(d_in+1)) / (‖G‖_F/sqrt(d_out))) */
+};
+
+/* One layer's factors. */
+struct kfac_factors {
+    int n_a, n_g;        /* d_in+1 and d_out */
+    double *A;           /* n_a × n_a: running Ā (updates write the upper triangle) */
+    double *G;           /* n_g × n_g: running G (updates write the upper triangle) */
+    float *batch_A;      /* n_a × n_a: the latest mini-batch Ā (upper triangle) */
+    float *batch_G;      /* n_g × n_g: the latest mini-batch G (upper triangle) */
+    /* The eigendecomposition of the last kfac_curvature_decompose(): */
+    float *UA_t;         /* n_a × n_a: row j is Ā's eigenvector j */
+    float *UG_t;         /* n_g × n_g: row j is G's eigenvector j */
+    double *eig_A;       /* n_a: Ā's eigenvalues, ascending, clipped at 0 */
+    double *eig_G;       /* n_g */
+    double pi;           /* π of the decomposed factors */
+    /* The damped inverses for the γ of the last kfac_curvature_precondition(): */
+    float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
+    float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
+};
+
+struct kfac_curvature {
+    int n_layers;
+    struct kfac_factors *f;   /* n_layers */
+    long updates;             /* statistics merged so far */
+    /* Scratch, sized for the largest layer: */
+    double *eig_work;         /* the matrix dsyevd overwrites */
+    double *lapack_work;
+    int *lapack_iwork;
+    int lwork, liwork;
+    float *tmp;               /* max d_out × (d_in+1) and max factor size squared */
+    double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
+};
+
+/* Factors for every layer of net (zero until the first update). Allocates everything
+ * the training loop needs. */
+struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
+void kfac_curvature_free(struct kfac_curvature *c);
+
+/* Statistics of the first m cases of the layer buffers: ā (from the last forward pass)
+ * and g (from the last backward pass), merged as X ← εX + (1−ε) X_batch for every factor.
+ * Nothing is merged unless every layer's statistics are finite: otherwise KFAC_ENUMERIC
+ * with a message naming the iteration k, the layer and the factor. */
+int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                          double eps, long k);
+
+/* Copies each factor's upper triangle into its lower one, making A and G exactly
+ * symmetric (kfac_curvature_decompose() does this first). */
+void kfac_curvature_symmetrise(struct kfac_curvature *c);
+
+/* ε = min(1 − 1/k, cap) for iteration k (1-based). */
+double kfac_stats_decay(long k, double cap);
+
+/* Symmetrises the factors, then their eigendecompositions (LAPACK dsyevd in double) and
+ * each layer's π. KFAC_ENUMERIC, naming iteration k and the layer, if LAPACK fails; the
+ * previous decomposition is kept then. */
+int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k);
+
+/* out (n_params) = scale · F̂⁻¹ V per layer: scale · (G + γ/π I)⁻¹ V_i (Ā + γπ I)⁻¹ for
+ * each layer's block V_i (d_out × (d_in+1)) of V (n_params, laid out as net->params),
+ * with the factors of the last decomposition. The damped inverses are formed from the
+ * eigendecompositions when γ or the decomposition changed since the last call (one GEMM
+ * per factor), so a step costs two GEMMs per layer. out may not alias V. */
+void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
+                                 double gamma, const float *V, float scale, float *out);
+
+#endif

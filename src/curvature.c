@@ -1,0 +1,266 @@
+/*
+ * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by cblas_ssyrk, their
+ * exponential averages in double, eigendecompositions by LAPACK dsyevd and the damped
+ * Kronecker inverse applied with four GEMMs per layer (see curvature.h).
+ */
+#include "kfac/curvature.h"
+#include "kfac/mat.h"
+#include "kfac/status.h"
+
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
+{
+    struct kfac_curvature *c = kfac_xcalloc(1, sizeof *c);
+    c->n_layers = net->n_layers;
+    c->f = kfac_xcalloc((size_t)net->n_layers, sizeof *c->f);
+    size_t max_n = 0, max_block = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        struct kfac_factors *f = &c->f[i];
+        f->n_a = l->d_in + 1;
+        f->n_g = l->d_out;
+        size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
+        f->A = kfac_xcalloc(na2, sizeof *f->A);
+        f->G = kfac_xcalloc(ng2, sizeof *f->G);
+        f->batch_A = kfac_floats_new(na2);
+        f->batch_G = kfac_floats_new(ng2);
+        f->UA_t = kfac_floats_new(na2);
+        f->UG_t = kfac_floats_new(ng2);
+        f->eig_A = kfac_xcalloc((size_t)f->n_a, sizeof *f->eig_A);
+        f->eig_G = kfac_xcalloc((size_t)f->n_g, sizeof *f->eig_G);
+        f->A_inv = kfac_floats_new(na2);
+        f->G_inv = kfac_floats_new(ng2);
+        /* Until the first decomposition the inverse is that of the damping alone. */
+        for (int j = 0; j < f->n_a; j++)
+            f->UA_t[(size_t)j * f->n_a + j] = 1.0f;
+        for (int j = 0; j < f->n_g; j++)
+            f->UG_t[(size_t)j * f->n_g + j] = 1.0f;
+        f->pi = 1.0;
+        size_t n = (size_t)(f->n_a > f->n_g ? f->n_a : f->n_g);
+        if (n > max_n)
+            max_n = n;
+        if (l->n_params > max_block)
+            max_block = l->n_params;
+    }
+    if (max_n * max_n > max_block)
+        max_block = max_n * max_n;
+    c->eig_work = kfac_xmalloc(max_n * max_n * sizeof *c->eig_work);
+    /* Workspace query for the largest factor: dsyevd then never allocates in the loop. */
+    double wq;
+    lapack_int iq, n = (lapack_int)max_n;
+    double dummy_w;
+    if (LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, c->eig_work, n, &dummy_w, &wq, -1, &iq,
+                            -1) != 0) {
+        wq = 1.0 + 6.0 * (double)n + 2.0 * (double)n * (double)n; /* LAPACK's documented minimum */
+        iq = 3 + 5 * n;
+    }
+    c->lwork = (int)wq;
+    c->liwork = (int)iq;
+    c->lapack_work = kfac_xmalloc((size_t)c->lwork * sizeof *c->lapack_work);
+    c->lapack_iwork = kfac_xmalloc((size_t)c->liwork * sizeof *c->lapack_iwork);
+    c->tmp = kfac_floats_new(max_block);
+    return c;
+}
+
+void kfac_curvature_free(struct kfac_curvature *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n_layers; i++) {
+        struct kfac_factors *f = &c->f[i];
+        free(f->A);
+        free(f->G);
+        kfac_floats_free(f->batch_A);
+        kfac_floats_free(f->batch_G);
+        kfac_floats_free(f->UA_t);
+        kfac_floats_free(f->UG_t);
+        free(f->eig_A);
+        free(f->eig_G);
+        kfac_floats_free(f->A_inv);
+        kfac_floats_free(f->G_inv);
+    }
+    free(c->f);
+    free(c->eig_work);
+    free(c->lapack_work);
+    free(c->lapack_iwork);
+    kfac_floats_free(c->tmp);
+    free(c);
+}
+
+double kfac_stats_decay(long k, double cap)
+{
+    double eps = 1.0 - 1.0 / (double)k;
+    return eps < cap ? eps : cap;
+}
+
+/* Upper triangle of out (n × n) = (1/m) xᵀx for x (m × n, ld); NaN-free iff finite. */
+static int second_moment(int m, int n, const float *x, int ld, float *out)
+{
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, m, 1.0f / (float)m, x, ld, 0.0f, out, n);
+    for (int i = 0; i < n; i++)
+        if (!kfac_all_finite((size_t)(n - i), out + (size_t)i * n + i))
+            return 0;
+    return 1;
+}
+
+/* X ← εX + (1−ε) B on the upper triangle of X and B (n × n). */
+static void merge(int n, double *X, const float *B, double eps)
+{
+    for (int i = 0; i < n; i++) {
+        double *x = X + (size_t)i * n;
+        const float *b = B + (size_t)i * n;
+        for (int j = i; j < n; j++)
+            x[j] = eps * x[j] + (1.0 - eps) * b[j];
+    }
+}
+
+/* The lower triangle of X (n × n) from the upper: X exactly symmetric. */
+static void symmetrise(int n, double *X)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            X[(size_t)i * n + j] = X[(size_t)j * n + i];
+}
+
+void kfac_curvature_symmetrise(struct kfac_curvature *c)
+{
+    for (int i = 0; i < c->n_layers; i++) {
+        symmetrise(c->f[i].n_a, c->f[i].A);
+        symmetrise(c->f[i].n_g, c->f[i].G);
+    }
+}
+
+int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                          double eps, long k)
+{
+    for (int i = 0; i < c->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        struct kfac_factors *f = &c->f[i];
+        if (!second_moment(m, f->n_a, l->abar, f->n_a, f->batch_A))
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activation statistics "
+                                             "(the factor A) are not finite; nothing was updated",
+                              k, i + 1);
+        if (!second_moment(m, f->n_g, l->g, f->n_g, f->batch_G))
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's gradient statistics "
+                                             "(the factor G) are not finite; nothing was updated",
+                              k, i + 1);
+    }
+    for (int i = 0; i < c->n_layers; i++) {
+        struct kfac_factors *f = &c->f[i];
+        merge(f->n_a, f->A, f->batch_A, eps);
+        merge(f->n_g, f->G, f->batch_G, eps);
+    }
+    c->updates++;
+    return 0;
+}
+
+/* Σ X_jj and ‖X‖_F of X (n × n). */
+static double trace(int n, const double *X)
+{
+    double t = 0;
+    for (int j = 0; j < n; j++)
+        t += X[(size_t)j * n + j];
+    return t;
+}
+
+static double frobenius(int n, const double *X)
+{
+    double s = 0;
+    for (size_t j = 0; j < (size_t)n * n; j++)
+        s += X[j] * X[j];
+    return sqrt(s);
+}
+
+static double pi_of(const struct kfac_factors *f, enum kfac_pi_norm norm)
+{
+    double a, g;
+    if (norm == KFAC_PI_TRACE) {
+        a = trace(f->n_a, f->A) / f->n_a;
+        g = trace(f->n_g, f->G) / f->n_g;
+    } else {
+        a = frobenius(f->n_a, f->A) / sqrt((double)f->n_a);
+        g = frobenius(f->n_g, f->G) / sqrt((double)f->n_g);
+    }
+    return a > 0 && g > 0 ? sqrt(a / g) : 1.0;
+}
+
+/* Eigendecomposition of X (n × n, symmetric) into U_t (rows: eigenvectors) and eig. */
+static int eigen(struct kfac_curvature *c, int n, const double *X, float *U_t, double *eig)
+{
+    size_t n2 = (size_t)n * n;
+    memcpy(c->eig_work, X, n2 * sizeof *X);
+    /* Column-major on a symmetric matrix: the input is the same, and the eigenvectors come
+     * back as columns, i.e. as rows of the row-major array U_t. */
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, c->eig_work, n, eig,
+                                          c->lapack_work, c->lwork, c->lapack_iwork, c->liwork);
+    if (info != 0)
+        return (int)info;
+    for (size_t j = 0; j < n2; j++)
+        U_t[j] = (float)c->eig_work[j];
+    for (int j = 0; j < n; j++)
+        if (eig[j] < 0) /* a PSD factor's rounding noise */
+            eig[j] = 0;
+    return 0;
+}
+
+int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k)
+{
+    kfac_curvature_symmetrise(c);
+    for (int i = 0; i < c->n_layers; i++) {
+        struct kfac_factors *f = &c->f[i];
+        int info = eigen(c, f->n_a, f->A, f->UA_t, f->eig_A);
+        const char *which = "A";
+        if (!info) {
+            info = eigen(c, f->n_g, f->G, f->UG_t, f->eig_G);
+            which = "G";
+        }
+        if (info)
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
+                                             "factor %s failed (LAPACK dsyevd info %d)",
+                              k, i + 1, which, info);
+        f->pi = pi_of(f, norm);
+    }
+    c->inv_gamma = 0;
+    return 0;
+}
+
+/* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors); tmp: n × n. */
+static void damped_inverse(int n, const float *U_t, const double *eig, double d, float *tmp,
+                           float *inv)
+{
+    for (int j = 0; j < n; j++) {
+        float s = (float)(1.0 / (eig[j] + d));
+        const float *u = U_t + (size_t)j * n;
+        float *t = tmp + (size_t)j * n;
+        for (int r = 0; r < n; r++)
+            t[r] = s * u[r];
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0f, U_t, n, tmp, n, 0.0f, inv,
+                n);
+}
+
+void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
+                                 double gamma, const float *V, float scale, float *out)
+{
+    if (gamma != c->inv_gamma) {
+        for (int i = 0; i < c->n_layers; i++) {
+            struct kfac_factors *f = &c->f[i];
+            damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
+            damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
+        }
+        c->inv_gamma = gamma;
+    }
+    for (int i = 0; i < c->n_layers; i++) {
+        const struct kfac_factors *f = &c->f[i];
+        int na = f->n_a, ng = f->n_g;
+        size_t off = (size_t)(net->layers[i].W - net->params);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0f, f->G_inv, ng,
+                    V + off, na, 0.0f, c->tmp, na);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, scale, c->tmp, na,
+                    f->A_inv, na, 0.0f, out + off, na);
+    }
+}

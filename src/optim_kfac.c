@@ -1,0 +1,256 @@
+/*
+ * optim_kfac.c: K-FAC (Martens & Grosse 2015) as REFERENCE.md §2–§5 describe it. One
+ * iteration k on a mini-batch of m cases:
+ *   1. h(θ) and ∇h (L2 included) from a forward and a backward pass;
+ *   2. Kronecker-factor statistics from the first ⌈τ1 m⌉ cases, with output gradients
+ *      drawn from the model (or the real ones: the empirical Fisher), averaged with
+ *      ε = min(1 − 1/k, cap); eigendecompositions on k ≤ 3 and every T3 iterations;
+ *   3. for each γ tried (three every T2 iterations, else one), Δ = −F̂⁻¹∇h and the
+ *      exact-Fisher quadratic model over span{Δ, δ₀} on the first ⌈τ2 m⌉ cases
+ *      (forward-mode passes, no backward pass), which gives α, μ and M(δ) − M(0);
+ *   4. θ ← θ + δ (never rejected), and every T1 iterations λ from ρ.
+ * Nothing non-finite reaches the parameters: the gradient, the statistics and the step
+ * are checked, and a failure leaves θ as it was.
+ */
+#include "kfac/curvature.h"
+#include "kfac/mat.h"
+#include "kfac/optim.h"
+#include "kfac/status.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct kfac {
+    struct kfac_optim base;
+    struct kfac_curvature *curv;
+    struct kfac_rng rng;       /* sampled targets */
+    double lambda, gamma, gamma_min;
+    int have_prev;             /* prev holds the previous step δ₀ */
+    float *delta;              /* n_params: Δ for the γ being tried */
+    float *cand;               /* n_params: δ for the γ being tried */
+    float *best;               /* n_params: the chosen δ */
+    float *prev;               /* n_params: δ₀ */
+    float *theta;              /* n_params: θ while candidates are evaluated (objective rule) */
+    float *j_prev;             /* max_batch × d_out: J δ₀ */
+    float *scratch;            /* max_batch × d_out */
+};
+
+static const char *const kfac_columns[] = {
+    "lambda", "gamma", "rho", "alpha", "mu", "model_change", "step_norm", "grad_norm",
+    "t_stats", "t_inverse", "t_precond", "t_model", NULL};
+enum { COL_LAMBDA, COL_GAMMA, COL_RHO, COL_ALPHA, COL_MU, COL_MODEL, COL_STEP, COL_GRAD,
+       COL_T_STATS, COL_T_INVERSE, COL_T_PRECOND, COL_T_MODEL };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int ceil_fraction(double fraction, int m)
+{
+    int n = (int)ceil(fraction * m - 1e-9);
+    return n < 1 ? 1 : n > m ? m : n;
+}
+
+/* Step 2: statistics, merged into the factors; decompositions when due. */
+static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, double *figures)
+{
+    struct kfac_optim *o = &s->base;
+    struct kfac_net *net = o->net;
+    double t0 = now();
+    int ms = ceil_fraction(o->opts.stats_fraction, b->m);
+    if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
+        kfac_loss_sample_grad(o->loss, ms, net->d_out, kfac_net_output(net), &s->rng,
+                              kfac_net_output_grad(net));
+        kfac_net_backward(net, ms, 1.0f, 0);
+    } /* else the layers still hold g of the real targets from the gradient pass */
+    int rc = kfac_curvature_update(s->curv, net, ms, kfac_stats_decay(k, o->opts.stats_decay), k);
+    double t1 = now();
+    if (!rc && (k <= 3 || k % o->opts.inverse_every == 0))
+        rc = kfac_curvature_decompose(s->curv, (enum kfac_pi_norm)o->opts.pi_norm, k);
+    figures[COL_T_STATS] = t1 - t0;
+    figures[COL_T_INVERSE] = now() - t1;
+    return rc;
+}
+
+/* The step for one γ: cand = αΔ + μδ₀ with its model change; *score ranks candidates. */
+static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, double c_prev,
+                      double g_prev, double *alpha, double *mu, double *change, double *score,
+                      double *figures)
+{
+    struct kfac_optim *o = &s->base;
+    struct kfac_net *net = o->net;
+    size_t n = net->n_params;
+    int mq = ceil_fraction(o->opts.model_fraction, b->m);
+    double damping = s->lambda + o->opts.l2;
+    double t0 = now();
+    kfac_curvature_precondition(s->curv, net, gamma, net->grads, -1.0f, s->delta);
+    double t1 = now();
+    const float *j_delta = kfac_net_jvp(net, mq, s->delta);
+    double C[4], g[2];
+    C[0] = kfac_fisher_dot(net, o->loss, mq, j_delta, j_delta, s->scratch) +
+           damping * kfac_sumsq(n, s->delta);
+    g[0] = kfac_dot(n, net->grads, s->delta);
+    if (s->have_prev) {
+        C[1] = C[2] = kfac_fisher_dot(net, o->loss, mq, j_delta, s->j_prev, s->scratch) +
+                      damping * kfac_dot(n, s->delta, s->prev);
+        C[3] = c_prev;
+        g[1] = g_prev;
+    } else {
+        C[1] = C[2] = C[3] = g[1] = 0;
+    }
+    if (o->opts.step_rule == KFAC_STEP_MODEL) {
+        *change = kfac_model_solve(C, g, s->have_prev ? 2 : 1, alpha, mu);
+    } else {
+        *alpha = o->opts.learning_rate;
+        *mu = s->have_prev ? o->opts.momentum : 0.0;
+        *change = kfac_model_change(C, g, *alpha, *mu);
+    }
+    memcpy(s->cand, s->delta, n * sizeof *s->cand);
+    cblas_sscal((int)n, (float)*alpha, s->cand, 1);
+    if (s->have_prev)
+        cblas_saxpy((int)n, (float)*mu, s->prev, 1, s->cand, 1);
+    *score = *change;
+    if (o->opts.gamma_rule == KFAC_GAMMA_OBJECTIVE) {
+        /* h(θ + δ) overwrites the forward pass at θ, which the next candidate's J·Δ needs. */
+        memcpy(s->theta, net->params, n * sizeof *s->theta);
+        cblas_saxpy((int)n, 1.0f, s->cand, 1, net->params, 1);
+        *score = kfac_objective(net, o->loss, o->opts.l2, b, 0);
+        if (isnan(*score))
+            *score = INFINITY;
+        memcpy(net->params, s->theta, n * sizeof *s->theta);
+        kfac_net_forward(net, mq, b->x);
+    }
+    figures[COL_T_PRECOND] += t1 - t0;
+    figures[COL_T_MODEL] += now() - t1;
+}
+
+static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
+                     double *figures)
+{
+    struct kfac *s = (struct kfac *)o;
+    struct kfac_net *net = o->net;
+    const struct kfac_optim_opts *op = &o->opts;
+    size_t n = net->n_params;
+    for (int i = 0; kfac_columns[i]; i++)
+        figures[i] = 0;
+    figures[COL_RHO] = NAN;
+
+    double h = kfac_objective(net, o->loss, op->l2, b, 1);
+    if (!isfinite(h))
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite; the "
+                                         "parameters were left unchanged",
+                          k);
+    int rc = kfac_check_finite(net, net->grads, k, "gradient");
+    if (rc || (rc = update_curvature(s, b, k, figures)))
+        return rc;
+
+    /* The previous step's part of the model does not depend on γ. */
+    double t0 = now(), c_prev = 0, g_prev = 0;
+    int mq = ceil_fraction(op->model_fraction, b->m);
+    if (s->have_prev) {
+        const float *j = kfac_net_jvp(net, mq, s->prev);
+        memcpy(s->j_prev, j, (size_t)mq * net->d_out * sizeof *j);
+        c_prev = kfac_fisher_dot(net, o->loss, mq, s->j_prev, s->j_prev, s->scratch) +
+                 (s->lambda + op->l2) * kfac_sumsq(n, s->prev);
+        g_prev = kfac_dot(n, net->grads, s->prev);
+    }
+    figures[COL_T_MODEL] += now() - t0;
+
+    double gammas[3] = {s->gamma, 0, 0};
+    int n_gamma = 1;
+    if (op->gamma_every > 0 && k % op->gamma_every == 0) {
+        double omega2 = pow(19.0 / 20.0, 0.5 * (double)op->gamma_every);
+        gammas[0] = fmax(omega2 * s->gamma, s->gamma_min);
+        gammas[1] = s->gamma;
+        gammas[2] = fmin(s->gamma / omega2, op->gamma_max);
+        n_gamma = 3;
+    }
+    double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
+    for (int i = 0; i < n_gamma; i++) {
+        double a, u, c, score;
+        try_gamma(s, b, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures);
+        if (i == 0 || score < best_score) {
+            float *t = s->best;
+            s->best = s->cand;
+            s->cand = t;
+            best_score = score;
+            alpha = a, mu = u, change = c;
+            s->gamma = gammas[i];
+        }
+    }
+    if ((rc = kfac_check_finite(net, s->best, k, "step")))
+        return rc;
+    cblas_saxpy((int)n, 1.0f, s->best, 1, net->params, 1);
+
+    if (op->lambda_every > 0 && k % op->lambda_every == 0) {
+        double h_new = kfac_objective(net, o->loss, op->l2, b, 0);
+        double rho = h_new > h ? -INFINITY : (h_new - h) / change;
+        figures[COL_RHO] = rho;
+        s->lambda = kfac_lm_lambda(s->lambda, rho, op->lambda_every, op->lambda_min);
+    }
+    if (op->use_momentum) {
+        float *t = s->prev;
+        s->prev = s->best;
+        s->best = t;
+        s->have_prev = 1;
+    }
+    *objective = h;
+    figures[COL_LAMBDA] = s->lambda;
+    figures[COL_GAMMA] = s->gamma;
+    figures[COL_ALPHA] = alpha;
+    figures[COL_MU] = mu;
+    figures[COL_MODEL] = change;
+    figures[COL_STEP] = sqrt(kfac_sumsq(n, s->have_prev ? s->prev : s->best));
+    figures[COL_GRAD] = sqrt(kfac_sumsq(n, net->grads));
+    return 0;
+}
+
+static void kfac_free(struct kfac_optim *o)
+{
+    struct kfac *s = (struct kfac *)o;
+    kfac_curvature_free(s->curv);
+    kfac_floats_free(s->delta);
+    kfac_floats_free(s->cand);
+    kfac_floats_free(s->best);
+    kfac_floats_free(s->prev);
+    kfac_floats_free(s->theta);
+    kfac_floats_free(s->j_prev);
+    kfac_floats_free(s->scratch);
+    free(s);
+}
+
+static const struct kfac_optim_ops kfac_ops = {
+    .name = "kfac",
+    .columns = kfac_columns,
+    .step = kfac_step,
+    .free = kfac_free,
+};
+
+struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
+                                 enum kfac_loss loss, const struct kfac_rng *rng)
+{
+    struct kfac *s = kfac_xcalloc(1, sizeof *s);
+    s->base.ops = &kfac_ops;
+    s->base.net = net;
+    s->base.loss = loss;
+    s->base.opts = *opts;
+    s->rng = *rng;
+    s->curv = kfac_curvature_new(net);
+    s->lambda = opts->lambda;
+    s->gamma = opts->gamma > 0 ? opts->gamma : sqrt(opts->lambda + opts->l2);
+    s->gamma_min = opts->gamma_min > 0 ? opts->gamma_min : sqrt(opts->l2);
+    size_t n = net->n_params, jn = (size_t)net->max_batch * (size_t)net->d_out;
+    s->delta = kfac_floats_new(n);
+    s->cand = kfac_floats_new(n);
+    s->best = kfac_floats_new(n);
+    s->prev = kfac_floats_new(n);
+    s->theta = opts->gamma_rule == KFAC_GAMMA_OBJECTIVE ? kfac_floats_new(n) : NULL;
+    s->j_prev = kfac_floats_new(jn);
+    s->scratch = kfac_floats_new(jn);
+    return &s->base;
+}
