@@ -23,20 +23,30 @@ void kfac_floats_free(float *p)
     free(p);
 }
 
-double kfac_dot(size_t n, const float *x, const float *y)
+void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out)
 {
-    /* Eight independent accumulators: the compiler vectorises them, and the sum does not
-     * wait on one addition's latency per element. */
-    double acc[8] = {0};
+    /* Eight independent accumulators per product: the compiler vectorises them, and the
+     * sums do not wait on one addition's latency per element. */
+    double acc[KFAC_DOTS_MAX][8] = {{0}};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
+        for (int d = 0; d < k; d++)
+            for (int j = 0; j < 8; j++)
+                acc[d][j] += (double)x[i + j] * ys[d][i + j];
+    for (int d = 0; d < k; d++) {
+        double s = 0;
+        for (size_t t = i; t < n; t++)
+            s += (double)x[t] * ys[d][t];
         for (int j = 0; j < 8; j++)
-            acc[j] += (double)x[i + j] * y[i + j];
-    double s = 0;
-    for (; i < n; i++)
-        s += (double)x[i] * y[i];
-    for (int j = 0; j < 8; j++)
-        s += acc[j];
+            s += acc[d][j];
+        out[d] = s;
+    }
+}
+
+double kfac_dot(size_t n, const float *x, const float *y)
+{
+    double s;
+    kfac_dots(n, x, 1, &y, &s);
     return s;
 }
 

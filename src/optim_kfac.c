@@ -91,13 +91,15 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     kfac_curvature_precondition(s->curv, net, gamma, net->grads, -1.0f, s->delta);
     double t1 = now();
     const float *j_delta = kfac_net_jvp(net, mq, s->delta);
-    double C[4], g[2];
-    C[0] = kfac_fisher_dot(net, o->loss, mq, j_delta, j_delta, s->scratch) +
-           damping * kfac_sumsq(n, s->delta);
-    g[0] = kfac_dot(n, net->grads, s->delta);
+    /* ΔᵀΔ, ∇hᵀΔ and δ₀ᵀΔ in one pass over the parameters. */
+    const float *ys[3] = {s->delta, net->grads, s->prev};
+    double dots[3], C[4], g[2];
+    kfac_dots(n, s->delta, s->have_prev ? 3 : 2, ys, dots);
+    C[0] = kfac_fisher_dot(net, o->loss, mq, j_delta, j_delta, s->scratch) + damping * dots[0];
+    g[0] = dots[1];
     if (s->have_prev) {
         C[1] = C[2] = kfac_fisher_dot(net, o->loss, mq, j_delta, s->j_prev, s->scratch) +
-                      damping * kfac_dot(n, s->delta, s->prev);
+                      damping * dots[2];
         C[3] = c_prev;
         g[1] = g_prev;
     } else {
@@ -110,10 +112,9 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
         *mu = s->have_prev ? o->opts.momentum : 0.0;
         *change = kfac_model_change(C, g, *alpha, *mu);
     }
-    memcpy(s->cand, s->delta, n * sizeof *s->cand);
-    cblas_sscal((int)n, (float)*alpha, s->cand, 1);
-    if (s->have_prev)
-        cblas_saxpy((int)n, (float)*mu, s->prev, 1, s->cand, 1);
+    float a = (float)*alpha, u = (float)*mu;
+    for (size_t i = 0; i < n; i++) /* δ = αΔ + μδ₀ (δ₀ is zero before the first step) */
+        s->cand[i] = a * s->delta[i] + u * s->prev[i];
     *score = *change;
     if (o->opts.gamma_rule == KFAC_GAMMA_OBJECTIVE) {
         /* h(θ + δ) overwrites the forward pass at θ, which the next candidate's J·Δ needs. */
@@ -155,9 +156,12 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     if (s->have_prev) {
         const float *j = kfac_net_jvp(net, mq, s->prev);
         memcpy(s->j_prev, j, (size_t)mq * net->d_out * sizeof *j);
+        const float *ys[2] = {s->prev, net->grads};
+        double dots[2];
+        kfac_dots(n, s->prev, 2, ys, dots);
         c_prev = kfac_fisher_dot(net, o->loss, mq, s->j_prev, s->j_prev, s->scratch) +
-                 (s->lambda + op->l2) * kfac_sumsq(n, s->prev);
-        g_prev = kfac_dot(n, net->grads, s->prev);
+                 (s->lambda + op->l2) * dots[0];
+        g_prev = dots[1];
     }
     figures[COL_T_MODEL] += now() - t0;
 

@@ -18,6 +18,11 @@ void kfac_floats_free(float *p);
 /* Σ x_i y_i accumulated in double. x, y: n. */
 double kfac_dot(size_t n, const float *x, const float *y);
 
+/* out[d] = x · ys[d] for d < k ≤ KFAC_DOTS_MAX, accumulated in double, in one pass over the
+ * data. x and each ys[d]: n. */
+#define KFAC_DOTS_MAX 4
+void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out);
+
 /* Σ x_i² accumulated in double. x: n. */
 double kfac_sumsq(size_t n, const float *x);
 
