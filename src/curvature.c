@@ -243,17 +243,22 @@ static void damped_inverse(int n, const float *U_t, const double *eig, double d,
                 n);
 }
 
+void kfac_curvature_invert(struct kfac_curvature *c, double gamma)
+{
+    if (gamma == c->inv_gamma)
+        return;
+    for (int i = 0; i < c->n_layers; i++) {
+        struct kfac_factors *f = &c->f[i];
+        damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
+        damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
+    }
+    c->inv_gamma = gamma;
+}
+
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
                                  double gamma, const float *V, float scale, float *out)
 {
-    if (gamma != c->inv_gamma) {
-        for (int i = 0; i < c->n_layers; i++) {
-            struct kfac_factors *f = &c->f[i];
-            damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
-            damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
-        }
-        c->inv_gamma = gamma;
-    }
+    kfac_curvature_invert(c, gamma);
     for (int i = 0; i < c->n_layers; i++) {
         const struct kfac_factors *f = &c->f[i];
         int na = f->n_a, ng = f->n_g;

@@ -87,6 +87,8 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     size_t n = net->n_params;
     int mq = ceil_fraction(o->opts.model_fraction, b->m);
     double damping = s->lambda + o->opts.l2;
+    double t_inv = now();
+    kfac_curvature_invert(s->curv, gamma);
     double t0 = now();
     kfac_curvature_precondition(s->curv, net, gamma, net->grads, -1.0f, s->delta);
     double t1 = now();
@@ -126,6 +128,7 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
         memcpy(net->params, s->theta, n * sizeof *s->theta);
         kfac_net_forward(net, mq, b->x);
     }
+    figures[COL_T_INVERSE] += t0 - t_inv;
     figures[COL_T_PRECOND] += t1 - t0;
     figures[COL_T_MODEL] += now() - t1;
 }

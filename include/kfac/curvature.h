@@ -75,11 +75,15 @@ double kfac_stats_decay(long k, double cap);
  * previous decomposition is kept then. */
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k);
 
+/* Forms every layer's damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ from the last
+ * decomposition (one GEMM per factor), unless they are already those of this γ and
+ * decomposition. */
+void kfac_curvature_invert(struct kfac_curvature *c, double gamma);
+
 /* out (n_params) = scale · F̂⁻¹ V per layer: scale · (G + γ/π I)⁻¹ V_i (Ā + γπ I)⁻¹ for
- * each layer's block V_i (d_out × (d_in+1)) of V (n_params, laid out as net->params),
- * with the factors of the last decomposition. The damped inverses are formed from the
- * eigendecompositions when γ or the decomposition changed since the last call (one GEMM
- * per factor), so a step costs two GEMMs per layer. out may not alias V. */
+ * each layer's block V_i (d_out × (d_in+1)) of V (n_params, laid out as net->params):
+ * two GEMMs per layer after kfac_curvature_invert(c, gamma), which it calls. out may not
+ * alias V. */
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
                                  double gamma, const float *V, float scale, float *out);
 
