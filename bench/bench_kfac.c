@@ -12,6 +12,7 @@
  *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
  */
+#include "kfac/log.h"
 #include "kfac/mat.h"
 #include "kfac/net.h"
 #include "kfac/optim.h"
@@ -19,14 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static const struct kfac_layer_spec specs[] = {
     {1000, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC}, {250, KFAC_ACT_LOGISTIC},
@@ -53,22 +46,22 @@ static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, lon
     int n_cols = kfac_optim_n_columns(o);
     double *fig = calloc((size_t)n_cols, sizeof *fig), h, total = 0;
     for (long k = k0; k < k0 + iters; k++) {
-        double t = now();
+        double t = kfac_log_clock();
         if (o->ops->step(o, b, k, &h, fig)) {
             fprintf(stderr, "bench_kfac: step %ld failed\n", k);
             exit(1);
         }
-        total += now() - t;
+        total += kfac_log_clock() - t;
         for (int i = 0; sums && i < n_cols; i++)
             sums[i] += fig[i];
     }
     free(fig);
     /* The gradient pass on its own, for the breakdown. */
     if (grad_time) {
-        double t = now();
+        double t = kfac_log_clock();
         for (long k = 0; k < iters; k++)
             kfac_objective(o->net, o->loss, o->opts.l2, b, 1);
-        *grad_time = (now() - t) / (double)iters;
+        *grad_time = (kfac_log_clock() - t) / (double)iters;
     }
     return total / (double)iters;
 }

@@ -72,13 +72,18 @@ int kfac_log_row(struct kfac_log *log, const double *values)
     return check_stream(log);
 }
 
+double kfac_log_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
 {
     if (!log->progress)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    double t = kfac_log_clock();
     if (log->progress_drawn && t - log->drawn_at < 0.1)
         return;
     log->drawn_at = t;

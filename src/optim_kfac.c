@@ -13,6 +13,7 @@
  * are checked, and a failure leaves θ as it was.
  */
 #include "kfac/curvature.h"
+#include "kfac/log.h"
 #include "kfac/mat.h"
 #include "kfac/optim.h"
 #include "kfac/status.h"
@@ -20,7 +21,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct kfac {
     struct kfac_optim base;
@@ -43,13 +43,6 @@ static const char *const kfac_columns[] = {
 enum { COL_LAMBDA, COL_GAMMA, COL_RHO, COL_ALPHA, COL_MU, COL_MODEL, COL_STEP, COL_GRAD,
        COL_T_STATS, COL_T_INVERSE, COL_T_PRECOND, COL_T_MODEL };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int ceil_fraction(double fraction, int m)
 {
     int n = (int)ceil(fraction * m - 1e-9);
@@ -61,7 +54,7 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
-    double t0 = now();
+    double t0 = kfac_log_clock();
     int ms = ceil_fraction(o->opts.stats_fraction, b->m);
     if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
         kfac_loss_sample_grad(o->loss, ms, net->d_out, kfac_net_output(net), &s->rng,
@@ -69,11 +62,11 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
         kfac_net_backward(net, ms, 1.0f, 0);
     } /* else the layers still hold g of the real targets from the gradient pass */
     int rc = kfac_curvature_update(s->curv, net, ms, kfac_stats_decay(k, o->opts.stats_decay), k);
-    double t1 = now();
+    double t1 = kfac_log_clock();
     if (!rc && (k <= 3 || k % o->opts.inverse_every == 0))
         rc = kfac_curvature_decompose(s->curv, (enum kfac_pi_norm)o->opts.pi_norm, k);
     figures[COL_T_STATS] = t1 - t0;
-    figures[COL_T_INVERSE] = now() - t1;
+    figures[COL_T_INVERSE] = kfac_log_clock() - t1;
     return rc;
 }
 
@@ -87,11 +80,11 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     size_t n = net->n_params;
     int mq = ceil_fraction(o->opts.model_fraction, b->m);
     double damping = s->lambda + o->opts.l2;
-    double t_inv = now();
+    double t_inv = kfac_log_clock();
     kfac_curvature_invert(s->curv, gamma);
-    double t0 = now();
+    double t0 = kfac_log_clock();
     kfac_curvature_precondition(s->curv, net, gamma, net->grads, -1.0f, s->delta);
-    double t1 = now();
+    double t1 = kfac_log_clock();
     const float *j_delta = kfac_net_jvp(net, mq, s->delta);
     /* ΔᵀΔ, ∇hᵀΔ and δ₀ᵀΔ in one pass over the parameters. */
     const float *ys[3] = {s->delta, net->grads, s->prev};
@@ -130,7 +123,7 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     }
     figures[COL_T_INVERSE] += t0 - t_inv;
     figures[COL_T_PRECOND] += t1 - t0;
-    figures[COL_T_MODEL] += now() - t1;
+    figures[COL_T_MODEL] += kfac_log_clock() - t1;
 }
 
 static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
@@ -154,7 +147,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         return rc;
 
     /* The previous step's part of the model does not depend on γ. */
-    double t0 = now(), c_prev = 0, g_prev = 0;
+    double t0 = kfac_log_clock(), c_prev = 0, g_prev = 0;
     int mq = ceil_fraction(op->model_fraction, b->m);
     if (s->have_prev) {
         const float *j = kfac_net_jvp(net, mq, s->prev);
@@ -166,7 +159,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
                  (s->lambda + op->l2) * dots[0];
         g_prev = dots[1];
     }
-    figures[COL_T_MODEL] += now() - t0;
+    figures[COL_T_MODEL] += kfac_log_clock() - t0;
 
     double gammas[3] = {s->gamma, 0, 0};
     int n_gamma = 1;

@@ -10,15 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac_loss *loss)
 {
@@ -205,7 +197,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN};
     long k;
     for (k = 1; k <= c->iterations; k++) {
-        double t0 = now();
+        double t0 = kfac_log_clock();
         struct kfac_batch b;
         int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
                                 run->train.n);
@@ -215,7 +207,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         if (rc)
             break;
         polyak_update(run, k);
-        train_time += now() - t0;
+        train_time += kfac_log_clock() - t0;
         int last = k == c->iterations || (c->max_seconds > 0 && train_time >= c->max_seconds);
         double *ev = run->row + 4 + n_opt;
         for (int i = 0; i < n_eval; i++)

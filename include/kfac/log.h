@@ -1,5 +1,6 @@
 /*
- * log.h: the per-iteration TSV log, the progress line and the final summary.
+ * log.h: the per-iteration TSV log, the progress line, and the clock that the log's
+ * timings are read from.
  *
  * The TSV has one header row of column names and one row per iteration; values that
  * were not computed at that iteration (evaluations between eval_every) are written
@@ -34,6 +35,9 @@ int kfac_log_row(struct kfac_log *log, const double *values);
  * second: calls in between are dropped. */
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Monotonic seconds (CLOCK_MONOTONIC): differences of two calls time a piece of work. */
+double kfac_log_clock(void);
 
 /* Clears the progress line, flushes and closes; reports a failed write (disk full). */
 int kfac_log_close(struct kfac_log *log);
