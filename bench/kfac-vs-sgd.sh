@@ -6,18 +6,25 @@
 # 1000 (when reached), and the time each optimiser took to reach the SGD run's final
 # error; plots both logs against time into OUTDIR/kfac-vs-sgd.png (needs gnuplot).
 #
-#   bench/kfac-vs-sgd.sh [SECONDS [OUTDIR]]      defaults: 600 s each, bench/out
+#   bench/kfac-vs-sgd.sh [-r] [SECONDS [OUTDIR]]      defaults: 600 s each, bench/out
+#
+# -r reports on the logs already in OUTDIR (kfac.tsv, sgd.tsv) without training.
 #
 # Extra kfac-train options (e.g. --set data.train=...) can be passed in KFAC_ARGS.
 # Run it on an otherwise idle machine: the two runs are compared by their clocks.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
+report_only=0
+if [ "${1:-}" = -r ]; then
+    report_only=1
+    shift
+fi
 budget=${1:-600}
 out=${2:-$top/bench/out}
 kfac=$top/kfac-train
 [ -x "$kfac" ] || { echo "kfac-vs-sgd: build kfac-train first (./bootstrap or make)" >&2; exit 2; }
 mkdir -p "$out"
-for opt in kfac sgd; do
+[ "$report_only" = 1 ] || for opt in kfac sgd; do
     case $opt in
     kfac) cfg=$top/configs/mnist-autoencoder.ini every=25 ;;
     sgd) cfg=$top/configs/mnist-autoencoder-sgd.ini every=100 ;;
@@ -37,9 +44,24 @@ errors "$out/kfac.tsv" >"$out/kfac.err"
 errors "$out/sgd.tsv" >"$out/sgd.err"
 target=$(tail -n 1 "$out/sgd.err" | cut -f3)
 
-echo "# training reconstruction error against training time (seconds), $budget s each"
-printf '%-10s %-10s %-12s | %-10s %-10s %-12s\n' kfac_iter kfac_s kfac_error sgd_iter sgd_s sgd_error
-paste "$out/kfac.err" "$out/sgd.err" | awk -F'\t' '{ printf "%-10s %-10.1f %-12.5g | %-10s %-10s %-12s\n", $1, $2, $3, $4, ($5 == "" ? "" : sprintf("%.1f", $5)), $6 }'
+echo "# training reconstruction error against training time: the last evaluation at or before"
+echo "# each time, $budget s of training each"
+printf '%-8s | %-10s %-12s | %-10s %-12s\n' seconds kfac_iter kfac_error sgd_iter sgd_error
+awk -F'\t' -v budget="$budget" '
+    FNR == 1 { run++ }
+    { it[run, FNR] = $1; t[run, FNR] = $2; e[run, FNR] = $3; n[run] = FNR }
+    END {
+        for (step = 1; step <= 20; step++) {
+            at = budget * step / 20
+            line = sprintf("%-8.0f", at)
+            for (r = 1; r <= 2; r++) {
+                k = 0
+                for (i = 1; i <= n[r]; i++) if (t[r, i] <= at) k = i
+                line = line (k ? sprintf(" | %-10s %-12.5g", it[r, k], e[r, k]) : sprintf(" | %-10s %-12s", "-", "-"))
+            }
+            print line
+        }
+    }' "$out/kfac.err" "$out/sgd.err"
 echo
 for k in 500 1000; do
     awk -F'\t' -v k=$k '$1 == k { printf "K-FAC error at iteration %d: %.4g (%.0f s)\n", k, $3, $2; found = 1 }
