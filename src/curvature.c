@@ -154,7 +154,6 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
         merge(f->n_a, f->A, f->batch_A, eps);
         merge(f->n_g, f->G, f->batch_G, eps);
     }
-    c->updates++;
     return 0;
 }
 

@@ -41,7 +41,6 @@ struct kfac_factors {
 struct kfac_curvature {
     int n_layers;
     struct kfac_factors *f;   /* n_layers */
-    long updates;             /* statistics merged so far */
     /* Scratch, sized for the largest layer: */
     double *eig_work;         /* the matrix dsyevd overwrites */
     double *lapack_work;
