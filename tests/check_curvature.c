@@ -2,7 +2,8 @@
  * check_curvature.c: K-FAC's Kronecker factors against brute force: Ā and G against
  * explicit per-case sums, their exponential averages, the sampled-target G against the
  * exact expectation over the model's predictive distribution, and the damped Kronecker
- * inverse against a dense solve with (Ā + πγI) ⊗ (G + γ/π I).
+ * inverse against a dense solve with (Ā + πγI) ⊗ (G + γ/π I). K-FOC's power iterations
+ * against a dense SVD, and the Fisher-approximation errors against dense matrices.
  */
 #include "kfac/curvature.h"
 #include "kfac/loss.h"
@@ -22,6 +23,27 @@ static void brute_moment(int m, int n, const float *x, int ld, double *out)
             double s = 0;
             for (int c = 0; c < m; c++)
                 s += (double)x[c * ld + i] * x[c * ld + j];
+            out[i * n + j] = s / m;
+        }
+}
+
+/* Σ x_i² over n doubles. */
+static double inner_frob(int n, const double *x)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        s += x[i] * x[i];
+    return s;
+}
+
+/* (1/m) Σ_rows x xᵀ of x (m × n, doubles) into out (n × n). */
+static void brute_moment_d(int m, int n, const double *x, double *out)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int c = 0; c < m; c++)
+                s += x[c * n + i] * x[c * n + j];
             out[i * n + j] = s / m;
         }
 }
@@ -247,6 +269,186 @@ START_TEST(precondition_matches_dense_solve_frobenius)
 }
 END_TEST
 
+/* A random dense layer's per-case ā (K × n_a, 1 last) and g (K × n_g). */
+static void random_block(int K, int n_a, int n_g, struct kfac_rng *r, double *A, double *G)
+{
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < n_a; j++)
+            A[k * n_a + j] = j == n_a - 1 ? 1.0 : kfac_rng_normal(r);
+        for (int j = 0; j < n_g; j++)
+            G[k * n_g + j] = kfac_rng_normal(r);
+    }
+}
+
+/* A random symmetric positive definite n × n matrix. */
+static void random_spd(int n, struct kfac_rng *r, double *X)
+{
+    double B[64];
+    for (int i = 0; i < n * n; i++)
+        B[i] = kfac_rng_normal(r);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = i == j;
+            for (int k = 0; k < n; k++)
+                s += B[i * n + k] * B[j * n + k];
+            X[i * n + j] = s;
+        }
+}
+
+START_TEST(fisher_errors_match_dense_matrices)
+{
+    enum { K = 5, NA = 4, NG = 3, D = NA * NG };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 50);
+    double A[K * NA], G[K * NG], F[D * D] = {0}, Ab[NA * NA] = {0}, Gb[NG * NG] = {0};
+    random_block(K, NA, NG, &r, A, G);
+    /* F = (1/K) Σ vec(X_k) vec(X_k)ᵀ, X_k = g_k ā_kᵀ, vec by columns: index j·NG + i. */
+    for (int k = 0; k < K; k++) {
+        double x[D];
+        for (int j = 0; j < NA; j++)
+            for (int i = 0; i < NG; i++)
+                x[j * NG + i] = G[k * NG + i] * A[k * NA + j];
+        for (int p = 0; p < D; p++)
+            for (int q = 0; q < D; q++)
+                F[p * D + q] += x[p] * x[q] / K;
+        for (int i = 0; i < NA; i++)
+            for (int j = 0; j < NA; j++)
+                Ab[i * NA + j] += A[k * NA + i] * A[k * NA + j] / K;
+        for (int i = 0; i < NG; i++)
+            for (int j = 0; j < NG; j++)
+                Gb[i * NG + j] += G[k * NG + i] * G[k * NG + j] / K;
+    }
+    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+    struct kfac_fisher_block b;
+    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    double norm2 = 0, diag_err = 0;
+    for (int p = 0; p < D * D; p++) {
+        norm2 += F[p] * F[p];
+        if (p % (D + 1))
+            diag_err += F[p] * F[p];
+    }
+    ck_assert_close(b.norm2, norm2, 1e-12);
+    ck_assert_close(kfac_fisher_error_diag(&b, work), sqrt(diag_err / norm2), 1e-10);
+    /* L ⊗ R for K-FAC's batch factors and for an arbitrary symmetric pair. */
+    double L[NA * NA], R[NG * NG];
+    random_spd(NA, &r, L);
+    random_spd(NG, &r, R);
+    const double *Ls[2] = {Ab, L}, *Rs[2] = {Gb, R};
+    for (int t = 0; t < 2; t++) {
+        double err = 0;
+        for (int j = 0; j < NA; j++)
+            for (int i = 0; i < NG; i++)
+                for (int l = 0; l < NA; l++)
+                    for (int k = 0; k < NG; k++) {
+                        double d = F[(j * NG + i) * D + l * NG + k] - Ls[t][j * NA + l] * Rs[t][i * NG + k];
+                        err += d * d;
+                    }
+        ck_assert_close(kfac_fisher_error_kron(&b, Ls[t], Rs[t], work), sqrt(err / norm2), 1e-10);
+    }
+    free(work);
+}
+END_TEST
+
+START_TEST(kron_fit_is_the_best_rank_one_approximation)
+{
+    enum { T = 6, NL = 3, NR = 4 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 51);
+    double terms_L[T][NL * NL], terms_R[T][NR * NR];
+    const double *Ls[T], *Rs[T];
+    for (int k = 0; k < T; k++) {
+        random_spd(NL, &r, terms_L[k]);
+        random_spd(NR, &r, terms_R[k]);
+        Ls[k] = terms_L[k];
+        Rs[k] = terms_R[k];
+    }
+    double L[NL * NL], R[NR * NR], work[NL * NL];
+    struct kfac_kfoc_info info;
+    kfac_kron_fit(T, NL, NR, Ls, Rs, 100, 1e-12, L, R, work, &info);
+    ck_assert(info.converged);
+    ck_assert_int_le(info.iterations, 100);
+    /* M = Σ vec(L_k) vec(R_k)ᵀ and its leading singular triple. */
+    double M[NL * NL * NR * NR] = {0}, S[NL * NL], U[NL * NL * NL * NL], VT[NR * NR * NR * NR],
+           superb[NL * NL];
+    for (int k = 0; k < T; k++)
+        for (int p = 0; p < NL * NL; p++)
+            for (int q = 0; q < NR * NR; q++)
+                M[p * NR * NR + q] += Ls[k][p] * Rs[k][q];
+    ck_assert_int_eq(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'A', 'A', NL * NL, NR * NR, M, NR * NR, S, U,
+                                    NL * NL, VT, NR * NR, superb),
+                     0);
+    for (int p = 0; p < NL * NL; p++)
+        for (int q = 0; q < NR * NR; q++)
+            ck_assert_close(L[p] * R[q], S[0] * U[p * NL * NL] * VT[q], 1e-9);
+    ck_assert_close(sqrt(inner_frob(NL * NL, L)), 1.0, 1e-12);
+    /* Started from a positive definite L, the factors of PSD terms come out PSD. */
+    ck_assert_double_gt(L[0], 0);
+    ck_assert_double_gt(R[0], 0);
+}
+END_TEST
+
+START_TEST(kfoc_fit_equals_the_explicit_fit)
+{
+    enum { K = 7, NA = 4, NG = 3 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 52);
+    double A[K * NA], G[K * NG], terms_L[K][NA * NA], terms_R[K][NG * NG];
+    const double *Ls[K], *Rs[K];
+    random_block(K, NA, NG, &r, A, G);
+    for (int k = 0; k < K; k++) {
+        for (int i = 0; i < NA; i++)
+            for (int j = 0; j < NA; j++)
+                terms_L[k][i * NA + j] = A[k * NA + i] * A[k * NA + j] / K;
+        for (int i = 0; i < NG; i++)
+            for (int j = 0; j < NG; j++)
+                terms_R[k][i * NG + j] = G[k * NG + i] * G[k * NG + j];
+        Ls[k] = terms_L[k];
+        Rs[k] = terms_R[k];
+    }
+    double L1[NA * NA], R1[NG * NG], L2[NA * NA], R2[NG * NG], small[NA * NA];
+    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+    struct kfac_kfoc_info i1, i2;
+    kfac_kron_fit(K, NA, NG, Ls, Rs, 100, 1e-10, L1, R1, small, &i1);
+    struct kfac_fisher_block b;
+    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    kfac_kfoc_fit(&b, 100, 1e-10, L2, R2, work, &i2);
+    ck_assert(i2.converged);
+    ck_assert_int_eq(i1.iterations, i2.iterations);
+    for (int i = 0; i < NA * NA; i++)
+        ck_assert_close(L2[i], L1[i], 1e-9);
+    for (int i = 0; i < NG * NG; i++)
+        ck_assert_close(R2[i], R1[i], 1e-9);
+    free(work);
+}
+END_TEST
+
+START_TEST(kfoc_error_is_never_above_kfac)
+{
+    for (int seed = 0; seed < 5; seed++) {
+        enum { K = 40, NA = 9, NG = 6 };
+        struct kfac_rng r;
+        kfac_rng_seed(&r, 60 + seed);
+        double A[K * NA], G[K * NG], Ab[NA * NA], Gb[NG * NG], L[NA * NA], R[NG * NG];
+        random_block(K, NA, NG, &r, A, G);
+        for (int k = 0; k < K * NG; k += NG) /* correlate g with ā, as in a real layer */
+            G[k] += 2 * A[k / NG * NA];
+        brute_moment_d(K, NA, A, Ab);
+        brute_moment_d(K, NG, G, Gb);
+        double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+        struct kfac_fisher_block b;
+        kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+        struct kfac_kfoc_info info;
+        kfac_kfoc_fit(&b, 100, 1e-5, L, R, work, &info);
+        double e_kfoc = kfac_fisher_error_kron(&b, L, R, work);
+        double e_kfac = kfac_fisher_error_kron(&b, Ab, Gb, work);
+        ck_assert_msg(e_kfoc <= e_kfac + 1e-9, "seed %d: K-FOC %.6f, K-FAC %.6f", seed, e_kfoc,
+                      e_kfac);
+        ck_assert_double_gt(e_kfac, 0);
+        free(work);
+    }
+}
+END_TEST
+
 static Suite *curvature_suite(void)
 {
     Suite *s = suite_create("curvature");
@@ -257,6 +459,12 @@ static Suite *curvature_suite(void)
     tcase_add_test(tc, precondition_matches_dense_solve_trace);
     tcase_add_test(tc, precondition_matches_dense_solve_frobenius);
     suite_add_tcase(s, tc);
+    TCase *kfoc = tcase_create("kfoc");
+    tcase_add_test(kfoc, fisher_errors_match_dense_matrices);
+    tcase_add_test(kfoc, kron_fit_is_the_best_rank_one_approximation);
+    tcase_add_test(kfoc, kfoc_fit_equals_the_explicit_fit);
+    tcase_add_test(kfoc, kfoc_error_is_never_above_kfac);
+    suite_add_tcase(s, kfoc);
     return s;
 }
 

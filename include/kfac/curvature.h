@@ -86,4 +86,57 @@ void kfac_curvature_invert(struct kfac_curvature *c, double gamma);
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
                                  double gamma, const float *V, float scale, float *out);
 
+/* --- K-FOC: Frobenius-optimal Kronecker factors (Schnaus, Lee & Triebel 2021) and the
+ * Fisher-approximation error (REFERENCE.md §7–§8); curvature_kfoc.c. Everything here is
+ * in double. The vec convention is K-FAC's: vec stacks columns, so a layer's Fisher block
+ * over K cases is F = (1/K) Σ_k vec(X_k) vec(X_k)ᵀ = (1/K) Σ_k (ā_k ā_kᵀ) ⊗ (g_k g_kᵀ) for the
+ * per-case gradients X_k = g_k ā_kᵀ (d_out × (d_in+1)), and K-FAC's Ā ⊗ G is its model. */
+
+/* How a power iteration ended. */
+struct kfac_kfoc_info {
+    int iterations;     /* power iterations run */
+    int converged;      /* ‖L − L_prev‖_F < tol was reached within max_iter */
+    double change;      /* ‖L − L_prev‖_F at the last iteration */
+};
+
+/* Algorithm 1: L (nl × nl) and R (nr × nr) minimising ‖Σ_k Ls[k] ⊗ Rs[k] − L ⊗ R‖_F, the
+ * best rank-one approximation of Σ_k vec(Ls[k]) vec(Rs[k])ᵀ, by power iteration from the
+ * positive definite L = I/‖I‖_F: R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k],
+ * normalised to ‖L‖_F = 1, until ‖L − L_prev‖_F < tol or max_iter iterations; R then carries
+ * the scale. work: nl × nl. */
+void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
+                   int max_iter, double tol, double *L, double *R, double *work,
+                   struct kfac_kfoc_info *info);
+
+/* One dense layer's exact Fisher block over K cases, never formed: the per-case inputs ā
+ * and output gradients g, and what its norm needs. */
+struct kfac_fisher_block {
+    int K, n_a, n_g;
+    const double *A;    /* K × n_a: ā_k per row */
+    const double *G;    /* K × n_g: g_k per row */
+    double norm2;       /* ‖F‖_F² = (1/K²) Σ_{k,k'} ((ā_k·ā_k')(g_k·g_k'))² */
+};
+
+/* Doubles of the work space the functions below need for K cases of an n_a, n_g layer. */
+size_t kfac_fisher_work_size(int K, int n_a, int n_g);
+
+/* Fills b for A (K × n_a) and G (K × n_g), both kept by pointer, and computes ‖F‖_F² from the
+ * two K × K Gram matrices. */
+void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int n_a, const double *A, int n_g,
+                            const double *G, double *work);
+
+/* Algorithm 2 for a dense layer: the Kronecker fit of Algorithm 1 to the block's terms
+ * (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), without forming them: R ← (1/K) Σ_k (ā_kᵀ L ā_k) g_k g_kᵀ,
+ * L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L: n_a × n_a, R: n_g × n_g. */
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, double *L,
+                   double *R, double *work, struct kfac_kfoc_info *info);
+
+/* ‖F − F̃‖_F / ‖F‖_F for F̃ = L ⊗ R (L: n_a × n_a, R: n_g × n_g, symmetric), through
+ * ⟨F, L ⊗ R⟩ = (1/K) Σ_k (ā_kᵀ L ā_k)(g_kᵀ R g_k) and ‖L ⊗ R‖ = ‖L‖‖R‖. */
+double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
+                              double *work);
+
+/* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) from (1/K)(g ⊙ g)ᵀ(ā ⊙ ā). */
+double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
+
 #endif

@@ -1,0 +1,223 @@
+/*
+ * curvature_kfoc.c: Frobenius-optimal Kronecker factors by power iteration (K-FOC,
+ * Algorithms 1 and 2 of Schnaus, Lee & Triebel 2021) and the relative Frobenius error of
+ * Kronecker and diagonal approximations against a layer's exact Fisher block, computed
+ * from K × K Gram matrices and per-case quadratic forms so that no D × D matrix is ever
+ * formed (see curvature.h and REFERENCE.md §7–§8).
+ */
+#include "kfac/curvature.h"
+#include "kfac/mat.h"
+
+#include <math.h>
+#include <string.h>
+
+static double frob2(size_t n, const double *x)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i] * x[i];
+    return s;
+}
+
+static double inner(size_t n, const double *x, const double *y)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i] * y[i];
+    return s;
+}
+
+/* X (n × n) = I/sqrt(n): a positive definite start of unit Frobenius norm. */
+static void unit_identity(int n, double *X)
+{
+    memset(X, 0, sizeof(double) * (size_t)n * n);
+    for (int i = 0; i < n; i++)
+        X[(size_t)i * n + i] = 1.0 / sqrt((double)n);
+}
+
+/* X ← X/‖X‖_F, then the distance to prev (n × n); prev ← X. */
+static double normalise_step(int n, double *X, double *prev)
+{
+    size_t n2 = (size_t)n * n;
+    double norm = sqrt(frob2(n2, X)), change = 0;
+    for (size_t i = 0; i < n2; i++) {
+        X[i] = norm > 0 ? X[i] / norm : 0;
+        change += (X[i] - prev[i]) * (X[i] - prev[i]);
+        prev[i] = X[i];
+    }
+    return sqrt(change);
+}
+
+/* Runs the power iteration around two half-steps: half_R(L → R) and half_L(R → L). */
+typedef void (*half_step)(const void *ctx, const double *in, double *out);
+
+static void power_iterate(const void *ctx, half_step half_R, half_step half_L, int nl,
+                          int max_iter, double tol, double *L, double *R, double *prev,
+                          struct kfac_kfoc_info *info)
+{
+    unit_identity(nl, L);
+    memcpy(prev, L, sizeof(double) * (size_t)nl * nl);
+    info->iterations = 0;
+    info->converged = 0;
+    info->change = INFINITY;
+    while (info->iterations < max_iter) {
+        half_R(ctx, L, R);
+        half_L(ctx, R, L);
+        info->iterations++;
+        info->change = normalise_step(nl, L, prev);
+        if (info->change < tol) {
+            info->converged = 1;
+            break;
+        }
+    }
+    half_R(ctx, L, R); /* R for the final L: the optimal scale, since ‖L‖_F = 1 */
+}
+
+/* Algorithm 1 on explicit terms. */
+struct explicit_terms {
+    int n, nl, nr;
+    const double *const *Ls, *const *Rs;
+};
+
+static void explicit_R(const void *ctx, const double *L, double *R)
+{
+    const struct explicit_terms *t = ctx;
+    size_t nl2 = (size_t)t->nl * t->nl, nr2 = (size_t)t->nr * t->nr;
+    memset(R, 0, sizeof(double) * nr2);
+    for (int k = 0; k < t->n; k++) {
+        double w = inner(nl2, t->Ls[k], L);
+        for (size_t i = 0; i < nr2; i++)
+            R[i] += w * t->Rs[k][i];
+    }
+}
+
+static void explicit_L(const void *ctx, const double *R, double *L)
+{
+    const struct explicit_terms *t = ctx;
+    size_t nl2 = (size_t)t->nl * t->nl, nr2 = (size_t)t->nr * t->nr;
+    memset(L, 0, sizeof(double) * nl2);
+    for (int k = 0; k < t->n; k++) {
+        double w = inner(nr2, t->Rs[k], R);
+        for (size_t i = 0; i < nl2; i++)
+            L[i] += w * t->Ls[k][i];
+    }
+}
+
+void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
+                   int max_iter, double tol, double *L, double *R, double *work,
+                   struct kfac_kfoc_info *info)
+{
+    struct explicit_terms t = {n_terms, nl, nr, Ls, Rs};
+    power_iterate(&t, explicit_R, explicit_L, nl, max_iter, tol, L, R, work, info);
+}
+
+size_t kfac_fisher_work_size(int K, int n_a, int n_g)
+{
+    size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
+    size_t gram = 2 * k * k, fit = k * (a + g) + 2 * k + a * a, diag = k * (a + g) + a * g;
+    size_t n = gram > fit ? gram : fit;
+    return n > diag ? n : diag;
+}
+
+void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int n_a, const double *A, int n_g,
+                            const double *G, double *work)
+{
+    b->K = K, b->n_a = n_a, b->n_g = n_g, b->A = A, b->G = G;
+    double *Ga = work, *Gg = work + (size_t)K * K;
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_a, 1.0, A, n_a, 0.0, Ga, K);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_g, 1.0, G, n_g, 0.0, Gg, K);
+    /* ⟨X_k, X_k'⟩ = (ā_k·ā_k')(g_k·g_k'); the sum over k ≠ k' counts each pair twice. */
+    double off = 0, diag = 0;
+    for (int i = 0; i < K; i++) {
+        double d = Ga[(size_t)i * K + i] * Gg[(size_t)i * K + i];
+        diag += d * d;
+        for (int j = i + 1; j < K; j++) {
+            double x = Ga[(size_t)i * K + j] * Gg[(size_t)i * K + j];
+            off += x * x;
+        }
+    }
+    b->norm2 = (diag + 2 * off) / ((double)K * K);
+}
+
+/* q_k = x_kᵀ M x_k for the rows of X (K × n) and a symmetric M (n × n); tmp: K × n. */
+static void quadratic_forms(int K, int n, const double *X, const double *M, double *tmp,
+                            double *q)
+{
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, K, n, 1.0, M, n, X, n, 0.0, tmp, n);
+    for (int k = 0; k < K; k++)
+        q[k] = inner((size_t)n, X + (size_t)k * n, tmp + (size_t)k * n);
+}
+
+/* out (n × n) = (1/K) Σ_k w_k x_k x_kᵀ = (1/K) Xᵀ diag(w) X; tmp: K × n. */
+static void weighted_moment(int K, int n, const double *X, const double *w, double *tmp,
+                            double *out)
+{
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < n; j++)
+            tmp[(size_t)k * n + j] = w[k] * X[(size_t)k * n + j];
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, K, 1.0 / K, X, n, tmp, n, 0.0, out,
+                n);
+}
+
+/* Algorithm 2: the terms are (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), so ⟨ā_k ā_kᵀ, L⟩ = ā_kᵀ L ā_k. */
+struct layer_terms {
+    const struct kfac_fisher_block *b;
+    double *tmp, *q;    /* K × max(n_a, n_g), K */
+};
+
+static void layer_R(const void *ctx, const double *L, double *R)
+{
+    const struct layer_terms *t = ctx;
+    const struct kfac_fisher_block *b = t->b;
+    quadratic_forms(b->K, b->n_a, b->A, L, t->tmp, t->q);
+    weighted_moment(b->K, b->n_g, b->G, t->q, t->tmp, R);
+}
+
+static void layer_L(const void *ctx, const double *R, double *L)
+{
+    const struct layer_terms *t = ctx;
+    const struct kfac_fisher_block *b = t->b;
+    quadratic_forms(b->K, b->n_g, b->G, R, t->tmp, t->q);
+    weighted_moment(b->K, b->n_a, b->A, t->q, t->tmp, L);
+}
+
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, double *L,
+                   double *R, double *work, struct kfac_kfoc_info *info)
+{
+    size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
+    struct layer_terms t = {b, work, work + (size_t)b->K * n};
+    double *prev = t.q + b->K;
+    power_iterate(&t, layer_R, layer_L, b->n_a, max_iter, tol, L, R, prev, info);
+}
+
+static double relative(const struct kfac_fisher_block *b, double err2)
+{
+    return b->norm2 > 0 ? sqrt(fmax(err2, 0.0) / b->norm2) : 0.0;
+}
+
+double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
+                              double *work)
+{
+    int K = b->K;
+    size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
+    double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
+    quadratic_forms(K, b->n_a, b->A, L, tmp, qa);
+    quadratic_forms(K, b->n_g, b->G, R, tmp, qg);
+    double cross = inner((size_t)K, qa, qg) / K;
+    double kron2 = frob2((size_t)b->n_a * b->n_a, L) * frob2((size_t)b->n_g * b->n_g, R);
+    return relative(b, b->norm2 - 2 * cross + kron2);
+}
+
+double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
+{
+    int K = b->K, na = b->n_a, ng = b->n_g;
+    double *A2 = work, *G2 = A2 + (size_t)K * na, *D = G2 + (size_t)K * ng;
+    for (size_t i = 0; i < (size_t)K * na; i++)
+        A2[i] = b->A[i] * b->A[i];
+    for (size_t i = 0; i < (size_t)K * ng; i++)
+        G2[i] = b->G[i] * b->G[i];
+    /* F's diagonal, entry (i, j) of the d_out × n_a weight shape: (1/K) Σ_k g_ki² ā_kj². */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0,
+                D, na);
+    return relative(b, b->norm2 - frob2((size_t)na * ng, D));
+}
