@@ -90,6 +90,8 @@ static const struct key keys[] = {
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
+    {"log", "fisher_error_every", K_LONG, F(fisher_error_every), "0", 0, 1e12, NULL},
+    {"log", "fisher_error_cases", K_INT, F(fisher_error_cases), "100", 1, 1e6, NULL},
     {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
 };
 #undef F

@@ -7,8 +7,10 @@
  */
 #include "kfac/curvature.h"
 #include "kfac/mat.h"
+#include "kfac/status.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static double frob2(size_t n, const double *x)
@@ -220,4 +222,77 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0,
                 D, na);
     return relative(b, b->norm2 - frob2((size_t)na * ng, D));
+}
+
+struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K)
+{
+    struct kfac_fisher_probe *p = kfac_xcalloc(1, sizeof *p);
+    p->K = K;
+    p->n_layers = net->n_layers;
+    size_t max_a = 0, max_g = 0, max_work = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
+        size_t w = kfac_fisher_work_size(K, (int)na, (int)ng);
+        max_a = na > max_a ? na : max_a;
+        max_g = ng > max_g ? ng : max_g;
+        max_work = w > max_work ? w : max_work;
+    }
+    p->A = kfac_xmalloc((size_t)K * max_a * sizeof *p->A);
+    p->G = kfac_xmalloc((size_t)K * max_g * sizeof *p->G);
+    p->L = kfac_xmalloc(max_a * max_a * sizeof *p->L);
+    p->R = kfac_xmalloc(max_g * max_g * sizeof *p->R);
+    p->work = kfac_xmalloc(max_work * sizeof *p->work);
+    return p;
+}
+
+void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
+{
+    if (!p)
+        return;
+    free(p->A);
+    free(p->G);
+    free(p->L);
+    free(p->R);
+    free(p->work);
+    free(p);
+}
+
+/* dst (m × n doubles) from src (m × n floats, row stride ld). */
+static void to_double(int m, int n, const float *src, int ld, double *dst)
+{
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n; j++)
+            dst[(size_t)r * n + j] = src[(size_t)r * ld + j];
+}
+
+void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,
+                           int m, const float *X, struct kfac_rng *rng, double *errors)
+{
+    int K = m < p->K ? m : p->K;
+    kfac_net_forward(net, K, X);
+    kfac_loss_sample_grad(loss, K, net->d_out, kfac_net_output(net), rng,
+                          kfac_net_output_grad(net));
+    kfac_net_backward(net, K, 1.0f, 0);
+    p->kfoc_iterations = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        int na = l->d_in + 1, ng = l->d_out;
+        to_double(K, na, l->abar, na, p->A);
+        to_double(K, ng, l->g, ng, p->G);
+        struct kfac_fisher_block b;
+        kfac_fisher_block_init(&b, K, na, p->A, ng, p->G, p->work);
+        errors[3 * i] = kfac_fisher_error_diag(&b, p->work);
+        /* K-FAC's factors of these same cases, both triangles (the norms read all of them). */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K, 1.0 / K, p->A, na, p->A,
+                    na, 0.0, p->L, na);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K, 1.0 / K, p->G, ng, p->G,
+                    ng, 0.0, p->R, ng);
+        errors[3 * i + 1] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
+        struct kfac_kfoc_info info;
+        kfac_kfoc_fit(&b, 100, 1e-5, p->L, p->R, p->work, &info);
+        errors[3 * i + 2] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
+        if (info.iterations > p->kfoc_iterations)
+            p->kfoc_iterations = info.iterations;
+    }
 }

@@ -105,6 +105,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_rng_seed(&run->rng_data, seed ^ 0x5bd1e9955bd1e995ULL);
     kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL);
     kfac_rng_seed(&run->rng_optim, seed ^ 0x9e3779b97f4a7c15ULL);
+    kfac_rng_seed(&run->rng_probe, seed ^ 0x94d049bb133111ebULL);
     if ((rc = kfac_data_load(&c->data, &run->rng_data, &run->train, &run->test)))
         return rc;
     if (run->train.d_x != run->net->d_in || run->train.d_t != run->net->d_out)
@@ -133,9 +134,17 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                                     (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
     if ((rc = kfac_log_open(&run->log, c->log_file, opts->force, progress)))
         return rc;
+    int n_fisher = 0;
+    if (c->fisher_error_every > 0) {
+        run->probe = kfac_fisher_probe_new(run->net, c->fisher_error_cases < train_batch
+                                                         ? c->fisher_error_cases
+                                                         : train_batch);
+        n_fisher = 3 * run->net->n_layers;
+    }
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim);
-    const char **names = kfac_xmalloc((size_t)(8 + n_opt) * sizeof *names);
+    const char **names = kfac_xmalloc((size_t)(8 + n_opt + n_fisher) * sizeof *names);
+    char(*fisher_names)[32] = kfac_xcalloc((size_t)n_fisher + 1, sizeof *fisher_names);
     char eval_names[4][32];
     int n = 0;
     names[n++] = "iter";
@@ -150,9 +159,15 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     snprintf(eval_names[3], 32, "test_%s_avg", metric);
     for (int i = 0; i < (run->avg ? 4 : 2); i++)
         names[n++] = eval_names[i];
+    static const char *const kinds[3] = {"diag", "kfac", "kfoc"};
+    for (int i = 0; i < n_fisher; i++) {
+        snprintf(fisher_names[i], 32, "fisher_%s_%d", kinds[i % 3], i / 3 + 1);
+        names[n++] = fisher_names[i];
+    }
     run->row = kfac_xcalloc((size_t)n, sizeof *run->row);
     rc = kfac_log_header(&run->log, names, n);
     free(names);
+    free(fisher_names);
     return rc;
 }
 
@@ -216,6 +231,14 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
             evaluate_all(run, k, evals);
             memcpy(ev, evals, (size_t)n_eval * sizeof *ev);
         }
+        if (run->probe) {
+            double *fe = ev + n_eval;
+            for (int i = 0; i < 3 * run->net->n_layers; i++)
+                fe[i] = NAN;
+            if (last || k % c->fisher_error_every == 0)
+                kfac_fisher_probe_run(run->probe, run->net, run->loss, b.m, b.x, &run->rng_probe,
+                                      fe);
+        }
         run->row[0] = (double)k;
         run->row[1] = train_time;
         run->row[2] = m;
@@ -260,6 +283,7 @@ void kfac_run_free(struct kfac_run *run)
     kfac_dataset_free(&run->test);
     kfac_floats_free(run->avg);
     kfac_floats_free(run->scratch);
+    kfac_fisher_probe_free(run->probe);
     free(run->row);
     memset(run, 0, sizeof *run);
 }

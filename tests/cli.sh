@@ -86,6 +86,26 @@ if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
 else not_ok "K-FAC lowers the reconstruction error ($first -> $last)"; fi
 n_rho=$(column_values "$WORK/kfac.tsv" rho | wc -l)
 [ "$n_rho" -eq 12 ] && ok "rho is reported every 5 iterations" || not_ok "rho reported $n_rho times in 60 iterations"
+# Fisher-approximation errors beside the loss.
+expect_status 0 "Fisher errors are logged" -- "$KFAC" -q -f --log "$WORK/fe.tsv" --set log.fisher_error_every=10 \
+    --set log.fisher_error_cases=40 --set train.iterations=30 "$WORK/ae.ini"
+for col in fisher_diag_1 fisher_kfac_1 fisher_kfoc_1 fisher_diag_2 fisher_kfac_2 fisher_kfoc_2; do
+    [ "$(column_values "$WORK/fe.tsv" "$col" | wc -l)" -eq 3 ] && ok "$col is measured every 10 iterations" \
+        || not_ok "$col is measured every 10 iterations"
+done
+for layer in 1 2; do
+    if paste "$(column_values "$WORK/fe.tsv" fisher_kfoc_$layer >"$WORK/kfoc"; echo "$WORK/kfoc")" \
+        "$(column_values "$WORK/fe.tsv" fisher_kfac_$layer >"$WORK/kfac"; echo "$WORK/kfac")" |
+        awk '{ if (!($1 > 0 && $1 <= $2 + 1e-4 && $2 < 1)) bad = 1 } END { exit bad }'; then
+        ok "layer $layer: K-FOC's error is within (0, K-FAC's]"
+    else not_ok "layer $layer: K-FOC's error is within (0, K-FAC's]"; fi
+done
+"$KFAC" -q -f --log "$WORK/nofe.tsv" --set train.iterations=30 "$WORK/ae.ini"
+cut -f1-4 "$WORK/fe.tsv" | sed 1d >"$WORK/fe.cols"
+cut -f1-4 "$WORK/nofe.tsv" | sed 1d | awk -F'\t' '{ $2 = "" } 1' >"$WORK/nofe.cols"
+awk -F'\t' '{ $2 = "" } 1' "$WORK/fe.cols" | cmp -s - "$WORK/nofe.cols" && ok "measuring leaves the training unchanged" \
+    || not_ok "measuring leaves the training unchanged"
+
 expect_status 0 "K-FAC with gamma chosen by the objective, the empirical Fisher and a fixed step" -- \
     "$KFAC" -q -f --log "$WORK/kfac2.tsv" --set optimizer.type=kfac --set optimizer.gamma_rule=objective \
     --set optimizer.fisher=empirical --set optimizer.step=fixed --set optimizer.learning_rate=0.5 \

@@ -35,6 +35,8 @@ struct kfac_config {
     char *log_file;                  /* [log] NULL: the TSV goes to standard output */
     long eval_every;
     int eval_batch;
+    long fisher_error_every;         /* 0: no Fisher-approximation error columns */
+    int fisher_error_cases;          /* K, the sampled cases the errors are measured on */
     int progress;                    /* enum kfac_progress */
 };
 

@@ -13,7 +13,9 @@
 #ifndef KFAC_CURVATURE_H
 #define KFAC_CURVATURE_H
 
+#include "kfac/loss.h"
 #include "kfac/net.h"
+#include "kfac/rng.h"
 
 enum kfac_pi_norm {
     KFAC_PI_TRACE,      /* π = sqrt((tr Ā/(d_in+1)) / (tr G/d_out)) */
@@ -138,5 +140,27 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
 
 /* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) from (1/K)(g ⊙ g)ᵀ(ā ⊙ ā). */
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
+
+/* Measures, for every layer of a network, how far the diagonal, K-FAC and K-FOC
+ * approximations are from the exact Fisher block of K cases whose output gradients are
+ * drawn from the model: what the log's Fisher-error columns report. */
+struct kfac_fisher_probe {
+    int K, n_layers;
+    double *A, *G;            /* K × max n_a, K × max n_g: one layer's ā and g in double */
+    double *L, *R;            /* max n_a², max n_g²: factors */
+    double *work;             /* kfac_fisher_work_size() for the largest layer */
+    int kfoc_iterations;      /* the largest K-FOC iteration count of the last run */
+};
+
+/* A probe for K cases (net must hold buffers for at least K cases). */
+struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K);
+void kfac_fisher_probe_free(struct kfac_fisher_probe *p);
+
+/* Forward pass of the first min(K, m) cases of X (m × d_in), output gradients sampled from
+ * the model (loss, rng), a backward pass, then for each layer i errors[3i..3i+2] = the
+ * relative Frobenius errors of diag(F), Ā ⊗ G (the factors of these cases) and the K-FOC
+ * fit (n_max 100, δ 1e-5). Overwrites the network's buffers, not its parameters. */
+void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,
+                           int m, const float *X, struct kfac_rng *rng, double *errors);
 
 #endif

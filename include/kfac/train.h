@@ -9,6 +9,7 @@
 #define KFAC_TRAIN_H
 
 #include "kfac/config.h"
+#include "kfac/curvature.h"
 #include "kfac/data.h"
 #include "kfac/log.h"
 #include "kfac/loss.h"
@@ -44,10 +45,11 @@ struct kfac_run {
     struct kfac_net *net;
     enum kfac_loss loss;
     struct kfac_optim *optim;
-    struct kfac_rng rng_init, rng_data, rng_batch, rng_optim;
+    struct kfac_rng rng_init, rng_data, rng_batch, rng_optim, rng_probe;
     struct kfac_batcher batcher;
     float *avg;         /* n_params: Polyak average θ̄, or NULL when averaging is off */
     float *scratch;     /* n_params: θ while θ̄ is being evaluated */
+    struct kfac_fisher_probe *probe; /* Fisher-approximation errors, or NULL */
     struct kfac_log log;
     double *row;        /* one log row */
     long iterations_done;
