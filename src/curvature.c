@@ -168,10 +168,7 @@ static double trace(int n, const double *X)
 
 static double frobenius(int n, const double *X)
 {
-    double s = 0;
-    for (size_t j = 0; j < (size_t)n * n; j++)
-        s += X[j] * X[j];
-    return sqrt(s);
+    return cblas_dnrm2(n * n, X, 1);
 }
 
 static double pi_of(const struct kfac_factors *f, enum kfac_pi_norm norm)

@@ -13,20 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double frob2(size_t n, const double *x)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += x[i] * x[i];
-    return s;
-}
-
+/* x·y and ‖x‖² over n doubles, through BLAS. */
 static double inner(size_t n, const double *x, const double *y)
 {
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += x[i] * y[i];
-    return s;
+    return cblas_ddot((int)n, x, 1, y, 1);
+}
+
+static double frob2(size_t n, const double *x)
+{
+    return inner(n, x, x);
 }
 
 /* X (n × n) = I/sqrt(n): a positive definite start of unit Frobenius norm. */
@@ -50,12 +45,12 @@ static double normalise_step(int n, double *X, double *prev)
     return sqrt(change);
 }
 
-/* Runs the power iteration around two half-steps: half_R(L → R) and half_L(R → L). */
-typedef void (*half_step)(const void *ctx, const double *in, double *out);
+/* One half-step of the power iteration, from side `from` (0: L, 1: R) to the other:
+ * out = Σ_k ⟨terms_from[k], in⟩ terms_to[k], whatever form the terms take. */
+typedef void (*half_step)(const void *ctx, int from, const double *in, double *out);
 
-static void power_iterate(const void *ctx, half_step half_R, half_step half_L, int nl,
-                          int max_iter, double tol, double *L, double *R, double *prev,
-                          struct kfac_kfoc_info *info)
+static void power_iterate(const void *ctx, half_step half, int nl, int max_iter, double tol,
+                          double *L, double *R, double *prev, struct kfac_kfoc_info *info)
 {
     unit_identity(nl, L);
     memcpy(prev, L, sizeof(double) * (size_t)nl * nl);
@@ -63,8 +58,8 @@ static void power_iterate(const void *ctx, half_step half_R, half_step half_L, i
     info->converged = 0;
     info->change = INFINITY;
     while (info->iterations < max_iter) {
-        half_R(ctx, L, R);
-        half_L(ctx, R, L);
+        half(ctx, 0, L, R);
+        half(ctx, 1, R, L);
         info->iterations++;
         info->change = normalise_step(nl, L, prev);
         if (info->change < tol) {
@@ -72,45 +67,31 @@ static void power_iterate(const void *ctx, half_step half_R, half_step half_L, i
             break;
         }
     }
-    half_R(ctx, L, R); /* R for the final L: the optimal scale, since ‖L‖_F = 1 */
+    half(ctx, 0, L, R); /* R for the final L: the optimal scale, since ‖L‖_F = 1 */
 }
 
-/* Algorithm 1 on explicit terms. */
+/* Algorithm 1 on explicit terms: side 0 holds the L_k (n[0] × n[0]), side 1 the R_k. */
 struct explicit_terms {
-    int n, nl, nr;
-    const double *const *Ls, *const *Rs;
+    int n_terms, n[2];
+    const double *const *terms[2];
 };
 
-static void explicit_R(const void *ctx, const double *L, double *R)
+static void explicit_half(const void *ctx, int from, const double *in, double *out)
 {
     const struct explicit_terms *t = ctx;
-    size_t nl2 = (size_t)t->nl * t->nl, nr2 = (size_t)t->nr * t->nr;
-    memset(R, 0, sizeof(double) * nr2);
-    for (int k = 0; k < t->n; k++) {
-        double w = inner(nl2, t->Ls[k], L);
-        for (size_t i = 0; i < nr2; i++)
-            R[i] += w * t->Rs[k][i];
-    }
-}
-
-static void explicit_L(const void *ctx, const double *R, double *L)
-{
-    const struct explicit_terms *t = ctx;
-    size_t nl2 = (size_t)t->nl * t->nl, nr2 = (size_t)t->nr * t->nr;
-    memset(L, 0, sizeof(double) * nl2);
-    for (int k = 0; k < t->n; k++) {
-        double w = inner(nr2, t->Rs[k], R);
-        for (size_t i = 0; i < nl2; i++)
-            L[i] += w * t->Ls[k][i];
-    }
+    int to = 1 - from;
+    size_t n_from = (size_t)t->n[from] * t->n[from], n_to = (size_t)t->n[to] * t->n[to];
+    memset(out, 0, sizeof(double) * n_to);
+    for (int k = 0; k < t->n_terms; k++)
+        cblas_daxpy((int)n_to, inner(n_from, t->terms[from][k], in), t->terms[to][k], 1, out, 1);
 }
 
 void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
                    int max_iter, double tol, double *L, double *R, double *work,
                    struct kfac_kfoc_info *info)
 {
-    struct explicit_terms t = {n_terms, nl, nr, Ls, Rs};
-    power_iterate(&t, explicit_R, explicit_L, nl, max_iter, tol, L, R, work, info);
+    struct explicit_terms t = {n_terms, {nl, nr}, {Ls, Rs}};
+    power_iterate(&t, explicit_half, nl, max_iter, tol, L, R, work, info);
 }
 
 size_t kfac_fisher_work_size(int K, int n_a, int n_g)
@@ -161,35 +142,29 @@ static void weighted_moment(int K, int n, const double *X, const double *w, doub
                 n);
 }
 
-/* Algorithm 2: the terms are (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), so ⟨ā_k ā_kᵀ, L⟩ = ā_kᵀ L ā_k. */
+/* Algorithm 2: the terms are (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), so ⟨ā_k ā_kᵀ, L⟩ = ā_kᵀ L ā_k and a
+ * half-step is per-case quadratic forms on one side, a weighted moment on the other. */
 struct layer_terms {
-    const struct kfac_fisher_block *b;
-    double *tmp, *q;    /* K × max(n_a, n_g), K */
+    int K, n[2];            /* side 0: ā (n_a), side 1: g (n_g) */
+    const double *X[2];     /* K × n[side] */
+    double *tmp, *q;        /* K × max(n_a, n_g), K */
 };
 
-static void layer_R(const void *ctx, const double *L, double *R)
+static void layer_half(const void *ctx, int from, const double *in, double *out)
 {
     const struct layer_terms *t = ctx;
-    const struct kfac_fisher_block *b = t->b;
-    quadratic_forms(b->K, b->n_a, b->A, L, t->tmp, t->q);
-    weighted_moment(b->K, b->n_g, b->G, t->q, t->tmp, R);
-}
-
-static void layer_L(const void *ctx, const double *R, double *L)
-{
-    const struct layer_terms *t = ctx;
-    const struct kfac_fisher_block *b = t->b;
-    quadratic_forms(b->K, b->n_g, b->G, R, t->tmp, t->q);
-    weighted_moment(b->K, b->n_a, b->A, t->q, t->tmp, L);
+    int to = 1 - from;
+    quadratic_forms(t->K, t->n[from], t->X[from], in, t->tmp, t->q);
+    weighted_moment(t->K, t->n[to], t->X[to], t->q, t->tmp, out);
 }
 
 void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, double *L,
                    double *R, double *work, struct kfac_kfoc_info *info)
 {
     size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
-    struct layer_terms t = {b, work, work + (size_t)b->K * n};
+    struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work, work + (size_t)b->K * n};
     double *prev = t.q + b->K;
-    power_iterate(&t, layer_R, layer_L, b->n_a, max_iter, tol, L, R, prev, info);
+    power_iterate(&t, layer_half, b->n_a, max_iter, tol, L, R, prev, info);
 }
 
 static double relative(const struct kfac_fisher_block *b, double err2)
