@@ -7,7 +7,9 @@
  * training; iterations 1–3, which always decompose, are run first and not timed.
  * Prints, per batch size, the mean seconds per iteration of each, their ratio (target
  * ≤ 2.0) and K-FAC's breakdown: gradient, statistics, inversions, preconditioning, the
- * quadratic model and the rest (ρ, the update).
+ * quadratic model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
+ * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
+ * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
  *
  *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
@@ -37,6 +39,15 @@ static struct kfac_net *make_net(int m)
     kfac_rng_seed(&rng, 1);
     kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
     return net;
+}
+
+/* The index of a named column of o's figures (it must exist). */
+static int column(const struct kfac_optim *o, const char *name)
+{
+    for (int i = 0; o->ops->columns[i]; i++)
+        if (strcmp(o->ops->columns[i], name) == 0)
+            return i;
+    abort();
 }
 
 /* Mean seconds per iteration of `iters` steps from k0 on; figures summed into sums. */
@@ -80,7 +91,8 @@ int main(int argc, char **argv)
     struct kfac_optim_opts kf = {
         .type = KFAC_OPTIM_KFAC, .l2 = 1e-5, .stats_fraction = 0.125, .model_fraction = tau2,
         .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20, .inverse_every = 20,
-        .lambda = 150, .gamma_max = 1, .use_momentum = 1};
+        .lambda = 150, .gamma_max = 1, .use_momentum = 1, .kfoc_max_iter = KFAC_KFOC_MAX_ITER,
+        .kfoc_tol = KFAC_KFOC_TOL};
     printf("# K-FAC against SGD (Nesterov) per iteration, MNIST autoencoder, tau2 = %g, "
            "amortised over %d x T3 = 20 iterations\n",
            tau2, periods);
@@ -97,8 +109,9 @@ int main(int argc, char **argv)
     printf("# in multiply-adds per case: the two J.v passes of the model = %.2f x a gradient "
            "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
            2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
-    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s\n", "batch", "sgd_s", "kfac_s", "ratio",
-           "grad", "stats", "inverse", "precond", "model", "rest");
+    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s\n", "batch", "sgd_s",
+           "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model", "rest", "kfoc_s",
+           "/kfac", "stats", "power");
     for (int bi = 0; bi < n_batches; bi++) {
         int m = argc > 3 ? atoi(argv[3 + bi]) : default_batches[bi];
         if (m < 1) {
@@ -120,24 +133,31 @@ int main(int argc, char **argv)
         double t_sgd = run(o, &b, 4, iters, NULL, NULL);
         kfac_optim_free(o);
 
-        kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
-        kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
-        int n_cols = kfac_optim_n_columns(o);
-        double *sums = calloc((size_t)n_cols, sizeof *sums), t_grad;
-        run(o, &b, 1, 3, NULL, NULL);
-        /* k = 4 … 23 contains one k mod 20 = 0 iteration, like any 20 consecutive ones. */
-        double t_kfac = run(o, &b, 4, iters, sums, &t_grad);
-        int c_stats = -1;
-        for (int i = 0; i < n_cols; i++)
-            if (strcmp(o->ops->columns[i], "t_stats") == 0)
-                c_stats = i;
-        double st = sums[c_stats] / iters, inv = sums[c_stats + 1] / iters,
-               pre = sums[c_stats + 2] / iters, mod = sums[c_stats + 3] / iters;
-        printf("%-6d %9.4f %9.4f %6.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f\n", m, t_sgd, t_kfac,
-               t_kfac / t_sgd, t_grad, st, inv, pre, mod, t_kfac - t_grad - st - inv - pre - mod);
+        /* K-FAC, then K-FOC, each from the same start. */
+        double t_opt[2], per[2][8], t_grad;
+        for (int v = 0; v < 2; v++) {
+            kf.curvature = v ? KFAC_CURVATURE_KFOC : KFAC_CURVATURE_BLOCK_DIAGONAL;
+            kfac_rng_seed(&rng, 3);
+            kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
+            kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
+            int n_cols = kfac_optim_n_columns(o);
+            double *sums = calloc((size_t)n_cols, sizeof *sums);
+            run(o, &b, 1, 3, NULL, NULL);
+            /* k = 4 … 23 contains one k mod 20 = 0 iteration, like any 20 consecutive ones. */
+            t_opt[v] = run(o, &b, 4, iters, sums, v ? NULL : &t_grad);
+            int c = column(o, "t_stats");
+            for (int j = 0; j < 4; j++) /* stats, inverse, precond, model */
+                per[v][j] = sums[c + j] / iters;
+            per[v][4] = v ? sums[column(o, "kfoc_iterations")] / iters : 0;
+            free(sums);
+            kfac_optim_free(o);
+        }
+        printf("%-6d %9.4f %9.4f %6.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f %6.2f %8.4f "
+               "%7.1f\n",
+               m, t_sgd, t_opt[0], t_opt[0] / t_sgd, t_grad, per[0][0], per[0][1], per[0][2],
+               per[0][3], t_opt[0] - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3],
+               t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4]);
         fflush(stdout);
-        free(sums);
-        kfac_optim_free(o);
         kfac_floats_free(X);
         kfac_net_free(net);
     }

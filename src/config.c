@@ -29,7 +29,7 @@ static const char *const task_choices[] = {"autoencoder", "classification", "reg
 static const char *const loss_choices[] = {"auto", "bernoulli", "squared", "softmax", NULL};
 static const char *const init_choices[] = {"sparse", "glorot", "he", NULL};
 static const char *const optim_choices[] = {"sgd", "kfac", NULL};
-static const char *const curvature_choices[] = {"block-diagonal", NULL};
+static const char *const curvature_choices[] = {"block-diagonal", "kfoc", NULL};
 static const char *const fisher_choices[] = {"sampled", "empirical", NULL};
 static const char *const step_choices[] = {"model", "fixed", NULL};
 static const char *const gamma_rule_choices[] = {"model", "objective", NULL};
@@ -78,6 +78,8 @@ static const struct key keys[] = {
     {"optimizer", "pi", K_ENUM, F(optim.pi_norm), "trace", 0, 0, pi_choices},
     {"optimizer", "step", K_ENUM, F(optim.step_rule), "model", 0, 0, step_choices},
     {"optimizer", "use_momentum", K_BOOL, F(optim.use_momentum), "true", 0, 0, NULL},
+    {"optimizer", "kfoc_iterations", K_INT, F(optim.kfoc_max_iter), "100", 1, 1e6, NULL},
+    {"optimizer", "kfoc_tolerance", K_DOUBLE, F(optim.kfoc_tol), "1e-5", 0, 1, NULL},
     {"train", "iterations", K_LONG, F(iterations), "1000", 1, 1e12, NULL},
     {"train", "batch_size", K_INT, F(batch_size), "1000", 1, 1e7, NULL},
     {"train", "batch_schedule", K_ENUM, F(batch_schedule), "fixed", 0, 0, schedule_choices},

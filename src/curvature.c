@@ -88,6 +88,11 @@ void kfac_curvature_free(struct kfac_curvature *c)
     free(c->lapack_work);
     free(c->lapack_iwork);
     kfac_floats_free(c->tmp);
+    free(c->kfoc.a);
+    free(c->kfoc.g);
+    free(c->kfoc.L);
+    free(c->kfoc.R);
+    free(c->kfoc.work);
     free(c);
 }
 

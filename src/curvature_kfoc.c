@@ -50,10 +50,16 @@ static double normalise_step(int n, double *X, double *prev)
 typedef void (*half_step)(const void *ctx, int from, const double *in, double *out);
 
 static void power_iterate(const void *ctx, half_step half, int nl, int max_iter, double tol,
-                          double *L, double *R, double *prev, struct kfac_kfoc_info *info)
+                          int warm, double *L, double *R, double *prev,
+                          struct kfac_kfoc_info *info)
 {
-    unit_identity(nl, L);
-    memcpy(prev, L, sizeof(double) * (size_t)nl * nl);
+    size_t n2 = (size_t)nl * nl;
+    double norm = warm ? sqrt(frob2(n2, L)) : 0;
+    if (norm > 0 && isfinite(norm))
+        cblas_dscal((int)n2, 1.0 / norm, L, 1);
+    else
+        unit_identity(nl, L);
+    memcpy(prev, L, sizeof(double) * n2);
     info->iterations = 0;
     info->converged = 0;
     info->change = INFINITY;
@@ -87,17 +93,23 @@ static void explicit_half(const void *ctx, int from, const double *in, double *o
 }
 
 void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int max_iter, double tol, double *L, double *R, double *work,
+                   int max_iter, double tol, int warm, double *L, double *R, double *work,
                    struct kfac_kfoc_info *info)
 {
     struct explicit_terms t = {n_terms, {nl, nr}, {Ls, Rs}};
-    power_iterate(&t, explicit_half, nl, max_iter, tol, L, R, work, info);
+    power_iterate(&t, explicit_half, nl, max_iter, tol, warm, L, R, work, info);
+}
+
+size_t kfac_kfoc_work_size(int K, int n_a, int n_g)
+{
+    size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
+    return k * (a > g ? a : g) + k + a * a; /* tmp, q, prev */
 }
 
 size_t kfac_fisher_work_size(int K, int n_a, int n_g)
 {
     size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
-    size_t gram = 2 * k * k, fit = k * (a + g) + 2 * k + a * a, diag = k * (a + g) + a * g;
+    size_t gram = 2 * k * k, fit = kfac_kfoc_work_size(K, n_a, n_g), diag = k * (a + g) + a * g;
     size_t n = gram > fit ? gram : fit;
     return n > diag ? n : diag;
 }
@@ -158,13 +170,106 @@ static void layer_half(const void *ctx, int from, const double *in, double *out)
     weighted_moment(t->K, t->n[to], t->X[to], t->q, t->tmp, out);
 }
 
-void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, double *L,
-                   double *R, double *work, struct kfac_kfoc_info *info)
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
+                   double *L, double *R, double *work, struct kfac_kfoc_info *info)
 {
     size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
     struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work, work + (size_t)b->K * n};
     double *prev = t.q + b->K;
-    power_iterate(&t, layer_half, b->n_a, max_iter, tol, L, R, prev, info);
+    power_iterate(&t, layer_half, b->n_a, max_iter, tol, warm, L, R, prev, info);
+}
+
+/* dst (m × n doubles) from src (m × n floats, row stride ld). */
+static void to_double(int m, int n, const float *src, int ld, double *dst)
+{
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n; j++)
+            dst[(size_t)r * n + j] = src[(size_t)r * ld + j];
+}
+
+void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
+{
+    if (max_cases <= c->kfoc.max_cases)
+        return;
+    size_t max_a = 0, max_g = 0, max_work = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        size_t na = (size_t)c->f[i].n_a, ng = (size_t)c->f[i].n_g;
+        /* The running fit's new L̂, R̂ and its L_prev live in work too. */
+        size_t w = kfac_kfoc_work_size(max_cases, (int)na, (int)ng), run = 2 * na * na + ng * ng;
+        max_a = na > max_a ? na : max_a;
+        max_g = ng > max_g ? ng : max_g;
+        w = w > run ? w : run;
+        max_work = w > max_work ? w : max_work;
+    }
+    size_t K = (size_t)max_cases;
+    c->kfoc.a = kfac_xrealloc(c->kfoc.a, K * max_a * sizeof *c->kfoc.a);
+    c->kfoc.g = kfac_xrealloc(c->kfoc.g, K * max_g * sizeof *c->kfoc.g);
+    c->kfoc.L = kfac_xrealloc(c->kfoc.L, max_a * max_a * sizeof *c->kfoc.L);
+    c->kfoc.R = kfac_xrealloc(c->kfoc.R, max_g * max_g * sizeof *c->kfoc.R);
+    c->kfoc.work = kfac_xrealloc(c->kfoc.work, max_work * sizeof *c->kfoc.work);
+    c->kfoc.max_cases = max_cases;
+}
+
+/* L̂ ⊗ R̂ ← the best Kronecker approximation of ε L̂ ⊗ R̂ + L ⊗ (1−ε) R (K-FOC_running's
+ * aggregation), warm-started from L̂. R is scaled in place; work: 2 n_a² + n_g². */
+static void running_fit(struct kfac_factors *f, double eps, double *L, double *R, int max_iter,
+                        double tol, double *work)
+{
+    size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
+    double *new_L = work, *new_R = work + na2, *prev = new_R + ng2;
+    cblas_dscal((int)ng2, eps, f->G, 1);
+    cblas_dscal((int)ng2, 1.0 - eps, R, 1);
+    const double *Ls[2] = {f->A, L}, *Rs[2] = {f->G, R};
+    struct kfac_kfoc_info info;
+    memcpy(new_L, f->A, na2 * sizeof *new_L);
+    kfac_kron_fit(2, f->n_a, f->n_g, Ls, Rs, max_iter, tol, 1, new_L, new_R, prev, &info);
+    memcpy(f->A, new_L, na2 * sizeof *new_L);
+    memcpy(f->G, new_R, ng2 * sizeof *new_R);
+}
+
+int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                               double eps, long k, int max_iter, double tol,
+                               struct kfac_kfoc_info *info)
+{
+    for (int i = 0; i < c->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        if (!kfac_all_finite((size_t)m * (size_t)(l->d_in + 1), l->abar))
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activations (the K-FOC "
+                                             "factor L) are not finite; nothing was updated",
+                              k, i + 1);
+        if (!kfac_all_finite((size_t)m * (size_t)l->d_out, l->g))
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's output gradients (the "
+                                             "K-FOC factor R) are not finite; nothing was updated",
+                              k, i + 1);
+    }
+    info->iterations = 0;
+    info->converged = 1;
+    info->change = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        struct kfac_factors *f = &c->f[i];
+        size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
+        to_double(m, f->n_a, l->abar, f->n_a, c->kfoc.a);
+        to_double(m, f->n_g, l->g, f->n_g, c->kfoc.g);
+        struct kfac_fisher_block b = {m, f->n_a, f->n_g, c->kfoc.a, c->kfoc.g, NAN};
+        int running = eps > 0;
+        if (running)
+            memcpy(c->kfoc.L, f->A, na2 * sizeof *c->kfoc.L);
+        struct kfac_kfoc_info fi;
+        kfac_kfoc_fit(&b, max_iter, tol, running, c->kfoc.L, c->kfoc.R, c->kfoc.work, &fi);
+        if (fi.iterations > info->iterations)
+            info->iterations = fi.iterations;
+        if (fi.change > info->change)
+            info->change = fi.change;
+        info->converged &= fi.converged;
+        if (running) {
+            running_fit(f, eps, c->kfoc.L, c->kfoc.R, max_iter, tol, c->kfoc.work);
+        } else {
+            memcpy(f->A, c->kfoc.L, na2 * sizeof *f->A);
+            memcpy(f->G, c->kfoc.R, ng2 * sizeof *f->G);
+        }
+    }
+    return 0;
 }
 
 static double relative(const struct kfac_fisher_block *b, double err2)
@@ -233,14 +338,6 @@ void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
     free(p);
 }
 
-/* dst (m × n doubles) from src (m × n floats, row stride ld). */
-static void to_double(int m, int n, const float *src, int ld, double *dst)
-{
-    for (int r = 0; r < m; r++)
-        for (int j = 0; j < n; j++)
-            dst[(size_t)r * n + j] = src[(size_t)r * ld + j];
-}
-
 void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,
                            int m, const float *X, struct kfac_rng *rng, double *errors)
 {
@@ -265,7 +362,7 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
                     ng, 0.0, p->R, ng);
         errors[3 * i + 1] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
         struct kfac_kfoc_info info;
-        kfac_kfoc_fit(&b, 100, 1e-5, p->L, p->R, p->work, &info);
+        kfac_kfoc_fit(&b, KFAC_KFOC_MAX_ITER, KFAC_KFOC_TOL, 0, p->L, p->R, p->work, &info);
         errors[3 * i + 2] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
         if (info.iterations > p->kfoc_iterations)
             p->kfoc_iterations = info.iterations;

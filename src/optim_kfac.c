@@ -37,11 +37,15 @@ struct kfac {
     float *scratch;            /* max_batch × d_out */
 };
 
+/* K-FOC logs one more column: the largest power-iteration count of the batch's fits. */
 static const char *const kfac_columns[] = {
     "lambda", "gamma", "rho", "alpha", "mu", "model_change", "step_norm", "grad_norm",
     "t_stats", "t_inverse", "t_precond", "t_model", NULL};
+static const char *const kfoc_columns[] = {
+    "lambda", "gamma", "rho", "alpha", "mu", "model_change", "step_norm", "grad_norm",
+    "t_stats", "t_inverse", "t_precond", "t_model", "kfoc_iterations", NULL};
 enum { COL_LAMBDA, COL_GAMMA, COL_RHO, COL_ALPHA, COL_MU, COL_MODEL, COL_STEP, COL_GRAD,
-       COL_T_STATS, COL_T_INVERSE, COL_T_PRECOND, COL_T_MODEL };
+       COL_T_STATS, COL_T_INVERSE, COL_T_PRECOND, COL_T_MODEL, COL_KFOC_ITER };
 
 static int ceil_fraction(double fraction, int m)
 {
@@ -61,7 +65,16 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
                               kfac_net_output_grad(net));
         kfac_net_backward(net, ms, 1.0f, 0);
     } /* else the layers still hold g of the real targets from the gradient pass */
-    int rc = kfac_curvature_update(s->curv, net, ms, kfac_stats_decay(k, o->opts.stats_decay), k);
+    double eps = kfac_stats_decay(k, o->opts.stats_decay);
+    int rc;
+    if (o->opts.curvature == KFAC_CURVATURE_KFOC) {
+        struct kfac_kfoc_info info;
+        rc = kfac_curvature_update_kfoc(s->curv, net, ms, eps, k, o->opts.kfoc_max_iter,
+                                        o->opts.kfoc_tol, &info);
+        figures[COL_KFOC_ITER] = rc ? NAN : info.iterations;
+    } else {
+        rc = kfac_curvature_update(s->curv, net, ms, eps, k);
+    }
     double t1 = kfac_log_clock();
     if (!rc && (k <= 3 || k % o->opts.inverse_every == 0))
         rc = kfac_curvature_decompose(s->curv, (enum kfac_pi_norm)o->opts.pi_norm, k);
@@ -133,7 +146,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     struct kfac_net *net = o->net;
     const struct kfac_optim_opts *op = &o->opts;
     size_t n = net->n_params;
-    for (int i = 0; kfac_columns[i]; i++)
+    for (int i = 0; o->ops->columns[i]; i++)
         figures[i] = 0;
     figures[COL_RHO] = NAN;
 
@@ -231,16 +244,25 @@ static const struct kfac_optim_ops kfac_ops = {
     .free = kfac_free,
 };
 
+static const struct kfac_optim_ops kfoc_ops = {
+    .name = "kfac-kfoc",
+    .columns = kfoc_columns,
+    .step = kfac_step,
+    .free = kfac_free,
+};
+
 struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
                                  enum kfac_loss loss, const struct kfac_rng *rng)
 {
     struct kfac *s = kfac_xcalloc(1, sizeof *s);
-    s->base.ops = &kfac_ops;
+    s->base.ops = opts->curvature == KFAC_CURVATURE_KFOC ? &kfoc_ops : &kfac_ops;
     s->base.net = net;
     s->base.loss = loss;
     s->base.opts = *opts;
     s->rng = *rng;
     s->curv = kfac_curvature_new(net);
+    if (opts->curvature == KFAC_CURVATURE_KFOC)
+        kfac_curvature_reserve_kfoc(s->curv, ceil_fraction(opts->stats_fraction, net->max_batch));
     s->lambda = opts->lambda;
     s->gamma = opts->gamma > 0 ? opts->gamma : sqrt(opts->lambda + opts->l2);
     s->gamma_min = opts->gamma_min > 0 ? opts->gamma_min : sqrt(opts->l2);

@@ -154,6 +154,10 @@ START_TEST(kfac_defaults_are_the_reference_constants)
     ck_assert_int_eq(o->pi_norm, KFAC_PI_TRACE);
     ck_assert_int_eq(o->step_rule, KFAC_STEP_MODEL);
     ck_assert_int_eq(o->use_momentum, 1);
+    ck_assert_int_eq(o->kfoc_max_iter, KFAC_KFOC_MAX_ITER); /* n_max = 100 (§7) */
+    ck_assert_double_eq(o->kfoc_tol, KFAC_KFOC_TOL);       /* δ = 1e-5 */
+    ck_assert_int_eq(KFAC_KFOC_MAX_ITER, 100);
+    ck_assert_double_eq(KFAC_KFOC_TOL, 1e-5);
     ck_assert_int_eq(c.batch_full_at, 500);
     ck_assert_int_eq(c.batch_schedule, KFAC_SCHEDULE_FIXED);
     ck_assert_int_eq(kfac_config_set(&c, "optimizer.type=kfac"), 0);

@@ -364,7 +364,7 @@ START_TEST(kron_fit_is_the_best_rank_one_approximation)
     }
     double L[NL * NL], R[NR * NR], work[NL * NL];
     struct kfac_kfoc_info info;
-    kfac_kron_fit(T, NL, NR, Ls, Rs, 100, 1e-12, L, R, work, &info);
+    kfac_kron_fit(T, NL, NR, Ls, Rs, 100, 1e-12, 0, L, R, work, &info);
     ck_assert(info.converged);
     ck_assert_int_le(info.iterations, 100);
     /* M = Σ vec(L_k) vec(R_k)ᵀ and its leading singular triple. */
@@ -408,10 +408,10 @@ START_TEST(kfoc_fit_equals_the_explicit_fit)
     double L1[NA * NA], R1[NG * NG], L2[NA * NA], R2[NG * NG], small[NA * NA];
     double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
     struct kfac_kfoc_info i1, i2;
-    kfac_kron_fit(K, NA, NG, Ls, Rs, 100, 1e-10, L1, R1, small, &i1);
+    kfac_kron_fit(K, NA, NG, Ls, Rs, 100, 1e-10, 0, L1, R1, small, &i1);
     struct kfac_fisher_block b;
     kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
-    kfac_kfoc_fit(&b, 100, 1e-10, L2, R2, work, &i2);
+    kfac_kfoc_fit(&b, 100, 1e-10, 0, L2, R2, work, &i2);
     ck_assert(i2.converged);
     ck_assert_int_eq(i1.iterations, i2.iterations);
     for (int i = 0; i < NA * NA; i++)
@@ -438,7 +438,7 @@ START_TEST(kfoc_error_is_never_above_kfac)
         struct kfac_fisher_block b;
         kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
         struct kfac_kfoc_info info;
-        kfac_kfoc_fit(&b, 100, 1e-5, L, R, work, &info);
+        kfac_kfoc_fit(&b, 100, 1e-5, 0, L, R, work, &info);
         double e_kfoc = kfac_fisher_error_kron(&b, L, R, work);
         double e_kfac = kfac_fisher_error_kron(&b, Ab, Gb, work);
         ck_assert_msg(e_kfoc <= e_kfac + 1e-9, "seed %d: K-FOC %.6f, K-FAC %.6f", seed, e_kfoc,
@@ -446,6 +446,91 @@ START_TEST(kfoc_error_is_never_above_kfac)
         ck_assert_double_gt(e_kfac, 0);
         free(work);
     }
+}
+END_TEST
+
+/* The best Kronecker product for M (nl² × nr², row-major, M = Σ vec(L_k) vec(R_k)ᵀ) from a
+ * dense SVD: out (nl² × nr²) = σ₁ u₁ v₁ᵀ, i.e. entry (p, q) of vec(L) vec(R)ᵀ. */
+static void dense_best_kron(int nl, int nr, double *M, double *out)
+{
+    int p2 = nl * nl, q2 = nr * nr, kmin = p2 < q2 ? p2 : q2;
+    double *S = malloc(sizeof(double) * (size_t)kmin), *U = malloc(sizeof(double) * p2 * p2),
+           *VT = malloc(sizeof(double) * q2 * q2), *superb = malloc(sizeof(double) * kmin);
+    ck_assert_int_eq(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'A', 'A', p2, q2, M, q2, S, U, p2, VT, q2,
+                                    superb),
+                     0);
+    for (int p = 0; p < p2; p++)
+        for (int q = 0; q < q2; q++)
+            out[p * q2 + q] = S[0] * U[p * p2] * VT[q];
+    free(S);
+    free(U);
+    free(VT);
+    free(superb);
+}
+
+/* curvature = kfoc: the first update is the batch's best Kronecker factors, the second the
+ * best Kronecker approximation of ε L̂₁ ⊗ R̂₁ + (1−ε) L₂ ⊗ R₂ (K-FOC_running), both against
+ * dense SVDs of the rearranged Fisher blocks built case by case. */
+START_TEST(kfoc_update_is_the_running_fit)
+{
+    enum { M = 6, MAXP = 25 * 16 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 70);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
+    struct kfac_curvature *c = kfac_curvature_new(net);
+    kfac_curvature_reserve_kfoc(c, M);
+    float X[M * 3];
+    static double batch[2][2][MAXP], want[2][MAXP], M_[MAXP];
+    for (int round = 0; round < 2; round++) {
+        fill_uniform(X, M * 3, &r, -2, 2);
+        kfac_net_forward(net, M, X);
+        fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
+        kfac_net_backward(net, M, 1.0f, 0);
+        double eps = round == 0 ? 0.0 : 0.3;
+        struct kfac_kfoc_info info;
+        ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, eps, round + 1, 500, 1e-13, &info), 0);
+        ck_assert(info.converged);
+        for (int i = 0; i < 2; i++) {
+            const struct kfac_layer *l = &net->layers[i];
+            const struct kfac_factors *f = &c->f[i];
+            int na = f->n_a, ng = f->n_g, q2 = ng * ng;
+            /* M_p = (1/M) Σ_k vec(ā āᵀ) vec(g gᵀ)ᵀ */
+            memset(M_, 0, sizeof M_);
+            for (int k = 0; k < M; k++)
+                for (int a = 0; a < na * na; a++)
+                    for (int b = 0; b < q2; b++)
+                        M_[a * q2 + b] += (double)l->abar[k * na + a / na] * l->abar[k * na + a % na] *
+                                          l->g[k * ng + b / ng] * l->g[k * ng + b % ng] / M;
+            dense_best_kron(na, ng, M_, batch[round][i]);
+            if (round == 0) {
+                memcpy(want[i], batch[0][i], sizeof want[i]);
+            } else {
+                for (int a = 0; a < na * na * q2; a++)
+                    M_[a] = eps * want[i][a] + (1 - eps) * batch[1][i][a];
+                dense_best_kron(na, ng, M_, want[i]);
+            }
+            double scale = 0;
+            for (int a = 0; a < na * na * q2; a++)
+                scale = fmax(scale, fabs(want[i][a]));
+            for (int a = 0; a < na * na; a++)
+                for (int b = 0; b < q2; b++)
+                    ck_assert_msg(fabs(f->A[a] * f->G[b] - want[i][a * q2 + b]) < 1e-8 * scale,
+                                  "round %d layer %d entry (%d, %d): %g, want %g", round, i, a, b,
+                                  f->A[a] * f->G[b], want[i][a * q2 + b]);
+            ck_assert_close(sqrt(inner_frob(na * na, f->A)), 1.0, 1e-12);
+            ck_assert_double_gt(f->A[0], 0); /* PSD, not its negative */
+        }
+    }
+    /* A non-finite activation is refused before any layer's factors change. */
+    double before = c->f[0].A[0];
+    net->layers[1].abar[2] = NAN;
+    struct kfac_kfoc_info info;
+    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.5, 9, 100, 1e-5, &info),
+                     KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "iteration 9: layer 2's activations"));
+    ck_assert_double_eq(c->f[0].A[0], before);
+    kfac_curvature_free(c);
+    kfac_net_free(net);
 }
 END_TEST
 
@@ -464,6 +549,7 @@ static Suite *curvature_suite(void)
     tcase_add_test(kfoc, kron_fit_is_the_best_rank_one_approximation);
     tcase_add_test(kfoc, kfoc_fit_equals_the_explicit_fit);
     tcase_add_test(kfoc, kfoc_error_is_never_above_kfac);
+    tcase_add_test(kfoc, kfoc_update_is_the_running_fit);
     suite_add_tcase(s, kfoc);
     return s;
 }

@@ -121,7 +121,8 @@ static struct kfac_optim_opts kfac_defaults(void)
     return (struct kfac_optim_opts){
         .type = KFAC_OPTIM_KFAC, .learning_rate = 0.01, .momentum = 0.9, .stats_fraction = 0.125,
         .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
-        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1};
+        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1,
+        .kfoc_max_iter = KFAC_KFOC_MAX_ITER, .kfoc_tol = KFAC_KFOC_TOL};
 }
 
 /* vᵀ(F + dI)w with F = (1/m) Σ_c J_cᵀ F_R(y_c) J_c, J by central differences of the logits and
@@ -386,7 +387,8 @@ static double train_autoencoder(const struct kfac_optim_opts *o, int iters)
     return err;
 }
 
-START_TEST(kfac_beats_tuned_sgd)
+/* K-FAC, and K-FAC with K-FOC factors, against the best SGD learning rate of a grid. */
+START_TEST(kfac_and_kfoc_beat_tuned_sgd)
 {
     enum { ITERS = 150 };
     double best_sgd = INFINITY, best_lr = 0;
@@ -404,6 +406,11 @@ START_TEST(kfac_beats_tuned_sgd)
     ck_assert_msg(e_kfac < 0.8 * best_sgd,
                   "after %d iterations K-FAC's error is %.4f, SGD's best (lr %g) %.4f", ITERS,
                   e_kfac, best_lr, best_sgd);
+    kf.curvature = KFAC_CURVATURE_KFOC;
+    double e_kfoc = train_autoencoder(&kf, ITERS);
+    ck_assert_msg(e_kfoc < 0.8 * best_sgd && e_kfoc < 1.5 * e_kfac,
+                  "after %d iterations K-FOC's error is %.4f, K-FAC's %.4f, SGD's best %.4f",
+                  ITERS, e_kfoc, e_kfac, best_sgd);
 }
 END_TEST
 
@@ -436,6 +443,42 @@ START_TEST(kfac_first_step_and_figures)
     ck_assert_double_ne(fig[4], 0);
     /* λ moved by the rule at k = 5 from the ρ reported. */
     ck_assert_double_eq_tol(fig[0], kfac_lm_lambda(150, fig[2], 5, 0), 1e-9);
+    kfac_optim_free(opt);
+    kfac_net_free(net);
+}
+END_TEST
+
+START_TEST(kfoc_step_and_figures)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 43);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LOGISTIC, &r);
+    float X[M * 3], T[M * 3];
+    fill_uniform(X, M * 3, &r, -1, 1);
+    fill_uniform(T, M * 3, &r, 0, 1);
+    struct kfac_batch b = {M, X, T};
+    struct kfac_optim_opts o = kfac_defaults();
+    o.curvature = KFAC_CURVATURE_KFOC;
+    o.stats_fraction = 1;
+    struct kfac_optim *opt;
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_BERNOULLI, &r, &opt), 0);
+    ck_assert_int_eq(kfac_optim_n_columns(opt), 13);
+    ck_assert_str_eq(opt->ops->columns[12], "kfoc_iterations");
+    double fig[13], h, first = 0;
+    for (long k = 1; k <= 10; k++) {
+        ck_assert_int_eq(opt->ops->step(opt, &b, k, &h, fig), 0);
+        ck_assert_double_ge(fig[12], 1);
+        ck_assert_double_le(fig[12], KFAC_KFOC_MAX_ITER);
+        if (k == 1)
+            first = h;
+    }
+    ck_assert_double_lt(h, first);
+    /* n_max bounds the count the log reports. */
+    kfac_optim_free(opt);
+    o.kfoc_max_iter = 1;
+    ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_BERNOULLI, &r, &opt), 0);
+    ck_assert_int_eq(opt->ops->step(opt, &b, 1, &h, fig), 0);
+    ck_assert_double_eq(fig[12], 1);
     kfac_optim_free(opt);
     kfac_net_free(net);
 }
@@ -485,11 +528,12 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, two_by_two_model_is_minimal);
     tcase_add_test(tc, levenberg_marquardt_lambda);
     tcase_add_test(tc, kfac_first_step_and_figures);
+    tcase_add_test(tc, kfoc_step_and_figures);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 60);
     tcase_add_test(tr, kfac_is_invariant_to_affine_input_transforms);
-    tcase_add_test(tr, kfac_beats_tuned_sgd);
+    tcase_add_test(tr, kfac_and_kfoc_beat_tuned_sgd);
     suite_add_tcase(s, tr);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, non_finite_never_reaches_the_parameters);

@@ -86,6 +86,21 @@ if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
 else not_ok "K-FAC lowers the reconstruction error ($first -> $last)"; fi
 n_rho=$(column_values "$WORK/kfac.tsv" rho | wc -l)
 [ "$n_rho" -eq 12 ] && ok "rho is reported every 5 iterations" || not_ok "rho reported $n_rho times in 60 iterations"
+# K-FAC with K-FOC factors.
+expect_status 0 "a K-FOC run succeeds" -- "$KFAC" -q --log "$WORK/kfoc.tsv" --set optimizer.type=kfac \
+    --set optimizer.curvature=kfoc --set optimizer.lambda=1 --set train.batch_size=50 \
+    --set train.iterations=60 --set log.eval_every=20 "$WORK/ae.ini"
+iters=$(column_values "$WORK/kfoc.tsv" kfoc_iterations | sort -n | sed -n '1p;$p' | tr '\n' ' ')
+awk -v r="$iters" 'BEGIN { split(r, a, " "); exit !(a[1] >= 1 && a[2] <= 100) }' \
+    && ok "kfoc_iterations is logged within [1, 100] ($iters)" || not_ok "kfoc_iterations: '$iters'"
+first=$(column_values "$WORK/kfoc.tsv" train_recon | head -n 1)
+last=$(column_values "$WORK/kfoc.tsv" train_recon | tail -n 1)
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
+    ok "K-FOC lowers the reconstruction error ($first -> $last)"
+else not_ok "K-FOC lowers the reconstruction error ($first -> $last)"; fi
+expect_status 2 "a bad curvature is refused" -- "$KFAC" -n --set optimizer.curvature=kfc "$WORK/ae.ini"
+expect_grep "$WORK/err" "optimizer.curvature = 'kfc': expected one of block-diagonal, kfoc" \
+    "the refusal lists the choices"
 # Fisher-approximation errors beside the loss.
 expect_status 0 "Fisher errors are logged" -- "$KFAC" -q -f --log "$WORK/fe.tsv" --set log.fisher_error_every=10 \
     --set log.fisher_error_cases=40 --set train.iterations=30 "$WORK/ae.ini"

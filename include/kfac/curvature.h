@@ -22,6 +22,13 @@ enum kfac_pi_norm {
     KFAC_PI_FROBENIUS   /* π = sqrt((‖Ā‖_F/sqrt(d_in+1)) / (‖G‖_F/sqrt(d_out))) */
 };
 
+/* How a power iteration ended. */
+struct kfac_kfoc_info {
+    int iterations;     /* power iterations run */
+    int converged;      /* ‖L − L_prev‖_F < tol was reached within max_iter */
+    double change;      /* ‖L − L_prev‖_F at the last iteration */
+};
+
 /* One layer's factors. */
 struct kfac_factors {
     int n_a, n_g;        /* d_in+1 and d_out */
@@ -50,6 +57,12 @@ struct kfac_curvature {
     int lwork, liwork;
     float *tmp;               /* max d_out × (d_in+1) and max factor size squared */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
+    struct {                  /* K-FOC's, from kfac_curvature_reserve_kfoc(); else zero */
+        int max_cases;
+        double *a, *g;        /* max_cases × max n_a, max_cases × max n_g: ā, g in double */
+        double *L, *R;        /* max n_a², max n_g²: one fit's factors */
+        double *work;         /* kfac_kfoc_work_size() for the largest layer */
+    } kfoc;
 };
 
 /* Factors for every layer of net (zero until the first update). Allocates everything
@@ -63,6 +76,22 @@ void kfac_curvature_free(struct kfac_curvature *c);
  * with a message naming the iteration k, the layer and the factor. */
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k);
+
+/* K-FOC in place of the statistics (the optimiser's curvature = kfoc): for each layer, the
+ * Frobenius-optimal factors L_p ⊗ R_p of the mini-batch's Fisher block (1/m) Σ (ā āᵀ) ⊗ (g gᵀ)
+ * (Algorithm 2, started from the running L̂, or from I on the first update), then the running
+ * fit L̂ ⊗ R̂ ← the best Kronecker approximation of ε L̂ ⊗ R̂ + (1−ε) L_p ⊗ R_p (Algorithm 1 on
+ * the two terms; K-FOC_running with ε = 1 − 1/p gives the paper's plain average). L̂ and R̂
+ * take the places of Ā and G, so the rest of K-FAC applies unchanged. Needs
+ * kfac_curvature_reserve_kfoc() for at least m cases; max_iter and tol as for
+ * kfac_kron_fit(). *info receives the batch fits' largest iteration count (converged: all
+ * of them). Refuses non-finite statistics as kfac_curvature_update() does. */
+int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                               double eps, long k, int max_iter, double tol,
+                               struct kfac_kfoc_info *info);
+
+/* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
+void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases);
 
 /* Copies each factor's upper triangle into its lower one, making A and G exactly
  * symmetric (kfac_curvature_decompose() does this first). */
@@ -94,20 +123,18 @@ void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net
  * over K cases is F = (1/K) Σ_k vec(X_k) vec(X_k)ᵀ = (1/K) Σ_k (ā_k ā_kᵀ) ⊗ (g_k g_kᵀ) for the
  * per-case gradients X_k = g_k ā_kᵀ (d_out × (d_in+1)), and K-FAC's Ā ⊗ G is its model. */
 
-/* How a power iteration ended. */
-struct kfac_kfoc_info {
-    int iterations;     /* power iterations run */
-    int converged;      /* ‖L − L_prev‖_F < tol was reached within max_iter */
-    double change;      /* ‖L − L_prev‖_F at the last iteration */
-};
+/* REFERENCE.md §7: the power iteration's n_max and δ. */
+#define KFAC_KFOC_MAX_ITER 100
+#define KFAC_KFOC_TOL 1e-5
 
 /* Algorithm 1: L (nl × nl) and R (nr × nr) minimising ‖Σ_k Ls[k] ⊗ Rs[k] − L ⊗ R‖_F, the
- * best rank-one approximation of Σ_k vec(Ls[k]) vec(Rs[k])ᵀ, by power iteration from the
- * positive definite L = I/‖I‖_F: R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k],
- * normalised to ‖L‖_F = 1, until ‖L − L_prev‖_F < tol or max_iter iterations; R then carries
- * the scale. work: nl × nl. */
+ * best rank-one approximation of Σ_k vec(Ls[k]) vec(Rs[k])ᵀ, by power iteration:
+ * R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k], normalised to ‖L‖_F = 1, until
+ * ‖L − L_prev‖_F < tol or max_iter iterations; R then carries the scale. The start is the
+ * positive definite I/‖I‖_F, or with warm set the L passed in (a nonzero positive
+ * semidefinite matrix, e.g. the previous fit; it is normalised). work: nl × nl. */
 void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int max_iter, double tol, double *L, double *R, double *work,
+                   int max_iter, double tol, int warm, double *L, double *R, double *work,
                    struct kfac_kfoc_info *info);
 
 /* One dense layer's exact Fisher block over K cases, never formed: the per-case inputs ā
@@ -129,9 +156,14 @@ void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int n_a, const d
 
 /* Algorithm 2 for a dense layer: the Kronecker fit of Algorithm 1 to the block's terms
  * (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), without forming them: R ← (1/K) Σ_k (ā_kᵀ L ā_k) g_k g_kᵀ,
- * L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L: n_a × n_a, R: n_g × n_g. */
-void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, double *L,
-                   double *R, double *work, struct kfac_kfoc_info *info);
+ * L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L: n_a × n_a, R: n_g × n_g; warm as for
+ * kfac_kron_fit(). Needs b's K, n_a, n_g, A and G only (not norm2). work:
+ * kfac_kfoc_work_size(). */
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
+                   double *L, double *R, double *work, struct kfac_kfoc_info *info);
+
+/* Doubles of the work space kfac_kfoc_fit() needs for K cases of an n_a, n_g layer. */
+size_t kfac_kfoc_work_size(int K, int n_a, int n_g);
 
 /* ‖F − F̃‖_F / ‖F‖_F for F̃ = L ⊗ R (L: n_a × n_a, R: n_g × n_g, symmetric), through
  * ⟨F, L ⊗ R⟩ = (1/K) Σ_k (ā_kᵀ L ā_k)(g_kᵀ R g_k) and ‖L ⊗ R‖ = ‖L‖‖R‖. */

@@ -21,7 +21,8 @@ enum kfac_optim_type {
 };
 
 enum kfac_curvature_type {
-    KFAC_CURVATURE_BLOCK_DIAGONAL   /* one Kronecker-factored block per layer */
+    KFAC_CURVATURE_BLOCK_DIAGONAL,  /* one Kronecker-factored block per layer, K-FAC's factors */
+    KFAC_CURVATURE_KFOC             /* the same blocks with K-FOC_running factors */
 };
 
 enum kfac_fisher {
@@ -69,6 +70,8 @@ struct kfac_optim_opts {
     int pi_norm;              /* enum kfac_pi_norm */
     int step_rule;            /* enum kfac_step_rule */
     int use_momentum;         /* 0: μ = 0, the model is one-dimensional */
+    int kfoc_max_iter;        /* K-FOC's n_max */
+    double kfoc_tol;          /* K-FOC's δ */
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
