@@ -95,6 +95,8 @@ static const struct key keys[] = {
     {"log", "fisher_error_every", K_LONG, F(fisher_error_every), "0", 0, 1e12, NULL},
     {"log", "fisher_error_cases", K_INT, F(fisher_error_cases), "100", 1, 1e6, NULL},
     {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
+    {"study", "seeds", K_INT, F(study_seeds), "10", 1, 1e5, NULL},
+    {"study", "batch_sizes", K_STRING, F(study_batch_sizes), "1,10,100,full", 0, 0, NULL},
 };
 #undef F
 #define N_KEYS (sizeof keys / sizeof *keys)
@@ -259,7 +261,8 @@ static int handler(void *user, const char *section, const char *name, const char
     char msg[768];
     if (!known_section(section)) {
         snprintf(msg, sizeof msg,
-                 "unknown section [%s] (expected data, model, optimizer, train or log)", section);
+                 "unknown section [%s] (expected data, model, optimizer, train, log or study)",
+                 section);
         return fail_on_line(p, *section ? p->section_line : p->line, msg);
     }
     const struct key *k = find_key(section, name);
@@ -335,7 +338,7 @@ int kfac_config_set(struct kfac_config *c, const char *assignment)
         char list[512];
         if (!known_section(section))
             return kfac_error(KFAC_EINVAL, "--set '%s': unknown section [%s] (expected data, "
-                                           "model, optimizer, train or log)",
+                                           "model, optimizer, train, log or study)",
                               assignment, section);
         section_keys(section, list, sizeof list);
         return kfac_error(KFAC_EINVAL, "--set '%s': unknown key %s.%s (keys of this section: %s)",
@@ -346,8 +349,45 @@ int kfac_config_set(struct kfac_config *c, const char *assignment)
     return 0;
 }
 
+int kfac_parse_batch_sizes(const char *spec, int *sizes, int max, int *n)
+{
+    *n = 0;
+    const char *p = spec ? spec : "";
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = p + strcspn(p, ",");
+        size_t len = (size_t)(end - p);
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        char item[32];
+        if (len == 0 || len >= sizeof item)
+            return kfac_error(KFAC_EINVAL, "study.batch_sizes = '%s': expected a comma-separated "
+                                           "list of positive integers and 'full'",
+                              spec);
+        memcpy(item, p, len);
+        item[len] = 0;
+        char *stop;
+        long v = strcmp(item, "full") == 0 ? 0 : strtol(item, &stop, 10);
+        if (strcmp(item, "full") != 0 && (*stop || v < 1 || v > INT_MAX))
+            return kfac_error(KFAC_EINVAL, "study.batch_sizes: '%s' is neither a positive integer "
+                                           "nor 'full'",
+                              item);
+        if (*n == max)
+            return kfac_error(KFAC_EINVAL, "study.batch_sizes: more than %d sizes", max);
+        sizes[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (*n == 0)
+        return kfac_error(KFAC_EINVAL, "study.batch_sizes is empty; e.g. 1,10,100,full");
+    return 0;
+}
+
 int kfac_config_validate(const struct kfac_config *c)
 {
+    int sizes[KFAC_STUDY_MAX_SIZES], n_sizes;
+    if (kfac_parse_batch_sizes(c->study_batch_sizes, sizes, KFAC_STUDY_MAX_SIZES, &n_sizes))
+        return KFAC_EINVAL;
     if (!c->data.train)
         return kfac_error(KFAC_EINVAL, "data.train is required: the training data file");
     if (!c->layers)

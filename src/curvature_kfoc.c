@@ -210,21 +210,22 @@ void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
     c->kfoc.max_cases = max_cases;
 }
 
-/* L̂ ⊗ R̂ ← the best Kronecker approximation of ε L̂ ⊗ R̂ + L ⊗ (1−ε) R (K-FOC_running's
- * aggregation), warm-started from L̂. R is scaled in place; work: 2 n_a² + n_g². */
-static void running_fit(struct kfac_factors *f, double eps, double *L, double *R, int max_iter,
-                        double tol, double *work)
+/* L_run ⊗ R_run ← the best Kronecker approximation of ε L_run ⊗ R_run + L ⊗ (1−ε) R
+ * (K-FOC_running's aggregation), warm-started from L_run. L_run, L: na × na; R_run, R:
+ * ng × ng; R is scaled in place. work: 2 na² + ng². */
+static void running_fit(int na, int ng, double *L_run, double *R_run, double eps, double *L,
+                        double *R, int max_iter, double tol, double *work)
 {
-    size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
+    size_t na2 = (size_t)na * na, ng2 = (size_t)ng * ng;
     double *new_L = work, *new_R = work + na2, *prev = new_R + ng2;
-    cblas_dscal((int)ng2, eps, f->G, 1);
+    cblas_dscal((int)ng2, eps, R_run, 1);
     cblas_dscal((int)ng2, 1.0 - eps, R, 1);
-    const double *Ls[2] = {f->A, L}, *Rs[2] = {f->G, R};
+    const double *Ls[2] = {L_run, L}, *Rs[2] = {R_run, R};
     struct kfac_kfoc_info info;
-    memcpy(new_L, f->A, na2 * sizeof *new_L);
-    kfac_kron_fit(2, f->n_a, f->n_g, Ls, Rs, max_iter, tol, 1, new_L, new_R, prev, &info);
-    memcpy(f->A, new_L, na2 * sizeof *new_L);
-    memcpy(f->G, new_R, ng2 * sizeof *new_R);
+    memcpy(new_L, L_run, na2 * sizeof *new_L);
+    kfac_kron_fit(2, na, ng, Ls, Rs, max_iter, tol, 1, new_L, new_R, prev, &info);
+    memcpy(L_run, new_L, na2 * sizeof *new_L);
+    memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
 
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
@@ -263,7 +264,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
             info->change = fi.change;
         info->converged &= fi.converged;
         if (running) {
-            running_fit(f, eps, c->kfoc.L, c->kfoc.R, max_iter, tol, c->kfoc.work);
+            running_fit(f->n_a, f->n_g, f->A, f->G, eps, c->kfoc.L, c->kfoc.R, max_iter, tol,
+                        c->kfoc.work);
         } else {
             memcpy(f->A, c->kfoc.L, na2 * sizeof *f->A);
             memcpy(f->G, c->kfoc.R, ng2 * sizeof *f->G);
@@ -302,6 +304,61 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0,
                 D, na);
     return relative(b, b->norm2 - frob2((size_t)na * ng, D));
+}
+
+size_t kfac_fisher_batches_work_size(int K, int B, int n_a, int n_g)
+{
+    size_t a2 = (size_t)n_a * n_a, g2 = (size_t)n_g * n_g;
+    size_t fit = kfac_kfoc_work_size(B, n_a, n_g), run = 2 * a2 + g2;
+    size_t err = kfac_fisher_work_size(K, n_a, n_g);
+    size_t scratch = fit > run ? fit : run;
+    return 3 * (a2 + g2) + (scratch > err ? scratch : err);
+}
+
+void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_iter, double tol,
+                              double *work, double *errors, struct kfac_kfoc_info *info)
+{
+    int K = b->K, na = b->n_a, ng = b->n_g;
+    size_t a2 = (size_t)na * na, g2 = (size_t)ng * ng;
+    double *L = work, *R = L + a2, *sum_L = R + g2, *sum_R = sum_L + a2, *run_L = sum_R + g2,
+           *run_R = run_L + a2, *scratch = run_R + g2;
+    errors[KFAC_FISHER_DIAG] = kfac_fisher_error_diag(b, scratch);
+    /* K-FAC's factors of all K cases, whatever the batches. */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K, 1.0 / K, b->A, na, b->A, na,
+                0.0, L, na);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K, 1.0 / K, b->G, ng, b->G, ng,
+                0.0, R, ng);
+    errors[KFAC_FISHER_KFAC] = kfac_fisher_error_kron(b, L, R, scratch);
+    memset(sum_L, 0, a2 * sizeof *sum_L);
+    memset(sum_R, 0, g2 * sizeof *sum_R);
+    info->iterations = 0;
+    info->converged = 1;
+    info->change = 0;
+    for (int start = 0; start < K; start += B) {
+        int n = K - start < B ? K - start : B;
+        struct kfac_fisher_block bp = {n, na, ng, b->A + (size_t)start * na,
+                                       b->G + (size_t)start * ng, NAN};
+        struct kfac_kfoc_info fi;
+        kfac_kfoc_fit(&bp, max_iter, tol, 0, L, R, scratch, &fi);
+        if (fi.iterations > info->iterations)
+            info->iterations = fi.iterations;
+        if (fi.change > info->change)
+            info->change = fi.change;
+        info->converged &= fi.converged;
+        /* Each batch's fit approximates its block's mean; the batch weighs n/K of F. */
+        double w = (double)n / K;
+        cblas_daxpy((int)a2, w, L, 1, sum_L, 1);
+        cblas_daxpy((int)g2, w, R, 1, sum_R, 1);
+        if (start == 0) {
+            memcpy(run_L, L, a2 * sizeof *L);
+            memcpy(run_R, R, g2 * sizeof *R);
+        } else {
+            running_fit(na, ng, run_L, run_R, (double)start / (start + n), L, R, max_iter, tol,
+                        scratch);
+        }
+    }
+    errors[KFAC_FISHER_KFOC_APPROX] = kfac_fisher_error_kron(b, sum_L, sum_R, scratch);
+    errors[KFAC_FISHER_KFOC_RUNNING] = kfac_fisher_error_kron(b, run_L, run_R, scratch);
 }
 
 struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K)

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "kfac/config.h"
 #include "kfac/status.h"
+#include "kfac/study.h"
 #include "kfac/train.h"
 
 #include <getopt.h>
@@ -26,6 +27,8 @@ static void usage(FILE *f)
           "  -f, --force                  replace an existing log file\n"
           "  -q, --quiet                  no progress line and no summary\n"
           "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
+          "      --fisher-study           instead of one run, the Fisher study of the [study]\n"
+          "                               section: the TSV table goes where the log would\n"
           "  -h, --help                   print this help and exit\n"
           "  -V, --version                print the version and exit\n"
           "\n"
@@ -60,10 +63,11 @@ static int run(int argc, char **argv)
         {"threads", required_argument, NULL, 'j'}, {"log", required_argument, NULL, 'l'},
         {"force", no_argument, NULL, 'f'},      {"quiet", no_argument, NULL, 'q'},
         {"dry-run", no_argument, NULL, 'n'},    {"help", no_argument, NULL, 'h'},
+        {"fisher-study", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     char **sets = NULL;
-    int n_sets = 0, dry_run = 0, status = 0, c;
+    int n_sets = 0, dry_run = 0, study = 0, status = 0, c;
     struct kfac_run_opts opts = {0};
     while ((c = getopt_long(argc, argv, "s:j:l:fqnhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -74,6 +78,7 @@ static int run(int argc, char **argv)
         case 'f': opts.force = 1; break;
         case 'q': opts.quiet = 1; break;
         case 'n': dry_run = 1; break;
+        case 'F': study = 1; break;
         case 'h': usage(stdout); goto done;
         case 'V': printf("kfac-train %s\n", PACKAGE_VERSION); goto done;
         default:
@@ -108,6 +113,10 @@ static int run(int argc, char **argv)
             kfac_model_summary(net, loss, stdout);
             kfac_net_free(net);
         }
+    } else if (!status && study) {
+        int started;
+        if (kfac_fisher_study(&cfg, &opts, stderr, &started))
+            status = started ? fail(EXIT_RUNTIME, NULL) : fail(EXIT_USAGE, argv[optind]);
     } else if (!status) {
         struct kfac_run r;
         if (kfac_run_prepare(&r, &cfg, &opts))

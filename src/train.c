@@ -132,7 +132,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     }
     int progress = !opts->quiet && (c->progress == KFAC_PROGRESS_ON ||
                                     (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
-    if ((rc = kfac_log_open(&run->log, c->log_file, opts->force, progress)))
+    if ((rc = kfac_log_open(&run->log, opts->no_log ? "/dev/null" : c->log_file,
+                            opts->force || opts->no_log, progress)))
         return rc;
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {

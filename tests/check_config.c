@@ -200,6 +200,30 @@ START_TEST(print_then_load_is_identity)
 }
 END_TEST
 
+START_TEST(study_batch_sizes_parse)
+{
+    int sizes[KFAC_STUDY_MAX_SIZES], n;
+    ck_assert_int_eq(kfac_parse_batch_sizes("1,10, 100 ,full", sizes, KFAC_STUDY_MAX_SIZES, &n), 0);
+    ck_assert_int_eq(n, 4);
+    ck_assert_int_eq(sizes[0], 1);
+    ck_assert_int_eq(sizes[1], 10);
+    ck_assert_int_eq(sizes[2], 100);
+    ck_assert_int_eq(sizes[3], 0); /* full */
+    const char *bad[] = {"", "1,,2", "0", "-3", "10x", "full,1e3", "99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_int_eq(kfac_parse_batch_sizes(bad[i], sizes, KFAC_STUDY_MAX_SIZES, &n), KFAC_EINVAL);
+        ck_assert(strstr(kfac_last_error(), "study.batch_sizes"));
+    }
+    ck_assert_int_eq(kfac_parse_batch_sizes("1,2,3", sizes, 2, &n), KFAC_EINVAL);
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    ck_assert_int_eq(c.study_seeds, 10);
+    ck_assert_str_eq(c.study_batch_sizes, "1,10,100,full");
+    ck_assert_int_eq(kfac_config_set(&c, "study.seeds=0"), KFAC_EINVAL);
+    kfac_config_free(&c);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -209,6 +233,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, validation);
     tcase_add_test(tc, print_then_load_is_identity);
     tcase_add_test(tc, kfac_defaults_are_the_reference_constants);
+    tcase_add_test(tc, study_batch_sizes_parse);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, errors_name_file_line_and_key);

@@ -449,9 +449,9 @@ START_TEST(kfoc_error_is_never_above_kfac)
 }
 END_TEST
 
-/* The best Kronecker product for M (nl² × nr², row-major, M = Σ vec(L_k) vec(R_k)ᵀ) from a
- * dense SVD: out (nl² × nr²) = σ₁ u₁ v₁ᵀ, i.e. entry (p, q) of vec(L) vec(R)ᵀ. */
-static void dense_best_kron(int nl, int nr, double *M, double *out)
+/* The best Kronecker product L ⊗ R for M (nl² × nr², row-major, M = Σ vec(L_k) vec(R_k)ᵀ)
+ * from a dense SVD: L = u₁ (unit norm, signed so that tr L > 0), R = ±σ₁ v₁. */
+static void dense_kron_factors(int nl, int nr, double *M, double *L, double *R)
 {
     int p2 = nl * nl, q2 = nr * nr, kmin = p2 < q2 ? p2 : q2;
     double *S = malloc(sizeof(double) * (size_t)kmin), *U = malloc(sizeof(double) * p2 * p2),
@@ -459,13 +459,30 @@ static void dense_best_kron(int nl, int nr, double *M, double *out)
     ck_assert_int_eq(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'A', 'A', p2, q2, M, q2, S, U, p2, VT, q2,
                                     superb),
                      0);
+    double tr = 0;
+    for (int i = 0; i < nl; i++)
+        tr += U[(i * nl + i) * p2];
+    double sign = tr < 0 ? -1 : 1;
     for (int p = 0; p < p2; p++)
-        for (int q = 0; q < q2; q++)
-            out[p * q2 + q] = S[0] * U[p * p2] * VT[q];
+        L[p] = sign * U[p * p2];
+    for (int q = 0; q < q2; q++)
+        R[q] = sign * S[0] * VT[q];
     free(S);
     free(U);
     free(VT);
     free(superb);
+}
+
+/* M (na² × ng²) = (1/n) Σ_k vec(ā_k ā_kᵀ) vec(g_k g_kᵀ)ᵀ over n cases of ā (ld na), g (ld ng). */
+static void rearranged_block(int n, int na, int ng, const double *A, const double *G, double *M)
+{
+    int q2 = ng * ng;
+    memset(M, 0, sizeof(double) * (size_t)na * na * q2);
+    for (int k = 0; k < n; k++)
+        for (int a = 0; a < na * na; a++)
+            for (int b = 0; b < q2; b++)
+                M[a * q2 + b] += A[k * na + a / na] * A[k * na + a % na] * G[k * ng + b / ng] *
+                                 G[k * ng + b % ng] / n;
 }
 
 /* curvature = kfoc: the first update is the batch's best Kronecker factors, the second the
@@ -480,7 +497,8 @@ START_TEST(kfoc_update_is_the_running_fit)
     struct kfac_curvature *c = kfac_curvature_new(net);
     kfac_curvature_reserve_kfoc(c, M);
     float X[M * 3];
-    static double batch[2][2][MAXP], want[2][MAXP], M_[MAXP];
+    static double want_L[2][25], want_R[2][16], bL[25], bR[16], M_[MAXP];
+    double ad[M * 5], gd[M * 4];
     for (int round = 0; round < 2; round++) {
         fill_uniform(X, M * 3, &r, -2, 2);
         kfac_net_forward(net, M, X);
@@ -493,31 +511,32 @@ START_TEST(kfoc_update_is_the_running_fit)
         for (int i = 0; i < 2; i++) {
             const struct kfac_layer *l = &net->layers[i];
             const struct kfac_factors *f = &c->f[i];
-            int na = f->n_a, ng = f->n_g, q2 = ng * ng;
-            /* M_p = (1/M) Σ_k vec(ā āᵀ) vec(g gᵀ)ᵀ */
-            memset(M_, 0, sizeof M_);
-            for (int k = 0; k < M; k++)
-                for (int a = 0; a < na * na; a++)
-                    for (int b = 0; b < q2; b++)
-                        M_[a * q2 + b] += (double)l->abar[k * na + a / na] * l->abar[k * na + a % na] *
-                                          l->g[k * ng + b / ng] * l->g[k * ng + b % ng] / M;
-            dense_best_kron(na, ng, M_, batch[round][i]);
+            int na = f->n_a, ng = f->n_g, p2 = na * na, q2 = ng * ng;
+            for (int k = 0; k < M * na; k++)
+                ad[k] = l->abar[k];
+            for (int k = 0; k < M * ng; k++)
+                gd[k] = l->g[k];
+            rearranged_block(M, na, ng, ad, gd, M_);
+            dense_kron_factors(na, ng, M_, bL, bR);
             if (round == 0) {
-                memcpy(want[i], batch[0][i], sizeof want[i]);
+                memcpy(want_L[i], bL, sizeof bL);
+                memcpy(want_R[i], bR, sizeof bR);
             } else {
-                for (int a = 0; a < na * na * q2; a++)
-                    M_[a] = eps * want[i][a] + (1 - eps) * batch[1][i][a];
-                dense_best_kron(na, ng, M_, want[i]);
+                for (int a = 0; a < p2; a++)
+                    for (int b = 0; b < q2; b++)
+                        M_[a * q2 + b] = eps * want_L[i][a] * want_R[i][b] + (1 - eps) * bL[a] * bR[b];
+                dense_kron_factors(na, ng, M_, want_L[i], want_R[i]);
             }
             double scale = 0;
-            for (int a = 0; a < na * na * q2; a++)
-                scale = fmax(scale, fabs(want[i][a]));
-            for (int a = 0; a < na * na; a++)
+            for (int a = 0; a < p2; a++)
                 for (int b = 0; b < q2; b++)
-                    ck_assert_msg(fabs(f->A[a] * f->G[b] - want[i][a * q2 + b]) < 1e-8 * scale,
+                    scale = fmax(scale, fabs(want_L[i][a] * want_R[i][b]));
+            for (int a = 0; a < p2; a++)
+                for (int b = 0; b < q2; b++)
+                    ck_assert_msg(fabs(f->A[a] * f->G[b] - want_L[i][a] * want_R[i][b]) < 1e-8 * scale,
                                   "round %d layer %d entry (%d, %d): %g, want %g", round, i, a, b,
-                                  f->A[a] * f->G[b], want[i][a * q2 + b]);
-            ck_assert_close(sqrt(inner_frob(na * na, f->A)), 1.0, 1e-12);
+                                  f->A[a] * f->G[b], want_L[i][a] * want_R[i][b]);
+            ck_assert_close(sqrt(inner_frob(p2, f->A)), 1.0, 1e-12);
             ck_assert_double_gt(f->A[0], 0); /* PSD, not its negative */
         }
     }
@@ -531,6 +550,102 @@ START_TEST(kfoc_update_is_the_running_fit)
     ck_assert_double_eq(c->f[0].A[0], before);
     kfac_curvature_free(c);
     kfac_net_free(net);
+}
+END_TEST
+
+/* ‖F − L ⊗ R‖_F / ‖F‖_F with F dense (D × D, D = na·ng, vec by columns). */
+static double dense_kron_error(int na, int ng, const double *F, const double *L, const double *R)
+{
+    int D = na * ng;
+    double err = 0, norm = 0;
+    for (int j = 0; j < na; j++)
+        for (int i = 0; i < ng; i++)
+            for (int l = 0; l < na; l++)
+                for (int k = 0; k < ng; k++) {
+                    double f = F[(j * ng + i) * D + l * ng + k];
+                    double d = f - L[j * na + l] * R[i * ng + k];
+                    err += d * d;
+                    norm += f * f;
+                }
+    return sqrt(err / norm);
+}
+
+/* The Fisher study's four errors for batches of 3 of 7 cases (3, 3, 1) against dense
+ * matrices: F built case by case, each batch's fit by a dense SVD, the approx product of
+ * weighted means, and the running fit by SVDs of the two-term sums. */
+START_TEST(batch_errors_match_dense_aggregation)
+{
+    enum { K = 7, B = 3, NA = 3, NG = 2, D = NA * NG, P2 = NA * NA, Q2 = NG * NG };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 80);
+    double A[K * NA], G[K * NG], F[D * D] = {0}, M_[P2 * Q2];
+    random_block(K, NA, NG, &r, A, G);
+    for (int k = 0; k < K * NG; k += NG) /* correlated, so that no method is exact */
+        G[k] += 1.5 * A[k / NG * NA];
+    for (int k = 0; k < K; k++) {
+        double x[D];
+        for (int j = 0; j < NA; j++)
+            for (int i = 0; i < NG; i++)
+                x[j * NG + i] = G[k * NG + i] * A[k * NA + j];
+        for (int p = 0; p < D; p++)
+            for (int q = 0; q < D; q++)
+                F[p * D + q] += x[p] * x[q] / K;
+    }
+    double want[KFAC_FISHER_METHODS], Ab[P2], Gb[Q2], L[P2], R[Q2], sL[P2] = {0}, sR[Q2] = {0},
+           rL[P2], rR[Q2];
+    double num = 0, den = 0;
+    for (int p = 0; p < D * D; p++) {
+        den += F[p] * F[p];
+        if (p % (D + 1))
+            num += F[p] * F[p];
+    }
+    want[KFAC_FISHER_DIAG] = sqrt(num / den);
+    brute_moment_d(K, NA, A, Ab);
+    brute_moment_d(K, NG, G, Gb);
+    want[KFAC_FISHER_KFAC] = dense_kron_error(NA, NG, F, Ab, Gb);
+    for (int start = 0; start < K; start += B) {
+        int n = K - start < B ? K - start : B;
+        rearranged_block(n, NA, NG, A + start * NA, G + start * NG, M_);
+        dense_kron_factors(NA, NG, M_, L, R);
+        for (int a = 0; a < P2; a++)
+            sL[a] += (double)n / K * L[a];
+        for (int b = 0; b < Q2; b++)
+            sR[b] += (double)n / K * R[b];
+        if (start == 0) {
+            memcpy(rL, L, sizeof L);
+            memcpy(rR, R, sizeof R);
+        } else {
+            double w = (double)n / (start + n);
+            for (int a = 0; a < P2; a++)
+                for (int b = 0; b < Q2; b++)
+                    M_[a * Q2 + b] = (1 - w) * rL[a] * rR[b] + w * L[a] * R[b];
+            dense_kron_factors(NA, NG, M_, rL, rR);
+        }
+    }
+    want[KFAC_FISHER_KFOC_APPROX] = dense_kron_error(NA, NG, F, sL, sR);
+    want[KFAC_FISHER_KFOC_RUNNING] = dense_kron_error(NA, NG, F, rL, rR);
+
+    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, B, NA, NG));
+    struct kfac_fisher_block b;
+    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    double got[KFAC_FISHER_METHODS];
+    struct kfac_kfoc_info info;
+    kfac_fisher_batch_errors(&b, B, 1000, 1e-14, work, got, &info);
+    ck_assert(info.converged);
+    for (int m = 0; m < KFAC_FISHER_METHODS; m++)
+        ck_assert_msg(fabs(got[m] - want[m]) < 1e-7, "method %d: %.10f, dense %.10f", m, got[m],
+                      want[m]);
+    ck_assert_double_gt(want[KFAC_FISHER_KFOC_APPROX], want[KFAC_FISHER_KFOC_RUNNING] + 1e-6);
+    /* One batch of all the cases: both aggregations are the K-FOC fit itself. */
+    double L1[P2], R1[Q2];
+    kfac_fisher_batch_errors(&b, K, 1000, 1e-14, work, got, &info);
+    rearranged_block(K, NA, NG, A, G, M_);
+    dense_kron_factors(NA, NG, M_, L1, R1);
+    double fit = dense_kron_error(NA, NG, F, L1, R1);
+    ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_APPROX], fit, 1e-8);
+    ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_RUNNING], fit, 1e-8);
+    ck_assert_double_le(fit, want[KFAC_FISHER_KFAC]);
+    free(work);
 }
 END_TEST
 
@@ -550,6 +665,7 @@ static Suite *curvature_suite(void)
     tcase_add_test(kfoc, kfoc_fit_equals_the_explicit_fit);
     tcase_add_test(kfoc, kfoc_error_is_never_above_kfac);
     tcase_add_test(kfoc, kfoc_update_is_the_running_fit);
+    tcase_add_test(kfoc, batch_errors_match_dense_aggregation);
     suite_add_tcase(s, kfoc);
     return s;
 }

@@ -2,7 +2,7 @@
  * config.h: the run configuration, read from an INI file (libinih) and from
  * `--set section.key=value` overrides, with every key typed, range-checked and
  * defaulted from one table (config.c). The sections are [data], [model], [optimizer],
- * [train] and [log]; man/kfac-train.ini.5 documents each key.
+ * [train], [log] and [study]; man/kfac-train.ini.5 documents each key.
  *
  * Relative paths in a file are resolved against that file's directory; paths given
  * with kfac_config_set() are taken as they are (relative to the working directory).
@@ -38,7 +38,16 @@ struct kfac_config {
     long fisher_error_every;         /* 0: no Fisher-approximation error columns */
     int fisher_error_cases;          /* K, the sampled cases the errors are measured on */
     int progress;                    /* enum kfac_progress */
+    int study_seeds;                 /* [study] the Fisher study's runs */
+    char *study_batch_sizes;         /* its batch sizes: "1,10,100,full" */
 };
+
+/* The most batch sizes study.batch_sizes may list. */
+#define KFAC_STUDY_MAX_SIZES 32
+
+/* Parses a batch-size list such as "1,10,100,full" into sizes (at most max; 0 stands for
+ * "full", the whole set); *n receives the count. An error names study.batch_sizes. */
+int kfac_parse_batch_sizes(const char *spec, int *sizes, int max, int *n);
 
 /* Fills every key with its default. */
 void kfac_config_defaults(struct kfac_config *c);

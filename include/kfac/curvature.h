@@ -173,6 +173,30 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
 /* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) from (1/K)(g ⊙ g)ᵀ(ā ⊙ ā). */
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
 
+/* The approximations the Fisher study compares (the K-FOC paper's Figure 1). */
+enum kfac_fisher_method {
+    KFAC_FISHER_DIAG,           /* diag(F) */
+    KFAC_FISHER_KFAC,           /* Ā ⊗ G of all the cases */
+    KFAC_FISHER_KFOC_APPROX,    /* (Σ_p w_p L_p) ⊗ (Σ_p w_p R_p) over the batches' fits */
+    KFAC_FISHER_KFOC_RUNNING,   /* the running fit over the batches' fits */
+    KFAC_FISHER_METHODS
+};
+
+/* Doubles of the work space kfac_fisher_batch_errors() needs. */
+size_t kfac_fisher_batches_work_size(int K, int B, int n_a, int n_g);
+
+/* The relative Frobenius errors against the block b of K cases (initialised by
+ * kfac_fisher_block_init()) of each enum kfac_fisher_method, when the cases are taken in
+ * batches of B consecutive rows (the last batch may be shorter): each batch p of n_p cases
+ * gets its own K-FOC fit L_p ⊗ R_p of its block (Algorithm 2 from I; max_iter, tol), of
+ * weight w_p = n_p/K; K-FOC_approx multiplies the weighted means of the L_p and of the R_p
+ * (independence across batches), K-FOC_running replaces its fit by the best Kronecker
+ * approximation of (1 − w) L̂ ⊗ R̂ + w L_p ⊗ R_p with w = n_p/(cases so far), which for
+ * equal batches is the paper's (p−1)/p and 1/p. The diagonal and K-FAC do not depend on
+ * B. errors: KFAC_FISHER_METHODS; *info: the batch fits' largest iteration count. */
+void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_iter, double tol,
+                              double *work, double *errors, struct kfac_kfoc_info *info);
+
 /* Measures, for every layer of a network, how far the diagonal, K-FAC and K-FOC
  * approximations are from the exact Fisher block of K cases whose output gradients are
  * drawn from the model: what the log's Fisher-error columns report. */

@@ -36,6 +36,7 @@ const char *kfac_metric_name(int task);
 struct kfac_run_opts {
     int quiet;          /* no progress line, no summary */
     int force;          /* replace an existing log file */
+    int no_log;         /* discard the TSV log (runs inside a study) */
 };
 
 struct kfac_run {

@@ -1,0 +1,30 @@
+/*
+ * study.h: experiments on the Fisher of a trained network, run by kfac-train instead of
+ * a plain training run.
+ *
+ * The Fisher study (kfac-train --fisher-study) repeats the K-FOC paper's Figure 1
+ * experiment (Schnaus, Lee & Triebel 2021, §4.1): for each of study.seeds seeds it trains
+ * the configured network from a fresh initialisation, draws one target per training case
+ * from the model, and measures, for every layer and for every batch size of
+ * study.batch_sizes, the relative Frobenius error against the exact Fisher block of the
+ * whole training set of the diagonal, K-FAC, K-FOC_approx and K-FOC_running
+ * approximations (kfac_fisher_batch_errors()).
+ */
+#ifndef KFAC_STUDY_H
+#define KFAC_STUDY_H
+
+#include "kfac/config.h"
+#include "kfac/train.h"
+#include <stdio.h>
+
+/* Runs the Fisher study that c describes. The table (one row per seed and batch size:
+ * seed, batch_size, batches, the training metric, then <method>_<layer> for each layer and
+ * method diag, kfac, kfoc_approx, kfoc_running, then kfoc_iterations) goes to c->log_file
+ * (standard output when NULL), which is refused if it exists unless opts->force. Unless
+ * opts->quiet, progress and a summary table of mean [min, max] per layer go to summary.
+ * Configuration and data errors come before any training: *started is 0 after them, 1
+ * after a failure once training began. */
+int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                      FILE *summary, int *started);
+
+#endif
