@@ -49,6 +49,7 @@ static const struct key keys[] = {
     {"data", "test_fraction", K_DOUBLE, F(data.test_fraction), "0", 0, 0.99, NULL},
     {"data", "standardize", K_BOOL, F(data.standardize), "false", 0, 0, NULL},
     {"data", "max_cases", K_LONG, F(data.max_cases), "0", 0, 1e12, NULL},
+    {"data", "image_size", K_INT, F(data.image_size), "0", 0, 4096, NULL},
     {"data", "classes", K_INT, F(data.n_classes), "0", 0, 1e6, NULL},
     {"model", "layers", K_STRING, F(layers), "", 0, 0, NULL},
     {"model", "loss", K_ENUM, F(loss), "auto", 0, 0, loss_choices},

@@ -107,6 +107,59 @@ done:
     return rc;
 }
 
+/* w (t × s): w[u][i] = the share of output pixel u (of t) that source pixel i (of s)
+ * covers, so that a row of w sums to 1 (area averaging). */
+static void area_weights(int s, int t, float *w)
+{
+    for (int u = 0; u < t; u++) {
+        double lo = (double)u * s / t, hi = (double)(u + 1) * s / t;
+        for (int i = 0; i < s; i++) {
+            double overlap = fmin(hi, i + 1.0) - fmax(lo, (double)i);
+            w[u * s + i] = overlap > 0 ? (float)(overlap * t / s) : 0.0f;
+        }
+    }
+}
+
+int kfac_images_resize(size_t n, int s, int t, const float *in, float *out)
+{
+    if (s < 1 || t < 1)
+        return kfac_error(KFAC_EINVAL, "cannot resize %d x %d images to %d x %d", s, s, t, t);
+    float *w = kfac_floats_new((size_t)t * s), *tmp = kfac_floats_new((size_t)t * s);
+    area_weights(s, t, w);
+    for (size_t k = 0; k < n; k++) {
+        const float *img = in + k * (size_t)s * s;
+        float *o = out + k * (size_t)t * t;
+        /* out = W img Wᵀ: rows first (t × s), then columns (t × t). */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, s, s, 1.0f, w, s, img, s, 0.0f,
+                    tmp, s);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, s, 1.0f, tmp, s, w, s, 0.0f, o,
+                    t);
+    }
+    kfac_floats_free(w);
+    kfac_floats_free(tmp);
+    return 0;
+}
+
+/* data.image_size: square images (n × side × side) resampled to n × size × size. */
+static int resize_images(const struct kfac_data_opts *o, const char *path, struct kfac_array *a)
+{
+    if (o->image_size <= 0)
+        return 0;
+    if (a->ndim != 3 || a->dims[1] != a->dims[2])
+        return kfac_error(KFAC_EINVAL, "%s: data.image_size needs square images (n x side x "
+                                       "side), not this file's shape",
+                          path);
+    int s = (int)a->dims[1], t = o->image_size;
+    if (s == t)
+        return 0;
+    float *out = kfac_floats_new(a->dims[0] * (size_t)t * t);
+    kfac_images_resize(a->dims[0], s, t, a->data, out);
+    kfac_floats_free(a->data);
+    a->data = out;
+    a->dims[1] = a->dims[2] = (size_t)t;
+    return 0;
+}
+
 static int load_arrays(const struct kfac_data_opts *o, const char *path, const char *targets,
                        struct raw_set *r)
 {
@@ -114,6 +167,10 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
     int rc = read_array(path, &a);
     if (rc)
         return rc;
+    if ((rc = resize_images(o, path, &a))) {
+        kfac_array_free(&a);
+        return rc;
+    }
     size_t d = cols_of(&a);
     if (a.dims[0] == 0 || d == 0 || d > 100000000) {
         kfac_array_free(&a);

@@ -279,6 +279,56 @@ START_TEST(idx_classification_one_hot_and_autoencoder)
 }
 END_TEST
 
+START_TEST(images_resize_by_area)
+{
+    /* 4 × 4 → 2 × 2 is the mean of each 2 × 2 block. */
+    float in[16], out[9];
+    for (int i = 0; i < 16; i++)
+        in[i] = (float)i;
+    ck_assert_int_eq(kfac_images_resize(1, 4, 2, in, out), 0);
+    ck_assert_float_eq_tol(out[0], (0 + 1 + 4 + 5) / 4.0f, 1e-6f);
+    ck_assert_float_eq_tol(out[3], (10 + 11 + 14 + 15) / 4.0f, 1e-6f);
+    /* 3 × 3 → 2 × 2: pixel (0, 0) covers 1.5 × 1.5 source pixels: weights 1, ½, ½, ¼ over 2.25. */
+    for (int i = 0; i < 9; i++)
+        in[i] = (float)(i * i);
+    ck_assert_int_eq(kfac_images_resize(1, 3, 2, in, out), 0);
+    ck_assert_float_eq_tol(out[0], (0 + 0.5f * 1 + 0.5f * 9 + 0.25f * 16) / 2.25f, 1e-5f);
+    double sum_in = 0, sum_out = 0; /* area averaging keeps the mean */
+    for (int i = 0; i < 9; i++)
+        sum_in += in[i];
+    for (int i = 0; i < 4; i++)
+        sum_out += out[i];
+    ck_assert_double_eq_tol(sum_in / 9, sum_out / 4, 1e-5);
+    /* Upsampling a constant stays constant; a second image is independent of the first. */
+    float two[8] = {2, 2, 2, 2, 7, 7, 7, 7}, up[18];
+    ck_assert_int_eq(kfac_images_resize(2, 2, 3, two, up), 0);
+    for (int i = 0; i < 9; i++) {
+        ck_assert_float_eq_tol(up[i], 2, 1e-6f);
+        ck_assert_float_eq_tol(up[9 + i], 7, 1e-6f);
+    }
+    /* data.image_size on 2 × 3 images is refused, naming the file. */
+    unsigned char buf[256];
+    size_t n = idx_images(buf, 2);
+    const char *img = scratch_file("r-img.idx");
+    write_bytes(img, buf, n);
+    struct kfac_data_opts o = {.train = (char *)img, .task = KFAC_TASK_AUTOENCODER, .image_size = 2};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    struct kfac_dataset tr, te;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EINVAL, "r-img.idx: data.image_size needs square images");
+    /* Square 4 × 4 images load as 2 × 2. */
+    unsigned char sq[16 + 32] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4};
+    for (int i = 0; i < 32; i++)
+        sq[16 + i] = (unsigned char)(i < 16 ? 255 : 0);
+    write_bytes(img, sq, sizeof sq);
+    ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0);
+    ck_assert_int_eq(tr.d_x, 4);
+    ck_assert_float_eq_tol(tr.x[0], 1, 1e-6f);
+    ck_assert_float_eq_tol(tr.x[4], 0, 1e-6f);
+    kfac_dataset_free(&tr);
+}
+END_TEST
+
 START_TEST(batcher_draws_without_replacement)
 {
     enum { N = 50, D = 2 };
@@ -332,6 +382,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, csv_reads_and_reports_lines);
     tcase_add_test(tc, csv_regression_split_and_standardisation);
     tcase_add_test(tc, idx_classification_one_hot_and_autoencoder);
+    tcase_add_test(tc, images_resize_by_area);
     tcase_add_test(tc, batcher_draws_without_replacement);
     tcase_add_test(tc, exponential_batch_schedule);
     suite_add_tcase(s, tc);

@@ -32,6 +32,11 @@ int kfac_idx_read(const char *path, struct kfac_array *out);
 int kfac_npy_read(const char *path, struct kfac_array *out);
 void kfac_array_free(struct kfac_array *a);
 
+/* Resamples n square images (n × s × s) to n × t × t by area averaging: each output pixel
+ * is the mean of the source area it covers (fractional pixels weighted by their share),
+ * so a constant image stays constant and 2:1 is the mean of 2 × 2 blocks. */
+int kfac_images_resize(size_t n, int s, int t, const float *in, float *out);
+
 /* A CSV file: a header row of column names, then rows of numbers. */
 struct kfac_table {
     size_t rows;
@@ -60,6 +65,7 @@ struct kfac_data_opts {
     double test_fraction;     /* held out from train when no test file is given */
     int standardize;          /* standardise features with training-split mean and sd */
     long max_cases;           /* use at most this many training cases (0: all) */
+    int image_size;           /* resample square images to this side (0: as stored) */
     int n_classes;            /* classification: 0 infers max label + 1 */
 };
 
