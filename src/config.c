@@ -98,6 +98,8 @@ static const struct key keys[] = {
     {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
     {"study", "seeds", K_INT, F(study_seeds), "10", 1, 1e5, NULL},
     {"study", "batch_sizes", K_STRING, F(study_batch_sizes), "1,10,100,full", 0, 0, NULL},
+    {"study", "heatmap_layers", K_STRING, F(study_heatmap_layers), "", 0, 0, NULL},
+    {"study", "heatmap_cases", K_INT, F(study_heatmap_cases), "1000", 1, 1e7, NULL},
 };
 #undef F
 #define N_KEYS (sizeof keys / sizeof *keys)

@@ -158,6 +158,31 @@ void kfac_loss_fisher_mul(enum kfac_loss loss, int m, int n, const float *y, con
     }
 }
 
+void kfac_loss_fisher_column(enum kfac_loss loss, int m, int n, const float *y, int j,
+                             float *out)
+{
+    memset(out, 0, (size_t)m * n * sizeof *out);
+    for (int i = 0; i < m; i++) {
+        const float *yi = y + (size_t)i * n;
+        float *oi = out + (size_t)i * n;
+        switch (loss) {
+        case KFAC_LOSS_BERNOULLI:
+            oi[j] = sqrtf(fmaxf(yi[j] * (1.0f - yi[j]), 0.0f));
+            break;
+        case KFAC_LOSS_SQUARED:
+            oi[j] = 1.0f;
+            break;
+        case KFAC_LOSS_SOFTMAX: { /* Σ_j p_j (p − e_j)(p − e_j)ᵀ = diag(p) − p pᵀ */
+            float r = sqrtf(fmaxf(yi[j], 0.0f));
+            for (int c = 0; c < n; c++)
+                oi[c] = r * yi[c];
+            oi[j] -= r;
+            break;
+        }
+        }
+    }
+}
+
 double kfac_sq_error_sum(int m, int n, const float *y, const float *t)
 {
     double s = 0;

@@ -29,6 +29,8 @@ static void usage(FILE *f)
           "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
           "      --fisher-study           instead of one run, the Fisher study of the [study]\n"
           "                               section: the TSV table goes where the log would\n"
+          "      --fisher-pictures DIR    instead of one run, PNG heatmaps of the exact Fisher,\n"
+          "                               its K-FAC approximation and their difference\n"
           "  -h, --help                   print this help and exit\n"
           "  -V, --version                print the version and exit\n"
           "\n"
@@ -64,10 +66,12 @@ static int run(int argc, char **argv)
         {"force", no_argument, NULL, 'f'},      {"quiet", no_argument, NULL, 'q'},
         {"dry-run", no_argument, NULL, 'n'},    {"help", no_argument, NULL, 'h'},
         {"fisher-study", no_argument, NULL, 'F'},
+        {"fisher-pictures", required_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     char **sets = NULL;
     int n_sets = 0, dry_run = 0, study = 0, status = 0, c;
+    const char *pictures = NULL;
     struct kfac_run_opts opts = {0};
     while ((c = getopt_long(argc, argv, "s:j:l:fqnhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -79,6 +83,7 @@ static int run(int argc, char **argv)
         case 'q': opts.quiet = 1; break;
         case 'n': dry_run = 1; break;
         case 'F': study = 1; break;
+        case 'P': pictures = optarg; break;
         case 'h': usage(stdout); goto done;
         case 'V': printf("kfac-train %s\n", PACKAGE_VERSION); goto done;
         default:
@@ -113,6 +118,14 @@ static int run(int argc, char **argv)
             kfac_model_summary(net, loss, stdout);
             kfac_net_free(net);
         }
+    } else if (!status && study && pictures) {
+        fputs("kfac-train: --fisher-study and --fisher-pictures are separate runs; give one\n",
+              stderr);
+        status = EXIT_USAGE;
+    } else if (!status && pictures) {
+        int started;
+        if (kfac_fisher_pictures(&cfg, &opts, pictures, stderr, &started))
+            status = started ? fail(EXIT_RUNTIME, NULL) : fail(EXIT_USAGE, argv[optind]);
     } else if (!status && study) {
         int started;
         if (kfac_fisher_study(&cfg, &opts, stderr, &started))

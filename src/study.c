@@ -1,16 +1,23 @@
 /*
- * study.c: the Fisher study (see study.h): repeated training runs, each followed by the
- * Fisher-approximation errors of its layers over the whole training set for a list of
- * batch sizes, written as a TSV table and summarised as mean [min, max] over the seeds.
+ * study.c: experiments on the Fisher of trained networks (see study.h). The Fisher study:
+ * repeated training runs, each followed by the Fisher-approximation errors of its layers
+ * over the whole training set for a list of batch sizes, written as a TSV table and
+ * summarised as mean [min, max] over the seeds. The Fisher pictures: the exact Fisher of a
+ * range of layers, its block-diagonal K-FAC approximation and their difference as PNG
+ * heatmaps (libpng).
  */
 #include "kfac/study.h"
 #include "kfac/curvature.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const method_names[KFAC_FISHER_METHODS] = {"diag", "kfac", "kfoc_approx",
                                                               "kfoc_running"};
@@ -209,5 +216,253 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     free(cases);
     free(results);
     free(row);
+    return rc;
+}
+
+/* Writes an 8-bit RGB image (h × w × 3) as a PNG, refusing an existing file unless force. */
+static int write_png(const char *path, int w, int h, const unsigned char *rgb, int force)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), 0644);
+    if (fd < 0)
+        return kfac_error(errno == EEXIST ? KFAC_EEXIST : KFAC_EIO, "%s: %s", path,
+                          errno == EEXIST ? "exists; kfac-train never overwrites it (use --force)"
+                                          : strerror(errno));
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        return kfac_error(KFAC_EIO, "%s: %s", path, strerror(errno));
+    }
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info || setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        fclose(f);
+        return kfac_error(KFAC_EIO, "%s: libpng could not write the image", path);
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int r = 0; r < h; r++)
+        png_write_row(png, rgb + (size_t)r * w * 3);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(f) != 0)
+        return kfac_error(KFAC_EIO, "%s: write error: %s", path, strerror(errno));
+    return 0;
+}
+
+/* An image of |M| (D × D): white for 0, black from `scale` up, with the blocks' borders
+ * (at the offsets bounds[1 … n_blocks−1]) dashed in red. rgb: D × D × 3. */
+static void heatmap(int D, const double *M, double scale, int n_blocks, const int *bounds,
+                    unsigned char *rgb)
+{
+    for (size_t i = 0; i < (size_t)D * D; i++) {
+        double v = fmin(fabs(M[i]) / scale, 1.0);
+        unsigned char g = (unsigned char)lround(255.0 * (1.0 - v));
+        rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = g;
+    }
+    for (int b = 1; b < n_blocks; b++)
+        for (int t = 0; t < D; t++) {
+            if ((t / 4) % 2)
+                continue;
+            size_t at[2] = {(size_t)bounds[b] * D + t, (size_t)t * D + bounds[b]};
+            for (int k = 0; k < 2; k++) {
+                rgb[3 * at[k]] = 220;
+                rgb[3 * at[k] + 1] = rgb[3 * at[k] + 2] = 30;
+            }
+        }
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int kfac_parse_layer_range(const char *spec, int n_layers, int *first, int *last)
+{
+    char *end;
+    long a = strtol(spec ? spec : "", &end, 10), b = a;
+    if (end != spec && *end == '-')
+        b = strtol(end + 1, &end, 10);
+    if (!spec || end == spec || *end || a < 1 || b < a || b > n_layers)
+        return kfac_error(KFAC_EINVAL, "study.heatmap_layers = '%s': expected FIRST-LAST (or one "
+                                       "layer) within the network's layers 1-%d",
+                          spec ? spec : "", n_layers);
+    *first = (int)a - 1;
+    *last = (int)b - 1;
+    return 0;
+}
+
+static const char *const picture_names[3] = {"fisher-exact.png", "fisher-kfac.png",
+                                             "fisher-difference.png"};
+
+int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                         const char *dir, FILE *summary, int *started)
+{
+    *started = 0;
+    struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
+    struct kfac_run run;
+    int first, last, rc = kfac_run_prepare(&run, c, &run_opts);
+    if (rc || (rc = kfac_parse_layer_range(c->study_heatmap_layers, run.net->n_layers, &first,
+                                           &last))) {
+        kfac_run_free(&run);
+        return rc;
+    }
+    struct kfac_net *net = run.net;
+    int K = c->study_heatmap_cases < (long)run.train.n ? c->study_heatmap_cases : (int)run.train.n;
+    int n_blocks = last - first + 1, bounds[KFAC_PICTURE_MAX_LAYERS + 1], D = 0;
+    if (n_blocks > KFAC_PICTURE_MAX_LAYERS) {
+        kfac_run_free(&run);
+        return kfac_error(KFAC_EINVAL, "study.heatmap_layers: at most %d layers",
+                          KFAC_PICTURE_MAX_LAYERS);
+    }
+    for (int i = first; i <= last; i++) {
+        bounds[i - first] = D;
+        D += (int)net->layers[i].n_params;
+    }
+    bounds[n_blocks] = D;
+    if (D > KFAC_PICTURE_MAX) {
+        kfac_run_free(&run);
+        return kfac_error(KFAC_EINVAL, "study.heatmap_layers = '%s' holds %d parameters; a "
+                                       "picture of the %d x %d Fisher is limited to %d, so "
+                                       "choose fewer or smaller layers",
+                          c->study_heatmap_layers, D, D, D, KFAC_PICTURE_MAX);
+    }
+    char paths[3][4096];
+    for (int i = 0; i < 3; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, picture_names[i]);
+        if (!opts->force && access(paths[i], F_OK) == 0) {
+            kfac_run_free(&run);
+            return kfac_error(KFAC_EEXIST, "%s exists; kfac-train never overwrites it (use "
+                                           "--force)",
+                              paths[i]);
+        }
+    }
+    if (access(dir, W_OK) != 0) {
+        kfac_run_free(&run);
+        return kfac_error(KFAC_EIO, "%s: cannot write there: %s", dir, strerror(errno));
+    }
+    *started = 1;
+    if (!opts->quiet && summary)
+        fprintf(summary, "kfac-train: training for the Fisher pictures\n");
+    if ((rc = kfac_run_train(&run, NULL))) {
+        kfac_run_free(&run);
+        return rc;
+    }
+    kfac_net_reserve(net, K);
+    kfac_net_forward(net, K, run.train.x);
+    size_t DD = (size_t)D * D;
+    double *F = kfac_xcalloc(DD, sizeof *F), *Ft = kfac_xcalloc(DD, sizeof *Ft);
+    double *V = kfac_xmalloc((size_t)K * D * sizeof *V);
+    float *out = kfac_floats_new((size_t)K * net->d_out);
+    memcpy(out, kfac_net_output(net), (size_t)K * net->d_out * sizeof *out);
+    /* The factors of each layer: Ā from the forward pass, G summed over the columns. */
+    double **A = kfac_xcalloc((size_t)n_blocks, sizeof *A), **G = kfac_xcalloc((size_t)n_blocks, sizeof *G);
+    for (int b = 0; b < n_blocks; b++) {
+        const struct kfac_layer *l = &net->layers[first + b];
+        int na = l->d_in + 1, ng = l->d_out;
+        A[b] = kfac_xcalloc((size_t)na * na, sizeof **A);
+        G[b] = kfac_xcalloc((size_t)ng * ng, sizeof **G);
+        for (int k = 0; k < K; k++)
+            for (int p = 0; p < na; p++)
+                for (int q = 0; q < na; q++)
+                    A[b][p * na + q] += (double)l->abar[(size_t)k * na + p] * l->abar[(size_t)k * na + q] / K;
+    }
+    /* F = (1/K) Σ_cases Σ_j v v ᵀ with v the gradient for the output-gradient column b_j:
+     * the exact expectation over the model's targets. vec stacks columns (K-FAC's
+     * convention), so each block of F̃ is Ā ⊗ G. */
+    for (int j = 0; j < net->d_out; j++) {
+        kfac_loss_fisher_column(run.loss, K, net->d_out, out, j, kfac_net_output_grad(net));
+        kfac_net_backward(net, K, 1.0f, 0);
+        for (int b = 0; b < n_blocks; b++) {
+            const struct kfac_layer *l = &net->layers[first + b];
+            int na = l->d_in + 1, ng = l->d_out;
+            for (int k = 0; k < K; k++) {
+                const float *a = l->abar + (size_t)k * na, *g = l->g + (size_t)k * ng;
+                double *v = V + (size_t)k * D + bounds[b];
+                for (int p = 0; p < na; p++)
+                    for (int i = 0; i < ng; i++)
+                        v[p * ng + i] = (double)g[i] * a[p] / sqrt((double)K);
+                for (int i = 0; i < ng; i++)
+                    for (int q = 0; q < ng; q++)
+                        G[b][i * ng + q] += (double)g[i] * g[q] / K;
+            }
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, D, K, 1.0, V, D, 1.0, F, D);
+    }
+    for (int i = 1; i < D; i++)
+        for (int j = 0; j < i; j++)
+            F[(size_t)i * D + j] = F[(size_t)j * D + i];
+    for (int b = 0; b < n_blocks; b++) {
+        const struct kfac_layer *l = &net->layers[first + b];
+        int na = l->d_in + 1, ng = l->d_out, o = bounds[b];
+        for (int p = 0; p < na; p++)
+            for (int i = 0; i < ng; i++)
+                for (int q = 0; q < na; q++)
+                    for (int k = 0; k < ng; k++)
+                        Ft[(size_t)(o + p * ng + i) * D + o + q * ng + k] =
+                            A[b][p * na + q] * G[b][i * ng + k];
+    }
+    /* One scale for all three pictures: the 99th percentile of |F|. */
+    double *mag = kfac_xmalloc(DD * sizeof *mag), norm2 = 0, off2 = 0;
+    for (size_t i = 0; i < DD; i++) {
+        mag[i] = fabs(F[i]);
+        norm2 += F[i] * F[i];
+    }
+    qsort(mag, DD, sizeof *mag, compare_doubles);
+    double scale = mag[(size_t)(0.99 * (double)(DD - 1))];
+    if (!(scale > 0))
+        scale = mag[DD - 1] > 0 ? mag[DD - 1] : 1.0;
+    free(mag);
+    unsigned char *rgb = kfac_xmalloc(DD * 3);
+    heatmap(D, F, scale, n_blocks, bounds, rgb);
+    rc = write_png(paths[0], D, D, rgb, opts->force);
+    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    if (!rc)
+        rc = write_png(paths[1], D, D, rgb, opts->force);
+    double err2 = 0;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            size_t at = (size_t)i * D + j;
+            Ft[at] = F[at] - Ft[at];
+            err2 += Ft[at] * Ft[at];
+            int bi = 0, bj = 0;
+            while (i >= bounds[bi + 1])
+                bi++;
+            while (j >= bounds[bj + 1])
+                bj++;
+            if (bi != bj)
+                off2 += F[at] * F[at];
+        }
+    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    if (!rc)
+        rc = write_png(paths[2], D, D, rgb, opts->force);
+    free(rgb);
+    if (!rc && !opts->quiet && summary) {
+        fprintf(summary, "kfac-train: after %ld iterations, train %s %.6g\n", run.iterations_done,
+                kfac_metric_name(c->data.task), run.final[0]);
+        fprintf(summary, "kfac-train: the exact Fisher of layers %d-%d (%d parameters) over %d "
+                         "cases, its block-diagonal K-FAC approximation and |difference|: %s/{",
+                first + 1, last + 1, D, K, dir);
+        for (int i = 0; i < 3; i++)
+            fprintf(summary, "%s%s", picture_names[i], i < 2 ? "," : "}\n");
+        fprintf(summary, "kfac-train: black is |entry| >= %.4g (the 99th percentile of |F|); "
+                         "relative Frobenius error %.4f, of which the blocks off the diagonal "
+                         "carry %.4f\n",
+                scale, sqrt(err2 / norm2), sqrt(off2 / norm2));
+    }
+    free(V);
+    free(out);
+    free(F);
+    free(Ft);
+    for (int b = 0; b < n_blocks; b++) {
+        free(A[b]);
+        free(G[b]);
+    }
+    free(A);
+    free(G);
+    kfac_run_free(&run);
     return rc;
 }

@@ -75,6 +75,33 @@ START_TEST(fisher_is_the_hessian_in_the_logits)
 }
 END_TEST
 
+/* Σ_j b_j b_jᵀ over the columns of kfac_loss_fisher_column() is F_R (from fisher_mul). */
+START_TEST(fisher_columns_are_a_square_root)
+{
+    enum kfac_loss loss = (enum kfac_loss)_i;
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 40 + (uint64_t)_i);
+    float z[M * N], t[M * N], y[M * N], e[M * N], Fe[M * N], b[N][M * N];
+    make_case(loss, &r, z, t);
+    kfac_activation_forward(kfac_loss_link(loss), M, N, z, N, y, N);
+    for (int j = 0; j < N; j++)
+        kfac_loss_fisher_column(loss, M, N, y, j, b[j]);
+    for (int k = 0; k < N; k++) {
+        memset(e, 0, sizeof e);
+        for (int c = 0; c < M; c++)
+            e[c * N + k] = 1;
+        kfac_loss_fisher_mul(loss, M, N, y, e, Fe);
+        for (int c = 0; c < M; c++)
+            for (int i = 0; i < N; i++) {
+                double s = 0; /* (Σ_j b_j b_jᵀ)[i][k] */
+                for (int j = 0; j < N; j++)
+                    s += (double)b[j][c * N + i] * b[j][c * N + k];
+                ck_assert_close(s, Fe[c * N + i], 1e-6);
+            }
+    }
+}
+END_TEST
+
 START_TEST(sampled_gradients_match_the_fisher_in_expectation)
 {
     enum kfac_loss loss = (enum kfac_loss)_i;
@@ -137,6 +164,7 @@ static Suite *loss_suite(void)
     tcase_add_loop_test(tc, gradient_by_finite_differences, 0, 3);
     tcase_add_loop_test(tc, fisher_is_the_hessian_in_the_logits, 0, 3);
     tcase_add_loop_test(tc, sampled_gradients_match_the_fisher_in_expectation, 0, 3);
+    tcase_add_loop_test(tc, fisher_columns_are_a_square_root, 0, 3);
     tcase_add_test(tc, metrics);
     tcase_add_test(tc, names);
     suite_add_tcase(s, tc);

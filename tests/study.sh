@@ -1,8 +1,9 @@
 #!/bin/sh
-# tests/study.sh: kfac-train --fisher-study and tools/kfac-fisher-study as a user meets
-# them: the table's shape and the relations its errors must satisfy, the refusal to
-# overwrite, configuration errors before any training, and the plot (or, without
-# gnuplot, the table alone and exit status 3).
+# tests/study.sh: kfac-train --fisher-study, tools/kfac-fisher-study and
+# kfac-train --fisher-pictures as a user meets them: the table's shape and the relations
+# its errors must satisfy, the refusal to overwrite, configuration errors before any
+# training, the plot (or, without gnuplot, the table alone and exit status 3), and the
+# pictures' sizes and the one case where K-FAC's block is exact.
 . "$top_srcdir/tests/lib.sh"
 "$MKFIXTURE" csv "$WORK/reg.csv" 300 2
 cat >"$WORK/study.ini" <<INI
@@ -78,4 +79,60 @@ else
     [ "$status" -eq 3 ] && ok "without gnuplot the wrapper exits 3" || not_ok "without gnuplot the wrapper exits 3 (exit $status)"
     expect_grep "$WORK/err" "gnuplot is not installed" "and says why"
 fi
+
+# The Fisher pictures. A linear layer under the squared loss has g = the output Fisher's
+# columns e_j whatever the input, so its Fisher is exactly Ā ⊗ I: K-FAC's error is 0.
+cat >"$WORK/lin.ini" <<INI
+[data]
+train = reg.csv
+task = regression
+target_columns = x3,y
+[model]
+layers = 2-2:linear
+[train]
+iterations = 5
+batch_size = 30
+[study]
+heatmap_layers = 1
+heatmap_cases = 200
+INI
+mkdir "$WORK/pics"
+expect_status 0 "the Fisher pictures of a linear layer" -- "$KFAC" --fisher-pictures "$WORK/pics" "$WORK/lin.ini"
+expect_grep "$WORK/err" "layers 1-1 (6 parameters) over 200 cases" "the summary names layers, size and cases"
+expect_grep "$WORK/err" "relative Frobenius error 0.0000," "K-FAC is exact for a linear layer under the squared loss"
+# PNG width and height: big-endian at bytes 16-23.
+png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{ printf "%d %d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }'; }
+for f in fisher-exact fisher-kfac fisher-difference; do
+    [ "$(png_size "$WORK/pics/$f.png")" = "6 6" ] && ok "$f.png is 6 x 6" || not_ok "$f.png is $(png_size "$WORK/pics/$f.png")"
+done
+cat >"$WORK/deep.ini" <<INI
+[data]
+train = reg.csv
+task = regression
+target_columns = y
+standardize = true
+[model]
+layers = 3-5:tanh-4:tanh-1:linear
+[train]
+iterations = 20
+batch_size = 30
+[study]
+heatmap_layers = 2-3
+INI
+mkdir "$WORK/deep"
+expect_status 0 "the Fisher pictures of two hidden layers" -- "$KFAC" --fisher-pictures "$WORK/deep" "$WORK/deep.ini"
+[ "$(png_size "$WORK/deep/fisher-exact.png")" = "29 29" ] && ok "layers 2-3 give a 24 + 5 = 29 square picture" \
+    || not_ok "layers 2-3 picture: $(png_size "$WORK/deep/fisher-exact.png")"
+err=$(sed -n 's/.*relative Frobenius error \([0-9.]*\), of which the blocks off the diagonal carry \([0-9.]*\)/\1 \2/p' "$WORK/err")
+awk -v e="$err" 'BEGIN { split(e, a, " "); exit !(a[1] > 0.01 && a[1] < 1.5 && a[2] <= a[1] + 1e-4) }' \
+    && ok "deeper layers: K-FAC's error ($err) is positive and at least the off-diagonal blocks' share" \
+    || not_ok "deeper layers: errors '$err'"
+cp "$WORK/deep/fisher-exact.png" "$WORK/keep.png"
+expect_status 2 "existing pictures are not overwritten" -- "$KFAC" --fisher-pictures "$WORK/deep" "$WORK/deep.ini"
+expect_grep "$WORK/err" "fisher-exact.png exists" "the refusal names the picture"
+cmp -s "$WORK/deep/fisher-exact.png" "$WORK/keep.png" && ok "the old picture is intact" || not_ok "the old picture is intact"
+expect_status 2 "a layer range outside the network is refused" -- "$KFAC" --fisher-pictures "$WORK/deep" \
+    --set study.heatmap_layers=2-4 "$WORK/deep.ini"
+expect_grep "$WORK/err" "study.heatmap_layers = '2-4': expected FIRST-LAST" "the key is named"
+expect_status 2 "the study and the pictures are separate runs" -- "$KFAC" --fisher-study --fisher-pictures "$WORK/deep" "$WORK/deep.ini"
 finish

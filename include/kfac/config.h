@@ -40,6 +40,8 @@ struct kfac_config {
     int progress;                    /* enum kfac_progress */
     int study_seeds;                 /* [study] the Fisher study's runs */
     char *study_batch_sizes;         /* its batch sizes: "1,10,100,full" */
+    char *study_heatmap_layers;      /* the Fisher pictures' layers: "2-5" */
+    int study_heatmap_cases;         /* and the cases they average over */
 };
 
 /* The most batch sizes study.batch_sizes may list. */

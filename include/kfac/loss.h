@@ -43,6 +43,12 @@ void kfac_loss_sample_grad(enum kfac_loss loss, int m, int n, const float *y,
 void kfac_loss_fisher_mul(enum kfac_loss loss, int m, int n, const float *y, const float *v,
                           float *out);
 
+/* out_c (m × n) = column j of a square root of F_R(y_c), the columns b_0 … b_{n−1} with
+ * Σ_j b_j b_jᵀ = F_R: sqrt(y_j(1−y_j)) e_j (Bernoulli), e_j (squared), sqrt(p_j)(p − e_j)
+ * (softmax). Backward passes from them give the exact Fisher without sampling. */
+void kfac_loss_fisher_column(enum kfac_loss loss, int m, int n, const float *y, int j,
+                             float *out);
+
 /* Σ_c Σ_j (y − t)²: m × (reconstruction error), or m·n × (mean squared error). */
 double kfac_sq_error_sum(int m, int n, const float *y, const float *t);
 

@@ -27,4 +27,23 @@
 int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *opts,
                       FILE *summary, int *started);
 
+/* The most parameters the Fisher pictures take (one pixel per pair: 4000² pixels). */
+#define KFAC_PICTURE_MAX 4000
+#define KFAC_PICTURE_MAX_LAYERS 64
+
+/* The Fisher pictures (kfac-train --fisher-pictures DIR; the K-FAC paper's Figure 1): trains
+ * the configured network, then for layers study.heatmap_layers over the first
+ * study.heatmap_cases training cases writes DIR/fisher-exact.png (|F|, the exact Fisher
+ * of those layers, expectation over the model's targets through the loss's output-Fisher
+ * columns), DIR/fisher-kfac.png (its block-diagonal K-FAC approximation, Ā ⊗ G per layer)
+ * and DIR/fisher-difference.png (|F − F̃|), one pixel per entry, white 0 to black at the
+ * 99th percentile of |F|, layer borders dashed in red. Existing pictures are refused unless
+ * opts->force. *started as for kfac_fisher_study(). */
+int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                         const char *dir, FILE *summary, int *started);
+
+/* Parses "FIRST-LAST" or "N" (1-based, within 1 … n_layers) into 0-based first and last;
+ * an error names study.heatmap_layers. */
+int kfac_parse_layer_range(const char *spec, int n_layers, int *first, int *last);
+
 #endif
