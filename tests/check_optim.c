@@ -414,14 +414,22 @@ START_TEST(kfac_and_kfoc_beat_tuned_sgd)
 }
 END_TEST
 
+/* The test network with a logistic output, and a batch of M cases with targets in [0, 1]
+ * (X, T: M × 3). */
+static struct kfac_net *bernoulli_case(uint64_t seed, struct kfac_rng *r, float *X, float *T)
+{
+    kfac_rng_seed(r, seed);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LOGISTIC, r);
+    fill_uniform(X, M * 3, r, -1, 1);
+    fill_uniform(T, M * 3, r, 0, 1);
+    return net;
+}
+
 START_TEST(kfac_first_step_and_figures)
 {
     struct kfac_rng r;
-    kfac_rng_seed(&r, 41);
-    struct kfac_net *net = test_net(M, KFAC_ACT_LOGISTIC, &r);
     float X[M * 3], T[M * 3];
-    fill_uniform(X, M * 3, &r, -1, 1);
-    fill_uniform(T, M * 3, &r, 0, 1);
+    struct kfac_net *net = bernoulli_case(41, &r, X, T);
     struct kfac_batch b = {M, X, T};
     struct kfac_optim_opts o = kfac_defaults();
     o.l2 = 1e-3;
@@ -451,11 +459,8 @@ END_TEST
 START_TEST(kfoc_step_and_figures)
 {
     struct kfac_rng r;
-    kfac_rng_seed(&r, 43);
-    struct kfac_net *net = test_net(M, KFAC_ACT_LOGISTIC, &r);
     float X[M * 3], T[M * 3];
-    fill_uniform(X, M * 3, &r, -1, 1);
-    fill_uniform(T, M * 3, &r, 0, 1);
+    struct kfac_net *net = bernoulli_case(43, &r, X, T);
     struct kfac_batch b = {M, X, T};
     struct kfac_optim_opts o = kfac_defaults();
     o.curvature = KFAC_CURVATURE_KFOC;
