@@ -179,14 +179,6 @@ void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, 
     power_iterate(&t, layer_half, b->n_a, max_iter, tol, warm, L, R, prev, info);
 }
 
-/* dst (m × n doubles) from src (m × n floats, row stride ld). */
-static void to_double(int m, int n, const float *src, int ld, double *dst)
-{
-    for (int r = 0; r < m; r++)
-        for (int j = 0; j < n; j++)
-            dst[(size_t)r * n + j] = src[(size_t)r * ld + j];
-}
-
 void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
 {
     if (max_cases <= c->kfoc.max_cases)
@@ -250,8 +242,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
         const struct kfac_layer *l = &net->layers[i];
         struct kfac_factors *f = &c->f[i];
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
-        to_double(m, f->n_a, l->abar, f->n_a, c->kfoc.a);
-        to_double(m, f->n_g, l->g, f->n_g, c->kfoc.g);
+        kfac_floats_to_doubles((size_t)m * f->n_a, l->abar, c->kfoc.a);
+        kfac_floats_to_doubles((size_t)m * f->n_g, l->g, c->kfoc.g);
         struct kfac_fisher_block b = {m, f->n_a, f->n_g, c->kfoc.a, c->kfoc.g, NAN};
         int running = eps > 0;
         if (running)
@@ -370,15 +362,13 @@ struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int 
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
         size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
-        size_t w = kfac_fisher_work_size(K, (int)na, (int)ng);
+        size_t w = kfac_fisher_batches_work_size(K, K, (int)na, (int)ng);
         max_a = na > max_a ? na : max_a;
         max_g = ng > max_g ? ng : max_g;
         max_work = w > max_work ? w : max_work;
     }
     p->A = kfac_xmalloc((size_t)K * max_a * sizeof *p->A);
     p->G = kfac_xmalloc((size_t)K * max_g * sizeof *p->G);
-    p->L = kfac_xmalloc(max_a * max_a * sizeof *p->L);
-    p->R = kfac_xmalloc(max_g * max_g * sizeof *p->R);
     p->work = kfac_xmalloc(max_work * sizeof *p->work);
     return p;
 }
@@ -389,8 +379,6 @@ void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
         return;
     free(p->A);
     free(p->G);
-    free(p->L);
-    free(p->R);
     free(p->work);
     free(p);
 }
@@ -407,20 +395,17 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
         int na = l->d_in + 1, ng = l->d_out;
-        to_double(K, na, l->abar, na, p->A);
-        to_double(K, ng, l->g, ng, p->G);
+        kfac_floats_to_doubles((size_t)K * na, l->abar, p->A);
+        kfac_floats_to_doubles((size_t)K * ng, l->g, p->G);
         struct kfac_fisher_block b;
         kfac_fisher_block_init(&b, K, na, p->A, ng, p->G, p->work);
-        errors[3 * i] = kfac_fisher_error_diag(&b, p->work);
-        /* K-FAC's factors of these same cases, both triangles (the norms read all of them). */
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K, 1.0 / K, p->A, na, p->A,
-                    na, 0.0, p->L, na);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K, 1.0 / K, p->G, ng, p->G,
-                    ng, 0.0, p->R, ng);
-        errors[3 * i + 1] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
+        /* One batch of all K cases: both K-FOC aggregations are the fit of the cases. */
+        double e[KFAC_FISHER_METHODS];
         struct kfac_kfoc_info info;
-        kfac_kfoc_fit(&b, KFAC_KFOC_MAX_ITER, KFAC_KFOC_TOL, 0, p->L, p->R, p->work, &info);
-        errors[3 * i + 2] = kfac_fisher_error_kron(&b, p->L, p->R, p->work);
+        kfac_fisher_batch_errors(&b, K, KFAC_KFOC_MAX_ITER, KFAC_KFOC_TOL, p->work, e, &info);
+        errors[3 * i] = e[KFAC_FISHER_DIAG];
+        errors[3 * i + 1] = e[KFAC_FISHER_KFAC];
+        errors[3 * i + 2] = e[KFAC_FISHER_KFOC_RUNNING];
         if (info.iterations > p->kfoc_iterations)
             p->kfoc_iterations = info.iterations;
     }

@@ -75,6 +75,12 @@ int kfac_all_finite(size_t n, const float *x)
     return 1;
 }
 
+void kfac_floats_to_doubles(size_t n, const float *x, double *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = x[i];
+}
+
 void kfac_mat_copy(int m, int n, const float *src, int ld_src, float *dst, int ld_dst)
 {
     for (int i = 0; i < m; i++)

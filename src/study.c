@@ -52,10 +52,8 @@ static void sample_cases(struct kfac_run *run, struct layer_cases *cases)
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
         size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
-        for (size_t k = 0; k < N * na; k++)
-            cases[i].A[k] = l->abar[k];
-        for (size_t k = 0; k < N * ng; k++)
-            cases[i].G[k] = l->g[k];
+        kfac_floats_to_doubles(N * na, l->abar, cases[i].A);
+        kfac_floats_to_doubles(N * ng, l->g, cases[i].G);
     }
     kfac_floats_free(X);
     free(order);

@@ -203,8 +203,7 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_
 struct kfac_fisher_probe {
     int K, n_layers;
     double *A, *G;            /* K × max n_a, K × max n_g: one layer's ā and g in double */
-    double *L, *R;            /* max n_a², max n_g²: factors */
-    double *work;             /* kfac_fisher_work_size() for the largest layer */
+    double *work;             /* kfac_fisher_batches_work_size() for the largest layer */
     int kfoc_iterations;      /* the largest K-FOC iteration count of the last run */
 };
 

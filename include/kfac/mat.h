@@ -29,6 +29,9 @@ double kfac_sumsq(size_t n, const float *x);
 /* 1 when every element is finite, else 0. x: n. */
 int kfac_all_finite(size_t n, const float *x);
 
+/* out = x widened to double. x, out: n. */
+void kfac_floats_to_doubles(size_t n, const float *x, double *out);
+
 /* dst (m × n, ld_dst) = src (m × n, ld_src). */
 void kfac_mat_copy(int m, int n, const float *src, int ld_src, float *dst, int ld_dst);
 
