@@ -10,6 +10,9 @@
  * quadratic model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
  * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
  * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
+ * Last, block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
+ * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
+ * preconditioning times.
  *
  *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
@@ -109,9 +112,11 @@ int main(int argc, char **argv)
     printf("# in multiply-adds per case: the two J.v passes of the model = %.2f x a gradient "
            "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
            2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
-    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s\n", "batch", "sgd_s",
-           "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model", "rest", "kfoc_s",
-           "/kfac", "stats", "power");
+    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s %8s %8s "
+           "%8s\n",
+           "batch", "sgd_s", "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model",
+           "rest", "kfoc_s", "/kfac", "stats", "power", "tri_s", "/kfac", "stats", "inverse",
+           "precond");
     for (int bi = 0; bi < n_batches; bi++) {
         int m = argc > 3 ? atoi(argv[3 + bi]) : default_batches[bi];
         if (m < 1) {
@@ -133,10 +138,12 @@ int main(int argc, char **argv)
         double t_sgd = run(o, &b, 4, iters, NULL, NULL);
         kfac_optim_free(o);
 
-        /* K-FAC, then K-FOC, each from the same start. */
-        double t_opt[2], per[2][8], t_grad;
-        for (int v = 0; v < 2; v++) {
-            kf.curvature = v ? KFAC_CURVATURE_KFOC : KFAC_CURVATURE_BLOCK_DIAGONAL;
+        /* K-FAC, K-FOC and block-tridiagonal K-FAC, each from the same start. */
+        static const int variants[3] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_KFOC,
+                                        KFAC_CURVATURE_TRIDIAGONAL};
+        double t_opt[3], per[3][8], t_grad;
+        for (int v = 0; v < 3; v++) {
+            kf.curvature = variants[v];
             kfac_rng_seed(&rng, 3);
             kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
             kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
@@ -148,15 +155,16 @@ int main(int argc, char **argv)
             int c = column(o, "t_stats");
             for (int j = 0; j < 4; j++) /* stats, inverse, precond, model */
                 per[v][j] = sums[c + j] / iters;
-            per[v][4] = v ? sums[column(o, "kfoc_iterations")] / iters : 0;
+            per[v][4] = v == 1 ? sums[column(o, "kfoc_iterations")] / iters : 0;
             free(sums);
             kfac_optim_free(o);
         }
         printf("%-6d %9.4f %9.4f %6.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f %6.2f %8.4f "
-               "%7.1f\n",
+               "%7.1f | %9.4f %6.2f %8.4f %8.4f %8.4f\n",
                m, t_sgd, t_opt[0], t_opt[0] / t_sgd, t_grad, per[0][0], per[0][1], per[0][2],
                per[0][3], t_opt[0] - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3],
-               t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4]);
+               t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
+               per[2][0], per[2][1], per[2][2]);
         fflush(stdout);
         kfac_floats_free(X);
         kfac_net_free(net);

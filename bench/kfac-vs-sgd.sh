@@ -13,16 +13,11 @@
 # Extra kfac-train options (e.g. --set data.train=...) can be passed in KFAC_ARGS.
 # Run it on an otherwise idle machine: the two runs are compared by their clocks.
 set -eu
-top=$(cd "$(dirname "$0")/.." && pwd)
-report_only=0
-if [ "${1:-}" = -r ]; then
-    report_only=1
-    shift
-fi
+name=kfac-vs-sgd
+. "$(dirname "$0")/lib.sh"
+shift $shift_r
 budget=${1:-600}
 out=${2:-$top/bench/out}
-kfac=$top/kfac-train
-[ -x "$kfac" ] || { echo "kfac-vs-sgd: build kfac-train first (./bootstrap or make)" >&2; exit 2; }
 mkdir -p "$out"
 [ "$report_only" = 1 ] || for opt in kfac sgd; do
     case $opt in
@@ -35,11 +30,6 @@ mkdir -p "$out"
         --set train.iterations=100000000 --set log.eval_every=$every ${KFAC_ARGS:-} "$cfg"
 done
 
-# iteration, seconds and training error of the rows where it was measured
-errors() {
-    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "seconds") s = i; if ($i == "train_recon") e = i } next }
-                $e != "nan" { print $1 "\t" $s "\t" $e }' "$1"
-}
 errors "$out/kfac.tsv" >"$out/kfac.err"
 errors "$out/sgd.tsv" >"$out/sgd.err"
 target=$(tail -n 1 "$out/sgd.err" | cut -f3)

@@ -29,7 +29,8 @@ static const char *const task_choices[] = {"autoencoder", "classification", "reg
 static const char *const loss_choices[] = {"auto", "bernoulli", "squared", "softmax", NULL};
 static const char *const init_choices[] = {"sparse", "glorot", "he", NULL};
 static const char *const optim_choices[] = {"sgd", "kfac", NULL};
-static const char *const curvature_choices[] = {"block-diagonal", "kfoc", NULL};
+static const char *const curvature_choices[] = {"block-diagonal", "kfoc", "kfac-tridiag",
+                                                 NULL};
 static const char *const fisher_choices[] = {"sampled", "empirical", NULL};
 static const char *const step_choices[] = {"model", "fixed", NULL};
 static const char *const gamma_rule_choices[] = {"model", "objective", NULL};

@@ -1,9 +1,11 @@
 /*
  * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by cblas_ssyrk, their
  * exponential averages in double, eigendecompositions by LAPACK dsyevd and the damped
- * Kronecker inverse applied with four GEMMs per layer (see curvature.h).
+ * Kronecker inverse applied with two GEMMs per layer (see curvature.h). Each step calls
+ * into curvature_tridiag.c when the block-tridiagonal variant is reserved.
  */
 #include "kfac/curvature.h"
+#include "curvature_internal.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -48,20 +50,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     }
     if (max_n * max_n > max_block)
         max_block = max_n * max_n;
-    c->eig_work = kfac_xmalloc(max_n * max_n * sizeof *c->eig_work);
-    /* Workspace query for the largest factor: dsyevd then never allocates in the loop. */
-    double wq;
-    lapack_int iq, n = (lapack_int)max_n;
-    double dummy_w;
-    if (LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, c->eig_work, n, &dummy_w, &wq, -1, &iq,
-                            -1) != 0) {
-        wq = 1.0 + 6.0 * (double)n + 2.0 * (double)n * (double)n; /* LAPACK's documented minimum */
-        iq = 3 + 5 * n;
-    }
-    c->lwork = (int)wq;
-    c->liwork = (int)iq;
-    c->lapack_work = kfac_xmalloc((size_t)c->lwork * sizeof *c->lapack_work);
-    c->lapack_iwork = kfac_xmalloc((size_t)c->liwork * sizeof *c->lapack_iwork);
+    kfac_eigen_work_init(&c->eig, (int)max_n);
     c->tmp = kfac_floats_new(max_block);
     return c;
 }
@@ -84,9 +73,8 @@ void kfac_curvature_free(struct kfac_curvature *c)
         kfac_floats_free(f->G_inv);
     }
     free(c->f);
-    free(c->eig_work);
-    free(c->lapack_work);
-    free(c->lapack_iwork);
+    kfac_curvature_free_tridiag(c);
+    kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
     free(c->kfoc.a);
     free(c->kfoc.g);
@@ -154,11 +142,15 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
                                              "(the factor G) are not finite; nothing was updated",
                               k, i + 1);
     }
+    if (c->tri)
+        kfac_curvature_cross_moments(c, net, m);
     for (int i = 0; i < c->n_layers; i++) {
         struct kfac_factors *f = &c->f[i];
         merge(f->n_a, f->A, f->batch_A, eps);
         merge(f->n_g, f->G, f->batch_G, eps);
     }
+    if (c->tri)
+        kfac_curvature_merge_cross(c, eps);
     return 0;
 }
 
@@ -189,19 +181,55 @@ static double pi_of(const struct kfac_factors *f, enum kfac_pi_norm norm)
     return a > 0 && g > 0 ? sqrt(a / g) : 1.0;
 }
 
-/* Eigendecomposition of X (n × n, symmetric) into U_t (rows: eigenvectors) and eig. */
-static int eigen(struct kfac_curvature *c, int n, const double *X, float *U_t, double *eig)
+void kfac_eigen_work_init(struct kfac_eigen_work *w, int max_n)
 {
-    size_t n2 = (size_t)n * n;
-    memcpy(c->eig_work, X, n2 * sizeof *X);
-    /* Column-major on a symmetric matrix: the input is the same, and the eigenvectors come
-     * back as columns, i.e. as rows of the row-major array U_t. */
-    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, c->eig_work, n, eig,
-                                          c->lapack_work, c->lwork, c->lapack_iwork, c->liwork);
+    w->max_n = max_n;
+    w->a = kfac_xmalloc((size_t)max_n * max_n * sizeof *w->a);
+    /* Workspace query for the largest matrix: dsyevd then never allocates in the loop. */
+    double wq, dummy_w;
+    lapack_int iq, n = (lapack_int)max_n;
+    if (LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, w->a, n, &dummy_w, &wq, -1, &iq, -1) !=
+        0) {
+        wq = 1.0 + 6.0 * (double)n + 2.0 * (double)n * (double)n; /* LAPACK's documented minimum */
+        iq = 3 + 5 * n;
+    }
+    w->lwork = (int)wq;
+    w->liwork = (int)iq;
+    w->work = kfac_xmalloc((size_t)w->lwork * sizeof *w->work);
+    w->iwork = kfac_xmalloc((size_t)w->liwork * sizeof *w->iwork);
+}
+
+void kfac_eigen_work_free(struct kfac_eigen_work *w)
+{
+    free(w->a);
+    free(w->work);
+    free(w->iwork);
+    memset(w, 0, sizeof *w);
+}
+
+int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig)
+{
+    memcpy(w->a, X, (size_t)n * n * sizeof *X);
+    /* Column-major on a row-major symmetric matrix: 'U' reads our upper triangle as its
+     * lower one, which is the same matrix, and the eigenvectors come back as columns, i.e.
+     * as rows of the row-major array. */
+    return (int)LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', n, w->a, n, eig, w->work, w->lwork,
+                                    w->iwork, w->liwork);
+}
+
+/* Eigendecomposition of X (n × n, symmetric) into U_t (rows: eigenvectors) and eig, and
+ * the eigenvectors in double into V_t (n × n) unless it is NULL. */
+static int eigen(struct kfac_curvature *c, int n, const double *X, float *U_t, double *V_t,
+                 double *eig)
+{
+    int info = kfac_eigen(&c->eig, n, X, eig);
     if (info != 0)
-        return (int)info;
+        return info;
+    size_t n2 = (size_t)n * n;
     for (size_t j = 0; j < n2; j++)
-        U_t[j] = (float)c->eig_work[j];
+        U_t[j] = (float)c->eig.a[j];
+    if (V_t)
+        memcpy(V_t, c->eig.a, n2 * sizeof *V_t);
     for (int j = 0; j < n; j++)
         if (eig[j] < 0) /* a PSD factor's rounding noise */
             eig[j] = 0;
@@ -213,10 +241,10 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     kfac_curvature_symmetrise(c);
     for (int i = 0; i < c->n_layers; i++) {
         struct kfac_factors *f = &c->f[i];
-        int info = eigen(c, f->n_a, f->A, f->UA_t, f->eig_A);
+        int info = eigen(c, f->n_a, f->A, f->UA_t, f->VA_t, f->eig_A);
         const char *which = "A";
         if (!info) {
-            info = eigen(c, f->n_g, f->G, f->UG_t, f->eig_G);
+            info = eigen(c, f->n_g, f->G, f->UG_t, f->VG_t, f->eig_G);
             which = "G";
         }
         if (info)
@@ -225,6 +253,8 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
                               k, i + 1, which, info);
         f->pi = pi_of(f, norm);
     }
+    if (c->tri)
+        kfac_curvature_decompose_tridiag(c);
     c->inv_gamma = 0;
     return 0;
 }
@@ -244,29 +274,42 @@ static void damped_inverse(int n, const float *U_t, const double *eig, double d,
                 n);
 }
 
-void kfac_curvature_invert(struct kfac_curvature *c, double gamma)
+int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
 {
     if (gamma == c->inv_gamma)
-        return;
-    for (int i = 0; i < c->n_layers; i++) {
+        return 0;
+    /* Block-tridiagonal needs the plain damped inverses of the last layer only. */
+    for (int i = c->tri ? c->n_layers - 1 : 0; i < c->n_layers; i++) {
         struct kfac_factors *f = &c->f[i];
         damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
         damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
     }
-    c->inv_gamma = gamma;
+    int rc = c->tri ? kfac_curvature_invert_tridiag(c, gamma, k) : 0;
+    c->inv_gamma = rc ? 0 : gamma;
+    return rc;
+}
+
+/* out_i (n_g × n_a) = scale · (G + γ/π I)⁻¹ V_i (Ā + γπ I)⁻¹ for layer i's block. */
+void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const float *V,
+                                       float scale, float *out)
+{
+    const struct kfac_factors *f = &c->f[i];
+    int na = f->n_a, ng = f->n_g;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0f, f->G_inv, ng, V, na,
+                0.0f, c->tmp, na);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, scale, c->tmp, na, f->A_inv,
+                na, 0.0f, out, na);
 }
 
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
-                                 double gamma, const float *V, float scale, float *out)
+                                 const float *V, float scale, float *out)
 {
-    kfac_curvature_invert(c, gamma);
+    if (c->tri) {
+        kfac_curvature_precondition_tridiag(c, net, V, scale, out);
+        return;
+    }
     for (int i = 0; i < c->n_layers; i++) {
-        const struct kfac_factors *f = &c->f[i];
-        int na = f->n_a, ng = f->n_g;
         size_t off = (size_t)(net->layers[i].W - net->params);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0f, f->G_inv, ng,
-                    V + off, na, 0.0f, c->tmp, na);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, scale, c->tmp, na,
-                    f->A_inv, na, 0.0f, out + off, na);
+        kfac_curvature_precondition_layer(c, i, V + off, scale, out + off);
     }
 }

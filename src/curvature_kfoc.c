@@ -298,6 +298,56 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     return relative(b, b->norm2 - frob2((size_t)na * ng, D));
 }
 
+size_t kfac_fisher_cross_work_size(int K, int n_a1, int n_g1, int n_a2, int n_g2)
+{
+    size_t k = (size_t)K, n2 = (size_t)(n_a2 > n_g2 ? n_a2 : n_g2);
+    size_t gram = 2 * k * k, model = (size_t)n_a1 * n_a2 + (size_t)n_g1 * n_g2 + k * n2 + 2 * k;
+    return gram > model ? gram : model;
+}
+
+double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
+                               const struct kfac_fisher_block *b2, double *work)
+{
+    int K = b1->K;
+    size_t KK = (size_t)K * K;
+    /* ‖F_12‖² = (1/K²) Σ_{k,k'} (ā¹_k·ā¹_k')(g¹_k·g¹_k')(ā²_k·ā²_k')(g²_k·g²_k'): the four
+     * Gram matrices multiplied entrywise, on their upper triangles. */
+    double *P = work, *Y = work + KK;
+    const double *X[4] = {b1->A, b1->G, b2->A, b2->G};
+    const int n[4] = {b1->n_a, b1->n_g, b2->n_a, b2->n_g};
+    for (int f = 0; f < 4; f++) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n[f], 1.0, X[f], n[f], 0.0,
+                    f ? Y : P, K);
+        for (int i = 0; f && i < K; i++)
+            for (int j = i; j < K; j++)
+                P[(size_t)i * K + j] *= Y[(size_t)i * K + j];
+    }
+    double diag = 0, off = 0;
+    for (int i = 0; i < K; i++) {
+        diag += P[(size_t)i * K + i];
+        for (int j = i + 1; j < K; j++)
+            off += P[(size_t)i * K + j];
+    }
+    double norm2 = (diag + 2 * off) / ((double)K * K);
+    /* The model of the same cases, Ā_12 = (1/K) Σ ā¹ ā²ᵀ and G_12 = (1/K) Σ g¹ g²ᵀ, with
+     * ⟨F_12, Ā_12 ⊗ G_12⟩ = (1/K) Σ_k (ā¹_kᵀ Ā_12 ā²_k)(g¹_kᵀ G_12 g²_k). */
+    double *XA = work, *XG = XA + (size_t)n[0] * n[2], *T = XG + (size_t)n[1] * n[3];
+    double *qa = T + (size_t)K * (n[2] > n[3] ? n[2] : n[3]), *qg = qa + K;
+    double *Ms[2] = {XA, XG}, *qs[2] = {qa, qg};
+    for (int f = 0; f < 2; f++) {
+        int n1 = n[f], n2 = n[f + 2];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1, n2, K, 1.0 / K, X[f], n1,
+                    X[f + 2], n2, 0.0, Ms[f], n2);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, n2, n1, 1.0, X[f], n1, Ms[f],
+                    n2, 0.0, T, n2);
+        for (int k = 0; k < K; k++)
+            qs[f][k] = inner((size_t)n2, T + (size_t)k * n2, X[f + 2] + (size_t)k * n2);
+    }
+    double cross = inner((size_t)K, qa, qg) / K;
+    double model2 = frob2((size_t)n[0] * n[2], XA) * frob2((size_t)n[1] * n[3], XG);
+    return norm2 > 0 ? sqrt(fmax(norm2 - 2 * cross + model2, 0.0) / norm2) : 0.0;
+}
+
 size_t kfac_fisher_batches_work_size(int K, int B, int n_a, int n_g)
 {
     size_t a2 = (size_t)n_a * n_a, g2 = (size_t)n_g * n_g;

@@ -83,10 +83,11 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     return rc;
 }
 
-/* The step for one γ: cand = αΔ + μδ₀ with its model change; *score ranks candidates. */
-static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, double c_prev,
-                      double g_prev, double *alpha, double *mu, double *change, double *score,
-                      double *figures)
+/* The step for one γ: cand = αΔ + μδ₀ with its model change; *score ranks candidates.
+ * Fails only if the inverse cannot be formed. */
+static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double gamma,
+                     double c_prev, double g_prev, double *alpha, double *mu, double *change,
+                     double *score, double *figures)
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
@@ -94,9 +95,11 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     int mq = ceil_fraction(o->opts.model_fraction, b->m);
     double damping = s->lambda + o->opts.l2;
     double t_inv = kfac_log_clock();
-    kfac_curvature_invert(s->curv, gamma);
+    int rc = kfac_curvature_invert(s->curv, gamma, k);
+    if (rc)
+        return rc;
     double t0 = kfac_log_clock();
-    kfac_curvature_precondition(s->curv, net, gamma, net->grads, -1.0f, s->delta);
+    kfac_curvature_precondition(s->curv, net, net->grads, -1.0f, s->delta);
     double t1 = kfac_log_clock();
     const float *j_delta = kfac_net_jvp(net, mq, s->delta);
     /* ΔᵀΔ, ∇hᵀΔ and δ₀ᵀΔ in one pass over the parameters. */
@@ -137,6 +140,7 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, double gamma, 
     figures[COL_T_INVERSE] += t0 - t_inv;
     figures[COL_T_PRECOND] += t1 - t0;
     figures[COL_T_MODEL] += kfac_log_clock() - t1;
+    return 0;
 }
 
 static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
@@ -174,19 +178,22 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     }
     figures[COL_T_MODEL] += kfac_log_clock() - t0;
 
+    /* The current γ goes last: when it is kept, its inverses are still in place next time
+     * (which matters for the block-tridiagonal variant's eigendecompositions). */
     double gammas[3] = {s->gamma, 0, 0};
     int n_gamma = 1;
     if (op->gamma_every > 0 && k % op->gamma_every == 0) {
         double omega2 = pow(19.0 / 20.0, 0.5 * (double)op->gamma_every);
         gammas[0] = fmax(omega2 * s->gamma, s->gamma_min);
-        gammas[1] = s->gamma;
-        gammas[2] = fmin(s->gamma / omega2, op->gamma_max);
+        gammas[1] = fmin(s->gamma / omega2, op->gamma_max);
+        gammas[2] = s->gamma;
         n_gamma = 3;
     }
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
         double a, u, c, score;
-        try_gamma(s, b, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures);
+        if ((rc = try_gamma(s, b, k, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures)))
+            return rc;
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
@@ -263,6 +270,8 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->curv = kfac_curvature_new(net);
     if (opts->curvature == KFAC_CURVATURE_KFOC)
         kfac_curvature_reserve_kfoc(s->curv, ceil_fraction(opts->stats_fraction, net->max_batch));
+    if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
+        kfac_curvature_reserve_tridiag(s->curv);
     s->lambda = opts->lambda;
     s->gamma = opts->gamma > 0 ? opts->gamma : sqrt(opts->lambda + opts->l2);
     s->gamma_min = opts->gamma_min > 0 ? opts->gamma_min : sqrt(opts->l2);

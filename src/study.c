@@ -3,8 +3,8 @@
  * repeated training runs, each followed by the Fisher-approximation errors of its layers
  * over the whole training set for a list of batch sizes, written as a TSV table and
  * summarised as mean [min, max] over the seeds. The Fisher pictures: the exact Fisher of a
- * range of layers, its block-diagonal K-FAC approximation and their difference as PNG
- * heatmaps (libpng).
+ * range of layers, its block-diagonal K-FAC approximation, their difference and the
+ * block-tridiagonal K-FAC approximation as PNG heatmaps (libpng).
  */
 #include "kfac/study.h"
 #include "kfac/curvature.h"
@@ -59,9 +59,24 @@ static void sample_cases(struct kfac_run *run, struct layer_cases *cases)
     free(order);
 }
 
-/* Mean [min, max] over the seeds of results[seed][size][layer][method], per layer. */
+/* "mean [min, max]" of n values at stride `stride` into cell. */
+static void mean_range(int n, const double *x, size_t stride, char *cell, size_t size)
+{
+    double sum = 0, lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        double e = x[(size_t)i * stride];
+        sum += e;
+        lo = fmin(lo, e);
+        hi = fmax(hi, e);
+    }
+    snprintf(cell, size, "%.4f [%.4f, %.4f]", sum / n, lo, hi);
+}
+
+/* Mean [min, max] over the seeds of results[seed][size][layer][method], per layer, and of
+ * cross[seed][layer] (the blocks coupling layers layer and layer+1). */
 static void print_summary(FILE *f, int L, const struct layer_cases *cases, int seeds,
-                          int n_sizes, const int *sizes, size_t N, const double *results)
+                          int n_sizes, const int *sizes, size_t N, const double *results,
+                          const double *cross)
 {
     fprintf(f, "kfac-train: Fisher study over %d seeds, %zu cases: relative Frobenius error "
                "against the exact block, mean [min, max]\n",
@@ -78,20 +93,21 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
             else
                 fprintf(f, "%-6d", sizes[s]);
             for (int m = 0; m < KFAC_FISHER_METHODS; m++) {
-                double sum = 0, lo = INFINITY, hi = -INFINITY;
-                for (int seed = 0; seed < seeds; seed++) {
-                    double e = results[(((size_t)seed * n_sizes + s) * L + layer) *
-                                           KFAC_FISHER_METHODS + m];
-                    sum += e;
-                    lo = fmin(lo, e);
-                    hi = fmax(hi, e);
-                }
                 char cell[64];
-                snprintf(cell, sizeof cell, "%.4f [%.4f, %.4f]", sum / seeds, lo, hi);
+                mean_range(seeds, results + ((size_t)s * L + layer) * KFAC_FISHER_METHODS + m,
+                           (size_t)n_sizes * L * KFAC_FISHER_METHODS, cell, sizeof cell);
                 fprintf(f, "  %-24s", cell);
             }
             fputc('\n', f);
         }
+    }
+    if (L > 1)
+        fprintf(f, "blocks coupling consecutive layers, against block-tridiagonal K-FAC's "
+                   "A_{i,i+1} (x) G_{i,i+1} (all cases):\n");
+    for (int layer = 0; layer + 1 < L; layer++) {
+        char cell[64];
+        mean_range(seeds, cross + layer, (size_t)(L - 1), cell, sizeof cell);
+        fprintf(f, "layers %d-%d  %s\n", layer + 1, layer + 2, cell);
     }
 }
 
@@ -120,7 +136,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     }
     int L = run.net->n_layers;
     size_t N = run.train.n;
-    int n_cols = 5 + KFAC_FISHER_METHODS * L;
+    int n_cols = 5 + KFAC_FISHER_METHODS * L + (L - 1);
     const char **names = kfac_xmalloc((size_t)n_cols * sizeof *names);
     char(*labels)[40] = kfac_xcalloc((size_t)n_cols, sizeof *labels);
     char metric[40];
@@ -136,6 +152,11 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             names[n] = labels[n];
             n++;
         }
+    for (int layer = 0; layer + 1 < L; layer++) {
+        snprintf(labels[n], sizeof labels[n], "tridiag_%d_%d", layer + 1, layer + 2);
+        names[n] = labels[n];
+        n++;
+    }
     names[n++] = "kfoc_iterations";
     rc = kfac_log_header(&table, names, n_cols);
     *started = 1;
@@ -152,6 +173,11 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             size_t w = kfac_fisher_batches_work_size((int)N, B, na, ng);
             work = w > work ? w : work;
         }
+        if (i + 1 < L) {
+            const struct kfac_layer *l1 = &run.net->layers[i + 1];
+            size_t w = kfac_fisher_cross_work_size((int)N, na, ng, l1->d_in + 1, l1->d_out);
+            work = w > work ? w : work;
+        }
         cases[i].d_in = l->d_in;
         cases[i].d_out = l->d_out;
         cases[i].A = kfac_xmalloc(N * (size_t)na * sizeof(double));
@@ -160,6 +186,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     }
     double *results = kfac_xcalloc((size_t)c->study_seeds * n_sizes * L * KFAC_FISHER_METHODS,
                                    sizeof *results);
+    double *cross = kfac_xcalloc((size_t)c->study_seeds * (L > 1 ? L - 1 : 1), sizeof *cross);
     double *row = kfac_xmalloc((size_t)n_cols * sizeof *row);
     for (int seed = 0; seed < c->study_seeds && !rc; seed++) {
         if (seed > 0) {
@@ -177,6 +204,14 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             break;
         }
         sample_cases(&run, cases);
+        /* The coupling blocks' errors use all the cases: one per seed. */
+        for (int i = 0; i + 1 < L; i++) {
+            const struct kfac_layer *l = &run.net->layers[i], *l1 = &run.net->layers[i + 1];
+            struct kfac_fisher_block b1 = {(int)N, l->d_in + 1, l->d_out, cases[i].A, cases[i].G, 0};
+            struct kfac_fisher_block b2 = {(int)N, l1->d_in + 1, l1->d_out, cases[i + 1].A,
+                                           cases[i + 1].G, 0};
+            cross[(size_t)seed * (L - 1) + i] = kfac_fisher_error_cross(&b1, &b2, cases[i].work);
+        }
         for (int s = 0; s < n_sizes && !rc; s++) {
             int B = sizes[s] == 0 || (size_t)sizes[s] > N ? (int)N : sizes[s];
             row[0] = (double)cs.seed;
@@ -196,6 +231,8 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
                 memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
                 iterations = info.iterations > iterations ? info.iterations : iterations;
             }
+            for (int i = 0; i + 1 < L; i++)
+                row[4 + KFAC_FISHER_METHODS * L + i] = cross[(size_t)seed * (L - 1) + i];
             row[n_cols - 1] = iterations;
             rc = kfac_log_row(&table, row);
         }
@@ -205,7 +242,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     if (!rc)
         rc = close_rc;
     if (!rc && !opts->quiet && summary)
-        print_summary(summary, L, cases, c->study_seeds, n_sizes, sizes, N, results);
+        print_summary(summary, L, cases, c->study_seeds, n_sizes, sizes, N, results, cross);
     for (int i = 0; i < L; i++) {
         free(cases[i].A);
         free(cases[i].G);
@@ -213,6 +250,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     }
     free(cases);
     free(results);
+    free(cross);
     free(row);
     return rc;
 }
@@ -293,8 +331,19 @@ int kfac_parse_layer_range(const char *spec, int n_layers, int *first, int *last
     return 0;
 }
 
-static const char *const picture_names[3] = {"fisher-exact.png", "fisher-kfac.png",
-                                             "fisher-difference.png"};
+enum { N_PICTURES = 4 };
+static const char *const picture_names[N_PICTURES] = {"fisher-exact.png", "fisher-kfac.png",
+                                                      "fisher-difference.png",
+                                                      "fisher-kfac-tridiag.png"};
+
+/* The block of the picture (0 … n_blocks−1) that row or column i falls in. */
+static int block_of(int i, const int *bounds)
+{
+    int b = 0;
+    while (i >= bounds[b + 1])
+        b++;
+    return b;
+}
 
 int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
                          const char *dir, FILE *summary, int *started)
@@ -328,8 +377,8 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
                                        "choose fewer or smaller layers",
                           c->study_heatmap_layers, D, D, D, KFAC_PICTURE_MAX);
     }
-    char paths[3][4096];
-    for (int i = 0; i < 3; i++) {
+    char paths[N_PICTURES][4096];
+    for (int i = 0; i < N_PICTURES; i++) {
         snprintf(paths[i], sizeof paths[i], "%s/%s", dir, picture_names[i]);
         if (!opts->force && access(paths[i], F_OK) == 0) {
             kfac_run_free(&run);
@@ -356,8 +405,10 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
     double *V = kfac_xmalloc((size_t)K * D * sizeof *V);
     float *out = kfac_floats_new((size_t)K * net->d_out);
     memcpy(out, kfac_net_output(net), (size_t)K * net->d_out * sizeof *out);
-    /* The factors of each layer: Ā from the forward pass, G summed over the columns. */
+    /* The factors of each layer and the cross factors of each pair of consecutive ones
+     * (block b and b+1): Ā from the forward pass, G summed over the columns. */
     double **A = kfac_xcalloc((size_t)n_blocks, sizeof *A), **G = kfac_xcalloc((size_t)n_blocks, sizeof *G);
+    double **XA = kfac_xcalloc((size_t)n_blocks, sizeof *XA), **XG = kfac_xcalloc((size_t)n_blocks, sizeof *XG);
     for (int b = 0; b < n_blocks; b++) {
         const struct kfac_layer *l = &net->layers[first + b];
         int na = l->d_in + 1, ng = l->d_out;
@@ -367,6 +418,17 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
             for (int p = 0; p < na; p++)
                 for (int q = 0; q < na; q++)
                     A[b][p * na + q] += (double)l->abar[(size_t)k * na + p] * l->abar[(size_t)k * na + q] / K;
+        if (b + 1 < n_blocks) {
+            const struct kfac_layer *l1 = &net->layers[first + b + 1];
+            int na1 = l1->d_in + 1;
+            XA[b] = kfac_xcalloc((size_t)na * na1, sizeof **XA);
+            XG[b] = kfac_xcalloc((size_t)ng * l1->d_out, sizeof **XG);
+            for (int k = 0; k < K; k++)
+                for (int p = 0; p < na; p++)
+                    for (int q = 0; q < na1; q++)
+                        XA[b][p * na1 + q] += (double)l->abar[(size_t)k * na + p] *
+                                              l1->abar[(size_t)k * na1 + q] / K;
+        }
     }
     /* F = (1/K) Σ_cases Σ_j v v ᵀ with v the gradient for the output-gradient column b_j:
      * the exact expectation over the model's targets. vec stacks columns (K-FAC's
@@ -386,6 +448,13 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
                 for (int i = 0; i < ng; i++)
                     for (int q = 0; q < ng; q++)
                         G[b][i * ng + q] += (double)g[i] * g[q] / K;
+                if (b + 1 < n_blocks) {
+                    const struct kfac_layer *l1 = &net->layers[first + b + 1];
+                    const float *g1 = l1->g + (size_t)k * l1->d_out;
+                    for (int i = 0; i < ng; i++)
+                        for (int q = 0; q < l1->d_out; q++)
+                            XG[b][i * l1->d_out + q] += (double)g[i] * g1[q] / K;
+                }
             }
         }
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, D, K, 1.0, V, D, 1.0, F, D);
@@ -426,30 +495,62 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
             size_t at = (size_t)i * D + j;
             Ft[at] = F[at] - Ft[at];
             err2 += Ft[at] * Ft[at];
-            int bi = 0, bj = 0;
-            while (i >= bounds[bi + 1])
-                bi++;
-            while (j >= bounds[bj + 1])
-                bj++;
-            if (bi != bj)
+            if (block_of(i, bounds) != block_of(j, bounds))
                 off2 += F[at] * F[at];
         }
     heatmap(D, Ft, scale, n_blocks, bounds, rgb);
     if (!rc)
         rc = write_png(paths[2], D, D, rgb, opts->force);
+    /* Block-tridiagonal K-FAC's model: the same diagonal blocks, and Ā_{i,i+1} ⊗ G_{i,i+1}
+     * (and its transpose) beside them. */
+    for (size_t i = 0; i < DD; i++)
+        Ft[i] = F[i] - Ft[i];
+    for (int b = 0; b + 1 < n_blocks; b++) {
+        const struct kfac_layer *l = &net->layers[first + b], *l1 = &net->layers[first + b + 1];
+        int na = l->d_in + 1, ng = l->d_out, na1 = l1->d_in + 1, ng1 = l1->d_out;
+        int o = bounds[b], o1 = bounds[b + 1];
+        for (int p = 0; p < na; p++)
+            for (int i = 0; i < ng; i++)
+                for (int q = 0; q < na1; q++)
+                    for (int k = 0; k < ng1; k++) {
+                        double v = XA[b][p * na1 + q] * XG[b][i * ng1 + k];
+                        size_t r = (size_t)(o + p * ng + i), c1 = (size_t)(o1 + q * ng1 + k);
+                        Ft[r * D + c1] = Ft[c1 * D + r] = v;
+                    }
+    }
+    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    if (!rc)
+        rc = write_png(paths[3], D, D, rgb, opts->force);
+    double tri2 = 0, couple2 = 0, couple_err2 = 0;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            size_t at = (size_t)i * D + j;
+            double e = F[at] - Ft[at];
+            tri2 += e * e;
+            if (abs(block_of(i, bounds) - block_of(j, bounds)) == 1) {
+                couple2 += F[at] * F[at];
+                couple_err2 += e * e;
+            }
+        }
     free(rgb);
     if (!rc && !opts->quiet && summary) {
         fprintf(summary, "kfac-train: after %ld iterations, train %s %.6g\n", run.iterations_done,
                 kfac_metric_name(c->data.task), run.final[0]);
         fprintf(summary, "kfac-train: the exact Fisher of layers %d-%d (%d parameters) over %d "
-                         "cases, its block-diagonal K-FAC approximation and |difference|: %s/{",
+                         "cases, its block-diagonal K-FAC approximation, |difference| and the "
+                         "block-tridiagonal K-FAC approximation: %s/{",
                 first + 1, last + 1, D, K, dir);
-        for (int i = 0; i < 3; i++)
-            fprintf(summary, "%s%s", picture_names[i], i < 2 ? "," : "}\n");
+        for (int i = 0; i < N_PICTURES; i++)
+            fprintf(summary, "%s%s", picture_names[i], i + 1 < N_PICTURES ? "," : "}\n");
         fprintf(summary, "kfac-train: black is |entry| >= %.4g (the 99th percentile of |F|); "
                          "relative Frobenius error %.4f, of which the blocks off the diagonal "
                          "carry %.4f\n",
                 scale, sqrt(err2 / norm2), sqrt(off2 / norm2));
+        if (n_blocks > 1)
+            fprintf(summary, "kfac-train: block-tridiagonal K-FAC (A_{i,i+1} (x) G_{i,i+1} beside "
+                             "the diagonal): relative Frobenius error %.4f on those blocks, "
+                             "%.4f overall\n",
+                    couple2 > 0 ? sqrt(couple_err2 / couple2) : 0.0, sqrt(tri2 / norm2));
     }
     free(V);
     free(out);
@@ -458,9 +559,13 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
     for (int b = 0; b < n_blocks; b++) {
         free(A[b]);
         free(G[b]);
+        free(XA[b]);
+        free(XG[b]);
     }
     free(A);
     free(G);
+    free(XA);
+    free(XG);
     kfac_run_free(&run);
     return rc;
 }

@@ -4,6 +4,9 @@
  * exact expectation over the model's predictive distribution, and the damped Kronecker
  * inverse against a dense solve with (Ā + πγI) ⊗ (G + γ/π I). K-FOC's power iterations
  * against a dense SVD, and the Fisher-approximation errors against dense matrices.
+ * Block-tridiagonal K-FAC: the inverse of A ⊗ B − C ⊗ D against a dense inverse, the cross
+ * factors against brute force, F̂⁻¹ against the dense Ξᵀ Λ Ξ and F̂ against F̃ on the
+ * tridiagonal blocks.
  */
 #include "kfac/curvature.h"
 #include "kfac/loss.h"
@@ -108,13 +111,14 @@ START_TEST(nonfinite_statistics_are_rejected)
     kfac_rng_seed(&r, 2);
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
     struct kfac_curvature *c = kfac_curvature_new(net);
+    kfac_curvature_reserve_tridiag(c); /* so that the cross factors are checked too */
     float X[M * 3];
     fill_uniform(X, M * 3, &r, -1, 1);
     kfac_net_forward(net, M, X);
     fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
     kfac_net_backward(net, M, 1.0f, 0);
     ck_assert_int_eq(kfac_curvature_update(c, net, M, 0, 1), 0);
-    double A0 = c->f[0].A[0], G1 = c->f[1].G[0];
+    double A0 = c->f[0].A[0], G1 = c->f[1].G[0], XA = c->tri[0].XA[0], XG = c->tri[0].XG[0];
     net->layers[1].g[2] = INFINITY;
     ck_assert_int_eq(kfac_curvature_update(c, net, M, 0.5, 2), KFAC_ENUMERIC);
     ck_assert_ptr_nonnull(strstr(kfac_last_error(), "iteration 2: layer 2"));
@@ -122,6 +126,8 @@ START_TEST(nonfinite_statistics_are_rejected)
     /* Layer 1's statistics were fine, but nothing was merged. */
     ck_assert_double_eq(c->f[0].A[0], A0);
     ck_assert_double_eq(c->f[1].G[0], G1);
+    ck_assert_double_eq(c->tri[0].XA[0], XA);
+    ck_assert_double_eq(c->tri[0].XG[0], XG);
     kfac_curvature_free(c);
     kfac_net_free(net);
 }
@@ -227,7 +233,8 @@ static void check_precondition(enum kfac_pi_norm norm)
     float *V = kfac_floats_new(net->n_params), *out = kfac_floats_new(net->n_params);
     fill_uniform(V, net->n_params, &r, -1, 1);
     const double gamma = 0.3;
-    kfac_curvature_precondition(c, net, gamma, V, -2.0f, out);
+    ck_assert_int_eq(kfac_curvature_invert(c, gamma, 3), 0);
+    kfac_curvature_precondition(c, net, V, -2.0f, out);
     for (int i = 0; i < 2; i++) {
         const struct kfac_factors *f = &c->f[i];
         int na = f->n_a, ng = f->n_g;
@@ -649,6 +656,410 @@ START_TEST(batch_errors_match_dense_aggregation)
 }
 END_TEST
 
+/* --- Block-tridiagonal K-FAC against dense matrices. vec stacks columns: entry (r, j) of a
+ * layer's block (n_g × n_a, row-major in the parameter vector) is element j·n_g + r. */
+
+/* out (n_a·n_g × n_b·n_h) = P ⊗ Q for P (n_a × n_b) and Q (n_g × n_h), written into a
+ * D-column matrix at row r0, column c0. */
+static void put_kron(int na, int nb, const double *P, int ng, int nh, const double *Q, int D,
+                     int r0, int c0, double *out)
+{
+    for (int j = 0; j < na; j++)
+        for (int r = 0; r < ng; r++)
+            for (int j2 = 0; j2 < nb; j2++)
+                for (int r2 = 0; r2 < nh; r2++)
+                    out[(size_t)(r0 + j * ng + r) * D + c0 + j2 * nh + r2] =
+                        P[j * nb + j2] * Q[r * nh + r2];
+}
+
+/* X (n × n) ← X⁻¹ by LU. */
+static void dense_inverse(int n, double *X)
+{
+    lapack_int *ipiv = malloc(sizeof(lapack_int) * (size_t)n);
+    ck_assert_int_eq(LAPACKE_dgetrf(LAPACK_ROW_MAJOR, n, n, X, n, ipiv), 0);
+    ck_assert_int_eq(LAPACKE_dgetri(LAPACK_ROW_MAJOR, n, X, n, ipiv), 0);
+    free(ipiv);
+}
+
+/* C (m × n) = A (m × k) B (k × n), each with its own leading dimension. */
+static void dense_mul(int m, int n, int k, const double *A, int lda, int ta, const double *B,
+                      int ldb, int tb, double *C, int ldc)
+{
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
+                n, k, 1.0, A, lda, B, ldb, 0.0, C, ldc);
+}
+
+/* A random n × n positive definite matrix Y Yᵀ/n + shift·I. */
+static void random_pd(int n, double shift, struct kfac_rng *r, double *X)
+{
+    double Y[64] = {0};
+    for (int i = 0; i < n * n; i++)
+        Y[i] = kfac_rng_uniform(r) * 2 - 1;
+    dense_mul(n, n, n, Y, n, 0, Y, n, 1, X, n);
+    for (int i = 0; i < n * n; i++)
+        X[i] = X[i] / n + (i % (n + 1) == 0 ? shift : 0);
+}
+
+/* C (n × n) = L W Lᵀ for A = L Lᵀ (Cholesky) and a random W with 0 ≤ W ≤ 0.9 I. */
+static void below(int n, const double *A, struct kfac_rng *r, double *C)
+{
+    double L[64], W[64], T[64], tr = 0;
+    memcpy(L, A, sizeof(double) * n * n);
+    ck_assert_int_eq(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', n, L, n), 0);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            L[i * n + j] = 0;
+    random_pd(n, 0.0, r, W);
+    for (int i = 0; i < n; i++)
+        tr += W[i * n + i];
+    for (int i = 0; i < n * n; i++)
+        W[i] *= 0.9 / tr; /* the trace bounds the largest eigenvalue */
+    dense_mul(n, n, n, L, n, 0, W, n, 0, T, n);
+    dense_mul(n, n, n, T, n, 0, L, n, 1, C, n);
+}
+
+/* Σ⁻¹ through kfac_kron_diff_factor/denominators/apply for Σ = A ⊗ B − C ⊗ D, with A and B
+ * given by their eigendecompositions plus the damping d. */
+static void kron_diff_solve(int na, int ng, const double *A, const double *B, const double *C,
+                            const double *D, double d, const float *V, float *out, double *sA,
+                            double *sG)
+{
+    const double *X[2] = {A, B}, *Y[2] = {C, D};
+    int n[2] = {na, ng};
+    float *K[2];
+    struct kfac_eigen_work w;
+    kfac_eigen_work_init(&w, 8);
+    for (int side = 0; side < 2; side++) {
+        int m = n[side];
+        double U_t[64], eig[8], Mt[64], T[64], work[64];
+        memcpy(U_t, X[side], sizeof(double) * m * m);
+        ck_assert_int_eq(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', m, U_t, m, eig), 0);
+        /* LAPACK returns the eigenvectors as columns: make them rows. */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < i; j++) {
+                double t = U_t[i * m + j];
+                U_t[i * m + j] = U_t[j * m + i];
+                U_t[j * m + i] = t;
+            }
+        /* Mt = diag(eig + d)^{-1/2} Uᵀ C U diag(eig + d)^{-1/2}, densely. */
+        dense_mul(m, m, m, U_t, m, 0, Y[side], m, 0, T, m);
+        dense_mul(m, m, m, T, m, 0, U_t, m, 1, Mt, m);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++)
+                Mt[i * m + j] /= sqrt((eig[i] + d) * (eig[j] + d));
+        K[side] = kfac_floats_new((size_t)m * m);
+        ck_assert_int_eq(kfac_kron_diff_factor(&w, m, U_t, eig, d, Mt, work, K[side],
+                                               side ? sG : sA),
+                         0);
+    }
+    float den[64], Vc[64], tmp[64];
+    kfac_kron_diff_denominators(na, ng, sA, sG, den);
+    memcpy(Vc, V, sizeof(float) * na * ng);
+    kfac_kron_diff_apply(na, ng, K[0], K[1], den, Vc, 1.0f, out, tmp);
+    kfac_floats_free(K[0]);
+    kfac_floats_free(K[1]);
+    kfac_eigen_work_free(&w);
+}
+
+START_TEST(kron_difference_inverse_matches_dense)
+{
+    /* Square and unequal factor sizes, with and without damping added to A and B. */
+    static const int sizes[][2] = {{3, 3}, {4, 2}, {2, 5}, {1, 4}};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 21);
+    for (int t = 0; t < 8; t++) {
+        int na = sizes[t / 2][0], ng = sizes[t / 2][1], N = na * ng;
+        double d = t % 2 ? 0.2 : 0.0;
+        double A[64], B[64], C[64], D[64], Ad[64], Bd[64], S[64 * 64], sA[8], sG[8];
+        random_pd(na, 0.3, &r, A);
+        random_pd(ng, 0.3, &r, B);
+        /* C = L_A W L_Aᵀ with A = L_A L_Aᵀ and 0 ≤ W ≤ 0.9 I, so C < A (D likewise): Σ is
+         * positive definite and every s is below 1, as for the damped factors. */
+        below(na, A, &r, C);
+        below(ng, B, &r, D);
+        for (int i = 0; i < na * na; i++)
+            Ad[i] = A[i] + (i % (na + 1) == 0 ? d : 0);
+        for (int i = 0; i < ng * ng; i++)
+            Bd[i] = B[i] + (i % (ng + 1) == 0 ? d : 0);
+        put_kron(na, na, Ad, ng, ng, Bd, N, 0, 0, S);
+        double CD[64 * 64];
+        put_kron(na, na, C, ng, ng, D, N, 0, 0, CD);
+        for (int i = 0; i < N * N; i++)
+            S[i] -= CD[i];
+        dense_inverse(N, S);
+        float V[64], out[64];
+        fill_uniform(V, (size_t)N, &r, -1, 1);
+        kron_diff_solve(na, ng, A, B, C, D, d, V, out, sA, sG);
+        double scale = 0;
+        for (int i = 0; i < N; i++)
+            scale = fmax(scale, fabs(out[i]));
+        for (int j = 0; j < na; j++)
+            for (int q = 0; q < ng; q++) {
+                double want = 0;
+                for (int j2 = 0; j2 < na; j2++)
+                    for (int q2 = 0; q2 < ng; q2++)
+                        want += S[(j * ng + q) * N + j2 * ng + q2] * V[q2 * na + j2];
+                ck_assert_msg(fabs(out[q * na + j] - want) < 1e-4 * scale,
+                              "%d x %d, d = %g, entry (%d, %d): %.7g, dense %.7g", ng, na, d, q,
+                              j, out[q * na + j], want);
+            }
+        for (int i = 0; i < na; i++)
+            ck_assert(sA[i] >= 0 && sA[i] < 1);
+    }
+}
+END_TEST
+
+START_TEST(kron_difference_guards_a_singular_difference)
+{
+    /* C = A and D = B: Σ = 0, every s is 1 and 1 − s_G s_A vanishes; the floor keeps the
+     * result finite. */
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 22);
+    double A[9], B[4], sA[3], sG[2];
+    random_pd(3, 0.5, &r, A);
+    random_pd(2, 0.5, &r, B);
+    float V[6], out[6];
+    fill_uniform(V, 6, &r, -1, 1);
+    kron_diff_solve(3, 2, A, B, A, B, 0.0, V, out, sA, sG);
+    for (int i = 0; i < 3; i++)
+        ck_assert_double_le(sA[i], 1.0);
+    ck_assert(kfac_all_finite(6, out));
+    float den[6];
+    double ones[3] = {1, 1, 1};
+    kfac_kron_diff_denominators(3, 2, ones, ones, den);
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq(den[i], (float)(1.0 / KFAC_TRIDIAG_MIN_GAP));
+}
+END_TEST
+
+/* Trains the statistics of a network of n_layers small layers for three iterations with
+ * the block-tridiagonal variant, checks the cross factors against brute force, then
+ * compares the fast F̂⁻¹ with the dense Ξᵀ Λ Ξ and F̂ with F̃ on the tridiagonal blocks. */
+static void check_tridiagonal(int n_layers)
+{
+    enum { M = 7, MAXD = 64 };
+    static const struct kfac_layer_spec specs[3] = {
+        {4, KFAC_ACT_TANH}, {2, KFAC_ACT_LOGISTIC}, {3, KFAC_ACT_LINEAR}};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 30 + n_layers);
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_new(3, specs + 3 - n_layers, n_layers, &net), 0);
+    kfac_net_reserve(net, M);
+    fill_uniform(net->params, net->n_params, &r, -1, 1);
+    struct kfac_curvature *c = kfac_curvature_new(net);
+    kfac_curvature_reserve_tridiag(c);
+    int L = n_layers, d_out = net->d_out;
+    float X[M * 3];
+    double prev[2][MAXD];
+    for (int k = 1; k <= 3; k++) {
+        fill_uniform(X, M * 3, &r, -1, 1);
+        kfac_net_forward(net, M, X);
+        fill_uniform(kfac_net_output_grad(net), (size_t)M * d_out, &r, -1, 1);
+        kfac_net_backward(net, M, 1.0f, 0);
+        double eps = kfac_stats_decay(k, 0.95);
+        ck_assert_int_eq(kfac_curvature_update(c, net, M, eps, k), 0);
+        /* The first coupling's cross factors: ε times the previous plus (1 − ε) E[·]. */
+        const struct kfac_coupling *t = &c->tri[0];
+        const struct kfac_layer *l0 = &net->layers[0], *l1 = &net->layers[1];
+        for (int a = 0; a < t->n_a; a++)
+            for (int b = 0; b < t->n_a1; b++) {
+                double e = 0;
+                for (int q = 0; q < M; q++)
+                    e += (double)l0->abar[q * t->n_a + a] * l1->abar[q * t->n_a1 + b] / M;
+                double want = k == 1 ? e : eps * prev[0][a * t->n_a1 + b] + (1 - eps) * e;
+                ck_assert_close(t->XA[a * t->n_a1 + b], want, 1e-5);
+            }
+        for (int a = 0; a < t->n_g; a++)
+            for (int b = 0; b < t->n_g1; b++) {
+                double e = 0;
+                for (int q = 0; q < M; q++)
+                    e += (double)l0->g[q * t->n_g + a] * l1->g[q * t->n_g1 + b] / M;
+                double want = k == 1 ? e : eps * prev[1][a * t->n_g1 + b] + (1 - eps) * e;
+                ck_assert_close(t->XG[a * t->n_g1 + b], want, 1e-5);
+            }
+        memcpy(prev[0], t->XA, sizeof(double) * t->n_a * t->n_a1);
+        memcpy(prev[1], t->XG, sizeof(double) * t->n_g * t->n_g1);
+    }
+    ck_assert_int_eq(kfac_curvature_decompose(c, KFAC_PI_TRACE, 3), 0);
+    const double gamma = 0.1;
+    ck_assert_int_eq(kfac_curvature_invert(c, gamma, 3), 0);
+    int D = (int)net->n_params, off[4];
+    for (int i = 0; i < L; i++)
+        off[i] = (int)(net->layers[i].W - net->params);
+    /* F̃: damped Kronecker blocks on the diagonal, Ā_{i,i+1} ⊗ G_{i,i+1} beside it. */
+    double *Ft = calloc((size_t)D * D, sizeof *Ft);
+    for (int i = 0; i < L; i++) {
+        const struct kfac_factors *f = &c->f[i];
+        int na = f->n_a, ng = f->n_g;
+        double Ad[64], Gd[64];
+        for (int j = 0; j < na * na; j++)
+            Ad[j] = f->A[j] + (j % (na + 1) == 0 ? gamma * f->pi : 0);
+        for (int j = 0; j < ng * ng; j++)
+            Gd[j] = f->G[j] + (j % (ng + 1) == 0 ? gamma / f->pi : 0);
+        put_kron(na, na, Ad, ng, ng, Gd, D, off[i], off[i], Ft);
+        if (i + 1 < L) {
+            const struct kfac_coupling *t = &c->tri[i];
+            put_kron(t->n_a, t->n_a1, t->XA, t->n_g, t->n_g1, t->XG, D, off[i], off[i + 1], Ft);
+            for (int p = 0; p < na * ng; p++)
+                for (int q = 0; q < t->n_a1 * t->n_g1; q++)
+                    Ft[(size_t)(off[i + 1] + q) * D + off[i] + p] =
+                        Ft[(size_t)(off[i] + p) * D + off[i + 1] + q];
+        }
+    }
+    /* Ψ_{i,i+1} = F̃_{i,i+1} F̃_{i+1,i+1}⁻¹, Σ_{i|i+1} = F̃_ii − Ψ F̃_{i+1,i+1} Ψᵀ, Σ_ℓ = F̃_ℓℓ;
+     * Ξ = I − Σ_i Ψ_{i,i+1} above the diagonal; F̂⁻¹ = Ξᵀ diag(Σ⁻¹) Ξ. */
+    double *Xi = calloc((size_t)D * D, sizeof *Xi), *Lam = calloc((size_t)D * D, sizeof *Lam);
+    double *T = calloc((size_t)D * D, sizeof *T), *Fhi = calloc((size_t)D * D, sizeof *Fhi);
+    for (int i = 0; i < D; i++)
+        Xi[(size_t)i * D + i] = 1;
+    for (int i = 0; i < L; i++) {
+        int n = (int)net->layers[i].n_params;
+        double S[MAXD * MAXD];
+        for (int p = 0; p < n; p++)
+            for (int q = 0; q < n; q++)
+                S[p * n + q] = Ft[(size_t)(off[i] + p) * D + off[i] + q];
+        if (i + 1 < L) {
+            int n1 = (int)net->layers[i + 1].n_params;
+            double Fn[MAXD * MAXD], Psi[MAXD * MAXD], PF[MAXD * MAXD], PFP[MAXD * MAXD];
+            for (int p = 0; p < n1; p++)
+                for (int q = 0; q < n1; q++)
+                    Fn[p * n1 + q] = Ft[(size_t)(off[i + 1] + p) * D + off[i + 1] + q];
+            dense_inverse(n1, Fn);
+            dense_mul(n, n1, n1, Ft + (size_t)off[i] * D + off[i + 1], D, 0, Fn, n1, 0, Psi, n1);
+            for (int p = 0; p < n1; p++)
+                for (int q = 0; q < n1; q++)
+                    Fn[p * n1 + q] = Ft[(size_t)(off[i + 1] + p) * D + off[i + 1] + q];
+            dense_mul(n, n1, n1, Psi, n1, 0, Fn, n1, 0, PF, n1);
+            dense_mul(n, n, n1, PF, n1, 0, Psi, n1, 1, PFP, n);
+            for (int p = 0; p < n * n; p++)
+                S[p] -= PFP[p];
+            for (int p = 0; p < n; p++)
+                for (int q = 0; q < n1; q++)
+                    Xi[(size_t)(off[i] + p) * D + off[i + 1] + q] = -Psi[p * n1 + q];
+        }
+        dense_inverse(n, S);
+        for (int p = 0; p < n; p++)
+            for (int q = 0; q < n; q++)
+                Lam[(size_t)(off[i] + p) * D + off[i] + q] = S[p * n + q];
+    }
+    dense_mul(D, D, D, Xi, D, 1, Lam, D, 0, T, D);
+    dense_mul(D, D, D, T, D, 0, Xi, D, 0, Fhi, D);
+    /* The fast path on a random V, against F̂⁻¹ vec(V). */
+    float *V = kfac_floats_new((size_t)D), *out = kfac_floats_new((size_t)D);
+    fill_uniform(V, (size_t)D, &r, -1, 1);
+    kfac_curvature_precondition(c, net, V, -2.0f, out);
+    double *v = malloc(sizeof(double) * D), *want = malloc(sizeof(double) * D), scale = 0;
+    for (int i = 0; i < L; i++) {
+        int na = c->f[i].n_a, ng = c->f[i].n_g;
+        for (int q = 0; q < ng; q++)
+            for (int j = 0; j < na; j++)
+                v[off[i] + j * ng + q] = V[off[i] + q * na + j];
+    }
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, D, D, -2.0, Fhi, D, v, 1, 0.0, want, 1);
+    for (int p = 0; p < D; p++)
+        scale = fmax(scale, fabs(want[p]));
+    for (int i = 0; i < L; i++) {
+        int na = c->f[i].n_a, ng = c->f[i].n_g;
+        for (int q = 0; q < ng; q++)
+            for (int j = 0; j < na; j++)
+                ck_assert_msg(fabs(out[off[i] + q * na + j] - want[off[i] + j * ng + q]) <
+                                  1e-4 * scale,
+                              "%d layers, layer %d (%d, %d): %.7g, dense %.7g", L, i + 1, q, j,
+                              out[off[i] + q * na + j], want[off[i] + j * ng + q]);
+    }
+    /* F̂ = (F̂⁻¹)⁻¹ agrees with F̃ on the tridiagonal blocks (and only there when L = 3). */
+    dense_inverse(D, Fhi);
+    double fmax_ = 0, off13 = 0;
+    for (int p = 0; p < D * D; p++)
+        fmax_ = fmax(fmax_, fabs(Ft[p]));
+    for (int bi = 0; bi < L; bi++)
+        for (int bj = 0; bj < L; bj++) {
+            int ni = (int)net->layers[bi].n_params, nj = (int)net->layers[bj].n_params;
+            for (int p = 0; p < ni; p++)
+                for (int q = 0; q < nj; q++) {
+                    size_t at = (size_t)(off[bi] + p) * D + off[bj] + q;
+                    if (abs(bi - bj) <= 1)
+                        ck_assert_msg(fabs(Fhi[at] - Ft[at]) < 1e-9 * fmax_,
+                                      "block (%d, %d): F^ %.12g, F~ %.12g", bi + 1, bj + 1,
+                                      Fhi[at], Ft[at]);
+                    else
+                        off13 = fmax(off13, fabs(Fhi[at]));
+                }
+        }
+    if (L == 3) /* F̂ fills the blocks F̃ leaves empty: they are Ψ_{1,2} F̃_{2,3}. */
+        ck_assert_double_gt(off13, 1e-6 * fmax_);
+    kfac_floats_free(V);
+    kfac_floats_free(out);
+    free(v);
+    free(want);
+    free(Ft);
+    free(Xi);
+    free(Lam);
+    free(T);
+    free(Fhi);
+    kfac_curvature_free(c);
+    kfac_net_free(net);
+}
+
+START_TEST(tridiagonal_inverse_matches_dense_two_layers)
+{
+    check_tridiagonal(2);
+}
+END_TEST
+
+START_TEST(tridiagonal_inverse_matches_dense_three_layers)
+{
+    check_tridiagonal(3);
+}
+END_TEST
+
+START_TEST(cross_block_error_matches_dense)
+{
+    /* Two consecutive layers' off-diagonal Fisher block over K cases, dense, against the
+     * Kronecker model of the same cases. */
+    enum { K = 9, NA1 = 3, NG1 = 4, NA2 = 5, NG2 = 2, P = NA1 * NG1, Q = NA2 * NG2 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 24);
+    double A1[K * NA1], G1[K * NG1], A2[K * NA2], G2[K * NG2];
+    double *X[4] = {A1, G1, A2, G2};
+    const int n[4] = {NA1, NG1, NA2, NG2};
+    for (int f = 0; f < 4; f++)
+        for (int i = 0; i < K * n[f]; i++)
+            X[f][i] = kfac_rng_uniform(&r) * 2 - 1;
+    double F[P * Q] = {0}, XA[NA1 * NA2] = {0}, XG[NG1 * NG2] = {0}, Mod[P * Q];
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < NA1; j++)
+            for (int q = 0; q < NG1; q++)
+                for (int j2 = 0; j2 < NA2; j2++)
+                    for (int q2 = 0; q2 < NG2; q2++)
+                        F[(j * NG1 + q) * Q + j2 * NG2 + q2] += A1[k * NA1 + j] * G1[k * NG1 + q] *
+                                                                A2[k * NA2 + j2] *
+                                                                G2[k * NG2 + q2] / K;
+        for (int j = 0; j < NA1; j++)
+            for (int j2 = 0; j2 < NA2; j2++)
+                XA[j * NA2 + j2] += A1[k * NA1 + j] * A2[k * NA2 + j2] / K;
+        for (int q = 0; q < NG1; q++)
+            for (int q2 = 0; q2 < NG2; q2++)
+                XG[q * NG2 + q2] += G1[k * NG1 + q] * G2[k * NG2 + q2] / K;
+    }
+    put_kron(NA1, NA2, XA, NG1, NG2, XG, Q, 0, 0, Mod);
+    double d = 0, f2 = 0;
+    for (int i = 0; i < P * Q; i++) {
+        d += (F[i] - Mod[i]) * (F[i] - Mod[i]);
+        f2 += F[i] * F[i];
+    }
+    double *work = malloc(sizeof(double) * kfac_fisher_cross_work_size(K, NA1, NG1, NA2, NG2));
+    struct kfac_fisher_block b1 = {K, NA1, NG1, A1, G1, 0}, b2 = {K, NA2, NG2, A2, G2, 0};
+    double got = kfac_fisher_error_cross(&b1, &b2, work);
+    ck_assert_double_eq_tol(got, sqrt(d / f2), 1e-10);
+    ck_assert_double_gt(got, 0.05);
+    /* One case: F_12 is itself a Kronecker product, and the model is exact. */
+    b1.K = b2.K = 1;
+    ck_assert_double_eq_tol(kfac_fisher_error_cross(&b1, &b2, work), 0.0, 1e-6);
+    free(work);
+}
+END_TEST
+
 static Suite *curvature_suite(void)
 {
     Suite *s = suite_create("curvature");
@@ -667,6 +1078,13 @@ static Suite *curvature_suite(void)
     tcase_add_test(kfoc, kfoc_update_is_the_running_fit);
     tcase_add_test(kfoc, batch_errors_match_dense_aggregation);
     suite_add_tcase(s, kfoc);
+    TCase *tri = tcase_create("tridiagonal");
+    tcase_add_test(tri, kron_difference_inverse_matches_dense);
+    tcase_add_test(tri, kron_difference_guards_a_singular_difference);
+    tcase_add_test(tri, tridiagonal_inverse_matches_dense_two_layers);
+    tcase_add_test(tri, tridiagonal_inverse_matches_dense_three_layers);
+    tcase_add_test(tri, cross_block_error_matches_dense);
+    suite_add_tcase(s, tri);
     return s;
 }
 

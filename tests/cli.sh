@@ -98,8 +98,17 @@ last=$(column_values "$WORK/kfoc.tsv" train_recon | tail -n 1)
 if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
     ok "K-FOC lowers the reconstruction error ($first -> $last)"
 else not_ok "K-FOC lowers the reconstruction error ($first -> $last)"; fi
+# Block-tridiagonal K-FAC.
+expect_status 0 "a block-tridiagonal K-FAC run succeeds" -- "$KFAC" -q --log "$WORK/tri.tsv" \
+    --set optimizer.type=kfac --set optimizer.curvature=kfac-tridiag --set optimizer.lambda=1 \
+    --set train.batch_size=50 --set train.iterations=60 --set log.eval_every=20 "$WORK/ae.ini"
+first=$(column_values "$WORK/tri.tsv" train_recon | head -n 1)
+last=$(column_values "$WORK/tri.tsv" train_recon | tail -n 1)
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
+    ok "block-tridiagonal K-FAC lowers the reconstruction error ($first -> $last)"
+else not_ok "block-tridiagonal K-FAC lowers the reconstruction error ($first -> $last)"; fi
 expect_status 2 "a bad curvature is refused" -- "$KFAC" -n --set optimizer.curvature=kfc "$WORK/ae.ini"
-expect_grep "$WORK/err" "optimizer.curvature = 'kfc': expected one of block-diagonal, kfoc" \
+expect_grep "$WORK/err" "optimizer.curvature = 'kfc': expected one of block-diagonal, kfoc, kfac-tridiag" \
     "the refusal lists the choices"
 # Fisher-approximation errors beside the loss.
 expect_status 0 "Fisher errors are logged" -- "$KFAC" -q -f --log "$WORK/fe.tsv" --set log.fisher_error_every=10 \

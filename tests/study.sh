@@ -29,7 +29,8 @@ INI
 expect_status 0 "the Fisher study runs" -- "$KFAC" --fisher-study --log "$WORK/fs.tsv" "$WORK/study.ini"
 expect_grep "$WORK/err" "Fisher study over 3 seeds, 300 cases" "it prints a summary"
 expect_grep "$WORK/err" "^layer 2 (8 -> 1)" "the summary names the layers"
-[ "$(head -n 1 "$WORK/fs.tsv")" = "$(printf 'seed\tbatch_size\tbatches\ttrain_rmse\tdiag_1\tkfac_1\tkfoc_approx_1\tkfoc_running_1\tdiag_2\tkfac_2\tkfoc_approx_2\tkfoc_running_2\tkfoc_iterations')" ] \
+expect_grep "$WORK/err" "^layers 1-2  0\.[0-9]* \[" "the summary gives the coupling block's error"
+[ "$(head -n 1 "$WORK/fs.tsv")" = "$(printf 'seed\tbatch_size\tbatches\ttrain_rmse\tdiag_1\tkfac_1\tkfoc_approx_1\tkfoc_running_1\tdiag_2\tkfac_2\tkfoc_approx_2\tkfoc_running_2\ttridiag_1_2\tkfoc_iterations')" ] \
     && ok "the table's columns" || not_ok "the table's columns: $(head -n 1 "$WORK/fs.tsv")"
 [ "$(sed 1d "$WORK/fs.tsv" | wc -l)" -eq 9 ] && ok "one row per seed and batch size" \
     || not_ok "one row per seed and batch size ($(sed 1d "$WORK/fs.tsv" | wc -l))"
@@ -44,8 +45,9 @@ if awk -F'\t' 'NR > 1 {
         if ($2 == 300) for (l = 0; l < 2; l++) {
             a = $(7 + 4 * l); r = $(8 + 4 * l); k = $(6 + 4 * l)
             if (a - r > 1e-5 || r - a > 1e-5 || r > k + 1e-6) bad = "full batch" }
-        if ($1 in d1 && (d1[$1] != $5 || k1[$1] != $6)) bad = "batch-independent"
-        d1[$1] = $5; k1[$1] = $6
+        if (!($13 >= 0 && $13 < 1.5)) bad = "coupling range"
+        if ($1 in d1 && (d1[$1] != $5 || k1[$1] != $6 || t1[$1] != $13)) bad = "batch-independent"
+        d1[$1] = $5; k1[$1] = $6; t1[$1] = $13
         if ($12 > 1e-5) bad = "one output" }
     END { if (bad) { print bad; exit 1 } }' "$WORK/fs.tsv" >"$WORK/why"; then
     ok "the errors satisfy what the methods guarantee"
@@ -102,9 +104,20 @@ expect_grep "$WORK/err" "layers 1-1 (6 parameters) over 200 cases" "the summary 
 expect_grep "$WORK/err" "relative Frobenius error 0.0000," "K-FAC is exact for a linear layer under the squared loss"
 # PNG width and height: big-endian at bytes 16-23.
 png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{ printf "%d %d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }'; }
-for f in fisher-exact fisher-kfac fisher-difference; do
+for f in fisher-exact fisher-kfac fisher-difference fisher-kfac-tridiag; do
     [ "$(png_size "$WORK/pics/$f.png")" = "6 6" ] && ok "$f.png is 6 x 6" || not_ok "$f.png is $(png_size "$WORK/pics/$f.png")"
 done
+# Two linear layers under the squared loss: every g is fixed by the output-Fisher column
+# alone, so the coupling block is exactly Ā_12 ⊗ G_12 and, with two layers, block-tridiagonal
+# K-FAC is the exact Fisher while the block-diagonal one is not.
+mkdir "$WORK/lin2"
+expect_status 0 "the Fisher pictures of two linear layers" -- "$KFAC" --fisher-pictures "$WORK/lin2" \
+    --set model.layers=2-3:linear-2:linear --set study.heatmap_layers=1-2 "$WORK/lin.ini"
+expect_grep "$WORK/err" "block-tridiagonal K-FAC .*: relative Frobenius error 0.0000 on those blocks, 0.0000 overall" \
+    "block-tridiagonal K-FAC is exact for two linear layers"
+err=$(sed -n 's/.*relative Frobenius error \([0-9.]*\), of which.*/\1/p' "$WORK/err")
+awk -v e="$err" 'BEGIN { exit !(e > 0.01) }' && ok "and block-diagonal K-FAC is not ($err)" \
+    || not_ok "block-diagonal K-FAC's error on two linear layers: '$err'"
 cat >"$WORK/deep.ini" <<INI
 [data]
 train = reg.csv

@@ -5,6 +5,11 @@
  *     V ↦ (G + (γ/π) I)⁻¹ V (Ā + γπ I)⁻¹
  * that applies ((Ā + γπ I) ⊗ (G + (γ/π) I))⁻¹ to a layer's gradient V (d_out × (d_in+1)).
  *
+ * Block-tridiagonal K-FAC (§3.3 of the paper; kfac_curvature_reserve_tridiag()) adds, for
+ * each pair of consecutive layers, the cross factors Ā_{i,i+1} = E[ā_i ā_{i+1}ᵀ] and
+ * G_{i,i+1} = E[g_i g_{i+1}ᵀ], and applies the F̂⁻¹ = Ξᵀ Λ Ξ whose F̂ agrees with the damped
+ * Kronecker blocks on the block tridiagonal (curvature_tridiag.c).
+ *
  * The statistics come from the network's layer buffers: ā from the forward pass and g
  * from a backward pass whose output gradients were drawn from the model (true Fisher)
  * or taken from the real targets (empirical Fisher). Factors are kept in double; the
@@ -45,17 +50,59 @@ struct kfac_factors {
     /* The damped inverses for the γ of the last kfac_curvature_precondition(): */
     float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
     float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
+    /* Block-tridiagonal only (else NULL): the eigenvectors of UA_t and UG_t in double. */
+    double *VA_t;        /* n_a × n_a: row j is Ā's eigenvector j */
+    double *VG_t;        /* n_g × n_g */
+};
+
+/* Block-tridiagonal K-FAC: the coupling of layer i (sizes n_a, n_g) to layer i+1 (sizes
+ * n_a1, n_g1). With A = Ā_i + γπ_i I and B = G_i + γ/π_i I its damped factors and A', B'
+ * those of layer i+1, Ψ = Ψ^A ⊗ Ψ^G and Σ_{i|i+1} = A ⊗ B − C ⊗ D with
+ *     Ψ^A = Ā_{i,i+1} A'⁻¹, Ψ^G = G_{i,i+1} B'⁻¹, C = Ψ^A Ā_{i,i+1}ᵀ, D = Ψ^G G_{i,i+1}ᵀ,
+ * and Σ⁻¹ vec(V) = vec(K_G [(K_Gᵀ V K_A) ./ (1 − s_G s_Aᵀ)] K_Aᵀ) (REFERENCE.md §3). */
+struct kfac_coupling {
+    int n_a, n_g, n_a1, n_g1;
+    double *XA;          /* n_a × n_a1: running Ā_{i,i+1} = E[ā_i ā_{i+1}ᵀ] */
+    double *XG;          /* n_g × n_g1: running G_{i,i+1} = E[g_i g_{i+1}ᵀ] */
+    float *batch_XA;     /* n_a × n_a1: the latest mini-batch's */
+    float *batch_XG;     /* n_g × n_g1 */
+    /* From the last decomposition, with U_A, U'_A the eigenvectors of Ā_i, Ā_{i+1}: */
+    double *QA;          /* n_a × n_a1: Ā_{i,i+1} U'_A */
+    double *QG;          /* n_g × n_g1: G_{i,i+1} U'_G */
+    double *PA;          /* n_a × n_a1: U_Aᵀ QA */
+    double *PG;          /* n_g × n_g1: U_Gᵀ QG */
+    /* For the γ of the last kfac_curvature_invert(): */
+    float *psi_A;        /* n_a × n_a1: Ψ^A */
+    float *psi_G;        /* n_g × n_g1: Ψ^G */
+    float *KA;           /* n_a × n_a: A^{-1/2} E_A */
+    float *KG;           /* n_g × n_g: B^{-1/2} E_G */
+    float *den;          /* n_g × n_a: 1 / max(1 − s_G s_Aᵀ, KFAC_TRIDIAG_MIN_GAP) */
+};
+
+/* The floor on 1 − s_G s_A: the damping keeps it above γπ/(λ_max(Ā) + γπ) in exact
+ * arithmetic, so the floor only catches rounding (or a zero γ) and bounds Σ⁻¹'s gain. */
+#define KFAC_TRIDIAG_MIN_GAP 1e-6
+
+/* Workspace for LAPACK dsyevd on symmetric matrices of up to max_n rows, sized once so
+ * that no eigendecomposition allocates in the training loop. */
+struct kfac_eigen_work {
+    int max_n;
+    double *a;           /* max_n × max_n: the matrix dsyevd overwrites */
+    double *work;
+    int *iwork;
+    int lwork, liwork;
 };
 
 struct kfac_curvature {
     int n_layers;
     struct kfac_factors *f;   /* n_layers */
+    struct kfac_coupling *tri; /* n_layers − 1 from kfac_curvature_reserve_tridiag(); else NULL */
     /* Scratch, sized for the largest layer: */
-    double *eig_work;         /* the matrix dsyevd overwrites */
-    double *lapack_work;
-    int *lapack_iwork;
-    int lwork, liwork;
+    struct kfac_eigen_work eig;
     float *tmp;               /* max d_out × (d_in+1) and max factor size squared */
+    float *tmp2;              /* block-tridiagonal only: max factor size squared */
+    double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
+    double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
     struct {                  /* K-FOC's, from kfac_curvature_reserve_kfoc(); else zero */
         int max_cases;
@@ -93,6 +140,12 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
 /* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
 void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases);
 
+/* Switches c to block-tridiagonal K-FAC: allocates the cross factors (zero until the next
+ * update) and the scratch. From then on kfac_curvature_update() also estimates the cross
+ * factors, kfac_curvature_decompose() prepares their products with the eigenvectors and
+ * kfac_curvature_invert()/kfac_curvature_precondition() apply F̂⁻¹ = Ξᵀ Λ Ξ. */
+void kfac_curvature_reserve_tridiag(struct kfac_curvature *c);
+
 /* Copies each factor's upper triangle into its lower one, making A and G exactly
  * symmetric (kfac_curvature_decompose() does this first). */
 void kfac_curvature_symmetrise(struct kfac_curvature *c);
@@ -107,15 +160,46 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
 
 /* Forms every layer's damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ from the last
  * decomposition (one GEMM per factor), unless they are already those of this γ and
- * decomposition. */
-void kfac_curvature_invert(struct kfac_curvature *c, double gamma);
+ * decomposition. Block-tridiagonal: the last layer's damped inverses, and for each
+ * coupling Ψ^A, Ψ^G, K_A, K_G and the denominators (two eigendecompositions per coupling);
+ * KFAC_ENUMERIC naming iteration k and the layer if LAPACK fails. */
+int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k);
 
-/* out (n_params) = scale · F̂⁻¹ V per layer: scale · (G + γ/π I)⁻¹ V_i (Ā + γπ I)⁻¹ for
- * each layer's block V_i (d_out × (d_in+1)) of V (n_params, laid out as net->params):
- * two GEMMs per layer after kfac_curvature_invert(c, gamma), which it calls. out may not
- * alias V. */
+/* out (n_params) = scale · F̂⁻¹ V for V (n_params, laid out as net->params) with the
+ * inverses of the last kfac_curvature_invert(). Block-diagonal: scale · (G + γ/π I)⁻¹ V_i
+ * (Ā + γπ I)⁻¹ for each layer's block V_i (d_out × (d_in+1)), two GEMMs per layer.
+ * Block-tridiagonal: Ξ, then Λ (Σ_{i|i+1}⁻¹ per layer, the plain damped inverse for the
+ * last), then Ξᵀ: eight GEMMs per layer. out may not alias V. */
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
-                                 double gamma, const float *V, float scale, float *out);
+                                 const float *V, float scale, float *out);
+
+/* --- The inverse of a difference of Kronecker products (curvature_tridiag.c). */
+
+void kfac_eigen_work_init(struct kfac_eigen_work *w, int max_n);
+void kfac_eigen_work_free(struct kfac_eigen_work *w);
+
+/* Symmetric eigendecomposition (dsyevd, double) of X (n × n, n ≤ w->max_n; its upper
+ * triangle is read): eigenvalues ascending into eig, eigenvector j into row j of w->a.
+ * Returns LAPACK's info (0: success). */
+int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig);
+
+/* One factor's half of Σ⁻¹ for Σ = A ⊗ B − C ⊗ D: from A = U diag(eig + d) Uᵀ (U_t: n × n,
+ * row j the eigenvector of eig[j]; eig + d > 0) and Mt = diag(eig + d)^{-1/2} Uᵀ C U
+ * diag(eig + d)^{-1/2} (n × n, symmetric, upper triangle read), the eigenvalues s (n) of
+ * M = A^{-1/2} C A^{-1/2} (those of Mt) clipped to [0, 1], and K = A^{-1/2} E (n × n) for
+ * M's eigenvectors E. work: n × n. Returns LAPACK's info. */
+int kfac_kron_diff_factor(struct kfac_eigen_work *w, int n, const double *U_t, const double *eig,
+                          double d, const double *Mt, double *work, float *K, double *s);
+
+/* den (n_g × n_a) = 1 / max(1 − s_G s_Aᵀ, KFAC_TRIDIAG_MIN_GAP). */
+void kfac_kron_diff_denominators(int n_a, int n_g, const double *s_A, const double *s_G,
+                                 float *den);
+
+/* out (n_g × n_a) = scale · Σ⁻¹ V = scale · K_G [(K_Gᵀ V K_A) ./ (1 − s_G s_Aᵀ)] K_Aᵀ for
+ * V (n_g × n_a; overwritten), K_A (n_a × n_a), K_G (n_g × n_g) and den from
+ * kfac_kron_diff_denominators(): four GEMMs. tmp: n_g × n_a. out may not alias V or tmp. */
+void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, const float *den,
+                          float *V, float scale, float *out, float *tmp);
 
 /* --- K-FOC: Frobenius-optimal Kronecker factors (Schnaus, Lee & Triebel 2021) and the
  * Fisher-approximation error (REFERENCE.md §7–§8); curvature_kfoc.c. Everything here is
@@ -172,6 +256,19 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
 
 /* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) from (1/K)(g ⊙ g)ᵀ(ā ⊙ ā). */
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
+
+/* The block of F coupling two consecutive layers over the same K cases, never formed:
+ * F_12 = (1/K) Σ_k vec(X¹_k) vec(X²_k)ᵀ = (1/K) Σ_k (ā¹_k ā²_kᵀ) ⊗ (g¹_k g²_kᵀ) for b1 (layer
+ * i) and b2 (layer i+1) with the cases in the same rows, against block-tridiagonal
+ * K-FAC's model of it, Ā_12 ⊗ G_12 with Ā_12 = (1/K) Σ_k ā¹_k ā²_kᵀ and G_12 = (1/K) Σ_k
+ * g¹_k g²_kᵀ: ‖F_12 − Ā_12 ⊗ G_12‖_F / ‖F_12‖_F (0 when F_12 = 0). Needs the blocks' K,
+ * sizes, A and G only. work: kfac_fisher_cross_work_size(). */
+double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
+                               const struct kfac_fisher_block *b2, double *work);
+
+/* Doubles of the work space kfac_fisher_error_cross() needs for K cases of layers of sizes
+ * n_a1, n_g1 and n_a2, n_g2. */
+size_t kfac_fisher_cross_work_size(int K, int n_a1, int n_g1, int n_a2, int n_g2);
 
 /* The approximations the Fisher study compares (the K-FOC paper's Figure 1). */
 enum kfac_fisher_method {

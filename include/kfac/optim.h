@@ -22,7 +22,9 @@ enum kfac_optim_type {
 
 enum kfac_curvature_type {
     KFAC_CURVATURE_BLOCK_DIAGONAL,  /* one Kronecker-factored block per layer, K-FAC's factors */
-    KFAC_CURVATURE_KFOC             /* the same blocks with K-FOC_running factors */
+    KFAC_CURVATURE_KFOC,            /* the same blocks with K-FOC_running factors */
+    KFAC_CURVATURE_TRIDIAGONAL      /* K-FAC's factors and the cross factors of consecutive
+                                     * layers: F̂⁻¹ block tridiagonal (paper §3.3) */
 };
 
 enum kfac_fisher {

@@ -8,7 +8,9 @@
  * from the model, and measures, for every layer and for every batch size of
  * study.batch_sizes, the relative Frobenius error against the exact Fisher block of the
  * whole training set of the diagonal, K-FAC, K-FOC_approx and K-FOC_running
- * approximations (kfac_fisher_batch_errors()).
+ * approximations (kfac_fisher_batch_errors()); and for each pair of consecutive layers,
+ * the error of block-tridiagonal K-FAC's Ā_{i,i+1} ⊗ G_{i,i+1} against the Fisher block
+ * coupling them (kfac_fisher_error_cross()).
  */
 #ifndef KFAC_STUDY_H
 #define KFAC_STUDY_H
@@ -19,7 +21,8 @@
 
 /* Runs the Fisher study that c describes. The table (one row per seed and batch size:
  * seed, batch_size, batches, the training metric, then <method>_<layer> for each layer and
- * method diag, kfac, kfoc_approx, kfoc_running, then kfoc_iterations) goes to c->log_file
+ * method diag, kfac, kfoc_approx, kfoc_running, then tridiag_<i>_<i+1> for each pair of
+ * consecutive layers, then kfoc_iterations) goes to c->log_file
  * (standard output when NULL), which is refused if it exists unless opts->force. Unless
  * opts->quiet, progress and a summary table of mean [min, max] per layer go to summary.
  * Configuration and data errors come before any training: *started is 0 after them, 1
@@ -35,9 +38,10 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
  * the configured network, then for layers study.heatmap_layers over the first
  * study.heatmap_cases training cases writes DIR/fisher-exact.png (|F|, the exact Fisher
  * of those layers, expectation over the model's targets through the loss's output-Fisher
- * columns), DIR/fisher-kfac.png (its block-diagonal K-FAC approximation, Ā ⊗ G per layer)
- * and DIR/fisher-difference.png (|F − F̃|), one pixel per entry, white 0 to black at the
- * 99th percentile of |F|, layer borders dashed in red. Existing pictures are refused unless
+ * columns), DIR/fisher-kfac.png (its block-diagonal K-FAC approximation, Ā ⊗ G per layer),
+ * DIR/fisher-difference.png (|F − F̃|) and DIR/fisher-kfac-tridiag.png (block-tridiagonal
+ * K-FAC's: Ā_{i,i+1} ⊗ G_{i,i+1} added beside the diagonal), one pixel per entry, white 0
+ * to black at the 99th percentile of |F|, layer borders dashed in red. Existing pictures are refused unless
  * opts->force. *started as for kfac_fisher_study(). */
 int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
                          const char *dir, FILE *summary, int *started);
