@@ -51,6 +51,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     if (max_n * max_n > max_block)
         max_block = max_n * max_n;
     kfac_eigen_work_init(&c->eig, (int)max_n);
+    c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
     return c;
 }
@@ -210,9 +211,9 @@ void kfac_eigen_work_free(struct kfac_eigen_work *w)
 int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig)
 {
     memcpy(w->a, X, (size_t)n * n * sizeof *X);
-    /* Column-major on a row-major symmetric matrix: 'U' reads our upper triangle as its
-     * lower one, which is the same matrix, and the eigenvectors come back as columns, i.e.
-     * as rows of the row-major array. */
+    /* Column-major on a row-major symmetric matrix: our upper triangle is its lower one
+     * ('L'), and the eigenvectors come back as columns, i.e. as rows of the row-major
+     * array. */
     return (int)LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', n, w->a, n, eig, w->work, w->lwork,
                                     w->iwork, w->liwork);
 }

@@ -36,15 +36,12 @@ void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
     if (c->tri)
         return;
     int L = c->n_layers;
-    size_t max_n = (size_t)c->eig.max_n, max_block = max_n * max_n;
+    size_t max_n = (size_t)c->eig.max_n;
     for (int i = 0; i < L; i++) {
         struct kfac_factors *f = &c->f[i];
         /* Before the first decomposition the factors' eigenbases are the identity. */
         f->VA_t = identity(f->n_a);
         f->VG_t = identity(f->n_g);
-        size_t block = (size_t)f->n_a * f->n_g;
-        if (block > max_block)
-            max_block = block;
     }
     c->tri = kfac_xcalloc(L > 1 ? (size_t)L - 1 : 1, sizeof *c->tri);
     for (int i = 0; i + 1 < L; i++) {
@@ -68,9 +65,9 @@ void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
         t->KG = kfac_floats_new((size_t)t->n_g * t->n_g);
         t->den = kfac_floats_new((size_t)t->n_g * t->n_a);
     }
-    c->tmp2 = kfac_floats_new(max_block);
-    kfac_floats_free(c->tmp);
-    c->tmp = kfac_floats_new(max_block);
+    /* A layer's block and any product of two layers' sizes fit in tmp_n (the largest
+     * factor size squared is part of it). */
+    c->tmp2 = kfac_floats_new(c->tmp_n);
     c->tri_work = kfac_xmalloc(2 * max_n * max_n * sizeof *c->tri_work);
     c->s_A = kfac_xmalloc(max_n * sizeof *c->s_A);
     c->s_G = kfac_xmalloc(max_n * sizeof *c->s_G);

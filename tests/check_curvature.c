@@ -287,6 +287,23 @@ static void random_block(int K, int n_a, int n_g, struct kfac_rng *r, double *A,
     }
 }
 
+/* F (n_a·n_g square) = (1/K) Σ vec(X_k) vec(X_k)ᵀ, X_k = g_k ā_kᵀ, for ā_k, g_k the rows of
+ * A (K × n_a) and G (K × n_g); vec by columns: index j·n_g + i. */
+static void dense_fisher(int K, int n_a, int n_g, const double *A, const double *G, double *F)
+{
+    int D = n_a * n_g;
+    double x[64];
+    memset(F, 0, sizeof(double) * (size_t)D * D);
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < n_a; j++)
+            for (int i = 0; i < n_g; i++)
+                x[j * n_g + i] = G[k * n_g + i] * A[k * n_a + j];
+        for (int p = 0; p < D; p++)
+            for (int q = 0; q < D; q++)
+                F[p * D + q] += x[p] * x[q] / K;
+    }
+}
+
 /* A random symmetric positive definite n × n matrix. */
 static void random_spd(int n, struct kfac_rng *r, double *X)
 {
@@ -307,24 +324,11 @@ START_TEST(fisher_errors_match_dense_matrices)
     enum { K = 5, NA = 4, NG = 3, D = NA * NG };
     struct kfac_rng r;
     kfac_rng_seed(&r, 50);
-    double A[K * NA], G[K * NG], F[D * D] = {0}, Ab[NA * NA] = {0}, Gb[NG * NG] = {0};
+    double A[K * NA], G[K * NG], F[D * D], Ab[NA * NA], Gb[NG * NG];
     random_block(K, NA, NG, &r, A, G);
-    /* F = (1/K) Σ vec(X_k) vec(X_k)ᵀ, X_k = g_k ā_kᵀ, vec by columns: index j·NG + i. */
-    for (int k = 0; k < K; k++) {
-        double x[D];
-        for (int j = 0; j < NA; j++)
-            for (int i = 0; i < NG; i++)
-                x[j * NG + i] = G[k * NG + i] * A[k * NA + j];
-        for (int p = 0; p < D; p++)
-            for (int q = 0; q < D; q++)
-                F[p * D + q] += x[p] * x[q] / K;
-        for (int i = 0; i < NA; i++)
-            for (int j = 0; j < NA; j++)
-                Ab[i * NA + j] += A[k * NA + i] * A[k * NA + j] / K;
-        for (int i = 0; i < NG; i++)
-            for (int j = 0; j < NG; j++)
-                Gb[i * NG + j] += G[k * NG + i] * G[k * NG + j] / K;
-    }
+    dense_fisher(K, NA, NG, A, G, F);
+    brute_moment_d(K, NA, A, Ab);
+    brute_moment_d(K, NG, G, Gb);
     double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
     struct kfac_fisher_block b;
     kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
@@ -585,19 +589,11 @@ START_TEST(batch_errors_match_dense_aggregation)
     enum { K = 7, B = 3, NA = 3, NG = 2, D = NA * NG, P2 = NA * NA, Q2 = NG * NG };
     struct kfac_rng r;
     kfac_rng_seed(&r, 80);
-    double A[K * NA], G[K * NG], F[D * D] = {0}, M_[P2 * Q2];
+    double A[K * NA], G[K * NG], F[D * D], M_[P2 * Q2];
     random_block(K, NA, NG, &r, A, G);
     for (int k = 0; k < K * NG; k += NG) /* correlated, so that no method is exact */
         G[k] += 1.5 * A[k / NG * NA];
-    for (int k = 0; k < K; k++) {
-        double x[D];
-        for (int j = 0; j < NA; j++)
-            for (int i = 0; i < NG; i++)
-                x[j * NG + i] = G[k * NG + i] * A[k * NA + j];
-        for (int p = 0; p < D; p++)
-            for (int q = 0; q < D; q++)
-                F[p * D + q] += x[p] * x[q] / K;
-    }
+    dense_fisher(K, NA, NG, A, G, F);
     double want[KFAC_FISHER_METHODS], Ab[P2], Gb[Q2], L[P2], R[Q2], sL[P2] = {0}, sR[Q2] = {0},
            rL[P2], rR[Q2];
     double num = 0, den = 0;
@@ -689,17 +685,6 @@ static void dense_mul(int m, int n, int k, const double *A, int lda, int ta, con
                 n, k, 1.0, A, lda, B, ldb, 0.0, C, ldc);
 }
 
-/* A random n × n positive definite matrix Y Yᵀ/n + shift·I. */
-static void random_pd(int n, double shift, struct kfac_rng *r, double *X)
-{
-    double Y[64] = {0};
-    for (int i = 0; i < n * n; i++)
-        Y[i] = kfac_rng_uniform(r) * 2 - 1;
-    dense_mul(n, n, n, Y, n, 0, Y, n, 1, X, n);
-    for (int i = 0; i < n * n; i++)
-        X[i] = X[i] / n + (i % (n + 1) == 0 ? shift : 0);
-}
-
 /* C (n × n) = L W Lᵀ for A = L Lᵀ (Cholesky) and a random W with 0 ≤ W ≤ 0.9 I. */
 static void below(int n, const double *A, struct kfac_rng *r, double *C)
 {
@@ -709,7 +694,7 @@ static void below(int n, const double *A, struct kfac_rng *r, double *C)
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++)
             L[i * n + j] = 0;
-    random_pd(n, 0.0, r, W);
+    random_spd(n, r, W);
     for (int i = 0; i < n; i++)
         tr += W[i * n + i];
     for (int i = 0; i < n * n; i++)
@@ -771,8 +756,8 @@ START_TEST(kron_difference_inverse_matches_dense)
         int na = sizes[t / 2][0], ng = sizes[t / 2][1], N = na * ng;
         double d = t % 2 ? 0.2 : 0.0;
         double A[64], B[64], C[64], D[64], Ad[64], Bd[64], S[64 * 64], sA[8], sG[8];
-        random_pd(na, 0.3, &r, A);
-        random_pd(ng, 0.3, &r, B);
+        random_spd(na, &r, A);
+        random_spd(ng, &r, B);
         /* C = L_A W L_Aᵀ with A = L_A L_Aᵀ and 0 ≤ W ≤ 0.9 I, so C < A (D likewise): Σ is
          * positive definite and every s is below 1, as for the damped factors. */
         below(na, A, &r, C);
@@ -816,8 +801,8 @@ START_TEST(kron_difference_guards_a_singular_difference)
     struct kfac_rng r;
     kfac_rng_seed(&r, 22);
     double A[9], B[4], sA[3], sG[2];
-    random_pd(3, 0.5, &r, A);
-    random_pd(2, 0.5, &r, B);
+    random_spd(3, &r, A);
+    random_spd(2, &r, B);
     float V[6], out[6];
     fill_uniform(V, 6, &r, -1, 1);
     kron_diff_solve(3, 2, A, B, A, B, 0.0, V, out, sA, sG);

@@ -99,8 +99,9 @@ struct kfac_curvature {
     struct kfac_coupling *tri; /* n_layers − 1 from kfac_curvature_reserve_tridiag(); else NULL */
     /* Scratch, sized for the largest layer: */
     struct kfac_eigen_work eig;
-    float *tmp;               /* max d_out × (d_in+1) and max factor size squared */
-    float *tmp2;              /* block-tridiagonal only: max factor size squared */
+    size_t tmp_n;             /* max d_out × (d_in+1) and max factor size squared */
+    float *tmp;               /* tmp_n */
+    float *tmp2;              /* block-tridiagonal only: tmp_n */
     double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
