@@ -60,6 +60,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
 {
     if (!c)
         return;
+    kfac_curvature_free_tridiag(c); /* it reads c->f */
     for (int i = 0; i < c->n_layers; i++) {
         struct kfac_factors *f = &c->f[i];
         free(f->A);
@@ -74,7 +75,6 @@ void kfac_curvature_free(struct kfac_curvature *c)
         kfac_floats_free(f->G_inv);
     }
     free(c->f);
-    kfac_curvature_free_tridiag(c);
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
     free(c->kfoc.a);

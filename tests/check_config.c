@@ -81,6 +81,7 @@ START_TEST(errors_name_file_line_and_key)
     kfac_config_defaults(&c);
     ck_assert_int_eq(kfac_config_load(&c, scratch_file("absent.ini")), KFAC_EIO);
     expect_message("absent.ini: cannot open");
+    kfac_config_free(&c);
 }
 END_TEST
 
