@@ -40,9 +40,9 @@ int main(int argc, char **argv)
 {
     int m = argc > 1 ? atoi(argv[1]) : 1000, repeats = argc > 2 ? atoi(argv[2]) : 10;
     static const struct kfac_layer_spec specs[] = {
-        {1000, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC}, {250, KFAC_ACT_LOGISTIC},
-        {30, KFAC_ACT_LINEAR},     {250, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC},
-        {1000, KFAC_ACT_LOGISTIC}, {784, KFAC_ACT_LOGISTIC}};
+        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC}, {.d_out = 250, .act = KFAC_ACT_LOGISTIC},
+        {.d_out = 30, .act = KFAC_ACT_LINEAR},     {.d_out = 250, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
+        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 784, .act = KFAC_ACT_LOGISTIC}};
     int n_layers = (int)(sizeof specs / sizeof *specs);
     struct kfac_net *net;
     if (m < 1 || repeats < 1 || kfac_net_new(784, specs, n_layers, &net)) {

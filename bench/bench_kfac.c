@@ -27,9 +27,9 @@
 #include <string.h>
 
 static const struct kfac_layer_spec specs[] = {
-    {1000, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC}, {250, KFAC_ACT_LOGISTIC},
-    {30, KFAC_ACT_LINEAR},     {250, KFAC_ACT_LOGISTIC}, {500, KFAC_ACT_LOGISTIC},
-    {1000, KFAC_ACT_LOGISTIC}, {784, KFAC_ACT_LOGISTIC}};
+    {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC}, {.d_out = 250, .act = KFAC_ACT_LOGISTIC},
+    {.d_out = 30, .act = KFAC_ACT_LINEAR},     {.d_out = 250, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
+    {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 784, .act = KFAC_ACT_LOGISTIC}};
 enum { N_LAYERS = sizeof specs / sizeof *specs };
 
 static struct kfac_net *make_net(int m)

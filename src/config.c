@@ -99,6 +99,7 @@ static const struct key keys[] = {
     {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
     {"study", "seeds", K_INT, F(study_seeds), "10", 1, 1e5, NULL},
     {"study", "batch_sizes", K_STRING, F(study_batch_sizes), "1,10,100,full", 0, 0, NULL},
+    {"study", "layers", K_STRING, F(study_layers), "", 0, 0, NULL},
     {"study", "heatmap_layers", K_STRING, F(study_heatmap_layers), "", 0, 0, NULL},
     {"study", "heatmap_cases", K_INT, F(study_heatmap_cases), "1000", 1, 1e7, NULL},
 };
@@ -206,11 +207,18 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
     case K_STRING:
     case K_PATH: {
         if (strcmp(k->name, "layers") == 0 && *value) {
+            /* Building the network checks that the layers fit together, too. */
             struct kfac_layer_spec *specs;
-            int d_in, n;
-            if (kfac_net_parse_layers(value, &d_in, &specs, &n))
+            struct kfac_shape in;
+            struct kfac_net *net = NULL;
+            int n, rc = kfac_net_parse_layers(value, &in, &specs, &n);
+            if (!rc) {
+                rc = kfac_net_new_shaped(&in, specs, n, &net);
+                free(specs);
+                kfac_net_free(net);
+            }
+            if (rc)
                 return kfac_error(KFAC_EINVAL, "%s.%s: %s", k->section, k->name, kfac_last_error());
-            free(specs);
         }
         char **s = field;
         free(*s);

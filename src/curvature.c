@@ -17,12 +17,14 @@
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
 {
     struct kfac_curvature *c = kfac_xcalloc(1, sizeof *c);
-    c->n_layers = net->n_layers;
-    c->f = kfac_xcalloc((size_t)net->n_layers, sizeof *c->f);
+    c->n_blocks = net->n_blocks;
+    c->f = kfac_xcalloc((size_t)net->n_blocks, sizeof *c->f);
     size_t max_n = 0, max_block = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
+        f->layer = l->index + 1;
+        f->n_pos = l->n_pos;
         f->n_a = l->d_in + 1;
         f->n_g = l->d_out;
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
@@ -61,7 +63,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
     if (!c)
         return;
     kfac_curvature_free_tridiag(c); /* it reads c->f */
-    for (int i = 0; i < c->n_layers; i++) {
+    for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         free(f->A);
         free(f->G);
@@ -79,6 +81,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
     kfac_floats_free(c->tmp);
     free(c->kfoc.a);
     free(c->kfoc.g);
+    free(c->kfoc.X);
     free(c->kfoc.L);
     free(c->kfoc.R);
     free(c->kfoc.work);
@@ -91,10 +94,10 @@ double kfac_stats_decay(long k, double cap)
     return eps < cap ? eps : cap;
 }
 
-/* Upper triangle of out (n × n) = (1/m) xᵀx for x (m × n, ld); NaN-free iff finite. */
-static int second_moment(int m, int n, const float *x, int ld, float *out)
+/* Upper triangle of out (n × n) = scale · xᵀx for x (rows × n, ld); NaN-free iff finite. */
+static int second_moment(int rows, int n, const float *x, int ld, double scale, float *out)
 {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, m, 1.0f / (float)m, x, ld, 0.0f, out, n);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, rows, (float)scale, x, ld, 0.0f, out, n);
     for (int i = 0; i < n; i++)
         if (!kfac_all_finite((size_t)(n - i), out + (size_t)i * n + i))
             return 0;
@@ -122,7 +125,7 @@ static void symmetrise(int n, double *X)
 
 void kfac_curvature_symmetrise(struct kfac_curvature *c)
 {
-    for (int i = 0; i < c->n_layers; i++) {
+    for (int i = 0; i < c->n_blocks; i++) {
         symmetrise(c->f[i].n_a, c->f[i].A);
         symmetrise(c->f[i].n_g, c->f[i].G);
     }
@@ -131,21 +134,23 @@ void kfac_curvature_symmetrise(struct kfac_curvature *c)
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k)
 {
-    for (int i = 0; i < c->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
-        if (!second_moment(m, f->n_a, l->abar, f->n_a, f->batch_A))
+        /* Ā = |T| Ω̂ and G = Γ̂ over the m·|T| rows (see curvature.h). */
+        int rows = m * f->n_pos;
+        if (!second_moment(rows, f->n_a, l->abar, f->n_a, 1.0 / m, f->batch_A))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activation statistics "
                                              "(the factor A) are not finite; nothing was updated",
-                              k, i + 1);
-        if (!second_moment(m, f->n_g, l->g, f->n_g, f->batch_G))
+                              k, f->layer);
+        if (!second_moment(rows, f->n_g, l->g, f->n_g, 1.0 / rows, f->batch_G))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's gradient statistics "
                                              "(the factor G) are not finite; nothing was updated",
-                              k, i + 1);
+                              k, f->layer);
     }
     if (c->tri)
         kfac_curvature_cross_moments(c, net, m);
-    for (int i = 0; i < c->n_layers; i++) {
+    for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         merge(f->n_a, f->A, f->batch_A, eps);
         merge(f->n_g, f->G, f->batch_G, eps);
@@ -240,7 +245,7 @@ static int eigen(struct kfac_curvature *c, int n, const double *X, float *U_t, d
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k)
 {
     kfac_curvature_symmetrise(c);
-    for (int i = 0; i < c->n_layers; i++) {
+    for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         int info = eigen(c, f->n_a, f->A, f->UA_t, f->VA_t, f->eig_A);
         const char *which = "A";
@@ -251,7 +256,7 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
         if (info)
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
                                              "factor %s failed (LAPACK dsyevd info %d)",
-                              k, i + 1, which, info);
+                              k, f->layer, which, info);
         f->pi = pi_of(f, norm);
     }
     if (c->tri)
@@ -280,7 +285,7 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     if (gamma == c->inv_gamma)
         return 0;
     /* Block-tridiagonal needs the plain damped inverses of the last layer only. */
-    for (int i = c->tri ? c->n_layers - 1 : 0; i < c->n_layers; i++) {
+    for (int i = c->tri ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
         damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
@@ -309,8 +314,8 @@ void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net
         kfac_curvature_precondition_tridiag(c, net, V, scale, out);
         return;
     }
-    for (int i = 0; i < c->n_layers; i++) {
-        size_t off = (size_t)(net->layers[i].W - net->params);
+    for (int i = 0; i < c->n_blocks; i++) {
+        size_t off = (size_t)(net->blocks[i]->W - net->params);
         kfac_curvature_precondition_layer(c, i, V + off, scale, out + off);
     }
 }

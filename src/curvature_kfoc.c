@@ -100,38 +100,71 @@ void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const d
     power_iterate(&t, explicit_half, nl, max_iter, tol, warm, L, R, work, info);
 }
 
-size_t kfac_kfoc_work_size(int K, int n_a, int n_g)
+size_t kfac_kfoc_work_size(int K, int T, int n_a, int n_g)
 {
     size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
+    if (T > 1)
+        return k * a * g + a * a; /* tmp, prev */
     return k * (a > g ? a : g) + k + a * a; /* tmp, q, prev */
 }
 
-size_t kfac_fisher_work_size(int K, int n_a, int n_g)
+size_t kfac_fisher_work_size(int K, int T, int n_a, int n_g)
 {
     size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
-    size_t gram = 2 * k * k, fit = kfac_kfoc_work_size(K, n_a, n_g), diag = k * (a + g) + a * g;
+    size_t gram = 2 * k * k, fit = kfac_kfoc_work_size(K, T, n_a, n_g), diag = k * (a + g) + a * g;
     size_t n = gram > fit ? gram : fit;
     return n > diag ? n : diag;
 }
 
-void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int n_a, const double *A, int n_g,
-                            const double *G, double *work)
+/* X (n_g × K × n_a) with X[o, k, :] = Σ_t G[kT + t, o] A[kT + t, :]: case k's gradient
+ * X_k = G_kᵀ A_k, one GEMM per case (the cases' position sums are independent). */
+static void per_case_gradients(int K, int T, int n_a, const double *A, int n_g, const double *G,
+                               double *X)
+{
+    int ld = K * n_a;
+    for (int k = 0; k < K; k++)
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_g, n_a, T, 1.0,
+                    G + (size_t)k * T * n_g, n_g, A + (size_t)k * T * n_a, n_a, 0.0,
+                    X + (size_t)k * n_a, ld);
+}
+
+/* ‖F‖_F² = (1/K²) Σ_{k,k'} ⟨X_k, X_k'⟩² from the upper triangle of the Gram matrix P (K × K). */
+static double gram_norm2(int K, const double *P)
+{
+    double off = 0, diag = 0;
+    for (int i = 0; i < K; i++) {
+        double d = P[(size_t)i * K + i];
+        diag += d * d;
+        for (int j = i + 1; j < K; j++)
+            off += P[(size_t)i * K + j] * P[(size_t)i * K + j];
+    }
+    return (diag + 2 * off) / ((double)K * K);
+}
+
+void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, const double *A,
+                            int n_g, const double *G, double *X, double *work)
 {
     b->K = K, b->n_a = n_a, b->n_g = n_g, b->A = A, b->G = G;
+    b->T = T > 1 ? T : 1;
+    b->X = NULL;
+    if (T > 1) {
+        /* ⟨X_k, X_k'⟩ = Σ_o X[o, k, :]·X[o, k', :]: one rank-K update per output row. */
+        per_case_gradients(K, T, n_a, A, n_g, G, X);
+        b->X = X;
+        for (int o = 0; o < n_g; o++)
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_a, 1.0,
+                        X + (size_t)o * K * n_a, n_a, o ? 1.0 : 0.0, work, K);
+        b->norm2 = gram_norm2(K, work);
+        return;
+    }
     double *Ga = work, *Gg = work + (size_t)K * K;
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_a, 1.0, A, n_a, 0.0, Ga, K);
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_g, 1.0, G, n_g, 0.0, Gg, K);
-    /* ⟨X_k, X_k'⟩ = (ā_k·ā_k')(g_k·g_k'); the sum over k ≠ k' counts each pair twice. */
-    double off = 0, diag = 0;
-    for (int i = 0; i < K; i++) {
-        double d = Ga[(size_t)i * K + i] * Gg[(size_t)i * K + i];
-        diag += d * d;
-        for (int j = i + 1; j < K; j++) {
-            double x = Ga[(size_t)i * K + j] * Gg[(size_t)i * K + j];
-            off += x * x;
-        }
-    }
-    b->norm2 = (diag + 2 * off) / ((double)K * K);
+    /* ⟨X_k, X_k'⟩ = (ā_k·ā_k')(g_k·g_k'). */
+    for (int i = 0; i < K; i++)
+        for (int j = i; j < K; j++)
+            Ga[(size_t)i * K + j] *= Gg[(size_t)i * K + j];
+    b->norm2 = gram_norm2(K, Ga);
 }
 
 /* q_k = x_kᵀ M x_k for the rows of X (K × n) and a symmetric M (n × n); tmp: K × n. */
@@ -170,9 +203,41 @@ static void layer_half(const void *ctx, int from, const double *in, double *out)
     weighted_moment(t->K, t->n[to], t->X[to], t->q, t->tmp, out);
 }
 
+/* Algorithm 2 with the per-case gradients X_k of a convolution, X (n_g × K × n_a): a
+ * half-step is R = (1/K) Σ_k X_k L X_kᵀ or L = (1/K) Σ_k X_kᵀ R X_k, two GEMMs each, by
+ * reading X as n_g × (K·n_a) or as (n_g·K) × n_a. */
+struct case_terms {
+    int K, n_a, n_g;
+    const double *X;
+    double *tmp;            /* n_g × K × n_a */
+};
+
+static void case_half(const void *ctx, int from, const double *in, double *out)
+{
+    const struct case_terms *t = ctx;
+    int K = t->K, na = t->n_a, ng = t->n_g, wide = K * na;
+    if (from == 0) {
+        cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, ng * K, na, 1.0, in, na, t->X, na, 0.0,
+                    t->tmp, na);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ng, ng, wide, 1.0 / K, t->tmp, wide,
+                    t->X, wide, 0.0, out, ng);
+    } else {
+        cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, ng, wide, 1.0, in, ng, t->X, wide, 0.0,
+                    t->tmp, wide);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, ng * K, 1.0 / K, t->X, na,
+                    t->tmp, na, 0.0, out, na);
+    }
+}
+
 void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
                    double *L, double *R, double *work, struct kfac_kfoc_info *info)
 {
+    if (b->X) {
+        struct case_terms t = {b->K, b->n_a, b->n_g, b->X, work};
+        double *prev = work + (size_t)b->K * b->n_a * b->n_g;
+        power_iterate(&t, case_half, b->n_a, max_iter, tol, warm, L, R, prev, info);
+        return;
+    }
     size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
     struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work, work + (size_t)b->K * n};
     double *prev = t.q + b->K;
@@ -183,21 +248,27 @@ void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
 {
     if (max_cases <= c->kfoc.max_cases)
         return;
-    size_t max_a = 0, max_g = 0, max_work = 0;
-    for (int i = 0; i < c->n_layers; i++) {
-        size_t na = (size_t)c->f[i].n_a, ng = (size_t)c->f[i].n_g;
+    size_t K = (size_t)max_cases, max_a = 0, max_g = 0, max_x = 0, max_work = 0, max_n = 0;
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_factors *f = &c->f[i];
+        size_t na = (size_t)f->n_a, ng = (size_t)f->n_g, T = (size_t)f->n_pos;
         /* The running fit's new L̂, R̂ and its L_prev live in work too. */
-        size_t w = kfac_kfoc_work_size(max_cases, (int)na, (int)ng), run = 2 * na * na + ng * ng;
-        max_a = na > max_a ? na : max_a;
-        max_g = ng > max_g ? ng : max_g;
+        size_t w = kfac_kfoc_work_size(max_cases, f->n_pos, (int)na, (int)ng);
+        size_t run = 2 * na * na + ng * ng, x = T > 1 ? K * na * ng : 0;
+        max_a = K * T * na > max_a ? K * T * na : max_a;
+        max_g = K * T * ng > max_g ? K * T * ng : max_g;
+        max_x = x > max_x ? x : max_x;
+        max_n = na > max_n ? na : max_n;
+        max_n = ng > max_n ? ng : max_n;
         w = w > run ? w : run;
         max_work = w > max_work ? w : max_work;
     }
-    size_t K = (size_t)max_cases;
-    c->kfoc.a = kfac_xrealloc(c->kfoc.a, K * max_a * sizeof *c->kfoc.a);
-    c->kfoc.g = kfac_xrealloc(c->kfoc.g, K * max_g * sizeof *c->kfoc.g);
-    c->kfoc.L = kfac_xrealloc(c->kfoc.L, max_a * max_a * sizeof *c->kfoc.L);
-    c->kfoc.R = kfac_xrealloc(c->kfoc.R, max_g * max_g * sizeof *c->kfoc.R);
+    c->kfoc.a = kfac_xrealloc(c->kfoc.a, max_a * sizeof *c->kfoc.a);
+    c->kfoc.g = kfac_xrealloc(c->kfoc.g, max_g * sizeof *c->kfoc.g);
+    free(c->kfoc.X);
+    c->kfoc.X = max_x ? kfac_xmalloc(max_x * sizeof *c->kfoc.X) : NULL;
+    c->kfoc.L = kfac_xrealloc(c->kfoc.L, max_n * max_n * sizeof *c->kfoc.L);
+    c->kfoc.R = kfac_xrealloc(c->kfoc.R, max_n * max_n * sizeof *c->kfoc.R);
     c->kfoc.work = kfac_xrealloc(c->kfoc.work, max_work * sizeof *c->kfoc.work);
     c->kfoc.max_cases = max_cases;
 }
@@ -224,27 +295,34 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
                                double eps, long k, int max_iter, double tol,
                                struct kfac_kfoc_info *info)
 {
-    for (int i = 0; i < c->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
-        if (!kfac_all_finite((size_t)m * (size_t)(l->d_in + 1), l->abar))
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        const struct kfac_factors *f = &c->f[i];
+        size_t rows = (size_t)m * (size_t)f->n_pos;
+        if (!kfac_all_finite(rows * (size_t)f->n_a, l->abar))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activations (the K-FOC "
                                              "factor L) are not finite; nothing was updated",
-                              k, i + 1);
-        if (!kfac_all_finite((size_t)m * (size_t)l->d_out, l->g))
+                              k, f->layer);
+        if (!kfac_all_finite(rows * (size_t)f->n_g, l->g))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's output gradients (the "
                                              "K-FOC factor R) are not finite; nothing was updated",
-                              k, i + 1);
+                              k, f->layer);
     }
     info->iterations = 0;
     info->converged = 1;
     info->change = 0;
-    for (int i = 0; i < c->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
-        kfac_floats_to_doubles((size_t)m * f->n_a, l->abar, c->kfoc.a);
-        kfac_floats_to_doubles((size_t)m * f->n_g, l->g, c->kfoc.g);
-        struct kfac_fisher_block b = {m, f->n_a, f->n_g, c->kfoc.a, c->kfoc.g, NAN};
+        size_t rows = (size_t)m * (size_t)f->n_pos;
+        kfac_floats_to_doubles(rows * f->n_a, l->abar, c->kfoc.a);
+        kfac_floats_to_doubles(rows * f->n_g, l->g, c->kfoc.g);
+        struct kfac_fisher_block b = {m, f->n_a, f->n_g, c->kfoc.a, c->kfoc.g, NAN, f->n_pos, NULL};
+        if (f->n_pos > 1) {
+            per_case_gradients(m, f->n_pos, f->n_a, c->kfoc.a, f->n_g, c->kfoc.g, c->kfoc.X);
+            b.X = c->kfoc.X;
+        }
         int running = eps > 0;
         if (running)
             memcpy(c->kfoc.L, f->A, na2 * sizeof *c->kfoc.L);
@@ -275,18 +353,39 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
                               double *work)
 {
     int K = b->K;
+    double kron2 = frob2((size_t)b->n_a * b->n_a, L) * frob2((size_t)b->n_g * b->n_g, R);
+    if (b->X) {
+        /* ⟨F, L ⊗ R⟩ = ⟨L, (1/K) Σ_k X_kᵀ R X_k⟩: the half-step towards L. */
+        struct case_terms t = {K, b->n_a, b->n_g, b->X, work};
+        double *LR = work + (size_t)K * b->n_a * b->n_g;
+        case_half(&t, 1, R, LR);
+        return relative(b, b->norm2 - 2 * inner((size_t)b->n_a * b->n_a, L, LR) + kron2);
+    }
     size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
     double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
     quadratic_forms(K, b->n_a, b->A, L, tmp, qa);
     quadratic_forms(K, b->n_g, b->G, R, tmp, qg);
     double cross = inner((size_t)K, qa, qg) / K;
-    double kron2 = frob2((size_t)b->n_a * b->n_a, L) * frob2((size_t)b->n_g * b->n_g, R);
     return relative(b, b->norm2 - 2 * cross + kron2);
 }
 
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
 {
     int K = b->K, na = b->n_a, ng = b->n_g;
+    if (b->X) {
+        /* F's diagonal, entry (o, j): (1/K) Σ_k X[o, k, j]², one row o at a time. */
+        double d2 = 0, *d = work;
+        for (int o = 0; o < ng; o++) {
+            memset(d, 0, (size_t)na * sizeof *d);
+            for (int k = 0; k < K; k++) {
+                const double *x = b->X + ((size_t)o * K + k) * na;
+                for (int j = 0; j < na; j++)
+                    d[j] += x[j] * x[j];
+            }
+            d2 += frob2((size_t)na, d) / ((double)K * K);
+        }
+        return relative(b, b->norm2 - d2);
+    }
     double *A2 = work, *G2 = A2 + (size_t)K * na, *D = G2 + (size_t)K * ng;
     for (size_t i = 0; i < (size_t)K * na; i++)
         A2[i] = b->A[i] * b->A[i];
@@ -348,28 +447,31 @@ double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
     return norm2 > 0 ? sqrt(fmax(norm2 - 2 * cross + model2, 0.0) / norm2) : 0.0;
 }
 
-size_t kfac_fisher_batches_work_size(int K, int B, int n_a, int n_g)
+size_t kfac_fisher_batches_work_size(int K, int B, int T, int n_a, int n_g)
 {
     size_t a2 = (size_t)n_a * n_a, g2 = (size_t)n_g * n_g;
-    size_t fit = kfac_kfoc_work_size(B, n_a, n_g), run = 2 * a2 + g2;
-    size_t err = kfac_fisher_work_size(K, n_a, n_g);
+    size_t fit = kfac_kfoc_work_size(B, T, n_a, n_g), run = 2 * a2 + g2;
+    size_t err = kfac_fisher_work_size(K, T, n_a, n_g);
     size_t scratch = fit > run ? fit : run;
-    return 3 * (a2 + g2) + (scratch > err ? scratch : err);
+    size_t slice = T > 1 ? (size_t)B * n_a * n_g : 0;
+    return 3 * (a2 + g2) + slice + (scratch > err ? scratch : err);
 }
 
 void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_iter, double tol,
                               double *work, double *errors, struct kfac_kfoc_info *info)
 {
-    int K = b->K, na = b->n_a, ng = b->n_g;
+    int K = b->K, T = b->T, na = b->n_a, ng = b->n_g;
     size_t a2 = (size_t)na * na, g2 = (size_t)ng * ng;
     double *L = work, *R = L + a2, *sum_L = R + g2, *sum_R = sum_L + a2, *run_L = sum_R + g2,
-           *run_R = run_L + a2, *scratch = run_R + g2;
+           *run_R = run_L + a2, *slice = run_R + g2;
+    double *scratch = slice + (b->X ? (size_t)B * na * ng : 0);
     errors[KFAC_FISHER_DIAG] = kfac_fisher_error_diag(b, scratch);
-    /* K-FAC's factors of all K cases, whatever the batches. */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K, 1.0 / K, b->A, na, b->A, na,
-                0.0, L, na);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K, 1.0 / K, b->G, ng, b->G, ng,
-                0.0, R, ng);
+    /* K-FAC's factors of all K cases, whatever the batches; for a convolution KFC's
+     * T·Ω̂ ⊗ Γ̂ (REFERENCE.md §2), the sums over the K·T rows divided by K and K·T. */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K * T, 1.0 / K, b->A, na, b->A,
+                na, 0.0, L, na);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K * T, 1.0 / ((double)K * T),
+                b->G, ng, b->G, ng, 0.0, R, ng);
     errors[KFAC_FISHER_KFAC] = kfac_fisher_error_kron(b, L, R, scratch);
     memset(sum_L, 0, a2 * sizeof *sum_L);
     memset(sum_R, 0, g2 * sizeof *sum_R);
@@ -378,8 +480,15 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_
     info->change = 0;
     for (int start = 0; start < K; start += B) {
         int n = K - start < B ? K - start : B;
-        struct kfac_fisher_block bp = {n, na, ng, b->A + (size_t)start * na,
-                                       b->G + (size_t)start * ng, NAN};
+        struct kfac_fisher_block bp = {n, na, ng, b->A + (size_t)start * T * na,
+                                       b->G + (size_t)start * T * ng, NAN, T, NULL};
+        if (b->X) {
+            /* The batch's gradients, X[:, start..start+n, :], made contiguous. */
+            for (int o = 0; o < ng; o++)
+                memcpy(slice + (size_t)o * n * na, b->X + ((size_t)o * K + start) * na,
+                       (size_t)n * na * sizeof *slice);
+            bp.X = slice;
+        }
         struct kfac_kfoc_info fi;
         kfac_kfoc_fit(&bp, max_iter, tol, 0, L, R, scratch, &fi);
         if (fi.iterations > info->iterations)
@@ -407,18 +516,20 @@ struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int 
 {
     struct kfac_fisher_probe *p = kfac_xcalloc(1, sizeof *p);
     p->K = K;
-    p->n_layers = net->n_layers;
-    size_t max_a = 0, max_g = 0, max_work = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
-        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
-        size_t w = kfac_fisher_batches_work_size(K, K, (int)na, (int)ng);
-        max_a = na > max_a ? na : max_a;
-        max_g = ng > max_g ? ng : max_g;
+    p->n_blocks = net->n_blocks;
+    size_t k = (size_t)K, max_a = 0, max_g = 0, max_x = 0, max_work = 0;
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out, T = (size_t)l->n_pos;
+        size_t w = kfac_fisher_batches_work_size(K, K, l->n_pos, (int)na, (int)ng);
+        max_a = k * T * na > max_a ? k * T * na : max_a;
+        max_g = k * T * ng > max_g ? k * T * ng : max_g;
+        max_x = T > 1 && k * na * ng > max_x ? k * na * ng : max_x;
         max_work = w > max_work ? w : max_work;
     }
-    p->A = kfac_xmalloc((size_t)K * max_a * sizeof *p->A);
-    p->G = kfac_xmalloc((size_t)K * max_g * sizeof *p->G);
+    p->A = kfac_xmalloc(max_a * sizeof *p->A);
+    p->G = kfac_xmalloc(max_g * sizeof *p->G);
+    p->X = max_x ? kfac_xmalloc(max_x * sizeof *p->X) : NULL;
     p->work = kfac_xmalloc(max_work * sizeof *p->work);
     return p;
 }
@@ -429,6 +540,7 @@ void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
         return;
     free(p->A);
     free(p->G);
+    free(p->X);
     free(p->work);
     free(p);
 }
@@ -442,13 +554,13 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
                           kfac_net_output_grad(net));
     kfac_net_backward(net, K, 1.0f, 0);
     p->kfoc_iterations = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
-        int na = l->d_in + 1, ng = l->d_out;
-        kfac_floats_to_doubles((size_t)K * na, l->abar, p->A);
-        kfac_floats_to_doubles((size_t)K * ng, l->g, p->G);
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        int na = l->d_in + 1, ng = l->d_out, T = l->n_pos;
+        kfac_floats_to_doubles((size_t)K * T * na, l->abar, p->A);
+        kfac_floats_to_doubles((size_t)K * T * ng, l->g, p->G);
         struct kfac_fisher_block b;
-        kfac_fisher_block_init(&b, K, na, p->A, ng, p->G, p->work);
+        kfac_fisher_block_init(&b, K, T, na, p->A, ng, p->G, p->X, p->work);
         /* One batch of all K cases: both K-FOC aggregations are the fit of the cases. */
         double e[KFAC_FISHER_METHODS];
         struct kfac_kfoc_info info;

@@ -35,7 +35,7 @@ void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
 {
     if (c->tri)
         return;
-    int L = c->n_layers;
+    int L = c->n_blocks;
     size_t max_n = (size_t)c->eig.max_n;
     for (int i = 0; i < L; i++) {
         struct kfac_factors *f = &c->f[i];
@@ -78,11 +78,11 @@ void kfac_curvature_free_tridiag(struct kfac_curvature *c)
 {
     if (!c->tri)
         return;
-    for (int i = 0; i < c->n_layers; i++) {
+    for (int i = 0; i < c->n_blocks; i++) {
         free(c->f[i].VA_t);
         free(c->f[i].VG_t);
     }
-    for (int i = 0; i + 1 < c->n_layers; i++) {
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         free(t->XA);
         free(t->XG);
@@ -110,7 +110,7 @@ void kfac_curvature_free_tridiag(struct kfac_curvature *c)
  * sqrt(E[x_a²] E[y_b²]). */
 void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net, int m)
 {
-    for (int i = 0; i + 1 < c->n_layers; i++) {
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_layer *l = &net->layers[i], *l1 = &net->layers[i + 1];
         float w = 1.0f / (float)m;
@@ -130,7 +130,7 @@ static void merge_full(size_t n, double *X, const float *B, double eps)
 
 void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps)
 {
-    for (int i = 0; i + 1 < c->n_layers; i++) {
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         merge_full((size_t)t->n_a * t->n_a1, t->XA, t->batch_XA, eps);
         merge_full((size_t)t->n_g * t->n_g1, t->XG, t->batch_XG, eps);
@@ -150,7 +150,7 @@ static void rotate(int n, int n1, const double *X, const double *V_t, const doub
 
 void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
 {
-    for (int i = 0; i + 1 < c->n_layers; i++) {
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_factors *f = &c->f[i], *f1 = &c->f[i + 1];
         rotate(t->n_a, t->n_a1, t->XA, f->VA_t, f1->VA_t, t->QA, t->PA);
@@ -238,7 +238,7 @@ static int couple_side(struct kfac_curvature *c, int n, int n1, const double *V_
 
 int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k)
 {
-    for (int i = 0; i + 1 < c->n_layers; i++) {
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_factors *f = &c->f[i], *f1 = &c->f[i + 1];
         const char *which = "A";
@@ -267,7 +267,7 @@ int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k
 void kfac_curvature_precondition_tridiag(struct kfac_curvature *c, const struct kfac_net *net,
                                          const float *V, float scale, float *out)
 {
-    int L = c->n_layers;
+    int L = c->n_blocks;
     /* Λ Ξ v: w_i = Σ_{i|i+1}⁻¹ (V_i − Ψ^G V_{i+1} Ψ^Aᵀ) into out, w_ℓ = Σ_ℓ⁻¹ V_ℓ. */
     for (int i = 0; i + 1 < L; i++) {
         const struct kfac_coupling *t = &c->tri[i];

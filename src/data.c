@@ -37,6 +37,7 @@ static size_t cols_of(const struct kfac_array *a)
 struct raw_set {
     size_t n;
     int d_x, d_y;
+    int shape[3];           /* see struct kfac_dataset */
     float *x, *y;
 };
 
@@ -88,6 +89,8 @@ static int load_csv(const struct kfac_data_opts *o, const char *path, struct raw
     }
     r->n = t.rows;
     r->d_x = t.cols - n_targets;
+    r->shape[0] = r->d_x;
+    r->shape[1] = r->shape[2] = 1;
     r->d_y = n_targets;
     r->x = kfac_floats_new(r->n * (size_t)r->d_x);
     r->y = n_targets ? kfac_floats_new(r->n * (size_t)n_targets) : NULL;
@@ -179,6 +182,14 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
     }
     r->n = a.dims[0];
     r->d_x = (int)d;
+    /* Images: N × H × W (one channel) or N × C × H × W; anything else is a vector. */
+    r->shape[0] = (int)d;
+    r->shape[1] = r->shape[2] = 1;
+    if (a.ndim == 3 || a.ndim == 4) {
+        r->shape[0] = a.ndim == 4 ? (int)a.dims[1] : 1;
+        r->shape[1] = (int)a.dims[a.ndim - 2];
+        r->shape[2] = (int)a.dims[a.ndim - 1];
+    }
     r->x = a.data;
     if (a.uint8)
         for (size_t i = 0; i < r->n * d; i++)
@@ -222,6 +233,7 @@ static int finish_set(const struct kfac_data_opts *o, const char *path, struct r
     }
     ds->n = r->n;
     ds->d_x = r->d_x;
+    memcpy(ds->shape, r->shape, sizeof ds->shape);
     ds->x = r->x;
     r->x = NULL;
     if (o->task == KFAC_TASK_AUTOENCODER) {
@@ -254,6 +266,7 @@ static void take_rows(const struct raw_set *src, const size_t *idx, size_t k, st
 {
     dst->n = k;
     dst->d_x = src->d_x;
+    memcpy(dst->shape, src->shape, sizeof dst->shape);
     dst->d_y = src->d_y;
     dst->x = kfac_floats_new(k * (size_t)src->d_x);
     dst->y = src->y ? kfac_floats_new(k * (size_t)src->d_y) : NULL;

@@ -7,6 +7,7 @@
 #include "vecmath.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,4 +166,18 @@ void kfac_init_weights(float *W, int rows, int fan_in, int fan_out, enum kfac_in
         break;
     }
     }
+}
+
+int kfac_window_out(int n, int k, int stride, int pad)
+{
+    int span = n + 2 * pad - k;
+    return span < 0 || stride < 1 ? 0 : span / stride + 1;
+}
+
+void kfac_shape_format(const struct kfac_shape *s, char *buf, size_t size)
+{
+    if (s->h == 1 && s->w == 1)
+        snprintf(buf, size, "%d", s->c);
+    else
+        snprintf(buf, size, "%dx%dx%d", s->c, s->h, s->w);
 }

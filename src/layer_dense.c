@@ -28,14 +28,14 @@ static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, 
                     l->d_out, l->W, k, 0.0f, din, ld_din);
 }
 
-/* r_s (m × d_out) = r_abar (m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · Vᵀ. */
+/* r_s (m × d_out) = r_in (m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · Vᵀ. */
 static void dense_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
 {
     int k = l->d_in + 1;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->abar, k, V, k,
                 0.0f, l->r_s, l->d_out);
     if (input_varies)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->r_abar, k,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->r_in, k,
                     l->W, k, 1.0f, l->r_s, l->d_out);
 }
 

@@ -35,13 +35,13 @@ double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
 
 int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what)
 {
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
         if (!kfac_all_finite(l->n_params, v + (l->W - net->params)))
             return kfac_error(KFAC_ENUMERIC,
                               "iteration %ld: the %s of layer %d is not finite; the "
                               "parameters were left unchanged",
-                              k, what, i + 1);
+                              k, what, l->index + 1);
     }
     return 0;
 }
@@ -93,6 +93,12 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
         *out = kfac_sgd_new(opts, net, loss);
         return 0;
     case KFAC_OPTIM_KFAC:
+        /* The coupling of consecutive layers needs their cases in the same rows. */
+        for (int i = 0; opts->curvature == KFAC_CURVATURE_TRIDIAGONAL && i < net->n_layers; i++)
+            if (net->layers[i].ops != &kfac_dense_ops)
+                return kfac_error(KFAC_EINVAL, "optimizer.curvature = kfac-tridiag needs dense "
+                                               "layers only, but layer %d is %s",
+                                  i + 1, net->layers[i].ops->name);
         *out = kfac_kfac_new(opts, net, loss, rng);
         return 0;
     }

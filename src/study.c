@@ -25,14 +25,19 @@ static const char *const method_names[KFAC_FISHER_METHODS] = {"diag", "kfac", "k
 /* The per-layer data of one trained network: ā and g of every training case, in the
  * (shuffled) order the batches take them, and the work space for the errors. */
 struct layer_cases {
-    int d_in, d_out;
-    double *A, *G;      /* N × n_a, N × n_g */
+    int block;          /* the layer's index in net->blocks */
+    int layer;          /* its number in the network (from 1) */
+    char what[100];     /* e.g. "conv 1x28x28 -> 6x28x28" */
+    int dense;          /* a dense layer (else a convolution) */
+    int n_a, n_g, T;    /* T: rows of ā and g per case */
+    double *A, *G;      /* N·T × n_a, N·T × n_g */
+    double *X;          /* T > 1: N × n_g × n_a per-case gradients; else NULL */
     double *work;       /* kfac_fisher_batches_work_size() for the largest batch */
 };
 
 /* Forward pass over the whole training set in a shuffled order, one target per case drawn
- * from the model, a backward pass; copies each layer's ā and g into cases. */
-static void sample_cases(struct kfac_run *run, struct layer_cases *cases)
+ * from the model, a backward pass; copies the ā and g of the L studied layers into cases. */
+static void sample_cases(struct kfac_run *run, int L, struct layer_cases *cases)
 {
     struct kfac_net *net = run->net;
     const struct kfac_dataset *ds = &run->train;
@@ -49,11 +54,11 @@ static void sample_cases(struct kfac_run *run, struct layer_cases *cases)
     kfac_loss_sample_grad(run->loss, (int)N, net->d_out, kfac_net_output(net), &run->rng_probe,
                           kfac_net_output_grad(net));
     kfac_net_backward(net, (int)N, 1.0f, 0);
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
-        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
-        kfac_floats_to_doubles(N * na, l->abar, cases[i].A);
-        kfac_floats_to_doubles(N * ng, l->g, cases[i].G);
+    for (int i = 0; i < L; i++) {
+        const struct kfac_layer *l = net->blocks[cases[i].block];
+        size_t rows = N * (size_t)cases[i].T;
+        kfac_floats_to_doubles(rows * (size_t)cases[i].n_a, l->abar, cases[i].A);
+        kfac_floats_to_doubles(rows * (size_t)cases[i].n_g, l->g, cases[i].G);
     }
     kfac_floats_free(X);
     free(order);
@@ -72,6 +77,13 @@ static void mean_range(int n, const double *x, size_t stride, char *cell, size_t
     snprintf(cell, size, "%.4f [%.4f, %.4f]", sum / n, lo, hi);
 }
 
+/* Whether studied layers i and i+1 are consecutive dense layers, whose coupling block
+ * block-tridiagonal K-FAC models. */
+static int coupled(const struct layer_cases *cases, int i)
+{
+    return cases[i].dense && cases[i + 1].dense && cases[i + 1].layer == cases[i].layer + 1;
+}
+
 /* Mean [min, max] over the seeds of results[seed][size][layer][method], per layer, and of
  * cross[seed][layer] (the blocks coupling layers layer and layer+1). */
 static void print_summary(FILE *f, int L, const struct layer_cases *cases, int seeds,
@@ -82,8 +94,7 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
                "against the exact block, mean [min, max]\n",
             seeds, N);
     for (int layer = 0; layer < L; layer++) {
-        fprintf(f, "layer %d (%d -> %d)\n%-6s", layer + 1, cases[layer].d_in, cases[layer].d_out,
-                "batch");
+        fprintf(f, "layer %d (%s)\n%-6s", cases[layer].layer, cases[layer].what, "batch");
         for (int m = 0; m < KFAC_FISHER_METHODS; m++)
             fprintf(f, "  %-24s", method_names[m]);
         fputc('\n', f);
@@ -101,13 +112,16 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
             fputc('\n', f);
         }
     }
-    if (L > 1)
-        fprintf(f, "blocks coupling consecutive layers, against block-tridiagonal K-FAC's "
-                   "A_{i,i+1} (x) G_{i,i+1} (all cases):\n");
+    int any = 0;
     for (int layer = 0; layer + 1 < L; layer++) {
+        if (!coupled(cases, layer))
+            continue;
+        if (!any++)
+            fprintf(f, "blocks coupling consecutive layers, against block-tridiagonal K-FAC's "
+                       "A_{i,i+1} (x) G_{i,i+1} (all cases):\n");
         char cell[64];
         mean_range(seeds, cross + layer, (size_t)(L - 1), cell, sizeof cell);
-        fprintf(f, "layers %d-%d  %s\n", layer + 1, layer + 2, cell);
+        fprintf(f, "layers %d-%d  %s\n", cases[layer].layer, cases[layer + 1].layer, cell);
     }
 }
 
@@ -134,9 +148,42 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         kfac_run_free(&run);
         return rc;
     }
-    int L = run.net->n_layers;
+    /* The studied layers: those with parameters within study.layers. */
+    int first = 0, last = run.net->n_layers - 1;
+    if (c->study_layers && (rc = kfac_parse_layer_range("study.layers", c->study_layers,
+                                                        run.net->n_layers, &first, &last))) {
+        kfac_run_free(&run);
+        return rc;
+    }
     size_t N = run.train.n;
-    int n_cols = 5 + KFAC_FISHER_METHODS * L + (L - 1);
+    struct layer_cases *cases = kfac_xcalloc((size_t)run.net->n_blocks, sizeof *cases);
+    int L = 0;
+    for (int b = 0; b < run.net->n_blocks; b++) {
+        const struct kfac_layer *l = run.net->blocks[b];
+        if (l->index < first || l->index > last)
+            continue;
+        struct layer_cases *lc = &cases[L++];
+        lc->block = b;
+        lc->layer = l->index + 1;
+        char from[40], to[40];
+        kfac_shape_format(&l->in_shape, from, sizeof from);
+        kfac_shape_format(&l->out_shape, to, sizeof to);
+        snprintf(lc->what, sizeof lc->what, "%s %s -> %s", l->ops->name, from, to);
+        lc->dense = l->ops == &kfac_dense_ops;
+        lc->n_a = l->d_in + 1;
+        lc->n_g = l->d_out;
+        lc->T = l->n_pos;
+    }
+    if (L == 0) {
+        free(cases);
+        kfac_run_free(&run);
+        return kfac_error(KFAC_EINVAL, "study.layers = '%s' holds no layer with parameters",
+                          c->study_layers);
+    }
+    int n_cross = 0;
+    for (int i = 0; i + 1 < L; i++)
+        n_cross += coupled(cases, i);
+    int n_cols = 5 + KFAC_FISHER_METHODS * L + n_cross;
     const char **names = kfac_xmalloc((size_t)n_cols * sizeof *names);
     char(*labels)[40] = kfac_xcalloc((size_t)n_cols, sizeof *labels);
     char metric[40];
@@ -148,12 +195,15 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     names[n++] = metric;
     for (int layer = 0; layer < L; layer++)
         for (int m = 0; m < KFAC_FISHER_METHODS; m++) {
-            snprintf(labels[n], sizeof labels[n], "%s_%d", method_names[m], layer + 1);
+            snprintf(labels[n], sizeof labels[n], "%s_%d", method_names[m], cases[layer].layer);
             names[n] = labels[n];
             n++;
         }
     for (int layer = 0; layer + 1 < L; layer++) {
-        snprintf(labels[n], sizeof labels[n], "tridiag_%d_%d", layer + 1, layer + 2);
+        if (!coupled(cases, layer))
+            continue;
+        snprintf(labels[n], sizeof labels[n], "tridiag_%d_%d", cases[layer].layer,
+                 cases[layer + 1].layer);
         names[n] = labels[n];
         n++;
     }
@@ -163,25 +213,22 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     free(names);
     free(labels);
 
-    struct layer_cases *cases = kfac_xcalloc((size_t)L, sizeof *cases);
     for (int i = 0; i < L; i++) {
-        const struct kfac_layer *l = &run.net->layers[i];
-        int na = l->d_in + 1, ng = l->d_out;
+        int na = cases[i].n_a, ng = cases[i].n_g, T = cases[i].T;
         size_t work = 0;
         for (int s = 0; s < n_sizes; s++) {
             int B = sizes[s] == 0 || (size_t)sizes[s] > N ? (int)N : sizes[s];
-            size_t w = kfac_fisher_batches_work_size((int)N, B, na, ng);
+            size_t w = kfac_fisher_batches_work_size((int)N, B, T, na, ng);
             work = w > work ? w : work;
         }
-        if (i + 1 < L) {
-            const struct kfac_layer *l1 = &run.net->layers[i + 1];
-            size_t w = kfac_fisher_cross_work_size((int)N, na, ng, l1->d_in + 1, l1->d_out);
+        if (i + 1 < L && coupled(cases, i)) {
+            size_t w = kfac_fisher_cross_work_size((int)N, na, ng, cases[i + 1].n_a,
+                                                   cases[i + 1].n_g);
             work = w > work ? w : work;
         }
-        cases[i].d_in = l->d_in;
-        cases[i].d_out = l->d_out;
-        cases[i].A = kfac_xmalloc(N * (size_t)na * sizeof(double));
-        cases[i].G = kfac_xmalloc(N * (size_t)ng * sizeof(double));
+        cases[i].A = kfac_xmalloc(N * (size_t)T * na * sizeof(double));
+        cases[i].G = kfac_xmalloc(N * (size_t)T * ng * sizeof(double));
+        cases[i].X = T > 1 ? kfac_xmalloc(N * (size_t)na * ng * sizeof(double)) : NULL;
         cases[i].work = kfac_xmalloc(work * sizeof(double));
     }
     double *results = kfac_xcalloc((size_t)c->study_seeds * n_sizes * L * KFAC_FISHER_METHODS,
@@ -203,13 +250,14 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             kfac_run_free(&run);
             break;
         }
-        sample_cases(&run, cases);
+        sample_cases(&run, L, cases);
         /* The coupling blocks' errors use all the cases: one per seed. */
         for (int i = 0; i + 1 < L; i++) {
-            const struct kfac_layer *l = &run.net->layers[i], *l1 = &run.net->layers[i + 1];
-            struct kfac_fisher_block b1 = {(int)N, l->d_in + 1, l->d_out, cases[i].A, cases[i].G, 0};
-            struct kfac_fisher_block b2 = {(int)N, l1->d_in + 1, l1->d_out, cases[i + 1].A,
-                                           cases[i + 1].G, 0};
+            if (!coupled(cases, i))
+                continue;
+            const struct layer_cases *c1 = &cases[i], *c2 = &cases[i + 1];
+            struct kfac_fisher_block b1 = {(int)N, c1->n_a, c1->n_g, c1->A, c1->G, 0, 1, NULL};
+            struct kfac_fisher_block b2 = {(int)N, c2->n_a, c2->n_g, c2->A, c2->G, 0, 1, NULL};
             cross[(size_t)seed * (L - 1) + i] = kfac_fisher_error_cross(&b1, &b2, cases[i].work);
         }
         for (int s = 0; s < n_sizes && !rc; s++) {
@@ -220,10 +268,10 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             row[3] = run.final[0];
             int iterations = 0;
             for (int i = 0; i < L; i++) {
-                const struct kfac_layer *l = &run.net->layers[i];
+                struct layer_cases *lc = &cases[i];
                 struct kfac_fisher_block b;
-                kfac_fisher_block_init(&b, (int)N, l->d_in + 1, cases[i].A, l->d_out, cases[i].G,
-                                       cases[i].work);
+                kfac_fisher_block_init(&b, (int)N, lc->T, lc->n_a, lc->A, lc->n_g, lc->G, lc->X,
+                                       lc->work);
                 struct kfac_kfoc_info info;
                 double *e = results + (((size_t)seed * n_sizes + s) * L + i) * KFAC_FISHER_METHODS;
                 kfac_fisher_batch_errors(&b, B, c->optim.kfoc_max_iter, c->optim.kfoc_tol,
@@ -231,8 +279,9 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
                 memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
                 iterations = info.iterations > iterations ? info.iterations : iterations;
             }
-            for (int i = 0; i + 1 < L; i++)
-                row[4 + KFAC_FISHER_METHODS * L + i] = cross[(size_t)seed * (L - 1) + i];
+            for (int i = 0, j = 4 + KFAC_FISHER_METHODS * L; i + 1 < L; i++)
+                if (coupled(cases, i))
+                    row[j++] = cross[(size_t)seed * (L - 1) + i];
             row[n_cols - 1] = iterations;
             rc = kfac_log_row(&table, row);
         }
@@ -246,6 +295,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     for (int i = 0; i < L; i++) {
         free(cases[i].A);
         free(cases[i].G);
+        free(cases[i].X);
         free(cases[i].work);
     }
     free(cases);
@@ -316,16 +366,17 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int kfac_parse_layer_range(const char *spec, int n_layers, int *first, int *last)
+int kfac_parse_layer_range(const char *key, const char *spec, int n_layers, int *first,
+                           int *last)
 {
     char *end;
     long a = strtol(spec ? spec : "", &end, 10), b = a;
     if (end != spec && *end == '-')
         b = strtol(end + 1, &end, 10);
     if (!spec || end == spec || *end || a < 1 || b < a || b > n_layers)
-        return kfac_error(KFAC_EINVAL, "study.heatmap_layers = '%s': expected FIRST-LAST (or one "
-                                       "layer) within the network's layers 1-%d",
-                          spec ? spec : "", n_layers);
+        return kfac_error(KFAC_EINVAL, "%s = '%s': expected FIRST-LAST (or one layer) within the "
+                                       "network's layers 1-%d",
+                          key, spec ? spec : "", n_layers);
     *first = (int)a - 1;
     *last = (int)b - 1;
     return 0;
@@ -352,11 +403,18 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
     struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
     struct kfac_run run;
     int first, last, rc = kfac_run_prepare(&run, c, &run_opts);
-    if (rc || (rc = kfac_parse_layer_range(c->study_heatmap_layers, run.net->n_layers, &first,
-                                           &last))) {
+    if (rc || (rc = kfac_parse_layer_range("study.heatmap_layers", c->study_heatmap_layers,
+                                           run.net->n_layers, &first, &last))) {
         kfac_run_free(&run);
         return rc;
     }
+    for (int i = first; i <= last; i++)
+        if (run.net->layers[i].ops != &kfac_dense_ops) {
+            kfac_run_free(&run);
+            return kfac_error(KFAC_EINVAL, "study.heatmap_layers: the pictures take dense layers "
+                                           "only, but layer %d is %s",
+                              i + 1, run.net->layers[i].ops->name);
+        }
     struct kfac_net *net = run.net;
     int K = c->study_heatmap_cases < (long)run.train.n ? c->study_heatmap_cases : (int)run.train.n;
     int n_blocks = last - first + 1, bounds[KFAC_PICTURE_MAX_LAYERS + 1], D = 0;

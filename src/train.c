@@ -15,8 +15,9 @@
 int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac_loss *loss)
 {
     struct kfac_layer_spec *specs;
-    int d_in, n;
-    int rc = kfac_net_parse_layers(c->layers, &d_in, &specs, &n);
+    struct kfac_shape in;
+    int n;
+    int rc = kfac_net_parse_layers(c->layers, &in, &specs, &n);
     if (rc)
         return kfac_error(rc, "model.layers: %s", kfac_last_error());
     enum kfac_activation out = specs[n - 1].act;
@@ -41,7 +42,7 @@ int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac
                               kfac_activation_name(out));
         }
     }
-    rc = kfac_net_new(d_in, specs, n, net);
+    rc = kfac_net_new_shaped(&in, specs, n, net);
     free(specs);
     if (rc)
         return kfac_error(rc, "model.layers: %s", kfac_last_error());
@@ -50,13 +51,22 @@ int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac
 
 void kfac_model_summary(const struct kfac_net *net, enum kfac_loss loss, FILE *f)
 {
-    fprintf(f, "# model: %d inputs, %d layers, %zu parameters, loss %s\n", net->d_in,
-            net->n_layers, net->n_params, kfac_loss_name(loss));
+    char in[40], out[40];
+    kfac_shape_format(&net->in_shape, in, sizeof in);
+    fprintf(f, "# model: %s inputs, %d layers, %zu parameters, loss %s\n", in, net->n_layers,
+            net->n_params, kfac_loss_name(loss));
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
-        fprintf(f, "#   layer %d: %s %d -> %d %s, %zu parameters (W %d x %d, bias last)\n", i + 1,
-                l->ops->name, l->d_in, l->d_out, kfac_activation_name(l->act), l->n_params,
-                l->d_out, l->d_in + 1);
+        kfac_shape_format(&l->in_shape, in, sizeof in);
+        kfac_shape_format(&l->out_shape, out, sizeof out);
+        fprintf(f, "#   layer %d: %s %s -> %s", i + 1, l->ops->name, in, out);
+        if (l->ops == &kfac_conv_ops || l->ops == &kfac_maxpool_ops ||
+            l->ops == &kfac_avgpool_ops)
+            fprintf(f, ", window %dx%d stride %d pad %d", l->kh, l->kw, l->stride, l->pad);
+        if (l->n_params)
+            fprintf(f, " %s, %zu parameters (W %d x %d, bias last)", kfac_activation_name(l->act),
+                    l->n_params, l->d_out, l->d_in + 1);
+        fputc('\n', f);
     }
 }
 
@@ -113,6 +123,13 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                           "model.layers takes %d inputs and makes %d outputs, but the data have %d "
                           "inputs and %d targets per case",
                           run->net->d_in, run->net->d_out, run->train.d_x, run->train.d_t);
+    const struct kfac_shape *in = &run->net->in_shape;
+    const int *shape = run->train.shape;
+    if (in->h * in->w > 1 && shape[1] * shape[2] > 1 &&
+        (shape[0] != in->c || shape[1] != in->h || shape[2] != in->w))
+        return kfac_error(KFAC_EINVAL, "model.layers takes %dx%dx%d images, but the cases of %s "
+                                       "are %dx%dx%d",
+                          in->c, in->h, in->w, c->data.train, shape[0], shape[1], shape[2]);
     if (c->data.task == KFAC_TASK_CLASSIFICATION && run->loss != KFAC_LOSS_SOFTMAX)
         return kfac_error(KFAC_EINVAL, "data.task = classification needs a softmax output layer");
     /* The largest batch the schedule draws: the whole set when it grows to it. */
@@ -140,7 +157,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         run->probe = kfac_fisher_probe_new(run->net, c->fisher_error_cases < train_batch
                                                          ? c->fisher_error_cases
                                                          : train_batch);
-        n_fisher = 3 * run->net->n_layers;
+        n_fisher = 3 * run->net->n_blocks;
     }
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim);
@@ -162,7 +179,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         names[n++] = eval_names[i];
     static const char *const kinds[3] = {"diag", "kfac", "kfoc"};
     for (int i = 0; i < n_fisher; i++) {
-        snprintf(fisher_names[i], 32, "fisher_%s_%d", kinds[i % 3], i / 3 + 1);
+        snprintf(fisher_names[i], 32, "fisher_%s_%d", kinds[i % 3],
+                 run->net->blocks[i / 3]->index + 1);
         names[n++] = fisher_names[i];
     }
     run->row = kfac_xcalloc((size_t)n, sizeof *run->row);
@@ -234,7 +252,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         }
         if (run->probe) {
             double *fe = ev + n_eval;
-            for (int i = 0; i < 3 * run->net->n_layers; i++)
+            for (int i = 0; i < 3 * run->net->n_blocks; i++)
                 fe[i] = NAN;
             if (last || k % c->fisher_error_every == 0)
                 kfac_fisher_probe_run(run->probe, run->net, run->loss, b.m, b.x, &run->rng_probe,

@@ -329,9 +329,9 @@ START_TEST(fisher_errors_match_dense_matrices)
     dense_fisher(K, NA, NG, A, G, F);
     brute_moment_d(K, NA, A, Ab);
     brute_moment_d(K, NG, G, Gb);
-    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
     double norm2 = 0, diag_err = 0;
     for (int p = 0; p < D * D; p++) {
         norm2 += F[p] * F[p];
@@ -417,11 +417,11 @@ START_TEST(kfoc_fit_equals_the_explicit_fit)
         Rs[k] = terms_R[k];
     }
     double L1[NA * NA], R1[NG * NG], L2[NA * NA], R2[NG * NG], small[NA * NA];
-    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+    double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
     struct kfac_kfoc_info i1, i2;
     kfac_kron_fit(K, NA, NG, Ls, Rs, 100, 1e-10, 0, L1, R1, small, &i1);
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
     kfac_kfoc_fit(&b, 100, 1e-10, 0, L2, R2, work, &i2);
     ck_assert(i2.converged);
     ck_assert_int_eq(i1.iterations, i2.iterations);
@@ -445,9 +445,9 @@ START_TEST(kfoc_error_is_never_above_kfac)
             G[k] += 2 * A[k / NG * NA];
         brute_moment_d(K, NA, A, Ab);
         brute_moment_d(K, NG, G, Gb);
-        double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, NA, NG));
+        double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
         struct kfac_fisher_block b;
-        kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+        kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
         struct kfac_kfoc_info info;
         kfac_kfoc_fit(&b, 100, 1e-5, 0, L, R, work, &info);
         double e_kfoc = kfac_fisher_error_kron(&b, L, R, work);
@@ -581,19 +581,67 @@ static double dense_kron_error(int na, int ng, const double *F, const double *L,
     return sqrt(err / norm);
 }
 
+/* F (D × D, D = n_a·n_g) = (1/K) Σ_k vec(X_k) vec(X_k)ᵀ with X_k = Σ_t g_kt ā_ktᵀ over the T
+ * rows per case of A (K·T × n_a) and G (K·T × n_g): a convolution's block (T = 1: dense). */
+static void dense_fisher_rows(int K, int T, int n_a, int n_g, const double *A, const double *G,
+                              double *F)
+{
+    int D = n_a * n_g;
+    double *x = malloc(sizeof(double) * (size_t)D);
+    memset(F, 0, sizeof(double) * (size_t)D * D);
+    for (int k = 0; k < K; k++) {
+        memset(x, 0, sizeof(double) * (size_t)D);
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < n_a; j++)
+                for (int i = 0; i < n_g; i++)
+                    x[j * n_g + i] += G[(k * T + t) * n_g + i] * A[(k * T + t) * n_a + j];
+        for (int p = 0; p < D; p++)
+            for (int q = 0; q < D; q++)
+                F[p * D + q] += x[p] * x[q] / K;
+    }
+    free(x);
+}
+
+/* M (n_a² × n_g²) with M[(j, l), (i, k)] = F[(j, i), (l, k)]: F = Σ L_k ⊗ R_k becomes
+ * Σ vec(L_k) vec(R_k)ᵀ (Van Loan's rearrangement). */
+static void rearrange(int n_a, int n_g, const double *F, double *M)
+{
+    int D = n_a * n_g, q2 = n_g * n_g;
+    for (int j = 0; j < n_a; j++)
+        for (int l = 0; l < n_a; l++)
+            for (int i = 0; i < n_g; i++)
+                for (int k = 0; k < n_g; k++)
+                    M[(j * n_a + l) * q2 + i * n_g + k] = F[(j * n_g + i) * D + l * n_g + k];
+}
+
+/* The best Kronecker factors of the block of n cases (T rows each) by a dense SVD. */
+static void dense_block_fit(int n, int T, int n_a, int n_g, const double *A, const double *G,
+                            double *L, double *R)
+{
+    int D = n_a * n_g;
+    double *F = malloc(sizeof(double) * (size_t)D * D), *M = malloc(sizeof(double) * (size_t)D * D);
+    dense_fisher_rows(n, T, n_a, n_g, A, G, F);
+    rearrange(n_a, n_g, F, M);
+    dense_kron_factors(n_a, n_g, M, L, R);
+    free(F);
+    free(M);
+}
+
 /* The Fisher study's four errors for batches of 3 of 7 cases (3, 3, 1) against dense
  * matrices: F built case by case, each batch's fit by a dense SVD, the approx product of
- * weighted means, and the running fit by SVDs of the two-term sums. */
+ * weighted means, and the running fit by SVDs of the two-term sums. _i = 0: a dense
+ * layer; _i = 1: a convolution's block, 4 positions per case, with KFC's T Ω̂ ⊗ Γ̂. */
 START_TEST(batch_errors_match_dense_aggregation)
 {
-    enum { K = 7, B = 3, NA = 3, NG = 2, D = NA * NG, P2 = NA * NA, Q2 = NG * NG };
+    enum { K = 7, B = 3, NA = 3, NG = 2, D = NA * NG, P2 = NA * NA, Q2 = NG * NG, MAXT = 4 };
+    int T = _i ? MAXT : 1;
     struct kfac_rng r;
-    kfac_rng_seed(&r, 80);
-    double A[K * NA], G[K * NG], F[D * D], M_[P2 * Q2];
-    random_block(K, NA, NG, &r, A, G);
-    for (int k = 0; k < K * NG; k += NG) /* correlated, so that no method is exact */
+    kfac_rng_seed(&r, 80 + (uint64_t)_i);
+    double A[K * MAXT * NA], G[K * MAXT * NG], F[D * D], M_[P2 * Q2], X[K * D];
+    random_block(K * T, NA, NG, &r, A, G);
+    for (int k = 0; k < K * T * NG; k += NG) /* correlated, so that no method is exact */
         G[k] += 1.5 * A[k / NG * NA];
-    dense_fisher(K, NA, NG, A, G, F);
+    dense_fisher_rows(K, T, NA, NG, A, G, F);
     double want[KFAC_FISHER_METHODS], Ab[P2], Gb[Q2], L[P2], R[Q2], sL[P2] = {0}, sR[Q2] = {0},
            rL[P2], rR[Q2];
     double num = 0, den = 0;
@@ -603,13 +651,14 @@ START_TEST(batch_errors_match_dense_aggregation)
             num += F[p] * F[p];
     }
     want[KFAC_FISHER_DIAG] = sqrt(num / den);
-    brute_moment_d(K, NA, A, Ab);
-    brute_moment_d(K, NG, G, Gb);
+    brute_moment_d(K * T, NA, A, Ab);
+    brute_moment_d(K * T, NG, G, Gb);
+    for (int a = 0; a < P2; a++)
+        Ab[a] *= T; /* T Ω̂ */
     want[KFAC_FISHER_KFAC] = dense_kron_error(NA, NG, F, Ab, Gb);
     for (int start = 0; start < K; start += B) {
         int n = K - start < B ? K - start : B;
-        rearranged_block(n, NA, NG, A + start * NA, G + start * NG, M_);
-        dense_kron_factors(NA, NG, M_, L, R);
+        dense_block_fit(n, T, NA, NG, A + start * T * NA, G + start * T * NG, L, R);
         for (int a = 0; a < P2; a++)
             sL[a] += (double)n / K * L[a];
         for (int b = 0; b < Q2; b++)
@@ -628,9 +677,13 @@ START_TEST(batch_errors_match_dense_aggregation)
     want[KFAC_FISHER_KFOC_APPROX] = dense_kron_error(NA, NG, F, sL, sR);
     want[KFAC_FISHER_KFOC_RUNNING] = dense_kron_error(NA, NG, F, rL, rR);
 
-    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, B, NA, NG));
+    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, B, T, NA, NG));
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, NA, A, NG, G, work);
+    kfac_fisher_block_init(&b, K, T, NA, A, NG, G, X, work);
+    double norm2 = 0;
+    for (int p = 0; p < D * D; p++)
+        norm2 += F[p] * F[p];
+    ck_assert_close(b.norm2, norm2, 1e-12);
     double got[KFAC_FISHER_METHODS];
     struct kfac_kfoc_info info;
     kfac_fisher_batch_errors(&b, B, 1000, 1e-14, work, got, &info);
@@ -642,13 +695,144 @@ START_TEST(batch_errors_match_dense_aggregation)
     /* One batch of all the cases: both aggregations are the K-FOC fit itself. */
     double L1[P2], R1[Q2];
     kfac_fisher_batch_errors(&b, K, 1000, 1e-14, work, got, &info);
-    rearranged_block(K, NA, NG, A, G, M_);
-    dense_kron_factors(NA, NG, M_, L1, R1);
+    dense_block_fit(K, T, NA, NG, A, G, L1, R1);
     double fit = dense_kron_error(NA, NG, F, L1, R1);
     ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_APPROX], fit, 1e-8);
     ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_RUNNING], fit, 1e-8);
     ck_assert_double_le(fit, want[KFAC_FISHER_KFAC]);
+    /* An arbitrary symmetric pair, for the error of any L ⊗ R. */
+    random_spd(NA, &r, L);
+    random_spd(NG, &r, R);
+    ck_assert_close(kfac_fisher_error_kron(&b, L, R, work), dense_kron_error(NA, NG, F, L, R),
+                    1e-10);
     free(work);
+}
+END_TEST
+
+/* A convolution's factors are KFC's (REFERENCE.md §2): Ā = T Ω̂ and G = Γ̂ from the patch
+ * rows, checked against patches cut from the channel-major input by hand; the damped
+ * inverse is T⁻¹ (Ω̂ + π'√(λ/T) I)⁻¹ ⊗ (Γ̂ + √(λ/T)/π' I)⁻¹ with λ = γ² and π' from Ω̂, Γ̂. */
+START_TEST(conv_factors_are_kfc)
+{
+    enum { M = 3 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 85);
+    struct kfac_net *net = spec_net("2x5x4-conv(3,3x2,stride=2,pad=1):tanh-flatten-2:linear", M,
+                                    &r);
+    const struct kfac_layer *l = &net->layers[0];
+    int C = 2, H = 5, W = 4, T = l->n_pos, na = l->d_in + 1, ng = l->d_out;
+    ck_assert_int_eq(T, 3 * 3);
+    float X[M * 40];
+    fill_uniform(X, M * 40, &r, -1, 1);
+    kfac_net_forward(net, M, X);
+    fill_uniform(kfac_net_output_grad(net), M * 2, &r, -1, 1);
+    kfac_net_backward(net, M, 1.0f, 0);
+    struct kfac_curvature *c = kfac_curvature_new(net);
+    ck_assert_int_eq(c->n_blocks, 2);
+    ck_assert_int_eq(c->f[1].layer, 3);
+    ck_assert_int_eq(kfac_curvature_update(c, net, M, 0.0, 1), 0);
+    double Om[13 * 13] = {0}, Ga[9] = {0}, p[13];
+    for (int b = 0; b < M; b++)
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 3; x++) {
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 2; kx++)
+                        for (int ch = 0; ch < C; ch++) {
+                            int iy = 2 * y - 1 + ky, ix = 2 * x - 1 + kx;
+                            int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                            p[(ky * 2 + kx) * C + ch] =
+                                inside ? X[((b * C + ch) * H + iy) * W + ix] : 0.0;
+                        }
+                p[12] = 1;
+                for (int i = 0; i < na; i++)
+                    for (int j = 0; j < na; j++)
+                        Om[i * na + j] += p[i] * p[j] / (M * T);
+                const float *g = l->g + ((size_t)b * T + y * 3 + x) * ng;
+                for (int i = 0; i < ng; i++)
+                    for (int j = 0; j < ng; j++)
+                        Ga[i * ng + j] += (double)g[i] * g[j] / (M * T);
+            }
+    const struct kfac_factors *f = &c->f[0];
+    ck_assert_int_eq(f->n_pos, T);
+    for (int i = 0; i < na; i++)
+        for (int j = i; j < na; j++)
+            ck_assert_close(f->A[i * na + j], T * Om[i * na + j], 1e-5);
+    for (int i = 0; i < ng; i++)
+        for (int j = i; j < ng; j++)
+            ck_assert_close(f->G[i * ng + j], Ga[i * ng + j], 1e-5);
+    /* The damping, as REFERENCE.md states it for Ω̂ and Γ̂. */
+    double gamma = 0.3, tr_o = 0, tr_g = 0;
+    ck_assert_int_eq(kfac_curvature_decompose(c, KFAC_PI_TRACE, 1), 0);
+    ck_assert_int_eq(kfac_curvature_invert(c, gamma, 1), 0);
+    float *V = kfac_floats_new(net->n_params), *out = kfac_floats_new(net->n_params);
+    fill_uniform(V, net->n_params, &r, -1, 1);
+    kfac_curvature_precondition(c, net, V, 1.0f, out);
+    for (int i = 0; i < na; i++)
+        tr_o += Om[i * na + i];
+    for (int i = 0; i < ng; i++)
+        tr_g += Ga[i * ng + i];
+    double pi = sqrt((tr_o / na) / (tr_g / ng)), d = sqrt(gamma * gamma / T);
+    for (int i = 0; i < na; i++)
+        Om[i * na + i] += pi * d;
+    for (int i = 0; i < ng; i++)
+        Ga[i * ng + i] += d / pi;
+    /* T (Γ̂ + …) out (Ω̂ + …) = V for the layer's block out (ng × na). */
+    for (int i = 0; i < ng; i++)
+        for (int j = 0; j < na; j++) {
+            double v = 0;
+            for (int a = 0; a < ng; a++)
+                for (int b = 0; b < na; b++)
+                    v += T * Ga[i * ng + a] * out[a * na + b] * Om[b * na + j];
+            ck_assert_close(v, V[i * na + j], 2e-4);
+        }
+    kfac_floats_free(V);
+    kfac_floats_free(out);
+    kfac_curvature_free(c);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* K-FOC trains a convolution on its Fisher block with the cross-position terms: the first
+ * update is the dense SVD fit of the block of the batch's per-case gradients. */
+START_TEST(kfoc_update_fits_a_conv_block)
+{
+    enum { M = 4 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 87);
+    struct kfac_net *net = spec_net("1x4x4-conv(2,2,stride=1):tanh-maxpool(3)-flatten-2:linear",
+                                    M, &r);
+    struct kfac_curvature *c = kfac_curvature_new(net);
+    kfac_curvature_reserve_kfoc(c, M);
+    float X[M * 16];
+    fill_uniform(X, M * 16, &r, -1, 1);
+    kfac_net_forward(net, M, X);
+    fill_uniform(kfac_net_output_grad(net), M * 2, &r, -1, 1);
+    kfac_net_backward(net, M, 1.0f, 0);
+    struct kfac_kfoc_info info;
+    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.0, 1, 1000, 1e-13, &info), 0);
+    ck_assert(info.converged);
+    const struct kfac_layer *l = &net->layers[0];
+    const struct kfac_factors *f = &c->f[0];
+    int T = l->n_pos, na = f->n_a, ng = f->n_g, p2 = na * na, q2 = ng * ng;
+    ck_assert_int_eq(T, 9);
+    double *ad = malloc(sizeof(double) * M * T * na), *gd = malloc(sizeof(double) * M * T * ng);
+    for (int k = 0; k < M * T * na; k++)
+        ad[k] = l->abar[k];
+    for (int k = 0; k < M * T * ng; k++)
+        gd[k] = l->g[k];
+    double L[25], R[4], scale = 0;
+    dense_block_fit(M, T, na, ng, ad, gd, L, R);
+    for (int a = 0; a < p2; a++)
+        for (int b = 0; b < q2; b++)
+            scale = fmax(scale, fabs(L[a] * R[b]));
+    for (int a = 0; a < p2; a++)
+        for (int b = 0; b < q2; b++)
+            ck_assert_msg(fabs(f->A[a] * f->G[b] - L[a] * R[b]) < 1e-7 * scale,
+                          "entry (%d, %d): %g, want %g", a, b, f->A[a] * f->G[b], L[a] * R[b]);
+    free(ad);
+    free(gd);
+    kfac_curvature_free(c);
+    kfac_net_free(net);
 }
 END_TEST
 
@@ -824,7 +1008,7 @@ static void check_tridiagonal(int n_layers)
 {
     enum { M = 7, MAXD = 64 };
     static const struct kfac_layer_spec specs[3] = {
-        {4, KFAC_ACT_TANH}, {2, KFAC_ACT_LOGISTIC}, {3, KFAC_ACT_LINEAR}};
+        {.d_out = 4, .act = KFAC_ACT_TANH}, {.d_out = 2, .act = KFAC_ACT_LOGISTIC}, {.d_out = 3, .act = KFAC_ACT_LINEAR}};
     struct kfac_rng r;
     kfac_rng_seed(&r, 30 + n_layers);
     struct kfac_net *net;
@@ -1034,7 +1218,8 @@ START_TEST(cross_block_error_matches_dense)
         f2 += F[i] * F[i];
     }
     double *work = malloc(sizeof(double) * kfac_fisher_cross_work_size(K, NA1, NG1, NA2, NG2));
-    struct kfac_fisher_block b1 = {K, NA1, NG1, A1, G1, 0}, b2 = {K, NA2, NG2, A2, G2, 0};
+    struct kfac_fisher_block b1 = {K, NA1, NG1, A1, G1, 0, 1, NULL},
+                             b2 = {K, NA2, NG2, A2, G2, 0, 1, NULL};
     double got = kfac_fisher_error_cross(&b1, &b2, work);
     ck_assert_double_eq_tol(got, sqrt(d / f2), 1e-10);
     ck_assert_double_gt(got, 0.05);
@@ -1054,6 +1239,7 @@ static Suite *curvature_suite(void)
     tcase_add_test(tc, sampled_G_converges_to_exact);
     tcase_add_test(tc, precondition_matches_dense_solve_trace);
     tcase_add_test(tc, precondition_matches_dense_solve_frobenius);
+    tcase_add_test(tc, conv_factors_are_kfc);
     suite_add_tcase(s, tc);
     TCase *kfoc = tcase_create("kfoc");
     tcase_add_test(kfoc, fisher_errors_match_dense_matrices);
@@ -1061,7 +1247,8 @@ static Suite *curvature_suite(void)
     tcase_add_test(kfoc, kfoc_fit_equals_the_explicit_fit);
     tcase_add_test(kfoc, kfoc_error_is_never_above_kfac);
     tcase_add_test(kfoc, kfoc_update_is_the_running_fit);
-    tcase_add_test(kfoc, batch_errors_match_dense_aggregation);
+    tcase_add_loop_test(kfoc, batch_errors_match_dense_aggregation, 0, 2);
+    tcase_add_test(kfoc, kfoc_update_fits_a_conv_block);
     suite_add_tcase(s, kfoc);
     TCase *tri = tcase_create("tridiagonal");
     tcase_add_test(tri, kron_difference_inverse_matches_dense);

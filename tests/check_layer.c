@@ -1,6 +1,8 @@
 /*
  * check_layer.c: the dense layer against naive loops (forward, backward, J·v), the
- * activations against their definitions and finite differences, and initialisation.
+ * convolution against a direct convolution, im2col against its adjoint, pooling against
+ * naive loops, the activations against their definitions and finite differences, and
+ * initialisation. (Gradients and J·v of conv networks: check_net.c.)
  */
 #include "kfac/layer.h"
 #include "kfac/mat.h"
@@ -27,7 +29,7 @@ static double phi(enum kfac_activation a, double s)
 static struct kfac_net *one_layer(int d_in, int d_out, enum kfac_activation act, int m,
                                   struct kfac_rng *r)
 {
-    struct kfac_layer_spec spec = {d_out, act};
+    struct kfac_layer_spec spec = {.d_out = d_out, .act = act};
     struct kfac_net *net;
     ck_assert_int_eq(kfac_net_new(d_in, &spec, 1, &net), 0);
     kfac_net_reserve(net, m);
@@ -85,11 +87,11 @@ START_TEST(dense_backward_and_jvp_match_loops)
                 want += (double)l->g[c * dout + o] * l->W[o * k + j];
             ck_assert_close(din_buf[c * din + j], want, 1e-5);
         }
-    /* J·v with a varying input: r_s = r_abar Wᵀ + ā Vᵀ. */
+    /* J·v with a varying input: r_s = r_in Wᵀ + ā Vᵀ. */
     fill_uniform(Rin, 36, &r, -1, 1);
     for (int c = 0; c < m; c++) {
         Rin[c * k + din] = 0;
-        memcpy(l->r_abar + c * k, Rin + c * k, (size_t)k * sizeof(float));
+        memcpy(l->r_in + c * k, Rin + c * k, (size_t)k * sizeof(float));
     }
     l->ops->jvp(l, m, V, 1);
     for (int c = 0; c < m; c++)
@@ -220,12 +222,131 @@ START_TEST(glorot_and_he_init)
 }
 END_TEST
 
+/* x[b][c][y][x] of m cases of a C×H×W input given channel-major, 0 outside the map. */
+static double pixel(const float *X, int C, int H, int W, int b, int c, int y, int x)
+{
+    if (y < 0 || y >= H || x < 0 || x >= W)
+        return 0;
+    return X[(((size_t)b * C + c) * H + y) * W + x];
+}
+
+/* The convolution's s against a direct convolution of the channel-major input, for
+ * strides, padding and rectangular windows; W's columns are (ky, kx, channel), bias last. */
+START_TEST(conv_forward_matches_direct_convolution)
+{
+    static const char *specs[] = {"3x6x5-conv(4,3x2,stride=2,pad=1):tanh-flatten-1:linear",
+                                  "2x5x5-conv(3,3):relu-flatten-1:linear",
+                                  "1x7x6-conv(2,4x3,stride=3,pad=2):logistic-flatten-1:linear"};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 20 + (uint64_t)_i);
+    int m = 3;
+    struct kfac_net *net = spec_net(specs[_i], m, &r);
+    const struct kfac_layer *l = &net->layers[0];
+    int C = l->in_shape.c, H = l->in_shape.h, Wd = l->in_shape.w, O = l->d_out;
+    int oh = l->out_shape.h, ow = l->out_shape.w, k = l->d_in + 1;
+    float *X = kfac_floats_new((size_t)m * net->d_in);
+    fill_uniform(X, (size_t)m * net->d_in, &r, -2, 2);
+    kfac_net_forward(net, m, X);
+    ck_assert_int_eq(l->n_pos, oh * ow);
+    for (int b = 0; b < m; b++)
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++)
+                for (int o = 0; o < O; o++) {
+                    double s = l->W[o * k + k - 1];
+                    for (int ky = 0; ky < l->kh; ky++)
+                        for (int kx = 0; kx < l->kw; kx++)
+                            for (int c = 0; c < C; c++)
+                                s += l->W[o * k + (ky * l->kw + kx) * C + c] *
+                                     pixel(X, C, H, Wd, b, c, y * l->stride - l->pad + ky,
+                                           x * l->stride - l->pad + kx);
+                    size_t at = (size_t)b * l->out_size + ((size_t)y * ow + x) * O + o;
+                    ck_assert_close(l->s[at], s, 1e-5);
+                    ck_assert_close(l->out[(size_t)b * l->ld_out + ((size_t)y * ow + x) * O + o],
+                                    l->act == KFAC_ACT_RELU ? fmax(s, 0)
+                                    : l->act == KFAC_ACT_TANH ? tanh(s)
+                                                              : 1 / (1 + exp(-s)),
+                                    1e-5);
+                }
+    kfac_floats_free(X);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* col2im is the adjoint of im2col: ⟨im2col(x), Y⟩ = ⟨x, col2im(Y)⟩. */
+START_TEST(col2im_is_the_adjoint_of_im2col)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 23);
+    struct kfac_shape in = {3, 7, 6};
+    int m = 2, kh = 3, kw = 4, stride = 2, pad = 2;
+    int oh = kfac_window_out(in.h, kh, stride, pad), ow = kfac_window_out(in.w, kw, stride, pad);
+    int n = in.c * in.h * in.w, d = in.c * kh * kw, ld = d + 1, rows = m * oh * ow;
+    float *x = kfac_floats_new((size_t)m * n), *P = kfac_floats_new((size_t)rows * ld),
+          *Y = kfac_floats_new((size_t)rows * ld), *dx = kfac_floats_new((size_t)m * n);
+    fill_uniform(x, (size_t)m * n, &r, -1, 1);
+    fill_uniform(Y, (size_t)rows * ld, &r, -1, 1);
+    kfac_im2col(m, &in, kh, kw, stride, pad, x, n, P, ld);
+    kfac_col2im(m, &in, kh, kw, stride, pad, Y, ld, dx, n);
+    double lhs = 0, rhs = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < d; j++)
+            lhs += (double)P[i * ld + j] * Y[i * ld + j];
+    for (int i = 0; i < m * n; i++)
+        rhs += (double)x[i] * dx[i];
+    ck_assert_close(lhs, rhs, 1e-5);
+    kfac_floats_free(x);
+    kfac_floats_free(P);
+    kfac_floats_free(Y);
+    kfac_floats_free(dx);
+}
+END_TEST
+
+/* Max and average pooling against naive loops, with a stride below the window. */
+START_TEST(pooling_matches_loops)
+{
+    static const char *specs[] = {"2x7x6-maxpool(3,stride=2)-flatten-1:linear",
+                                  "2x7x6-avgpool(3,stride=2)-flatten-1:linear",
+                                  "3x4x6-maxpool(2x3,stride=1)-flatten-1:linear"};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 30 + (uint64_t)_i);
+    int m = 2;
+    struct kfac_net *net = spec_net(specs[_i], m, &r);
+    const struct kfac_layer *l = &net->layers[0];
+    int C = l->in_shape.c, H = l->in_shape.h, Wd = l->in_shape.w;
+    float *X = kfac_floats_new((size_t)m * net->d_in);
+    fill_uniform(X, (size_t)m * net->d_in, &r, -2, 2);
+    kfac_net_forward(net, m, X);
+    for (int b = 0; b < m; b++)
+        for (int y = 0; y < l->out_shape.h; y++)
+            for (int x = 0; x < l->out_shape.w; x++)
+                for (int c = 0; c < C; c++) {
+                    double mx = -INFINITY, sum = 0;
+                    for (int ky = 0; ky < l->kh; ky++)
+                        for (int kx = 0; kx < l->kw; kx++) {
+                            double v = pixel(X, C, H, Wd, b, c, y * l->stride + ky,
+                                             x * l->stride + kx);
+                            mx = fmax(mx, v);
+                            sum += v;
+                        }
+                    double want = l->ops == &kfac_maxpool_ops ? mx : sum / (l->kh * l->kw);
+                    ck_assert_close(l->out[(size_t)b * l->ld_out +
+                                           ((size_t)y * l->out_shape.w + x) * C + c],
+                                    want, 1e-6);
+                }
+    kfac_floats_free(X);
+    kfac_net_free(net);
+}
+END_TEST
+
 static Suite *layer_suite(void)
 {
     Suite *s = suite_create("layer");
     TCase *tc = tcase_create("core");
     tcase_add_loop_test(tc, dense_forward_matches_loops, 0, 4);
     tcase_add_test(tc, dense_backward_and_jvp_match_loops);
+    tcase_add_loop_test(tc, conv_forward_matches_direct_convolution, 0, 3);
+    tcase_add_test(tc, col2im_is_the_adjoint_of_im2col);
+    tcase_add_loop_test(tc, pooling_matches_loops, 0, 3);
     tcase_add_loop_test(tc, activation_derivative_by_finite_differences, 0, 4);
     tcase_add_test(tc, softmax_is_stable_and_normalised);
     tcase_add_test(tc, logistic_saturates_without_overflow);

@@ -18,7 +18,7 @@ enum { M = 8 };
 
 static struct kfac_net *tiny_net(struct kfac_rng *r)
 {
-    struct kfac_layer_spec specs[2] = {{4, KFAC_ACT_TANH}, {2, KFAC_ACT_LINEAR}};
+    struct kfac_layer_spec specs[2] = {{.d_out = 4, .act = KFAC_ACT_TANH}, {.d_out = 2, .act = KFAC_ACT_LINEAR}};
     struct kfac_net *net;
     ck_assert_int_eq(kfac_net_new(3, specs, 2, &net), 0);
     kfac_net_reserve(net, M);
@@ -269,7 +269,7 @@ static double invariance_gap(const struct kfac_optim_opts *o)
     enum { MI = 40, DI = 4, DO = 3 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 21);
-    struct kfac_layer_spec specs[2] = {{6, KFAC_ACT_TANH}, {DO, KFAC_ACT_LINEAR}};
+    struct kfac_layer_spec specs[2] = {{.d_out = 6, .act = KFAC_ACT_TANH}, {.d_out = DO, .act = KFAC_ACT_LINEAR}};
     struct kfac_net *a, *b;
     ck_assert_int_eq(kfac_net_new(DI, specs, 2, &a), 0);
     ck_assert_int_eq(kfac_net_new(DI, specs, 2, &b), 0);
@@ -380,10 +380,10 @@ static double train_autoencoder(const struct kfac_optim_opts *o, int iters)
             X[c * D + i] =
                 (float)(1 / (1 + exp(-(B[i * 3] * z[0] + B[i * 3 + 1] * z[1] + B[i * 3 + 2] * z[2]))));
     }
-    struct kfac_layer_spec specs[4] = {{12, KFAC_ACT_LOGISTIC},
-                                       {3, KFAC_ACT_LINEAR},
-                                       {12, KFAC_ACT_LOGISTIC},
-                                       {D, KFAC_ACT_LOGISTIC}};
+    struct kfac_layer_spec specs[4] = {{.d_out = 12, .act = KFAC_ACT_LOGISTIC},
+                                       {.d_out = 3, .act = KFAC_ACT_LINEAR},
+                                       {.d_out = 12, .act = KFAC_ACT_LOGISTIC},
+                                       {.d_out = D, .act = KFAC_ACT_LOGISTIC}};
     struct kfac_net *net;
     ck_assert_int_eq(kfac_net_new(D, specs, 4, &net), 0);
     kfac_net_reserve(net, MA);

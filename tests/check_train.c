@@ -154,7 +154,7 @@ END_TEST
 
 START_TEST(evaluate_metrics)
 {
-    struct kfac_layer_spec spec = {2, KFAC_ACT_LINEAR};
+    struct kfac_layer_spec spec = {.d_out = 2, .act = KFAC_ACT_LINEAR};
     struct kfac_net *net;
     ck_assert_int_eq(kfac_net_new(2, &spec, 1, &net), 0);
     kfac_net_reserve(net, 2);

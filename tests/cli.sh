@@ -192,6 +192,63 @@ printf 'x1,x2,x3,y\n1,2,3,4\n1,2\n' >"$WORK/ragged.csv"
 expect_status 2 "a ragged CSV is a data error" -- "$KFAC" --set data.train="$WORK/ragged.csv" "$WORK/reg.ini"
 expect_grep "$WORK/err" "ragged.csv:3: expected 4 fields" "the ragged line is named"
 
+# A convolutional classifier (the bars' position and orientation) with SGD, K-FAC (KFC
+# blocks) and K-FOC, and its Fisher errors beside the loss.
+cat >"$WORK/conv.ini" <<INI
+[data]
+train = bars-images.gz
+train_targets = bars-labels.gz
+task = classification
+test_fraction = 0.2
+[model]
+layers = 1x8x8-conv(4,3,pad=1):relu-maxpool(2)-flatten-16:softmax
+init = he
+[optimizer]
+learning_rate = 0.1
+momentum = 0.9
+lambda = 1
+[train]
+iterations = 30
+batch_size = 50
+[log]
+eval_every = 10
+INI
+expect_status 0 "a conv dry run succeeds" -- "$KFAC" -n "$WORK/conv.ini"
+expect_grep "$WORK/out" "layer 1: conv 1x8x8 -> 4x8x8, window 3x3 stride 1 pad 1 relu, 40 parameters" \
+    "the dry run describes the convolution"
+expect_grep "$WORK/out" "layer 3: flatten 4x4x4 -> 64" "and the flatten"
+for opt in sgd kfac kfoc; do
+    curv=block-diagonal type=kfac
+    [ "$opt" = sgd ] && type=sgd
+    [ "$opt" = kfoc ] && curv=kfoc
+    expect_status 0 "a conv classifier trains with $opt" -- "$KFAC" -q --log "$WORK/conv-$opt.tsv" \
+        --set optimizer.type=$type --set optimizer.curvature=$curv "$WORK/conv.ini"
+    first=$(column_values "$WORK/conv-$opt.tsv" objective | head -n 1)
+    last=$(column_values "$WORK/conv-$opt.tsv" objective | tail -n 1)
+    acc=$(column_values "$WORK/conv-$opt.tsv" test_acc | tail -n 1)
+    if awk -v a="$first" -v b="$last" -v c="$acc" 'BEGIN { exit !(b < 0.3 * a && c >= 0.95) }'; then
+        ok "$opt lowers the conv objective ($first -> $last) to test accuracy $acc"
+    else not_ok "$opt lowers the conv objective ($first -> $last) to test accuracy $acc"; fi
+done
+expect_status 0 "conv Fisher errors are logged" -- "$KFAC" -q --log "$WORK/conv-fe.tsv" \
+    --set optimizer.type=kfac --set log.fisher_error_every=10 --set log.fisher_error_cases=20 \
+    "$WORK/conv.ini"
+n_fe=$(column_values "$WORK/conv-fe.tsv" fisher_kfac_1 | wc -l)
+fe=$(column_values "$WORK/conv-fe.tsv" fisher_kfoc_4 | tail -n 1)
+[ "$n_fe" -eq 3 ] && awk -v e="$fe" 'BEGIN { exit !(e > 0 && e < 1) }' \
+    && ok "Fisher errors of layers 1 (conv) and 4 (dense) are logged ($n_fe rows, K-FOC $fe)" \
+    || not_ok "conv Fisher errors: $n_fe rows, fisher_kfoc_4 = '$fe'"
+expect_status 2 "kfac-tridiag refuses a convolution" -- "$KFAC" -q --set optimizer.type=kfac \
+    --set optimizer.curvature=kfac-tridiag "$WORK/conv.ini"
+expect_grep "$WORK/err" "kfac-tridiag needs dense layers only, but layer 1 is conv" "and names the layer"
+expect_status 2 "a dense layer on a map is refused" -- "$KFAC" -n \
+    --set "model.layers=1x8x8-conv(4,3):relu-16:softmax" "$WORK/conv.ini"
+expect_grep "$WORK/err" "model.layers: layer 2: a dense layer needs a vector input" "with the fix"
+expect_status 2 "image shapes must agree" -- "$KFAC" -q \
+    --set "model.layers=2x4x8-conv(4,3):relu-flatten-16:softmax" "$WORK/conv.ini"
+expect_grep "$WORK/err" "takes 2x4x8 images, but the cases of .*bars-images.gz are 1x8x8" \
+    "the mismatch names both shapes"
+
 printf '[data]\ntrain = x\n[model]\nlayers = 2-2:linear\n[optimizer]\nlearning_rate = 1e5\n' >"$WORK/huge.ini"
 printf 'a,b,y\n1,2,3\n2,1,1e30\n' >"$WORK/diverge.csv"
 expect_status 1 "divergence is a run-time failure" -- "$KFAC" -q --set data.train="$WORK/diverge.csv" \

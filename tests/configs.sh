@@ -17,6 +17,9 @@ if [ ! -e "$top_srcdir/data/curves/curves-train-images-idx3-ubyte.gz" ]; then
 fi
 expect_status 0 "the FACES autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/faces-autoencoder.ini"
 expect_grep "$WORK/out" "7537655 parameters" "the FACES autoencoder has the paper's 7,537,655 parameters"
+expect_status 0 "the LeNet-5 dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/lenet5-mnist.ini"
+expect_grep "$WORK/out" "61706 parameters" "LeNet-5 has its 61,706 parameters"
+expect_grep "$WORK/out" "layer 4: maxpool 16x10x10 -> 16x5x5" "and its shapes"
 expect_status 0 "the K-FAC MNIST autoencoder dry run" -- "$KFAC" --dry-run "$top_srcdir/configs/mnist-autoencoder.ini"
 expect_grep "$WORK/out" "type = kfac" "it selects K-FAC"
 expect_grep "$WORK/out" "batch_schedule = exponential" "with the exponential batch schedule"

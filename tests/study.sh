@@ -28,7 +28,7 @@ batch_sizes = 1, 10,full
 INI
 expect_status 0 "the Fisher study runs" -- "$KFAC" --fisher-study --log "$WORK/fs.tsv" "$WORK/study.ini"
 expect_grep "$WORK/err" "Fisher study over 3 seeds, 300 cases" "it prints a summary"
-expect_grep "$WORK/err" "^layer 2 (8 -> 1)" "the summary names the layers"
+expect_grep "$WORK/err" "^layer 2 (dense 8 -> 1)" "the summary names the layers"
 expect_grep "$WORK/err" "^layers 1-2  0\.[0-9]* \[" "the summary gives the coupling block's error"
 [ "$(head -n 1 "$WORK/fs.tsv")" = "$(printf 'seed\tbatch_size\tbatches\ttrain_rmse\tdiag_1\tkfac_1\tkfoc_approx_1\tkfoc_running_1\tdiag_2\tkfac_2\tkfoc_approx_2\tkfoc_running_2\ttridiag_1_2\tkfoc_iterations')" ] \
     && ok "the table's columns" || not_ok "the table's columns: $(head -n 1 "$WORK/fs.tsv")"

@@ -22,9 +22,25 @@ static inline void fill_uniform(float *x, size_t n, struct kfac_rng *r, double l
 /* A 3-4:tanh-3:OUT network with buffers for m cases and weights ~ U(−1, 1). */
 static inline struct kfac_net *test_net(int m, enum kfac_activation out, struct kfac_rng *r)
 {
-    struct kfac_layer_spec specs[2] = {{4, KFAC_ACT_TANH}, {3, out}};
+    struct kfac_layer_spec specs[2] = {{.d_out = 4, .act = KFAC_ACT_TANH}, {.d_out = 3, .act = out}};
     struct kfac_net *net;
     ck_assert_int_eq(kfac_net_new(3, specs, 2, &net), 0);
+    kfac_net_reserve(net, m);
+    fill_uniform(net->params, net->n_params, r, -1, 1);
+    return net;
+}
+
+/* The network of a layer spec (net.h syntax) with buffers for m cases and weights
+ * ~ U(−1, 1). */
+static inline struct kfac_net *spec_net(const char *spec, int m, struct kfac_rng *r)
+{
+    struct kfac_layer_spec *specs;
+    struct kfac_shape in;
+    int n;
+    struct kfac_net *net;
+    ck_assert_int_eq(kfac_net_parse_layers(spec, &in, &specs, &n), 0);
+    ck_assert_int_eq(kfac_net_new_shaped(&in, specs, n, &net), 0);
+    free(specs);
     kfac_net_reserve(net, m);
     fill_uniform(net->params, net->n_params, r, -1, 1);
     return net;

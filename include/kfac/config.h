@@ -40,6 +40,7 @@ struct kfac_config {
     int progress;                    /* enum kfac_progress */
     int study_seeds;                 /* [study] the Fisher study's runs */
     char *study_batch_sizes;         /* its batch sizes: "1,10,100,full" */
+    char *study_layers;              /* the Fisher study's layers: "1-3" (NULL: all) */
     char *study_heatmap_layers;      /* the Fisher pictures' layers: "2-5" */
     int study_heatmap_cases;         /* and the cases they average over */
 };

@@ -14,6 +14,13 @@
  * from a backward pass whose output gradients were drawn from the model (true Fisher)
  * or taken from the real targets (empirical Fisher). Factors are kept in double; the
  * eigenvectors are also kept in float for the per-iteration GEMMs.
+ *
+ * Every layer with parameters (net->blocks) has factors. A convolution (KFC, Grosse &
+ * Martens 2016) has |T| = n_pos rows of ā and g per case, and its factors are kept as
+ *     Ā = |T| Ω̂ = (1/M) Σ_rows ā āᵀ,   G = Γ̂ = (1/(M|T|)) Σ_rows g gᵀ,
+ * so that Ā ⊗ G is KFC's |T| Ω̂ ⊗ Γ̂ and the π-split damping (Ā + γπ I) ⊗ (G + γ/π I) equals
+ * |T| (Ω̂ + γ'π' I) ⊗ (Γ̂ + γ'/π' I) with γ'² = γ²/|T| and π' = π/√|T|: REFERENCE.md §2's
+ * damping λ/|T| handed to Ω̂ and Γ̂. A dense layer is the case |T| = 1.
  */
 #ifndef KFAC_CURVATURE_H
 #define KFAC_CURVATURE_H
@@ -36,6 +43,8 @@ struct kfac_kfoc_info {
 
 /* One layer's factors. */
 struct kfac_factors {
+    int layer;           /* the network's layer number (from 1), for messages */
+    int n_pos;           /* |T|: rows of ā and g per case */
     int n_a, n_g;        /* d_in+1 and d_out */
     double *A;           /* n_a × n_a: running Ā (updates write the upper triangle) */
     double *G;           /* n_g × n_g: running G (updates write the upper triangle) */
@@ -94,9 +103,9 @@ struct kfac_eigen_work {
 };
 
 struct kfac_curvature {
-    int n_layers;
-    struct kfac_factors *f;   /* n_layers */
-    struct kfac_coupling *tri; /* n_layers − 1 from kfac_curvature_reserve_tridiag(); else NULL */
+    int n_blocks;             /* the network's layers with parameters */
+    struct kfac_factors *f;   /* n_blocks */
+    struct kfac_coupling *tri; /* n_blocks − 1 from kfac_curvature_reserve_tridiag(); else NULL */
     /* Scratch, sized for the largest layer: */
     struct kfac_eigen_work eig;
     size_t tmp_n;             /* max d_out × (d_in+1) and max factor size squared */
@@ -107,19 +116,21 @@ struct kfac_curvature {
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
     struct {                  /* K-FOC's, from kfac_curvature_reserve_kfoc(); else zero */
         int max_cases;
-        double *a, *g;        /* max_cases × max n_a, max_cases × max n_g: ā, g in double */
+        double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
+        double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
         double *L, *R;        /* max n_a², max n_g²: one fit's factors */
         double *work;         /* kfac_kfoc_work_size() for the largest layer */
     } kfoc;
 };
 
-/* Factors for every layer of net (zero until the first update). Allocates everything
- * the training loop needs. */
+/* Factors for every layer of net with parameters (zero until the first update).
+ * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 void kfac_curvature_free(struct kfac_curvature *c);
 
 /* Statistics of the first m cases of the layer buffers: ā (from the last forward pass)
- * and g (from the last backward pass), merged as X ← εX + (1−ε) X_batch for every factor.
+ * and g (from the last backward pass), merged as X ← εX + (1−ε) X_batch for every factor
+ * (a convolution's m·|T| rows scaled as above).
  * Nothing is merged unless every layer's statistics are finite: otherwise KFAC_ENUMERIC
  * with a message naming the iteration k, the layer and the factor. */
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
@@ -142,7 +153,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
 void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases);
 
 /* Switches c to block-tridiagonal K-FAC: allocates the cross factors (zero until the next
- * update) and the scratch. From then on kfac_curvature_update() also estimates the cross
+ * update) and the scratch. For networks of dense layers only (kfac_optim_new() refuses
+ * others): the coupling of consecutive layers needs their cases in the same rows. From then on kfac_curvature_update() also estimates the cross
  * factors, kfac_curvature_decompose() prepares their products with the eigenvectors and
  * kfac_curvature_invert()/kfac_curvature_precondition() apply F̂⁻¹ = Ξᵀ Λ Ξ. */
 void kfac_curvature_reserve_tridiag(struct kfac_curvature *c);
@@ -205,8 +217,10 @@ void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, co
 /* --- K-FOC: Frobenius-optimal Kronecker factors (Schnaus, Lee & Triebel 2021) and the
  * Fisher-approximation error (REFERENCE.md §7–§8); curvature_kfoc.c. Everything here is
  * in double. The vec convention is K-FAC's: vec stacks columns, so a layer's Fisher block
- * over K cases is F = (1/K) Σ_k vec(X_k) vec(X_k)ᵀ = (1/K) Σ_k (ā_k ā_kᵀ) ⊗ (g_k g_kᵀ) for the
- * per-case gradients X_k = g_k ā_kᵀ (d_out × (d_in+1)), and K-FAC's Ā ⊗ G is its model. */
+ * over K cases is F = (1/K) Σ_k vec(X_k) vec(X_k)ᵀ for the per-case gradients X_k
+ * (d_out × (d_in+1)): for a dense layer X_k = g_k ā_kᵀ and F = (1/K) Σ_k (ā_k ā_kᵀ) ⊗ (g_k g_kᵀ),
+ * with K-FAC's Ā ⊗ G its model; for a convolution X_k = Σ_t g_kt ā_ktᵀ over the positions t
+ * (cross-position terms kept), with KFC's |T| Ω̂ ⊗ Γ̂ its model. */
 
 /* REFERENCE.md §7: the power iteration's n_max and δ. */
 #define KFAC_KFOC_MAX_ITER 100
@@ -222,40 +236,47 @@ void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const d
                    int max_iter, double tol, int warm, double *L, double *R, double *work,
                    struct kfac_kfoc_info *info);
 
-/* One dense layer's exact Fisher block over K cases, never formed: the per-case inputs ā
- * and output gradients g, and what its norm needs. */
+/* One layer's exact Fisher block over K cases, never formed: the per-case inputs ā and
+ * output gradients g (T rows per case), and what its norm needs. */
 struct kfac_fisher_block {
     int K, n_a, n_g;
-    const double *A;    /* K × n_a: ā_k per row */
-    const double *G;    /* K × n_g: g_k per row */
-    double norm2;       /* ‖F‖_F² = (1/K²) Σ_{k,k'} ((ā_k·ā_k')(g_k·g_k'))² */
+    const double *A;    /* K·T × n_a: ā per row, case by case */
+    const double *G;    /* K·T × n_g: g per row */
+    double norm2;       /* ‖F‖_F² = (1/K²) Σ_{k,k'} ⟨X_k, X_k'⟩² */
+    int T;              /* rows per case (0 or 1: one, a dense layer) */
+    const double *X;    /* T > 1: n_g × K × n_a, X[o, k, :] = row o of X_k; else NULL */
 };
 
-/* Doubles of the work space the functions below need for K cases of an n_a, n_g layer. */
-size_t kfac_fisher_work_size(int K, int n_a, int n_g);
+/* Doubles of the work space the functions below need for K cases of T rows of an n_a, n_g
+ * layer. */
+size_t kfac_fisher_work_size(int K, int T, int n_a, int n_g);
 
-/* Fills b for A (K × n_a) and G (K × n_g), both kept by pointer, and computes ‖F‖_F² from the
- * two K × K Gram matrices. */
-void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int n_a, const double *A, int n_g,
-                            const double *G, double *work);
+/* Fills b for A (K·T × n_a) and G (K·T × n_g), both kept by pointer, and computes ‖F‖_F²:
+ * for T = 1 from the two K × K Gram matrices (X unused, may be NULL); for T > 1 it forms the
+ * per-case gradients in X (n_g·K·n_a doubles, kept by pointer), one GEMM per case, and their
+ * Gram matrix. */
+void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, const double *A,
+                            int n_g, const double *G, double *X, double *work);
 
-/* Algorithm 2 for a dense layer: the Kronecker fit of Algorithm 1 to the block's terms
- * (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), without forming them: R ← (1/K) Σ_k (ā_kᵀ L ā_k) g_k g_kᵀ,
- * L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L: n_a × n_a, R: n_g × n_g; warm as for
- * kfac_kron_fit(). Needs b's K, n_a, n_g, A and G only (not norm2). work:
- * kfac_kfoc_work_size(). */
+/* Algorithm 2: the Kronecker fit of Algorithm 1 to the block's terms vec(X_k) vec(X_k)ᵀ/K,
+ * without forming them: R ← (1/K) Σ_k X_k L X_kᵀ, L ← (1/K) Σ_k X_kᵀ R X_k; for a dense
+ * layer R ← (1/K) Σ_k (ā_kᵀ L ā_k) g_k g_kᵀ and L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L:
+ * n_a × n_a, R: n_g × n_g; warm as for kfac_kron_fit(). Needs b's K, sizes, A and G (T = 1)
+ * or X (T > 1), not norm2. work: kfac_kfoc_work_size(). */
 void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
                    double *L, double *R, double *work, struct kfac_kfoc_info *info);
 
-/* Doubles of the work space kfac_kfoc_fit() needs for K cases of an n_a, n_g layer. */
-size_t kfac_kfoc_work_size(int K, int n_a, int n_g);
+/* Doubles of the work space kfac_kfoc_fit() needs for K cases of T rows of an n_a, n_g
+ * layer. */
+size_t kfac_kfoc_work_size(int K, int T, int n_a, int n_g);
 
 /* ‖F − F̃‖_F / ‖F‖_F for F̃ = L ⊗ R (L: n_a × n_a, R: n_g × n_g, symmetric), through
- * ⟨F, L ⊗ R⟩ = (1/K) Σ_k (ā_kᵀ L ā_k)(g_kᵀ R g_k) and ‖L ⊗ R‖ = ‖L‖‖R‖. */
+ * ⟨F, L ⊗ R⟩ = (1/K) Σ_k tr(X_kᵀ R X_k L) (dense: (1/K) Σ_k (ā_kᵀ L ā_k)(g_kᵀ R g_k)) and
+ * ‖L ⊗ R‖ = ‖L‖‖R‖. */
 double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
                               double *work);
 
-/* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) from (1/K)(g ⊙ g)ᵀ(ā ⊙ ā). */
+/* ‖F − diag(F)‖_F / ‖F‖_F, with diag(F) = (1/K) Σ_k X_k ⊙ X_k (dense: (1/K)(g ⊙ g)ᵀ(ā ⊙ ā)). */
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
 
 /* The block of F coupling two consecutive layers over the same K cases, never formed:
@@ -263,7 +284,7 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work);
  * i) and b2 (layer i+1) with the cases in the same rows, against block-tridiagonal
  * K-FAC's model of it, Ā_12 ⊗ G_12 with Ā_12 = (1/K) Σ_k ā¹_k ā²_kᵀ and G_12 = (1/K) Σ_k
  * g¹_k g²_kᵀ: ‖F_12 − Ā_12 ⊗ G_12‖_F / ‖F_12‖_F (0 when F_12 = 0). Needs the blocks' K,
- * sizes, A and G only. work: kfac_fisher_cross_work_size(). */
+ * sizes, A and G only; dense layers (T = 1) only. work: kfac_fisher_cross_work_size(). */
 double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
                                const struct kfac_fisher_block *b2, double *work);
 
@@ -281,10 +302,11 @@ enum kfac_fisher_method {
 };
 
 /* Doubles of the work space kfac_fisher_batch_errors() needs. */
-size_t kfac_fisher_batches_work_size(int K, int B, int n_a, int n_g);
+size_t kfac_fisher_batches_work_size(int K, int B, int T, int n_a, int n_g);
 
 /* The relative Frobenius errors against the block b of K cases (initialised by
- * kfac_fisher_block_init()) of each enum kfac_fisher_method, when the cases are taken in
+ * kfac_fisher_block_init()) of each enum kfac_fisher_method (K-FAC: KFC's |T| Ω̂ ⊗ Γ̂ for a
+ * convolution), when the cases are taken in
  * batches of B consecutive rows (the last batch may be shorter): each batch p of n_p cases
  * gets its own K-FOC fit L_p ⊗ R_p of its block (Algorithm 2 from I; max_iter, tol), of
  * weight w_p = n_p/K; K-FOC_approx multiplies the weighted means of the L_p and of the R_p
@@ -299,8 +321,9 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_
  * approximations are from the exact Fisher block of K cases whose output gradients are
  * drawn from the model: what the log's Fisher-error columns report. */
 struct kfac_fisher_probe {
-    int K, n_layers;
-    double *A, *G;            /* K × max n_a, K × max n_g: one layer's ā and g in double */
+    int K, n_blocks;
+    double *A, *G;            /* K·|T| × n_a, × n_g (largest layer): one layer's ā and g */
+    double *X;                /* convolutions: K × n_g × n_a per-case gradients */
     double *work;             /* kfac_fisher_batches_work_size() for the largest layer */
     int kfoc_iterations;      /* the largest K-FOC iteration count of the last run */
 };
@@ -310,7 +333,8 @@ struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int 
 void kfac_fisher_probe_free(struct kfac_fisher_probe *p);
 
 /* Forward pass of the first min(K, m) cases of X (m × d_in), output gradients sampled from
- * the model (loss, rng), a backward pass, then for each layer i errors[3i..3i+2] = the
+ * the model (loss, rng), a backward pass, then for each layer i with parameters
+ * (net->blocks[i]) errors[3i..3i+2] = the
  * relative Frobenius errors of diag(F), Ā ⊗ G (the factors of these cases) and the K-FOC
  * fit (n_max 100, δ 1e-5). Overwrites the network's buffers, not its parameters. */
 void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,

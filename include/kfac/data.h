@@ -72,6 +72,8 @@ struct kfac_data_opts {
 struct kfac_dataset {
     size_t n;
     int d_x, d_t;
+    int shape[3];             /* a case's features as channels × height × width: N×H×W
+                                 files give 1 × H × W, N×C×H×W ones C × H × W, others d_x × 1 × 1 */
     float *x;                 /* n × d_x; owned */
     float *t;                 /* n × d_t; equals x for an autoencoder (not separately owned) */
 };

@@ -1,11 +1,19 @@
 /*
  * layer.h: the layer interface, activations and weight initialisation.
  *
- * A layer maps its input a (m × d_in, one row per case) to s = ā Wᵀ and out = φ(s),
- * where ā = [a, 1] carries the homogeneous coordinate last, so the bias is the last
- * column of W (d_out × (d_in+1)), as in the K-FAC papers. The network (net.h) owns
- * the buffers and points each layer at them: layer i's `out` is layer i+1's `abar`,
- * whose last column of ones is written once when the buffers are made.
+ * A layer with parameters maps rows of ā = [a, 1] (the homogeneous coordinate last, so
+ * the bias is the last column of W, d_out × (d_in+1), as in the K-FAC papers) to
+ * s = ā Wᵀ and out = φ(s). For a dense layer ā is the input itself, one row per case.
+ * A convolution (Grosse & Martens 2016, "KFC") has n_pos = |T| rows per case: the input
+ * patch under each output position, d_in = C_in·kh·kw values with a 1 appended, so that
+ * s (one row per case and position) is one GEMM of the patch matrix with Wᵀ. Pooling
+ * and flatten layers have no parameters (n_params = 0) and a linear activation.
+ *
+ * Activations are stored case by case, each case an h × w map of c channels in
+ * position-major order ((y, x, channel), NHWC over a batch); a flat vector is c × 1 × 1.
+ * The network (net.h) owns the buffers and points each layer at them: layer i's `out` is
+ * layer i+1's `in`; a dense layer's `in` carries a last column of ones, written once
+ * when the buffers are made.
  *
  * Layers never update their own weights: W and dW are views into the network's one
  * parameter block and one gradient block; the optimiser owns the step.
@@ -44,40 +52,86 @@ void kfac_activation_forward(enum kfac_activation act, int m, int n, const float
 void kfac_activation_derivative_mul(enum kfac_activation act, int m, int n, const float *out,
                                     int ld_out, const float *x, int ld_x, float *y, int ld_y);
 
+enum kfac_layer_kind {
+    KFAC_LAYER_DENSE,    /* fully connected (layer_dense.c) */
+    KFAC_LAYER_CONV,     /* 2-D convolution (layer_conv.c) */
+    KFAC_LAYER_MAXPOOL,  /* max pooling (layer_pool.c) */
+    KFAC_LAYER_AVGPOOL,  /* average pooling (layer_pool.c) */
+    KFAC_LAYER_FLATTEN   /* the c × h × w map as a vector (layer_flatten.c) */
+};
+
+/* A per-case activation map: c channels of h × w, position-major (see above). */
+struct kfac_shape {
+    int c, h, w;
+};
+
 struct kfac_layer;
 
 struct kfac_layer_ops {
     const char *name;
-    /* s = ā Wᵀ and out = φ(s) for the first m cases. */
+    /* s and out = φ(s) for the first m cases. */
     void (*forward)(struct kfac_layer *l, int m);
-    /* From g = ∂ℓ/∂s (m × d_out): dW (d_out × (d_in+1)) = scale · gᵀ ā when dW is not NULL;
-     * din (m × d_in, ld_din) = g W[:, :d_in], the gradient for the input, when din is not NULL. */
+    /* From g = ∂ℓ/∂s (m × out_size): dW (d_out × (d_in+1)) = scale · gᵀ ā over the m·n_pos
+     * rows when dW is not NULL (and the layer has parameters); din (m × in_size, ld_din) =
+     * the gradient for the input, when din is not NULL. */
     void (*backward)(struct kfac_layer *l, int m, float scale, float *dW, float *din, int ld_din);
-    /* Forward mode: r_s = r_abar Wᵀ + ā Vᵀ for a direction V (d_out × (d_in+1)). When
-     * input_varies is 0 the input does not depend on the parameters and r_abar is unused. */
+    /* Forward mode: r_s = ∂s/∂in · r_in + ∂s/∂W · V for a direction V (d_out × (d_in+1)).
+     * When input_varies is 0 the input does not depend on the parameters and r_in is unused. */
     void (*jvp)(struct kfac_layer *l, int m, const float *V, int input_varies);
 };
 
 struct kfac_layer {
     const struct kfac_layer_ops *ops;
-    int d_in, d_out;
+    int index;               /* the layer's position in the network, from 0 */
+    struct kfac_shape in_shape, out_shape;
+    int in_size, out_size;   /* c·h·w of each: the widths of a case's input and output */
+    int kh, kw, stride, pad; /* convolution and pooling window (dense: 1, 1, 1, 0) */
+    int n_pos;               /* rows of ā and g per case: out_h·out_w for a convolution, else 1 */
+    int d_in, d_out;         /* W is d_out × (d_in+1); conv: C_in·kh·kw and C_out; else 0 */
     enum kfac_activation act;
-    size_t n_params;   /* d_out × (d_in+1) */
-    float *W;          /* d_out × (d_in+1): view into the network's parameters */
-    float *dW;         /* d_out × (d_in+1): view into the network's gradients */
+    size_t n_params;         /* d_out × (d_in+1) */
+    float *W;                /* d_out × (d_in+1): view into the network's parameters */
+    float *dW;               /* d_out × (d_in+1): view into the network's gradients */
     /* Buffers for up to the network's max_batch cases, owned by the network: */
-    float *abar;       /* max_batch × (d_in+1): input, ones in the last column */
-    float *out;        /* max_batch × ld_out: φ(s) */
-    int ld_out;        /* d_out + 1 when a layer follows (out is its abar), else d_out */
-    float *s;          /* max_batch × d_out: pre-activations */
-    float *g;          /* max_batch × d_out: ∂ℓ/∂s per case (not divided by m) */
-    float *r_abar;     /* max_batch × (d_in+1): J·v at the input, zero last column */
-    float *r_out;      /* max_batch × ld_out: J·v at out (the next layer's r_abar) */
-    float *r_s;        /* max_batch × d_out: J·v at s */
+    float *in;               /* max_batch × ld_in: the input (the previous layer's out) */
+    int ld_in;               /* dense: d_in + 1 (ones in the last column); else in_size */
+    float *abar;             /* max_batch·n_pos × (d_in+1): ā; dense: in; no parameters: NULL */
+    float *out;              /* max_batch × ld_out: φ(s) */
+    int ld_out;              /* the next layer's ld_in, or out_size for the last layer */
+    float *s;                /* max_batch × out_size: pre-activations */
+    float *g;                /* max_batch × out_size: ∂ℓ/∂s per case (not divided by m) */
+    float *r_in;             /* max_batch × ld_in: J·v at the input, zero ones-column */
+    float *r_out;            /* max_batch × ld_out: J·v at out (the next layer's r_in) */
+    float *r_s;              /* max_batch × out_size: J·v at s */
+    float *col;              /* conv: max_batch·n_pos × d_in scratch (shared by the layers) */
+    int *argmax;             /* max pooling: max_batch × out_size input offsets of the maxima */
 };
 
-/* The fully connected layer. */
+/* The layer types. */
 extern const struct kfac_layer_ops kfac_dense_ops;
+extern const struct kfac_layer_ops kfac_conv_ops;
+extern const struct kfac_layer_ops kfac_maxpool_ops;
+extern const struct kfac_layer_ops kfac_avgpool_ops;
+extern const struct kfac_layer_ops kfac_flatten_ops;
+
+/* Writes a shape as "C" for a vector (h = w = 1) or "CxHxW" into buf (size bytes). */
+void kfac_shape_format(const struct kfac_shape *s, char *buf, size_t size);
+
+/* The side of a window's output: ⌊(n + 2 pad − k)/stride⌋ + 1, or 0 when the window does
+ * not fit. */
+int kfac_window_out(int n, int k, int stride, int pad);
+
+/* Patch matrix of m cases of x (m × ld_x, each case an h × w × c map (position-major)):
+ * row (case, oy, ox) of out (m·oh·ow × ld_out) holds the kh × kw × c window at
+ * (oy·stride − pad, ox·stride − pad) in (ky, kx, channel) order, zero outside the map.
+ * Columns from kh·kw·c on are left alone (ā's ones). */
+void kfac_im2col(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
+                 const float *x, int ld_x, float *out, int ld_out);
+
+/* The adjoint of kfac_im2col(): dx (m × ld_x; its first c·h·w columns) = the sum of each
+ * patch row of cols (m·oh·ow × ld_cols) scattered back onto the map. */
+void kfac_col2im(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
+                 const float *cols, int ld_cols, float *dx, int ld_x);
 
 /* Fills W (rows × (fan_in+1), bias last) by the scheme; sparse_k is the number of
  * incoming weights per unit for KFAC_INIT_SPARSE (all of them when fan_in ≤ sparse_k). */

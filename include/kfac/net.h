@@ -2,10 +2,18 @@
  * net.h: a feed-forward network of layers with one parameter block and one gradient
  * block, and whole-batch forward, backward and forward-mode (J·v) passes.
  *
- * Layer spec syntax (the `layers` key of the configuration):
+ * Layer spec syntax (the `layers` key of the configuration): the input, then the layers,
+ * separated by '-':
  *     784-1000:logistic-500:logistic-30:linear-500:logistic-784:logistic
- * the input width first, then one WIDTH:ACTIVATION per layer, separated by '-'.
- * Parameters are laid out layer after layer, each W row-major d_out × (d_in+1).
+ *     1x28x28-conv(6,5,pad=2):relu-maxpool(2)-conv(16,5):relu-maxpool(2)-flatten-120:relu-84:relu-10:softmax
+ * The input is a width or a map C×H×W written CxHxW. A layer is one of
+ *     WIDTH:ACT                         dense (needs a flat input: after flatten)
+ *     conv(C,K[,stride=S][,pad=P]):ACT  C output channels, K or KHxKW window (stride 1, pad 0)
+ *     maxpool(K[,stride=S]), avgpool(K[,stride=S])   stride defaults to the window
+ *     flatten                           the map as a vector
+ * Input rows are C×H×W in channel-major order (as IDX N×H×W and NPY N×C×H×W files hold
+ * them); inside the network maps are position-major (layer.h). Parameters are laid out
+ * layer after layer, each W row-major d_out × (d_in+1).
  */
 #ifndef KFAC_NET_H
 #define KFAC_NET_H
@@ -14,33 +22,44 @@
 #include <stddef.h>
 
 struct kfac_layer_spec {
-    int d_out;
-    enum kfac_activation act;
+    int d_out;                  /* dense: width; conv: output channels; else unused */
+    enum kfac_activation act;   /* pooling and flatten: linear */
+    enum kfac_layer_kind kind;  /* zero: dense */
+    int kh, kw, stride, pad;    /* conv and pooling windows */
 };
 
 struct kfac_net {
     int n_layers;
     struct kfac_layer *layers; /* n_layers */
-    int d_in, d_out;
+    int n_blocks;              /* the layers with parameters: what curvature works on */
+    struct kfac_layer **blocks; /* n_blocks, in order */
+    struct kfac_shape in_shape;
+    int d_in, d_out;           /* widths of a case's input and output */
     size_t n_params;
     float *params;             /* n_params: every layer's W, in order */
     float *grads;              /* n_params: the matching gradients */
     int max_batch;             /* cases the layer buffers hold (kfac_net_reserve) */
     float *buffers;            /* the one allocation behind every layer buffer */
+    int *argmax;               /* the one allocation behind the max-pooling indices */
 };
 
-/* Parses a layer spec. On success *specs (n_layers, caller frees) and *d_in are set.
- * Errors name the offending part and what was expected. */
-int kfac_net_parse_layers(const char *spec, int *d_in, struct kfac_layer_spec **specs,
+/* Parses a layer spec. On success *specs (n_layers, caller frees) and *in are set. Errors name the offending part and what was expected. */
+int kfac_net_parse_layers(const char *spec, struct kfac_shape *in, struct kfac_layer_spec **specs,
                           int *n_layers);
 
 /* Writes the spec back in the syntax above into buf (size bytes). */
-void kfac_net_format_layers(int d_in, const struct kfac_layer_spec *specs, int n_layers, char *buf,
-                            size_t size);
+void kfac_net_format_layers(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                            int n_layers, char *buf, size_t size);
 
-/* A network with zeroed parameters and no buffers; KFAC_EINVAL (and NULL in *out) for a
- * softmax anywhere but the last layer or a width below 1. */
-int kfac_net_new(int d_in, const struct kfac_layer_spec *specs, int n_layers,
+/* A network with zeroed parameters and no buffers for input maps of shape *in. KFAC_EINVAL
+ * (and NULL in *out), naming the layer, for a softmax anywhere but on a dense last layer,
+ * a width below 1, a dense layer on a map (flatten first), a convolution or pooling on a
+ * vector, or a window that does not fit its input. */
+int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                        int n_specs, struct kfac_net **out);
+
+/* The same for a flat input of d_in values. */
+int kfac_net_new(int d_in, const struct kfac_layer_spec *specs, int n_specs,
                  struct kfac_net **out);
 void kfac_net_free(struct kfac_net *net);
 
@@ -50,8 +69,9 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch);
 void kfac_net_init(struct kfac_net *net, enum kfac_init scheme, int sparse_k,
                    struct kfac_rng *rng);
 
-/* Forward pass of m ≤ max_batch cases X (m × d_in). Afterwards kfac_net_output() holds the
- * predictions and the last layer's s the output pre-activations (logits). */
+/* Forward pass of m ≤ max_batch cases X (m × d_in, each row C×H×W channel-major).
+ * Afterwards kfac_net_output() holds the predictions and the last layer's s the output
+ * pre-activations (logits). */
 void kfac_net_forward(struct kfac_net *net, int m, const float *X);
 
 /* m × d_out predictions φ(s) of the last forward pass. */

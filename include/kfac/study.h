@@ -5,10 +5,12 @@
  * The Fisher study (kfac-train --fisher-study) repeats the K-FOC paper's Figure 1
  * experiment (Schnaus, Lee & Triebel 2021, §4.1): for each of study.seeds seeds it trains
  * the configured network from a fresh initialisation, draws one target per training case
- * from the model, and measures, for every layer and for every batch size of
+ * from the model, and measures, for every layer with parameters within study.layers (all
+ * by default; a convolution's block holds its per-case gradients summed over positions),
+ * and for every batch size of
  * study.batch_sizes, the relative Frobenius error against the exact Fisher block of the
  * whole training set of the diagonal, K-FAC, K-FOC_approx and K-FOC_running
- * approximations (kfac_fisher_batch_errors()); and for each pair of consecutive layers,
+ * approximations (kfac_fisher_batch_errors()); and for each pair of consecutive dense layers,
  * the error of block-tridiagonal K-FAC's Ā_{i,i+1} ⊗ G_{i,i+1} against the Fisher block
  * coupling them (kfac_fisher_error_cross()).
  */
@@ -21,8 +23,8 @@
 
 /* Runs the Fisher study that c describes. The table (one row per seed and batch size:
  * seed, batch_size, batches, the training metric, then <method>_<layer> for each layer and
- * method diag, kfac, kfoc_approx, kfoc_running, then tridiag_<i>_<i+1> for each pair of
- * consecutive layers, then kfoc_iterations) goes to c->log_file
+ * method diag, kfac, kfoc_approx, kfoc_running (layers numbered as in the network), then
+ * tridiag_<i>_<i+1> for each pair of consecutive dense layers, then kfoc_iterations) goes to c->log_file
  * (standard output when NULL), which is refused if it exists unless opts->force. Unless
  * opts->quiet, progress and a summary table of mean [min, max] per layer go to summary.
  * Configuration and data errors come before any training: *started is 0 after them, 1
@@ -47,7 +49,8 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
                          const char *dir, FILE *summary, int *started);
 
 /* Parses "FIRST-LAST" or "N" (1-based, within 1 … n_layers) into 0-based first and last;
- * an error names study.heatmap_layers. */
-int kfac_parse_layer_range(const char *spec, int n_layers, int *first, int *last);
+ * an error names the key. */
+int kfac_parse_layer_range(const char *key, const char *spec, int n_layers, int *first,
+                           int *last);
 
 #endif

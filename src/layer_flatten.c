@@ -1,0 +1,34 @@
+/*
+ * layer_flatten.c: reads a c × h × w map as a vector of c·h·w values, so that dense
+ * layers can follow convolutions and pooling. The position-major map already is that
+ * vector: the layer only copies it into a buffer with room for the next layer's ones.
+ */
+#include "kfac/layer.h"
+#include "kfac/mat.h"
+
+static void flatten_forward(struct kfac_layer *l, int m)
+{
+    kfac_mat_copy(m, l->in_size, l->in, l->ld_in, l->s, l->out_size);
+    kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
+}
+
+static void flatten_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
+                             int ld_din)
+{
+    (void)scale, (void)dW;
+    if (din)
+        kfac_mat_copy(m, l->in_size, l->g, l->out_size, din, ld_din);
+}
+
+static void flatten_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+{
+    (void)V, (void)input_varies;
+    kfac_mat_copy(m, l->in_size, l->r_in, l->ld_in, l->r_s, l->out_size);
+}
+
+const struct kfac_layer_ops kfac_flatten_ops = {
+    .name = "flatten",
+    .forward = flatten_forward,
+    .backward = flatten_backward,
+    .jvp = flatten_jvp,
+};
