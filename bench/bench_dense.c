@@ -6,35 +6,12 @@
  *
  *   bench/bench_dense [BATCH [REPEATS]]
  */
-#include "kfac/log.h"
-#include "kfac/mat.h"
+#include "bench_util.h"
 #include "kfac/net.h"
 #include "kfac/optim.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-
-/* Best time of `repeats` square sgemm products of size n. */
-static double sgemm_gflops(int n, int repeats)
-{
-    float *A = kfac_floats_new((size_t)n * n), *B = kfac_floats_new((size_t)n * n),
-          *C = kfac_floats_new((size_t)n * n);
-    for (size_t i = 0; i < (size_t)n * n; i++)
-        A[i] = (float)(i % 7) * 0.1f, B[i] = (float)(i % 5) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C,
-                    n);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best) /* the first call warms up the thread pool */
-            best = t;
-    }
-    kfac_floats_free(A);
-    kfac_floats_free(B);
-    kfac_floats_free(C);
-    return 2.0 * n * n * (double)n / best * 1e-9;
-}
 
 int main(int argc, char **argv)
 {
@@ -73,7 +50,7 @@ int main(int argc, char **argv)
         if (r > 0 && t < best)
             best = t;
     }
-    double net_gflops = flops / best * 1e-9, ref = sgemm_gflops(2000, repeats);
+    double net_gflops = flops / best * 1e-9, ref = bench_sgemm_gflops(2000, repeats);
     printf("mnist autoencoder forward+backward, batch %d: %.1f ms, %.2f GFLOP/s\n", m, best * 1e3,
            net_gflops);
     printf("cblas_sgemm 2000x2000x2000: %.2f GFLOP/s\n", ref);

@@ -206,7 +206,7 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
         }
     case K_STRING:
     case K_PATH: {
-        if (strcmp(k->name, "layers") == 0 && *value) {
+        if (strcmp(k->section, "model") == 0 && strcmp(k->name, "layers") == 0 && *value) {
             /* Building the network checks that the layers fit together, too. */
             struct kfac_layer_spec *specs;
             struct kfac_shape in;

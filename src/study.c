@@ -143,11 +143,6 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         kfac_run_free(&run);
         return rc;
     }
-    struct kfac_log table;
-    if ((rc = kfac_log_open(&table, c->log_file, opts->force, 0))) {
-        kfac_run_free(&run);
-        return rc;
-    }
     /* The studied layers: those with parameters within study.layers. */
     int first = 0, last = run.net->n_layers - 1;
     if (c->study_layers && (rc = kfac_parse_layer_range("study.layers", c->study_layers,
@@ -183,6 +178,12 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
     int n_cross = 0;
     for (int i = 0; i + 1 < L; i++)
         n_cross += coupled(cases, i);
+    struct kfac_log table;
+    if ((rc = kfac_log_open(&table, c->log_file, opts->force, 0))) {
+        free(cases);
+        kfac_run_free(&run);
+        return rc;
+    }
     int n_cols = 5 + KFAC_FISHER_METHODS * L + n_cross;
     const char **names = kfac_xmalloc((size_t)n_cols * sizeof *names);
     char(*labels)[40] = kfac_xcalloc((size_t)n_cols, sizeof *labels);

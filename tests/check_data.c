@@ -259,6 +259,8 @@ START_TEST(idx_classification_one_hot_and_autoencoder)
     ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0);
     ck_assert_uint_eq(te.n, 0);
     ck_assert_int_eq(tr.d_x, 6);
+    ck_assert_int_eq(tr.shape[0], 1); /* N × H × W: one channel */
+    ck_assert_int_eq(tr.shape[1] * tr.shape[2], 6);
     ck_assert_int_eq(tr.d_t, 4);
     ck_assert_float_eq(tr.t[0 * 4 + 3], 1);
     ck_assert_float_eq(tr.t[1 * 4 + 0], 1);
@@ -276,6 +278,34 @@ START_TEST(idx_classification_one_hot_and_autoencoder)
     o.task = KFAC_TASK_CLASSIFICATION;
     o.max_cases = 0;
     expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT, "4 targets for the 5 cases");
+}
+END_TEST
+
+/* An N × C × H × W array is a set of C × H × W images, each case's row channel-major as
+ * in the file; a 2-D array is a set of vectors. */
+START_TEST(npy_images_keep_their_shape)
+{
+    float x[2 * 3 * 2 * 2];
+    for (int i = 0; i < 24; i++)
+        x[i] = (float)i;
+    const char *p = scratch_file("img4.npy");
+    write_npy(p, "<f4", "False", "(2, 3, 2, 2)", x, sizeof x);
+    struct kfac_data_opts o = {.train = (char *)p, .task = KFAC_TASK_AUTOENCODER};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    struct kfac_dataset tr, te;
+    ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0);
+    ck_assert_int_eq(tr.d_x, 12);
+    ck_assert_int_eq(tr.shape[0], 3);
+    ck_assert_int_eq(tr.shape[1], 2);
+    ck_assert_int_eq(tr.shape[2], 2);
+    ck_assert_float_eq(tr.x[12 + 4], 16); /* case 1, channel 1, pixel (0, 0) */
+    kfac_dataset_free(&tr);
+    write_npy(p, "<f4", "False", "(4, 6)", x, sizeof x);
+    ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0);
+    ck_assert_int_eq(tr.shape[0], 6);
+    ck_assert_int_eq(tr.shape[1] * tr.shape[2], 1);
+    kfac_dataset_free(&tr);
 }
 END_TEST
 
@@ -335,7 +365,7 @@ START_TEST(batcher_draws_without_replacement)
     float x[N * D];
     for (int i = 0; i < N; i++)
         x[i * D] = (float)i, x[i * D + 1] = 0;
-    struct kfac_dataset ds = {N, D, D, x, x};
+    struct kfac_dataset ds = {.n = N, .d_x = D, .d_t = D, .shape = {D, 1, 1}, .x = x, .t = x};
     struct kfac_rng r;
     kfac_rng_seed(&r, 3);
     struct kfac_batcher b;
@@ -379,6 +409,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, idx_raw_and_gzip);
     tcase_add_test(tc, idx_big_endian_types);
     tcase_add_test(tc, npy_types);
+    tcase_add_test(tc, npy_images_keep_their_shape);
     tcase_add_test(tc, csv_reads_and_reports_lines);
     tcase_add_test(tc, csv_regression_split_and_standardisation);
     tcase_add_test(tc, idx_classification_one_hot_and_autoencoder);

@@ -161,7 +161,7 @@ START_TEST(evaluate_metrics)
     /* Identity weights: the output is the input. */
     net->params[0] = 1, net->params[4] = 1;
     float x[6] = {1, 2, 3, 4, 5, 6}, t[6] = {1, 2, 3, 5, 5, 8};
-    struct kfac_dataset ds = {3, 2, 2, x, t};
+    struct kfac_dataset ds = {.n = 3, .d_x = 2, .d_t = 2, .shape = {2, 1, 1}, .x = x, .t = t};
     ck_assert_double_eq_tol(kfac_evaluate(net, KFAC_TASK_AUTOENCODER, &ds, 2), 5.0 / 3, 1e-9);
     ck_assert_double_eq_tol(kfac_evaluate(net, KFAC_TASK_REGRESSION, &ds, 2), sqrt(5.0 / 6), 1e-9);
     float onehot[6] = {0, 1, 1, 0, 0, 1};

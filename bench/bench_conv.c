@@ -1,0 +1,116 @@
+/*
+ * bench_conv.c: throughput of convolutional networks against cblas_sgemm on a square
+ * product measured in the same run: one forward+backward pass (objective and gradient)
+ * of LeNet-5 (configs/lenet5-mnist.ini's network) at batch 256, and forward+backward of
+ * one wide convolution, 64 → 64 channels, 3×3, stride 1, padding 1, on 32×32 maps at
+ * batch 32, with the gradient for its input (im2col, three GEMMs, col2im). Prints
+ * achieved GFLOP/s (the GEMMs' multiply-adds; pooling and im2col count nothing) and the
+ * ratios; the target on the wide layer is a ratio of at least 0.4.
+ *
+ *   bench/bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]
+ */
+#include "bench_util.h"
+#include "kfac/net.h"
+#include "kfac/optim.h"
+#include "kfac/status.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static struct kfac_net *build(const char *spec, int m, struct kfac_rng *rng)
+{
+    struct kfac_layer_spec *specs;
+    struct kfac_shape in;
+    int n;
+    struct kfac_net *net = NULL;
+    if (kfac_net_parse_layers(spec, &in, &specs, &n) == 0) {
+        kfac_net_new_shaped(&in, specs, n, &net);
+        free(specs);
+    }
+    if (!net) {
+        fprintf(stderr, "bench_conv: %s\n", kfac_last_error());
+        exit(1);
+    }
+    kfac_net_reserve(net, m);
+    kfac_net_init(net, KFAC_INIT_HE, 15, rng);
+    return net;
+}
+
+/* Multiply-adds ×2 of the layer's GEMMs for m cases: forward and dW, and din unless it
+ * is the network's first layer. */
+static double layer_flops(const struct kfac_layer *l, int m, int with_din)
+{
+    double rows = (double)m * l->n_pos, k = l->d_in + 1.0;
+    return 2.0 * rows * l->d_out * (2.0 * k + (with_din ? l->d_in : 0));
+}
+
+int main(int argc, char **argv)
+{
+    int m = argc > 1 ? atoi(argv[1]) : 256, mw = argc > 2 ? atoi(argv[2]) : 32,
+        repeats = argc > 3 ? atoi(argv[3]) : 10;
+    if (m < 1 || mw < 1 || repeats < 1) {
+        fprintf(stderr, "usage: bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]\n");
+        return 2;
+    }
+    struct kfac_rng rng;
+    kfac_rng_seed(&rng, 1);
+
+    /* LeNet-5 through kfac_objective, as training calls it. */
+    struct kfac_net *net = build("1x28x28-conv(6,5,pad=2):relu-maxpool(2)-conv(16,5):relu-"
+                                 "maxpool(2)-flatten-120:relu-84:relu-10:softmax",
+                                 m, &rng);
+    float *X = kfac_floats_new((size_t)m * 784), *T = kfac_floats_new((size_t)m * 10);
+    for (size_t i = 0; i < (size_t)m * 784; i++)
+        X[i] = (float)kfac_rng_uniform(&rng);
+    for (int i = 0; i < m; i++)
+        T[i * 10 + i % 10] = 1.0f;
+    struct kfac_batch b = {m, X, T};
+    double flops = 0;
+    for (int i = 0; i < net->n_blocks; i++)
+        flops += layer_flops(net->blocks[i], m, i > 0);
+    double best = 1e30;
+    for (int r = 0; r < repeats + 1; r++) {
+        double t = kfac_log_clock();
+        kfac_objective(net, KFAC_LOSS_SOFTMAX, 0, &b, 1);
+        t = kfac_log_clock() - t;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    double lenet = flops / best * 1e-9;
+    printf("LeNet-5 forward+backward, batch %d: %.2f ms, %.2f GFLOP/s\n", m, best * 1e3, lenet);
+    kfac_floats_free(X);
+    kfac_floats_free(T);
+    kfac_net_free(net);
+
+    /* The wide convolution alone: forward, then backward with dW and the input's gradient. */
+    net = build("64x32x32-conv(64,3,pad=1):relu-flatten-10:softmax", mw, &rng);
+    struct kfac_layer *l = &net->layers[0];
+    X = kfac_floats_new((size_t)mw * net->d_in);
+    float *din = kfac_floats_new((size_t)mw * l->in_size);
+    for (size_t i = 0; i < (size_t)mw * net->d_in; i++)
+        X[i] = (float)kfac_rng_uniform(&rng) - 0.5f;
+    kfac_net_forward(net, mw, X);
+    for (size_t i = 0; i < (size_t)mw * l->out_size; i++)
+        l->g[i] = (float)kfac_rng_uniform(&rng) - 0.5f;
+    flops = layer_flops(l, mw, 1);
+    best = 1e30;
+    for (int r = 0; r < repeats + 1; r++) {
+        double t = kfac_log_clock();
+        l->ops->forward(l, mw);
+        l->ops->backward(l, mw, 1.0f, l->dW, din, l->in_size);
+        t = kfac_log_clock() - t;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    double wide = flops / best * 1e-9, ref = bench_sgemm_gflops(2000, repeats);
+    printf("conv 64->64 3x3 pad 1 on 32x32, forward+backward with din, batch %d: %.2f ms, "
+           "%.2f GFLOP/s\n",
+           mw, best * 1e3, wide);
+    printf("cblas_sgemm 2000x2000x2000: %.2f GFLOP/s\n", ref);
+    printf("ratio LeNet-5: %.3f\n", lenet / ref);
+    printf("ratio wide conv: %.3f (target >= 0.4)\n", wide / ref);
+    kfac_floats_free(X);
+    kfac_floats_free(din);
+    kfac_net_free(net);
+    return 0;
+}
