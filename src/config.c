@@ -207,15 +207,13 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
     case K_STRING:
     case K_PATH: {
         if (strcmp(k->section, "model") == 0 && strcmp(k->name, "layers") == 0 && *value) {
-            /* Building the network checks that the layers fit together, too. */
+            /* The layers must parse and fit together. */
             struct kfac_layer_spec *specs;
             struct kfac_shape in;
-            struct kfac_net *net = NULL;
             int n, rc = kfac_net_parse_layers(value, &in, &specs, &n);
             if (!rc) {
-                rc = kfac_net_new_shaped(&in, specs, n, &net);
+                rc = kfac_net_check_layers(&in, specs, n);
                 free(specs);
-                kfac_net_free(net);
             }
             if (rc)
                 return kfac_error(KFAC_EINVAL, "%s.%s: %s", k->section, k->name, kfac_last_error());

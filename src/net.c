@@ -137,8 +137,9 @@ static int parse_layer(const char **p, struct kfac_layer_spec *s, int index)
         return 0;
     }
     if (!isdigit((unsigned char)**p))
-        return kfac_error(KFAC_EINVAL, "layer %d: expected WIDTH:ACTIVATION, conv(...), maxpool(...), "
-                                       "avgpool(...) or flatten at '%.20s'",
+        return kfac_error(KFAC_EINVAL,
+                          "layer %d: expected WIDTH:ACTIVATION, conv(...), maxpool(...), "
+                          "avgpool(...) or flatten at '%.20s'",
                           index, *p);
     if ((rc = parse_width(p, &s->d_out, index)))
         return rc;
@@ -305,47 +306,66 @@ static int shape_layer(struct kfac_layer *l, const struct kfac_layer_spec *s, in
     return 0;
 }
 
-int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
-                        int n_specs, struct kfac_net **out)
+/* Sets up layers (n_specs) from the specs for input maps of shape *in and checks that
+ * they fit together as a network, allocating nothing. */
+static int shape_layers(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                        int n_specs, struct kfac_layer *layers)
 {
-    *out = NULL;
     if (in->c < 1 || in->h < 1 || in->w < 1 || n_specs < 1)
         return kfac_error(KFAC_EINVAL, "a network needs an input width and at least one layer");
-    struct kfac_net *net = kfac_xcalloc(1, sizeof *net);
-    net->n_layers = n_specs;
-    net->layers = kfac_xcalloc((size_t)n_specs, sizeof *net->layers);
-    net->blocks = kfac_xcalloc((size_t)n_specs, sizeof *net->blocks);
-    net->in_shape = *in;
-    net->d_in = in->c * in->h * in->w;
     struct kfac_shape cur = *in;
+    int with_params = 0;
     for (int i = 0; i < n_specs; i++) {
-        struct kfac_layer *l = &net->layers[i];
-        int rc = shape_layer(l, &specs[i], i, n_specs, &cur);
-        if (rc) {
-            kfac_net_free(net);
+        int rc = shape_layer(&layers[i], &specs[i], i, n_specs, &cur);
+        if (rc)
             return rc;
-        }
-        cur = l->out_shape;
-        net->n_params += l->n_params;
-        if (l->n_params)
-            net->blocks[net->n_blocks++] = l;
+        cur = layers[i].out_shape;
+        with_params += layers[i].n_params > 0;
     }
-    const struct kfac_layer *last = &net->layers[n_specs - 1];
-    net->d_out = last->out_size;
     /* Maps are position-major inside, targets channel-major: they agree for one channel. */
+    const struct kfac_layer *last = &layers[n_specs - 1];
     const struct kfac_shape *map = last->ops == &kfac_flatten_ops ? &last->in_shape
                                                                    : &last->out_shape;
-    if (last->ops != &kfac_dense_ops && map->c > 1 && map->h * map->w > 1) {
-        kfac_net_free(net);
+    if (last->ops != &kfac_dense_ops && map->c > 1 && map->h * map->w > 1)
         return kfac_error(KFAC_EINVAL, "layer %d: a network that ends in a map of several "
                                        "channels is not supported (end with one channel, or "
                                        "with a dense layer)",
                           n_specs);
-    }
-    if (net->n_blocks == 0) {
-        kfac_net_free(net);
+    if (with_params == 0)
         return kfac_error(KFAC_EINVAL, "the network has no layer with parameters (expected a "
                                        "dense or conv layer)");
+    return 0;
+}
+
+int kfac_net_check_layers(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                          int n_specs)
+{
+    struct kfac_layer *layers = kfac_xcalloc(n_specs > 0 ? (size_t)n_specs : 1, sizeof *layers);
+    int rc = shape_layers(in, specs, n_specs, layers);
+    free(layers);
+    return rc;
+}
+
+int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                        int n_specs, struct kfac_net **out)
+{
+    *out = NULL;
+    struct kfac_net *net = kfac_xcalloc(1, sizeof *net);
+    net->n_layers = n_specs;
+    net->layers = kfac_xcalloc(n_specs > 0 ? (size_t)n_specs : 1, sizeof *net->layers);
+    net->blocks = kfac_xcalloc(n_specs > 0 ? (size_t)n_specs : 1, sizeof *net->blocks);
+    int rc = shape_layers(in, specs, n_specs, net->layers);
+    if (rc) {
+        kfac_net_free(net);
+        return rc;
+    }
+    net->in_shape = *in;
+    net->d_in = in->c * in->h * in->w;
+    net->d_out = net->layers[n_specs - 1].out_size;
+    for (int i = 0; i < n_specs; i++) {
+        net->n_params += net->layers[i].n_params;
+        if (net->layers[i].n_params)
+            net->blocks[net->n_blocks++] = &net->layers[i];
     }
     net->params = kfac_floats_new(net->n_params);
     net->grads = kfac_floats_new(net->n_params);

@@ -33,6 +33,7 @@ struct layer_cases {
     double *A, *G;      /* N·T × n_a, N·T × n_g */
     double *X;          /* T > 1: N × n_g × n_a per-case gradients; else NULL */
     double *work;       /* kfac_fisher_batches_work_size() for the largest batch */
+    struct kfac_fisher_block fisher; /* the exact block of A, G (and X), for every batch size */
 };
 
 /* Forward pass over the whole training set in a shuffled order, one target per case drawn
@@ -252,15 +253,16 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             break;
         }
         sample_cases(&run, L, cases);
-        /* The coupling blocks' errors use all the cases: one per seed. */
-        for (int i = 0; i + 1 < L; i++) {
-            if (!coupled(cases, i))
-                continue;
-            const struct layer_cases *c1 = &cases[i], *c2 = &cases[i + 1];
-            struct kfac_fisher_block b1 = {(int)N, c1->n_a, c1->n_g, c1->A, c1->G, 0, 1, NULL};
-            struct kfac_fisher_block b2 = {(int)N, c2->n_a, c2->n_g, c2->A, c2->G, 0, 1, NULL};
-            cross[(size_t)seed * (L - 1) + i] = kfac_fisher_error_cross(&b1, &b2, cases[i].work);
+        for (int i = 0; i < L; i++) {
+            struct layer_cases *lc = &cases[i];
+            kfac_fisher_block_init(&lc->fisher, (int)N, lc->T, lc->n_a, lc->A, lc->n_g, lc->G,
+                                   lc->X, lc->work);
         }
+        /* The coupling blocks' errors use all the cases: one per seed. */
+        for (int i = 0; i + 1 < L; i++)
+            if (coupled(cases, i))
+                cross[(size_t)seed * (L - 1) + i] =
+                    kfac_fisher_error_cross(&cases[i].fisher, &cases[i + 1].fisher, cases[i].work);
         for (int s = 0; s < n_sizes && !rc; s++) {
             int B = sizes[s] == 0 || (size_t)sizes[s] > N ? (int)N : sizes[s];
             row[0] = (double)cs.seed;
@@ -269,14 +271,10 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             row[3] = run.final[0];
             int iterations = 0;
             for (int i = 0; i < L; i++) {
-                struct layer_cases *lc = &cases[i];
-                struct kfac_fisher_block b;
-                kfac_fisher_block_init(&b, (int)N, lc->T, lc->n_a, lc->A, lc->n_g, lc->G, lc->X,
-                                       lc->work);
                 struct kfac_kfoc_info info;
                 double *e = results + (((size_t)seed * n_sizes + s) * L + i) * KFAC_FISHER_METHODS;
-                kfac_fisher_batch_errors(&b, B, c->optim.kfoc_max_iter, c->optim.kfoc_tol,
-                                         cases[i].work, e, &info);
+                kfac_fisher_batch_errors(&cases[i].fisher, B, c->optim.kfoc_max_iter,
+                                         c->optim.kfoc_tol, cases[i].work, e, &info);
                 memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
                 iterations = info.iterations > iterations ? info.iterations : iterations;
             }

@@ -43,7 +43,8 @@ struct kfac_net {
     int *argmax;               /* the one allocation behind the max-pooling indices */
 };
 
-/* Parses a layer spec. On success *specs (n_layers, caller frees) and *in are set. Errors name the offending part and what was expected. */
+/* Parses a layer spec. On success *specs (n_layers, caller frees) and *in are set.
+ * Errors name the offending part and what was expected. */
 int kfac_net_parse_layers(const char *spec, struct kfac_shape *in, struct kfac_layer_spec **specs,
                           int *n_layers);
 
@@ -57,6 +58,11 @@ void kfac_net_format_layers(const struct kfac_shape *in, const struct kfac_layer
  * vector, or a window that does not fit its input. */
 int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
                         int n_specs, struct kfac_net **out);
+
+/* The checks of kfac_net_new_shaped() alone, allocating nothing: for validating a
+ * configuration. */
+int kfac_net_check_layers(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
+                          int n_specs);
 
 /* The same for a flat input of d_in values. */
 int kfac_net_new(int d_in, const struct kfac_layer_spec *specs, int n_specs,
