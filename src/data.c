@@ -164,19 +164,22 @@ static int resize_images(const struct kfac_data_opts *o, const char *path, struc
 }
 
 static int load_arrays(const struct kfac_data_opts *o, const char *path, const char *targets,
-                       struct raw_set *r)
+                       int split, struct raw_set *r)
 {
-    struct kfac_array a, b;
-    int rc = read_array(path, &a);
+    struct kfac_array a, b = {0};
+    /* A .mat benchmark file holds both splits, and MNIST's labels beside its digits. */
+    int rc = ends_with(path, ".mat") ? kfac_matlab_read(path, split, &a, &b) : read_array(path, &a);
     if (rc)
         return rc;
     if ((rc = resize_images(o, path, &a))) {
         kfac_array_free(&a);
+        kfac_array_free(&b);
         return rc;
     }
     size_t d = cols_of(&a);
     if (a.dims[0] == 0 || d == 0 || d > 100000000) {
         kfac_array_free(&a);
+        kfac_array_free(&b);
         return kfac_error(KFAC_EFORMAT, "%s: %zu cases of %zu values each is not a usable data set",
                           path, a.dims[0], d);
     }
@@ -194,14 +197,21 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
     if (a.uint8)
         for (size_t i = 0; i < r->n * d; i++)
             r->x[i] /= 255.0f;
-    if (o->task == KFAC_TASK_AUTOENCODER)
+    if (o->task == KFAC_TASK_AUTOENCODER) {
+        kfac_array_free(&b);
         return 0;
-    if (!targets)
+    }
+    if (targets) { /* a targets file wins over labels kept beside the features */
+        kfac_array_free(&b);
+        if ((rc = read_array(targets, &b)))
+            return rc;
+    } else if (b.data) {
+        targets = path;
+    } else {
         return kfac_error(KFAC_EINVAL, "%s: this task needs a targets file (data.train_targets / "
                                        "data.test_targets)",
                           path);
-    if ((rc = read_array(targets, &b)))
-        return rc;
+    }
     if (b.dims[0] != r->n) {
         kfac_array_free(&b);
         return kfac_error(KFAC_EFORMAT, "%s: %zu targets for the %zu cases of %s", targets,
@@ -213,10 +223,11 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
 }
 
 static int load_raw(const struct kfac_data_opts *o, const char *path, const char *targets,
-                    struct raw_set *r)
+                    int split, struct raw_set *r)
 {
     memset(r, 0, sizeof *r);
-    int rc = ends_with(path, ".csv") ? load_csv(o, path, r) : load_arrays(o, path, targets, r);
+    int rc = ends_with(path, ".csv") ? load_csv(o, path, r)
+                                     : load_arrays(o, path, targets, split, r);
     if (rc)
         raw_free(r);
     return rc;
@@ -316,11 +327,11 @@ int kfac_data_load(const struct kfac_data_opts *o, struct kfac_rng *rng,
     if (!o->train || !*o->train)
         return kfac_error(KFAC_EINVAL, "data.train: no training file given");
     struct raw_set tr, te = {0};
-    int rc = load_raw(o, o->train, o->train_targets, &tr);
+    int rc = load_raw(o, o->train, o->train_targets, KFAC_SPLIT_TRAIN, &tr);
     if (rc)
         return rc;
     if (o->test && *o->test) {
-        if ((rc = load_raw(o, o->test, o->test_targets, &te))) {
+        if ((rc = load_raw(o, o->test, o->test_targets, KFAC_SPLIT_TEST, &te))) {
             raw_free(&tr);
             return rc;
         }

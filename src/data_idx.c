@@ -1,14 +1,17 @@
 /*
  * data_idx.c: the IDX reader (the MNIST file format). The header is two zero bytes, a
  * type code, the number of dimensions, then each dimension as a big-endian uint32; the
- * data follow big-endian. Compressed (.gz) and raw files are both read through zlib.
+ * data follow big-endian. Compressed (.gz) and raw files are both read through zlib;
+ * the writer makes gzip-compressed unsigned-byte files.
  */
 #include "data_read.h"
 #include "kfac/data.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,4 +104,41 @@ void kfac_array_free(struct kfac_array *a)
         return;
     kfac_floats_free(a->data);
     a->data = NULL;
+}
+
+int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const unsigned char *data)
+{
+    if (ndim < 1 || ndim > KFAC_MAX_DIMS)
+        return kfac_error(KFAC_EINVAL, "%s: an IDX file has 1 to %d dimensions, not %d", path,
+                          KFAC_MAX_DIMS, ndim);
+    unsigned char hdr[4 + 4 * KFAC_MAX_DIMS] = {0, 0, 0x08, (unsigned char)ndim};
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] > UINT32_MAX)
+            return kfac_error(KFAC_EINVAL, "%s: dimension %zu does not fit an IDX header", path,
+                              dims[i]);
+        for (int b = 0; b < 4; b++)
+            hdr[4 + 4 * i + b] = (unsigned char)(dims[i] >> (24 - 8 * b));
+        n *= dims[i];
+    }
+    /* Written beside the target and renamed over it only when complete, so a failure
+     * never leaves a truncated file under the final name. */
+    size_t len = strlen(path) + 5;
+    char *tmp = kfac_xmalloc(len);
+    snprintf(tmp, len, "%s.tmp", path);
+    gzFile f = gzopen(tmp, "wb");
+    int ok = f != NULL && gzwrite(f, hdr, 4 + 4 * (unsigned)ndim) == 4 + 4 * ndim;
+    for (size_t off = 0; ok && off < n; off += 1u << 30) {
+        unsigned chunk = (unsigned)(n - off < (1u << 30) ? n - off : (1u << 30));
+        ok = gzwrite(f, data + off, chunk) == (int)chunk;
+    }
+    if (f && gzclose(f) != Z_OK)
+        ok = 0;
+    if (ok && rename(tmp, path) != 0)
+        ok = 0;
+    int rc = ok ? 0 : kfac_error(KFAC_EIO, "%s: cannot write (%s)", path, strerror(errno));
+    if (!ok)
+        remove(tmp);
+    free(tmp);
+    return rc;
 }

@@ -1,13 +1,16 @@
 /*
  * check_data.c: the IDX, NPY and CSV readers on fixtures written here (valid, gzip,
- * truncated, wrong magic, wrong sizes, ragged), dataset assembly (targets, one-hot,
- * held-out split, standardisation fitted on the training split) and the batcher.
+ * truncated, wrong magic, wrong sizes, ragged), the IDX writer, the .mat reader on files
+ * libmatio writes here, the CURVES and FACES generators, dataset assembly (targets,
+ * one-hot, held-out split, standardisation fitted on the training split) and the batcher.
  */
 #include "kfac/data.h"
 #include "kfac/status.h"
 #include "testutil.h"
 
 #include <math.h>
+#include <matio.h>
+#include <unistd.h>
 #include <zlib.h>
 
 static void write_gz(const char *path, const void *data, size_t n)
@@ -402,6 +405,234 @@ START_TEST(exponential_batch_schedule)
 }
 END_TEST
 
+START_TEST(idx_writer_round_trip)
+{
+    unsigned char img[2 * 3 * 4];
+    for (int i = 0; i < 24; i++)
+        img[i] = (unsigned char)(i * 10);
+    const char *path = scratch_file("w-images-idx3-ubyte.gz");
+    size_t dims[3] = {2, 3, 4};
+    ck_assert_int_eq(kfac_idx_write_bytes(path, 3, dims, img), 0);
+    struct kfac_array a;
+    ck_assert_int_eq(kfac_idx_read(path, &a), 0);
+    ck_assert_int_eq(a.ndim, 3);
+    ck_assert_uint_eq(a.dims[0], 2);
+    ck_assert_uint_eq(a.dims[1], 3);
+    ck_assert_uint_eq(a.dims[2], 4);
+    ck_assert_int_eq(a.uint8, 1);
+    for (int i = 0; i < 24; i++)
+        ck_assert_float_eq(a.data[i], img[i]);
+    kfac_array_free(&a);
+    /* Nothing is left beside it, and a directory that does not exist is reported. */
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+    expect_error(kfac_idx_write_bytes(scratch_file("no/such/dir.gz"), 3, dims, img), KFAC_EIO,
+                 "cannot write");
+}
+END_TEST
+
+/* CURVES: a seed fixes every byte; every image holds one thin curve. */
+START_TEST(curves_are_seeded_thin_curves)
+{
+    enum { N = 500, S = 28 };
+    unsigned char *a = malloc(N * S * S), *b = malloc(N * S * S);
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 11);
+    ck_assert_int_eq(kfac_curves_make(&r, N, S, a), 0);
+    kfac_rng_seed(&r, 11);
+    ck_assert_int_eq(kfac_curves_make(&r, N, S, b), 0);
+    ck_assert_mem_eq(a, b, N * S * S);
+    kfac_rng_seed(&r, 12);
+    kfac_curves_make(&r, N, S, b);
+    ck_assert_int_ne(memcmp(a, b, N * S * S), 0);
+    double total = 0;
+    for (int i = 0; i < N; i++) {
+        int peak = 0, inked = 0;
+        for (int p = 0; p < S * S; p++) {
+            int v = a[i * S * S + p];
+            total += v / 255.0;
+            peak = v > peak ? v : peak;
+            inked += v >= 128;
+        }
+        /* A pixel whose centre the curve passes within half a pixel of gets at least
+         * exp(−0.5 / (2 · 0.75²)) = 0.64 of full ink; the points are 5 pixels apart, so a
+         * curve crosses at least 5 pixels; a stroke about two pixels wide over at most
+         * some 100 pixels of length inks far less than half the image. */
+        ck_assert_int_ge(peak, 163);
+        ck_assert_int_ge(inked, 5);
+        ck_assert_int_le(inked, 300);
+    }
+    double mean = total / (N * S * S);
+    ck_assert_msg(mean > 0.02 && mean < 0.2, "mean intensity %g", mean);
+    ck_assert_int_eq(kfac_curves_make(&r, 1, 8, a), KFAC_EINVAL);
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* The FACES stand-in: resampling keeps a constant image constant whatever the turn,
+ * zoom and shift; a seed fixes every byte; each image comes from one source. */
+START_TEST(faces_resample_their_sources)
+{
+    enum { K = 3, S = 10, N = 40, SIDE = 12 };
+    float src[K * S * S];
+    for (int k = 0; k < K; k++)
+        for (int p = 0; p < S * S; p++)
+            src[k * S * S + p] = (float)(k + 1) * 0.25f;
+    unsigned char a[N * SIDE * SIDE], b[N * SIDE * SIDE];
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    ck_assert_int_eq(kfac_faces_make(src, K, S, &r, N, SIDE, a), 0);
+    int seen[K] = {0};
+    for (int i = 0; i < N; i++) {
+        int v = a[i * SIDE * SIDE];
+        ck_assert_msg(v == 64 || v == 128 || v == 191, "value %d", v);
+        for (int p = 0; p < SIDE * SIDE; p++)
+            ck_assert_int_eq(a[i * SIDE * SIDE + p], v);
+        seen[(v + 32) / 64 - 1] = 1;
+    }
+    ck_assert(seen[0] && seen[1] && seen[2]);
+    kfac_rng_seed(&r, 5);
+    kfac_faces_make(src, K, S, &r, N, SIDE, b);
+    ck_assert_mem_eq(a, b, sizeof a);
+    /* A bright centre stays near the centre: rotation and zoom are about it, and the
+     * shift is at most 1.5 source pixels. */
+    float dot[S * S] = {0};
+    dot[(S / 2) * S + S / 2] = dot[(S / 2 - 1) * S + S / 2] = 1;
+    dot[(S / 2) * S + S / 2 - 1] = dot[(S / 2 - 1) * S + S / 2 - 1] = 1;
+    ck_assert_int_eq(kfac_faces_make(dot, 1, S, &r, N, SIDE, a), 0);
+    for (int i = 0; i < N; i++) {
+        double sum = 0, cx = 0, cy = 0;
+        for (int p = 0; p < SIDE * SIDE; p++) {
+            double v = a[i * SIDE * SIDE + p];
+            sum += v;
+            cx += v * (p % SIDE + 0.5);
+            cy += v * (p / SIDE + 0.5);
+        }
+        ck_assert(sum > 0);
+        ck_assert_msg(fabs(cx / sum - SIDE / 2.0) < 3 && fabs(cy / sum - SIDE / 2.0) < 3,
+                      "image %d: centre of mass (%g, %g)", i, cx / sum, cy / sum);
+    }
+    ck_assert_int_eq(kfac_faces_make(src, 0, S, &r, N, SIDE, a), KFAC_EINVAL);
+}
+END_TEST
+
+/* Writes a real 2-D variable (column-major data) to an open .mat file. */
+static void mat_put(mat_t *mat, const char *name, enum matio_classes cls, enum matio_types type,
+                    size_t rows, size_t cols, void *data)
+{
+    size_t dims[2] = {rows, cols};
+    matvar_t *v = Mat_VarCreate(name, cls, type, 2, dims, data, MAT_F_DONT_COPY_DATA);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(Mat_VarWrite(mat, v, MAT_COMPRESSION_ZLIB), 0);
+    Mat_VarFree(v);
+}
+
+/* mnist_all.mat: train<d> holds d + 1 digits, test<d> one, each pixel j of case i of
+ * class d equal to (d·7 + i·3 + j) mod 256 (row i, column j of an N × 784 matrix). */
+START_TEST(matlab_mnist_all_layout)
+{
+    const char *path = scratch_file("mnist_all.mat");
+    mat_t *mat = Mat_CreateVer(path, NULL, MAT_FT_MAT5);
+    ck_assert_ptr_nonnull(mat);
+    for (int split = 0; split < 2; split++)
+        for (int d = 0; d < 10; d++) {
+            size_t n = split ? 1 : (size_t)d + 1;
+            unsigned char *px = malloc(n * 784);
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < 784; j++)
+                    px[j * n + i] = (unsigned char)((d * 7 + i * 3 + j) % 256);
+            char name[16];
+            snprintf(name, sizeof name, "%s%d", split ? "test" : "train", d);
+            mat_put(mat, name, MAT_C_UINT8, MAT_T_UINT8, n, 784, px);
+            free(px);
+        }
+    Mat_Close(mat);
+    struct kfac_data_opts o = {.train = (char *)path, .test = (char *)path,
+                               .task = KFAC_TASK_CLASSIFICATION};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 1);
+    struct kfac_dataset tr, te;
+    ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0);
+    ck_assert_uint_eq(tr.n, 55);
+    ck_assert_uint_eq(te.n, 10);
+    ck_assert_int_eq(tr.d_x, 784);
+    ck_assert_int_eq(tr.shape[1], 28);
+    ck_assert_int_eq(tr.d_t, 10);
+    /* Case 3 is the first 2 (after one 0 and two 1s); its pixel 5 is (14 + 0 + 5)/255. */
+    ck_assert_float_eq(tr.t[3 * 10 + 2], 1);
+    ck_assert_float_eq_tol(tr.x[3 * 784 + 5], 19 / 255.0f, 1e-7f);
+    ck_assert_float_eq_tol(tr.x[4 * 784 + 700], (14 + 3 + 700) % 256 / 255.0f, 1e-7f);
+    ck_assert_float_eq(te.t[9 * 10 + 9], 1);
+    ck_assert_float_eq_tol(te.x[9 * 784 + 1], 64 / 255.0f, 1e-7f);
+    kfac_dataset_free(&tr);
+    kfac_dataset_free(&te);
+}
+END_TEST
+
+/* digs3pts_1.mat (bdata, bdatatest: N × 784 double) and newfaces_rot_single.mat
+ * (newfaces_single: 625 × N single, training the first 5N/8 columns, test the last N/4). */
+START_TEST(matlab_curves_and_faces_layouts)
+{
+    const char *curves = scratch_file("digs3pts_1.mat"), *faces = scratch_file("faces.mat");
+    mat_t *mat = Mat_CreateVer(curves, NULL, MAT_FT_MAT5);
+    double *c = malloc(6 * 784 * sizeof *c);
+    for (int i = 0; i < 6 * 784; i++)
+        c[i] = i / (6.0 * 784);
+    mat_put(mat, "bdata", MAT_C_DOUBLE, MAT_T_DOUBLE, 4, 784, c);
+    mat_put(mat, "bdatatest", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, 784, c);
+    Mat_Close(mat);
+    struct kfac_array x, lab;
+    ck_assert_int_eq(kfac_matlab_read(curves, KFAC_SPLIT_TRAIN, &x, &lab), 0);
+    ck_assert_uint_eq(x.dims[0], 4);
+    ck_assert_ptr_null(lab.data);
+    /* Row 2, column 9 of the 4 × 784 matrix is element 9·4 + 2 in column-major order. */
+    ck_assert_float_eq_tol(x.data[2 * 784 + 9], (float)((9 * 4 + 2) / (6.0 * 784)), 1e-7f);
+    kfac_array_free(&x);
+    ck_assert_int_eq(kfac_matlab_read(curves, KFAC_SPLIT_TEST, &x, &lab), 0);
+    ck_assert_uint_eq(x.dims[0], 2);
+    ck_assert_float_eq_tol(x.data[1 * 784 + 783], (float)((783 * 2 + 1) / (6.0 * 784)), 1e-7f);
+    kfac_array_free(&x);
+
+    mat = Mat_CreateVer(faces, NULL, MAT_FT_MAT5);
+    float *f = malloc(16 * 625 * sizeof *f);
+    for (int i = 0; i < 16 * 625; i++)
+        f[i] = (float)i;
+    mat_put(mat, "newfaces_single", MAT_C_SINGLE, MAT_T_SINGLE, 625, 16, f);
+    Mat_Close(mat);
+    ck_assert_int_eq(kfac_matlab_read(faces, KFAC_SPLIT_TRAIN, &x, &lab), 0);
+    ck_assert_uint_eq(x.dims[0], 10);
+    ck_assert_uint_eq(x.dims[1], 25);
+    ck_assert_float_eq(x.data[3 * 625 + 7], 3 * 625 + 7);
+    kfac_array_free(&x);
+    ck_assert_int_eq(kfac_matlab_read(faces, KFAC_SPLIT_TEST, &x, &lab), 0);
+    ck_assert_uint_eq(x.dims[0], 4);
+    ck_assert_float_eq(x.data[0], 12 * 625); /* the last quarter: columns 13 to 16 */
+    kfac_array_free(&x);
+
+    /* The wrong shape, an unknown layout and a file that is not a .mat are refused. */
+    mat = Mat_CreateVer(faces, NULL, MAT_FT_MAT5);
+    mat_put(mat, "newfaces_single", MAT_C_SINGLE, MAT_T_SINGLE, 624, 16, f);
+    Mat_Close(mat);
+    expect_error(kfac_matlab_read(faces, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "'newfaces_single' should be a real 625 x N matrix");
+    mat = Mat_CreateVer(faces, NULL, MAT_FT_MAT5);
+    mat_put(mat, "images", MAT_C_SINGLE, MAT_T_SINGLE, 625, 16, f);
+    Mat_Close(mat);
+    expect_error(kfac_matlab_read(faces, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "not one of the benchmark layouts");
+    const char *junk = scratch_file("junk.mat");
+    write_bytes(junk, "not a mat file at all", 21);
+    expect_error(kfac_matlab_read(junk, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "not a MATLAB .mat file");
+    expect_error(kfac_matlab_read(scratch_file("missing.mat"), KFAC_SPLIT_TRAIN, &x, &lab),
+                 KFAC_EIO, "missing.mat");
+    free(c);
+    free(f);
+}
+END_TEST
+
 static Suite *data_suite(void)
 {
     Suite *s = suite_create("data");
@@ -416,6 +647,11 @@ static Suite *data_suite(void)
     tcase_add_test(tc, images_resize_by_area);
     tcase_add_test(tc, batcher_draws_without_replacement);
     tcase_add_test(tc, exponential_batch_schedule);
+    tcase_add_test(tc, idx_writer_round_trip);
+    tcase_add_test(tc, curves_are_seeded_thin_curves);
+    tcase_add_test(tc, faces_resample_their_sources);
+    tcase_add_test(tc, matlab_mnist_all_layout);
+    tcase_add_test(tc, matlab_curves_and_faces_layouts);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, idx_errors);

@@ -1,9 +1,9 @@
 #!/bin/sh
-# tests/manpage.sh: both manual pages format without warnings, kfac-train.ini(5)
+# tests/manpage.sh: the manual pages format without warnings, kfac-train.ini(5)
 # documents every configuration key, and its example configuration runs as printed (on
 # fixture data in place of MNIST).
 . "$top_srcdir/tests/lib.sh"
-for page in "$top_srcdir/man/kfac-train.1" "$top_srcdir/man/kfac-train.ini.5"; do
+for page in "$top_srcdir/man/kfac-train.1" "$top_srcdir/man/kfac-train.ini.5" "$top_srcdir/man/kfac-datagen.1"; do
     if [ -z "${GROFF:-}" ]; then
         echo "# groff not found: not checking $page"
     elif "$GROFF" -man -ww -z "$page" 2>"$WORK/warn" && [ ! -s "$WORK/warn" ]; then

@@ -6,33 +6,21 @@
  *                                               +8 when vertical
  *   mkfixture csv FILE N SEED                   regression table x1,x2,x3,y with
  *                                               y = sin(x1) + x2·x3 + small noise
+ *   mkfixture blobs FILE.npy K SEED             K 25×25 float32 images (NPY) of three
+ *                                               Gaussian blobs each, values in [0, 1]:
+ *                                               stand-in sources for kfac-datagen faces
  */
+#include "kfac/data.h"
 #include "kfac/rng.h"
+#include "kfac/status.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-
-static int write_idx(const char *path, const unsigned char *hdr, size_t hlen,
-                     const unsigned char *data, size_t n)
-{
-    gzFile f = gzopen(path, "wb");
-    if (!f || gzwrite(f, hdr, (unsigned)hlen) != (int)hlen ||
-        gzwrite(f, data, (unsigned)n) != (int)n || gzclose(f) != Z_OK) {
-        fprintf(stderr, "mkfixture: cannot write %s\n", path);
-        return 1;
-    }
-    return 0;
-}
 
 static int bars(const char *images, const char *labels, int n, struct kfac_rng *r)
 {
-    unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 8};
-    unsigned char lh[8] = {0, 0, 8, 1};
-    for (int i = 0; i < 4; i++)
-        ih[4 + i] = lh[4 + i] = (unsigned char)((unsigned)n >> (24 - 8 * i));
     unsigned char *img = calloc((size_t)n * 64, 1), *lab = malloc((size_t)n);
     for (int c = 0; c < n; c++) {
         int pos = (int)kfac_rng_below(r, 8), vertical = (int)kfac_rng_below(r, 2);
@@ -42,7 +30,10 @@ static int bars(const char *images, const char *labels, int n, struct kfac_rng *
         }
         lab[c] = (unsigned char)(pos + 8 * vertical);
     }
-    int rc = write_idx(images, ih, 16, img, (size_t)n * 64) || write_idx(labels, lh, 8, lab, (size_t)n);
+    size_t dims[3] = {(size_t)n, 8, 8};
+    int rc = kfac_idx_write_bytes(images, 3, dims, img) || kfac_idx_write_bytes(labels, 1, dims, lab);
+    if (rc)
+        fprintf(stderr, "mkfixture: %s\n", kfac_last_error());
     free(img);
     free(lab);
     return rc;
@@ -62,6 +53,33 @@ static int csv(const char *path, int n, struct kfac_rng *r)
     return fclose(f) != 0;
 }
 
+static int blobs(const char *path, int k, struct kfac_rng *r)
+{
+    enum { S = 25 };
+    char hdr[118];
+    /* The NPY 1.0 header, padded with spaces so that magic + length + header is 128 bytes. */
+    int len = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d, %d), }", k, S, S);
+    memset(hdr + len, ' ', sizeof hdr - (size_t)len);
+    hdr[sizeof hdr - 1] = '\n';
+    float *img = calloc((size_t)k * S * S, sizeof *img);
+    for (int i = 0; i < k; i++)
+        for (int b = 0; b < 3; b++) {
+            double x = S * kfac_rng_uniform(r), y = S * kfac_rng_uniform(r), w = 2 + 3 * kfac_rng_uniform(r);
+            for (int p = 0; p < S * S; p++) {
+                double d2 = (p % S - x) * (p % S - x) + (p / S - y) * (p / S - y);
+                img[i * S * S + p] += (float)(exp(-d2 / (2 * w * w)) / 3);
+            }
+        }
+    FILE *f = fopen(path, "wb");
+    int rc = !f || fwrite("\x93NUMPY\x01\x00\x76\x00", 1, 10, f) != 10 ||
+             fwrite(hdr, 1, sizeof hdr, f) != sizeof hdr ||
+             fwrite(img, sizeof *img, (size_t)k * S * S, f) != (size_t)k * S * S;
+    if (f && fclose(f) != 0)
+        rc = 1;
+    free(img);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct kfac_rng r;
@@ -73,6 +91,11 @@ int main(int argc, char **argv)
         kfac_rng_seed(&r, strtoull(argv[4], NULL, 10));
         return csv(argv[2], atoi(argv[3]), &r);
     }
-    fprintf(stderr, "usage: mkfixture bars IMAGES LABELS N SEED | mkfixture csv FILE N SEED\n");
+    if (argc == 5 && strcmp(argv[1], "blobs") == 0) {
+        kfac_rng_seed(&r, strtoull(argv[4], NULL, 10));
+        return blobs(argv[2], atoi(argv[3]), &r);
+    }
+    fprintf(stderr, "usage: mkfixture bars IMAGES LABELS N SEED | mkfixture csv FILE N SEED | "
+                    "mkfixture blobs FILE.npy K SEED\n");
     return 2;
 }

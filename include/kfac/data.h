@@ -32,6 +32,45 @@ int kfac_idx_read(const char *path, struct kfac_array *out);
 int kfac_npy_read(const char *path, struct kfac_array *out);
 void kfac_array_free(struct kfac_array *a);
 
+/* Which part of a file that holds both splits to read. */
+enum kfac_split { KFAC_SPLIT_TRAIN, KFAC_SPLIT_TEST };
+
+/* Reads one split of an original deep-autoencoder benchmark file (MATLAB .mat, through
+ * libmatio), recognised by its variables:
+ *   mnist_all.mat            train0 … train9 / test0 … test9 (N_d × 784): the digits in
+ *                            class order, N × 28 × 28, with labels (N) 0 … 9;
+ *   digs3pts_1.mat (CURVES)  bdata / bdatatest (N × 784): N × 28 × 28;
+ *   newfaces_rot_single.mat  newfaces_single (625 × N, a face per column): training is
+ *   (FACES)                  the first 5N/8 columns and test the last N/4 (103,500 and
+ *                            41,400 of the original 165,600; the eighth between is
+ *                            Hinton & Salakhutdinov's validation set), n × 25 × 25.
+ * A case's values keep the file's order. labels is empty (data NULL) for the layouts
+ * without them. Variables may be double, single or uint8 (uint8 marks x->uint8). */
+int kfac_matlab_read(const char *path, int split, struct kfac_array *x, struct kfac_array *labels);
+
+/* Writes an unsigned-byte IDX file (gzip-compressed) of the given dimensions, through a
+ * temporary file renamed over path only when complete. */
+int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const unsigned char *data);
+
+/* The synthetic image sets of the deep-autoencoder benchmarks (data/README.md), as bytes
+ * (grey level round(255 v), v in [0, 1]); images are side × side, side ≤ 64. */
+#define KFAC_SYNTH_MAX_SIDE 64
+
+/* CURVES (out: n × side × side). Each image draws three points uniformly from
+ * [3, side − 3]² (pixel units), redrawn until every two are at least 5 pixels apart, and
+ * the quadratic curve C(t) through them at t = 0, ½ and 1, sampled at 1024 equally spaced
+ * t in [0, 1]; pixel intensity is the maximum over samples of exp(−d²/(2·0.75²)), with d
+ * the distance from the pixel centre to the sample (a Gaussian pen of 0.75 pixels). */
+int kfac_curves_make(struct kfac_rng *rng, size_t n, int side, unsigned char *out);
+
+/* The FACES stand-in (out: n × side × side) from k source images src (k × s × s, values in
+ * [0, 1]): each image picks a source uniformly, rotates it by an angle uniform in
+ * [−90°, 90°], magnifies it by a factor uniform in [1.4, 2.0] (Hinton & Salakhutdinov's
+ * ranges), shifts the centre by up to 1.5 source pixels on each axis, and resamples it
+ * to side × side bilinearly (edges repeated where a crop reaches past them). */
+int kfac_faces_make(const float *src, size_t k, int s, struct kfac_rng *rng, size_t n, int side,
+                    unsigned char *out);
+
 /* Resamples n square images (n × s × s) to n × t × t by area averaging: each output pixel
  * is the mean of the source area it covers (fractional pixels weighted by their share),
  * so a constant image stays constant and 2:1 is the mean of 2 × 2 blocks. */
@@ -56,7 +95,7 @@ enum kfac_task {
 
 /* The [data] section of a configuration. Paths are resolved by the caller. */
 struct kfac_data_opts {
-    char *train;              /* features: .idx[.gz] / *-ubyte[.gz], .npy[.gz] or .csv */
+    char *train;              /* features: .idx[.gz] / *-ubyte[.gz], .npy[.gz], .csv or .mat */
     char *train_targets;      /* labels or values for IDX/NPY features, or NULL */
     char *test;               /* optional test features */
     char *test_targets;

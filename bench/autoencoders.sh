@@ -1,0 +1,115 @@
+#!/bin/sh
+# autoencoders.sh: the deep-autoencoder benchmarks of the K-FAC paper §7 (Figure 4's
+# shape). For each problem (MNIST, CURVES, FACES) it trains the SGD baseline and each
+# K-FAC/K-FOC variant for the same training time (evaluations excluded), then prints,
+# per problem, each run's iterations, final training error, its error at iterations 500
+# and 1000, and the time it took to reach the SGD run's final error, and plots the
+# training error of all runs against seconds and against iterations.
+#
+#   bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [SECONDS [OUTDIR]]
+#
+#   SECONDS    training time per run (default 120; the K-FAC runs need about 800 s for
+#              1000 iterations of CURVES on two cores)
+#   OUTDIR     where logs, tables and plots go (default bench/out/autoencoders)
+#   -p         problems among "mnist curves faces" (default all three)
+#   -v         variants among "sgd kfac tridiag kfoc" (default all four): SGD with
+#              Nesterov momentum (configs/PROBLEM-autoencoder-sgd.ini), block-diagonal
+#              K-FAC (configs/PROBLEM-autoencoder.ini), block-tridiagonal K-FAC and K-FAC
+#              with K-FOC factors (the same configuration, optimizer.curvature changed)
+#   -d         data directory holding mnist/, curves/ and faces/ as the data scripts
+#              write them (default data/)
+#   -r         report on the logs already in OUTDIR without training
+#
+# Writes OUTDIR/PROBLEM-VARIANT.tsv (the kfac-train logs), OUTDIR/summary.tsv (the
+# table printed), and OUTDIR/PROBLEM-seconds.png and OUTDIR/PROBLEM-iterations.png when
+# gnuplot is installed. Extra kfac-train options for every run can be given in KFAC_ARGS.
+# Run it on an otherwise idle machine: the runs are compared by their clocks.
+set -eu
+name=autoencoders
+. "$(dirname "$0")/lib.sh"
+shift $shift_r
+problems="mnist curves faces" variants="sgd kfac tridiag kfoc" datadir=$top/data
+while getopts p:v:d: opt; do
+    case $opt in
+    p) problems=$OPTARG ;;
+    v) variants=$OPTARG ;;
+    d) datadir=$OPTARG ;;
+    *) echo "usage: bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [SECONDS [OUTDIR]]" >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+budget=${1:-120}
+out=${2:-$top/bench/out/autoencoders}
+
+# The data options of a problem, and the script that makes its data.
+data_args() {
+    case $1 in
+    mnist) echo "--set data.train=$datadir/mnist/mnist-10k-images-idx3-ubyte.gz" ;;
+    curves | faces) echo "--set data.train=$datadir/$1/$1-train-images-idx3-ubyte.gz --set data.test=$datadir/$1/$1-test-images-idx3-ubyte.gz" ;;
+    esac
+}
+for p in $problems; do
+    case $p in
+    mnist) file=$datadir/mnist/mnist-10k-images-idx3-ubyte.gz script=data/fetch-mnist.sh ;;
+    curves) file=$datadir/curves/curves-train-images-idx3-ubyte.gz script=data/make-curves.sh ;;
+    faces) file=$datadir/faces/faces-train-images-idx3-ubyte.gz script=data/fetch-faces.sh ;;
+    *) echo "$name: unknown problem '$p' (mnist, curves or faces)" >&2; exit 2 ;;
+    esac
+    [ "$report_only" = 1 ] || [ -r "$file" ] || { echo "$name: $p: $file is missing; $script makes it" >&2; exit 2; }
+done
+for v in $variants; do
+    case $v in sgd | kfac | tridiag | kfoc) ;; *) echo "$name: unknown variant '$v' (sgd, kfac, tridiag or kfoc)" >&2; exit 2 ;; esac
+done
+mkdir -p "$out"
+
+[ "$report_only" = 1 ] || for p in $problems; do
+    for v in $variants; do
+        case $v in
+        sgd) cfg=$top/configs/$p-autoencoder-sgd.ini extra= every=100 ;;
+        kfac) cfg=$top/configs/$p-autoencoder.ini extra= every=25 ;;
+        tridiag) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfac-tridiag" every=25 ;;
+        kfoc) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfoc" every=25 ;;
+        esac
+        echo "$name: $p $v for $budget s ($(basename "$cfg"))" >&2
+        # shellcheck disable=SC2046,SC2086 # the option lists are word lists
+        "$kfac" -q -f --log "$out/$p-$v.tsv" --set train.max_seconds="$budget" \
+            --set train.iterations=100000000 --set log.eval_every=$every $(data_args "$p") \
+            $extra ${KFAC_ARGS:-} "$cfg"
+    done
+done
+
+# One row per run: the error at iterations 500 and 1000 is the last evaluation at or
+# before them (evaluations are every 25 iterations for K-FAC, 100 for SGD).
+printf 'problem\tvariant\titerations\tseconds\tfinal_error\terror_at_500\terror_at_1000\tseconds_to_sgd_final\n' >"$out/summary.tsv"
+for p in $problems; do
+    target=nan
+    if [ -r "$out/$p-sgd.tsv" ]; then
+        target=$(errors "$out/$p-sgd.tsv" | tail -n 1 | cut -f3)
+    fi
+    for v in $variants; do
+        log=$out/$p-$v.tsv
+        [ -r "$log" ] || { echo "$name: $log is missing" >&2; exit 2; }
+        errors "$log" | awk -F'\t' -v p="$p" -v v="$v" -v t="$target" '
+            { if ($1 <= 500) e500 = $3; if ($1 <= 1000) e1000 = $3
+              if (t != "nan" && reach == "" && $3 <= t + 0) reach = $2
+              it = $1; s = $2; e = $3 }
+            END { a = it >= 500 ? sprintf("%.4g", e500) : "-"
+                  b = it >= 1000 ? sprintf("%.4g", e1000) : "-"
+                  r = reach == "" ? "never" : sprintf("%.1f", reach)
+                  printf "%s\t%s\t%d\t%.1f\t%.4g\t%s\t%s\t%s\n", p, v, it, s, e, a, b, r }' >>"$out/summary.tsv"
+    done
+done
+echo "# training error (squared error per case); SGD's final error is each problem's target"
+column -t -s "$(printf '\t')" "$out/summary.tsv" 2>/dev/null || cat "$out/summary.tsv"
+
+for p in $problems; do
+    logs=
+    for v in $variants; do logs="$logs $out/$p-$v.tsv"; done
+    for x in seconds iter; do
+        suffix=$x
+        [ $x = iter ] && suffix=iterations
+        # shellcheck disable=SC2086 # logs is a list of files
+        "$top/tools/kfac-plot" -x $x -y train_recon -t "$p autoencoder: training error, $budget s per run" \
+            -o "$out/$p-$suffix.png" $logs || { echo "$name: no plots (see above)" >&2; break 2; }
+    done
+done

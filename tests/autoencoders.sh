@@ -1,0 +1,68 @@
+#!/bin/sh
+# tests/autoencoders.sh: the deep-autoencoder benchmark as a user meets it: kfac-datagen
+# (same seed, same bytes; a different seed, different bytes; no silent overwrite; usage
+# errors), and bench/autoencoders.sh end to end on tiny data sets and a one-second
+# budget per run: every problem and variant trains, the summary has a row for each, the
+# plots are drawn when gnuplot is installed, and missing data is named with its script.
+. "$top_srcdir/tests/lib.sh"
+GEN="$top_builddir/tools/kfac-datagen"
+D=$WORK/data
+
+expect_status 0 "kfac-datagen writes CURVES" -- "$GEN" curves --seed 7 --train 300 --test 60 "$D/curves"
+expect_grep "$WORK/out" "wrote 300 28 x 28 images to .*curves-train-images-idx3-ubyte.gz" "it says what it wrote"
+expect_status 0 "the same seed again (forced)" -- "$GEN" curves -f -s 7 -n 300 -t 60 "$WORK/again"
+if cmp -s "$D/curves/curves-train-images-idx3-ubyte.gz" "$WORK/again/curves-train-images-idx3-ubyte.gz" &&
+   cmp -s "$D/curves/curves-test-images-idx3-ubyte.gz" "$WORK/again/curves-test-images-idx3-ubyte.gz"; then
+    ok "the same seed gives the same bytes"
+else
+    not_ok "the same seed gives the same bytes"
+fi
+"$GEN" curves -f -s 8 -n 300 -t 60 "$WORK/other" >/dev/null
+if cmp -s "$D/curves/curves-train-images-idx3-ubyte.gz" "$WORK/other/curves-train-images-idx3-ubyte.gz"; then
+    not_ok "another seed gives other images"
+else
+    ok "another seed gives other images"
+fi
+expect_status 2 "kfac-datagen refuses to replace its output unprompted" -- "$GEN" curves -s 7 -n 300 -t 60 "$D/curves"
+expect_grep "$WORK/err" "exists; give --force" "and says how to replace it"
+expect_status 2 "an unknown set is refused" -- "$GEN" squares "$WORK/x"
+expect_grep "$WORK/err" "unknown set 'squares'" "and named"
+expect_status 2 "a bad count is refused" -- "$GEN" curves --train 0 "$WORK/x"
+expect_grep "$WORK/err" "--train must be an integer" "and named"
+
+"$MKFIXTURE" blobs "$WORK/blobs.npy" 10 3
+expect_status 0 "kfac-datagen writes the FACES stand-in" -- "$GEN" faces -s 2 -n 200 -t 40 "$WORK/blobs.npy" "$D/faces"
+expect_grep "$WORK/out" "wrote 40 25 x 25 images to .*faces-test-images-idx3-ubyte.gz" "both splits"
+expect_status 2 "faces from a non-image file are refused" -- "$GEN" faces "$D/curves/curves-test-images-idx3-ubyte.gz" "$WORK/x"
+expect_grep "$WORK/err" "not an NPY file" "with the reader's message"
+
+# MNIST's network reads 784 pixels; CURVES images stand in for the digits here.
+mkdir -p "$D/mnist"
+cp "$D/curves/curves-train-images-idx3-ubyte.gz" "$D/mnist/mnist-10k-images-idx3-ubyte.gz"
+
+B="$top_srcdir/bench/autoencoders.sh"
+expect_status 2 "the benchmark names missing data and its script" -- sh "$B" -d "$WORK/none" -p curves 1 "$WORK/bench"
+expect_grep "$WORK/err" "curves-train-images-idx3-ubyte.gz is missing; data/make-curves.sh makes it" "before training"
+expect_status 2 "an unknown variant is refused" -- sh "$B" -d "$D" -v "sgd adam" 1 "$WORK/bench"
+expect_status 0 "the benchmark runs every problem and variant" -- sh "$B" -d "$D" 1 "$WORK/bench"
+rows=$(awk -F'\t' 'NR > 1 && $3 >= 1 && $5 + 0 > 0' "$WORK/bench/summary.tsv" | wc -l)
+if [ "$rows" -eq 12 ]; then ok "12 runs in the summary, each with iterations and an error"; else
+    not_ok "12 runs in the summary (found $rows)"; sed 's/^/#   /' "$WORK/bench/summary.tsv"; fi
+for p in mnist curves faces; do
+    for v in sgd kfac tridiag kfoc; do
+        [ -s "$WORK/bench/$p-$v.tsv" ] || { not_ok "$p-$v.tsv written"; continue 2; }
+    done
+    ok "$p: a log per variant"
+done
+expect_grep "$WORK/out" "seconds_to_sgd_final" "the table is printed"
+if command -v gnuplot >/dev/null 2>&1; then
+    for f in curves-seconds curves-iterations faces-seconds mnist-iterations; do
+        [ -s "$WORK/bench/$f.png" ] && ok "$f.png drawn" || not_ok "$f.png drawn"
+    done
+else
+    expect_grep "$WORK/err" "gnuplot is not installed" "without gnuplot it says why there are no plots"
+fi
+expect_status 0 "-r reports on the logs without training" -- sh "$B" -r -p curves -v "sgd kfac" 1 "$WORK/bench"
+if [ "$(wc -l <"$WORK/bench/summary.tsv")" -eq 3 ]; then ok "with the selected rows"; else
+    not_ok "with the selected rows"; fi
+finish
