@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* libmatio reports through its logger; kfac-train reports through kfac_last_error(). */
 static void quiet_log(int level, char *message)
@@ -22,9 +23,10 @@ static void quiet_log(int level, char *message)
 }
 
 /* Reads variable name (real, numeric, 2-D) of mat, checking its dimensions against the
- * expected ones (0: any), which `shape` describes for the message. */
-static int read_matrix(mat_t *mat, const char *path, const char *name, size_t rows, size_t cols,
-                       const char *shape, matvar_t **out)
+ * expected ones (0: any), which `shape` describes for the message. file_size bounds the
+ * allocation. */
+static int read_matrix(mat_t *mat, const char *path, size_t file_size, const char *name,
+                       size_t rows, size_t cols, const char *shape, matvar_t **out)
 {
     matvar_t *v = Mat_VarReadInfo(mat, name);
     if (!v)
@@ -33,11 +35,20 @@ static int read_matrix(mat_t *mat, const char *path, const char *name, size_t ro
                   v->class_type == MAT_C_UINT8;
     int fits = numeric && !v->isComplex && v->rank == 2 && (!rows || v->dims[0] == rows) &&
                (!cols || v->dims[1] == cols);
+    size_t elem = v->class_type == MAT_C_DOUBLE ? 8 : v->class_type == MAT_C_SINGLE ? 4 : 1;
+    size_t bytes = 0;
+    int rc = fits ? kfac_checked_size(path, v->dims, 2, elem, &bytes) : 0;
     Mat_VarFree(v);
     if (!fits)
         return kfac_error(KFAC_EFORMAT, "%s: variable '%s' should be a real %s matrix of double, "
                                         "single or uint8",
                           path, name, shape);
+    /* libmatio allocates what the header claims: hold that to what the file can hold,
+     * zlib expanding at most 1032 to 1. */
+    if (rc || bytes / 1032 > file_size)
+        return rc ? rc : kfac_error(KFAC_EFORMAT, "%s: variable '%s' claims %zu bytes, more than "
+                                                  "this file of %zu bytes can hold",
+                                    path, name, bytes, file_size);
     if (!(v = Mat_VarRead(mat, name)) || !v->data) {
         Mat_VarFree(v);
         return kfac_error(KFAC_EFORMAT, "%s: cannot read the data of variable '%s'", path, name);
@@ -73,8 +84,8 @@ static void set_images(struct kfac_array *a, size_t n, size_t side)
 }
 
 /* mnist_all.mat: train0 … train9 (or test0 … test9), uint8 N_d × 784, labels d. */
-static int read_mnist(mat_t *mat, const char *path, const char *prefix, struct kfac_array *x,
-                      struct kfac_array *labels)
+static int read_mnist(mat_t *mat, const char *path, size_t file_size, const char *prefix,
+                      struct kfac_array *x, struct kfac_array *labels)
 {
     matvar_t *v[10] = {0};
     size_t n = 0;
@@ -82,7 +93,7 @@ static int read_mnist(mat_t *mat, const char *path, const char *prefix, struct k
     for (int d = 0; d < 10 && !rc; d++) {
         char name[16];
         snprintf(name, sizeof name, "%s%d", prefix, d);
-        if (!(rc = read_matrix(mat, path, name, 0, 784, "N x 784", &v[d])))
+        if (!(rc = read_matrix(mat, path, file_size, name, 0, 784, "N x 784", &v[d])))
             n += v[d]->dims[0];
     }
     if (!rc) {
@@ -105,10 +116,12 @@ static int read_mnist(mat_t *mat, const char *path, const char *prefix, struct k
 }
 
 /* digs3pts_1.mat (CURVES): bdata (or bdatatest), N × 784 in [0, 1]. */
-static int read_curves(mat_t *mat, const char *path, int split, struct kfac_array *x)
+static int read_curves(mat_t *mat, const char *path, size_t file_size, int split,
+                       struct kfac_array *x)
 {
     matvar_t *v;
-    int rc = read_matrix(mat, path, split == KFAC_SPLIT_TEST ? "bdatatest" : "bdata", 0, 784, "N x 784", &v);
+    const char *name = split == KFAC_SPLIT_TEST ? "bdatatest" : "bdata";
+    int rc = read_matrix(mat, path, file_size, name, 0, 784, "N x 784", &v);
     if (rc)
         return rc;
     set_images(x, v->dims[0], 28);
@@ -120,10 +133,11 @@ static int read_curves(mat_t *mat, const char *path, int split, struct kfac_arra
 }
 
 /* newfaces_rot_single.mat (FACES): newfaces_single, 625 × N, one case per column. */
-static int read_faces(mat_t *mat, const char *path, int split, struct kfac_array *x)
+static int read_faces(mat_t *mat, const char *path, size_t file_size, int split,
+                      struct kfac_array *x)
 {
     matvar_t *v;
-    int rc = read_matrix(mat, path, "newfaces_single", 625, 0, "625 x N", &v);
+    int rc = read_matrix(mat, path, file_size, "newfaces_single", 625, 0, "625 x N", &v);
     if (rc)
         return rc;
     size_t total = v->dims[1], n_train = total * 5 / 8, n_test = total / 4;
@@ -148,10 +162,10 @@ int kfac_matlab_read(const char *path, int split, struct kfac_array *x, struct k
     memset(x, 0, sizeof *x);
     memset(labels, 0, sizeof *labels);
     Mat_LogInitFunc("kfac-train", quiet_log);
-    FILE *probe = fopen(path, "rb");
-    if (!probe)
+    struct stat st;
+    if (stat(path, &st) != 0)
         return kfac_data_open_error(path, errno);
-    fclose(probe);
+    size_t file_size = (size_t)st.st_size;
     mat_t *mat = Mat_Open(path, MAT_ACC_RDONLY);
     if (!mat)
         return kfac_error(KFAC_EFORMAT, "%s: not a MATLAB .mat file libmatio can read", path);
@@ -172,11 +186,12 @@ int kfac_matlab_read(const char *path, int split, struct kfac_array *x, struct k
                                       "of newfaces_rot_single.mat)",
                         path);
     else if (strcmp(layout, "train0") == 0)
-        rc = read_mnist(mat, path, split == KFAC_SPLIT_TEST ? "test" : "train", x, labels);
+        rc = read_mnist(mat, path, file_size, split == KFAC_SPLIT_TEST ? "test" : "train", x,
+                        labels);
     else if (strcmp(layout, "bdata") == 0)
-        rc = read_curves(mat, path, split, x);
+        rc = read_curves(mat, path, file_size, split, x);
     else
-        rc = read_faces(mat, path, split, x);
+        rc = read_faces(mat, path, file_size, split, x);
     Mat_Close(mat);
     if (rc) {
         kfac_array_free(x);

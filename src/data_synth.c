@@ -64,8 +64,9 @@ static unsigned char to_byte(double v)
 int kfac_curves_make(struct kfac_rng *rng, size_t n, int side, unsigned char *out)
 {
     if (side < 2 * curve_margin + curve_min_gap || side > KFAC_SYNTH_MAX_SIDE)
-        return kfac_error(KFAC_EINVAL, "cannot draw curves on %d x %d images (11 to %d pixels a side)",
-                          side, side, KFAC_SYNTH_MAX_SIDE);
+        return kfac_error(KFAC_EINVAL,
+                          "cannot draw curves on %d x %d images (11 to %d pixels a side)", side,
+                          side, KFAC_SYNTH_MAX_SIDE);
     float img[KFAC_SYNTH_MAX_SIDE * KFAC_SYNTH_MAX_SIDE];
     for (size_t i = 0; i < n; i++) {
         memset(img, 0, sizeof img);

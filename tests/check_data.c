@@ -622,6 +622,30 @@ START_TEST(matlab_curves_and_faces_layouts)
     Mat_Close(mat);
     expect_error(kfac_matlab_read(faces, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
                  "not one of the benchmark layouts");
+    /* A header claiming more data than the file could hold is refused before libmatio
+     * allocates it: an uncompressed 625 × 16 variable whose 16 becomes 2³¹ − 1. */
+    mat = Mat_CreateVer(faces, NULL, MAT_FT_MAT5);
+    size_t fd[2] = {625, 16};
+    matvar_t *mv = Mat_VarCreate("newfaces_single", MAT_C_SINGLE, MAT_T_SINGLE, 2, fd, f,
+                                 MAT_F_DONT_COPY_DATA);
+    ck_assert_int_eq(Mat_VarWrite(mat, mv, MAT_COMPRESSION_NONE), 0);
+    Mat_VarFree(mv);
+    Mat_Close(mat);
+    FILE *fp = fopen(faces, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    unsigned char buf[512];
+    size_t got = fread(buf, 1, sizeof buf, fp);
+    const unsigned char dims_le[8] = {0x71, 0x02, 0, 0, 0x10, 0, 0, 0};
+    size_t at = 0;
+    while (at + 8 <= got && memcmp(buf + at, dims_le, 8) != 0)
+        at++;
+    ck_assert_uint_lt(at + 8, got);
+    const unsigned char huge[4] = {0xff, 0xff, 0xff, 0x7f};
+    ck_assert_int_eq(fseek(fp, (long)at + 4, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(huge, 1, 4, fp), 4);
+    ck_assert_int_eq(fclose(fp), 0);
+    expect_error(kfac_matlab_read(faces, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "more than this file of");
     const char *junk = scratch_file("junk.mat");
     write_bytes(junk, "not a mat file at all", 21);
     expect_error(kfac_matlab_read(junk, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,

@@ -1,8 +1,9 @@
 /*
  * kfac-datagen.c: the kfac-datagen command, which writes the synthetic data sets of the
  * deep-autoencoder benchmarks as IDX files (gzip): CURVES, and the FACES stand-in made
- * from a few face images in an NPY file, into OUTDIR (made, with its parents, when missing). Exit status 0, 1 when a file cannot be
- * written, 2 for usage or input errors. See kfac-datagen(1) and data/README.md.
+ * from a few face images in an NPY file, into OUTDIR (made, with its parents, when
+ * missing). Exit status 0, 1 when a file cannot be written, 2 for usage or input errors.
+ * See kfac-datagen(1) and data/README.md.
  */
 #include "config.h"
 #include "kfac/data.h"
@@ -68,7 +69,8 @@ static int make_dirs(const char *dir)
             continue;
         *slash = '\0';
         if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "kfac-datagen: cannot make the directory %s (%s)\n", p, strerror(errno));
+            fprintf(stderr, "kfac-datagen: cannot make the directory %s (%s)\n", p,
+                    strerror(errno));
             rc = -1;
             break;
         }
