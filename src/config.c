@@ -91,6 +91,10 @@ static const struct key keys[] = {
     {"train", "polyak_start", K_LONG, F(polyak_start), "0", 0, 1e12, NULL},
     {"train", "polyak_decay", K_DOUBLE, F(polyak_decay), "0.99", 0, 0.999999, NULL},
     {"train", "max_seconds", K_DOUBLE, F(max_seconds), "0", 0, 1e9, NULL},
+    {"train", "checkpoint", K_PATH, F(checkpoint), "", 0, 0, NULL},
+    {"train", "checkpoint_every", K_LONG, F(checkpoint_every), "0", 0, 1e12, NULL},
+    {"train", "checkpoint_seconds", K_DOUBLE, F(checkpoint_seconds), "0", 0, 1e9, NULL},
+    {"train", "checkpoint_keep", K_INT, F(checkpoint_keep), "2", 1, 1000, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -431,31 +435,70 @@ int kfac_config_validate(const struct kfac_config *c)
     return 0;
 }
 
+/* "name = value" and a newline. */
+static void print_value(const struct key *k, const struct kfac_config *c, FILE *f)
+{
+    const void *field = (const char *)c + k->offset;
+    fprintf(f, "%s = ", k->name);
+    switch (k->type) {
+    case K_INT: fprintf(f, "%d\n", *(const int *)field); break;
+    case K_LONG: fprintf(f, "%ld\n", *(const long *)field); break;
+    case K_DOUBLE: fprintf(f, "%.15g\n", *(const double *)field); break;
+    case K_BOOL: fprintf(f, "%s\n", *(const int *)field ? "true" : "false"); break;
+    case K_ENUM: fprintf(f, "%s\n", k->choices[*(const int *)field]); break;
+    case K_STRING:
+    case K_PATH: {
+        const char *s = *(char *const *)field;
+        fprintf(f, "%s\n", s ? s : "");
+        break;
+    }
+    }
+}
+
 void kfac_config_print(const struct kfac_config *c, FILE *f)
 {
     const char *section = "";
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct key *k = &keys[i];
-        const void *field = (const char *)c + k->offset;
         if (strcmp(section, k->section) != 0) {
             fprintf(f, "%s[%s]\n", *section ? "\n" : "", k->section);
             section = k->section;
         }
-        fprintf(f, "%s = ", k->name);
-        switch (k->type) {
-        case K_INT: fprintf(f, "%d\n", *(const int *)field); break;
-        case K_LONG: fprintf(f, "%ld\n", *(const long *)field); break;
-        case K_DOUBLE: fprintf(f, "%.15g\n", *(const double *)field); break;
-        case K_BOOL: fprintf(f, "%s\n", *(const int *)field ? "true" : "false"); break;
-        case K_ENUM: fprintf(f, "%s\n", k->choices[*(const int *)field]); break;
-        case K_STRING:
-        case K_PATH: {
-            const char *s = *(char *const *)field;
-            fprintf(f, "%s\n", s ? s : "");
-            break;
-        }
-        }
+        print_value(k, c, f);
     }
+}
+
+/* The keys a resumed run may change: how long it runs, its checkpoints, what it logs. */
+static int run_control(const struct key *k)
+{
+    static const char *const train_keys[] = {"iterations", "max_seconds", "checkpoint",
+                                             "checkpoint_every", "checkpoint_seconds",
+                                             "checkpoint_keep", NULL};
+    if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
+        return 1;
+    if (strcmp(k->section, "train") == 0)
+        for (int i = 0; train_keys[i]; i++)
+            if (strcmp(k->name, train_keys[i]) == 0)
+                return 1;
+    return 0;
+}
+
+char *kfac_config_identity(const struct kfac_config *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        fputs("kfac-train: out of memory\n", stderr);
+        abort();
+    }
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!run_control(&keys[i])) {
+            fprintf(f, "%s.", keys[i].section);
+            print_value(&keys[i], c, f);
+        }
+    fclose(f);
+    return text;
 }
 
 void kfac_config_free(struct kfac_config *c)

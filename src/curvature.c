@@ -11,6 +11,7 @@
 
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,55 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
     return c;
+}
+
+/* Adds "curv.<block>.<what>" for an array of n elements of the given size (if any). */
+static void add(struct kfac_state *st, int block, const char *what, void *p, size_t n,
+                size_t size)
+{
+    char name[48];
+    snprintf(name, sizeof name, "curv.%d.%s", block, what);
+    if (p)
+        kfac_state_add(st, name, p, n * size);
+}
+
+void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
+{
+    for (int i = 0; i < c->n_blocks; i++) {
+        struct kfac_factors *f = &c->f[i];
+        size_t a2 = (size_t)f->n_a * f->n_a, g2 = (size_t)f->n_g * f->n_g;
+        add(st, i, "A", f->A, a2, sizeof(double));
+        add(st, i, "G", f->G, g2, sizeof(double));
+        add(st, i, "batch_A", f->batch_A, a2, sizeof(float));
+        add(st, i, "batch_G", f->batch_G, g2, sizeof(float));
+        add(st, i, "UA_t", f->UA_t, a2, sizeof(float));
+        add(st, i, "UG_t", f->UG_t, g2, sizeof(float));
+        add(st, i, "eig_A", f->eig_A, (size_t)f->n_a, sizeof(double));
+        add(st, i, "eig_G", f->eig_G, (size_t)f->n_g, sizeof(double));
+        add(st, i, "pi", &f->pi, 1, sizeof f->pi);
+        add(st, i, "A_inv", f->A_inv, a2, sizeof(float));
+        add(st, i, "G_inv", f->G_inv, g2, sizeof(float));
+        add(st, i, "VA_t", f->VA_t, a2, sizeof(double));
+        add(st, i, "VG_t", f->VG_t, g2, sizeof(double));
+    }
+    kfac_state_add(st, "curv.inv_gamma", &c->inv_gamma, sizeof c->inv_gamma);
+    for (int i = 0; c->tri && i < c->n_blocks - 1; i++) {
+        struct kfac_coupling *t = &c->tri[i];
+        size_t a = (size_t)t->n_a * t->n_a1, g = (size_t)t->n_g * t->n_g1;
+        add(st, i, "XA", t->XA, a, sizeof(double));
+        add(st, i, "XG", t->XG, g, sizeof(double));
+        add(st, i, "batch_XA", t->batch_XA, a, sizeof(float));
+        add(st, i, "batch_XG", t->batch_XG, g, sizeof(float));
+        add(st, i, "QA", t->QA, a, sizeof(double));
+        add(st, i, "QG", t->QG, g, sizeof(double));
+        add(st, i, "PA", t->PA, a, sizeof(double));
+        add(st, i, "PG", t->PG, g, sizeof(double));
+        add(st, i, "psi_A", t->psi_A, a, sizeof(float));
+        add(st, i, "psi_G", t->psi_G, g, sizeof(float));
+        add(st, i, "KA", t->KA, (size_t)t->n_a * t->n_a, sizeof(float));
+        add(st, i, "KG", t->KG, (size_t)t->n_g * t->n_g, sizeof(float));
+        add(st, i, "den", t->den, (size_t)t->n_g * t->n_a, sizeof(float));
+    }
 }
 
 void kfac_curvature_free(struct kfac_curvature *c)

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +38,72 @@ int kfac_log_open(struct kfac_log *log, const char *path, int force, int progres
     }
     log->path = kfac_xstrdup(path);
     return 0;
+}
+
+/* "a\tb\t…" (caller frees). */
+static char *join_names(const char *const *names, int n)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(names[i]) + 1;
+    char *out = kfac_xmalloc(len), *p = out;
+    *p = '\0';
+    for (int i = 0; i < n; i++)
+        p += sprintf(p, "%s%s", i ? "\t" : "", names[i]);
+    return out;
+}
+
+/* Opens path for appending; *fresh when it is new or empty, else its header must match. */
+static int open_append(struct kfac_log *log, const char *path, const char *header, int *fresh)
+{
+    FILE *f = fopen(path, "a+");
+    if (!f)
+        return kfac_error(KFAC_EIO, "%s: cannot open the log: %s", path, strerror(errno));
+    *fresh = 1;
+    /* "a+" reads from the start and writes at the end whatever the position. */
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    if (n > 0) {
+        *fresh = 0;
+        if (line[n - 1] == '\n')
+            line[n - 1] = '\0';
+        if (strcmp(line, header) != 0) {
+            free(line);
+            fclose(f);
+            return kfac_error(KFAC_EFORMAT, "%s: the log's columns are not this run's; resuming "
+                                            "would mix them (give another --log)",
+                              path);
+        }
+    }
+    free(line);
+    /* A row cut short by a crash keeps its bytes; the next row starts on a line of its own. */
+    int cut = !*fresh && fseek(f, -1, SEEK_END) == 0 && fgetc(f) != '\n';
+    fseek(f, 0, SEEK_END); /* C asks for a seek between reading and writing */
+    if (cut)
+        fputc('\n', f);
+    log->f = f;
+    log->path = kfac_xstrdup(path);
+    return 0;
+}
+
+int kfac_log_open_append(struct kfac_log *log, const char *path, const char *const *names, int n,
+                         int progress)
+{
+    memset(log, 0, sizeof *log);
+    log->progress = progress;
+    int fresh = 1, rc = 0;
+    if (path) {
+        char *header = join_names(names, n);
+        rc = open_append(log, path, header, &fresh);
+        free(header);
+    } else {
+        log->f = stdout;
+    }
+    if (!rc && fresh)
+        rc = kfac_log_header(log, names, n);
+    log->n_cols = n;
+    return rc;
 }
 
 static int check_stream(struct kfac_log *log)
@@ -69,6 +136,14 @@ int kfac_log_row(struct kfac_log *log, const double *values)
     }
     if (log->f == stdout)
         fflush(log->f);
+    return check_stream(log);
+}
+
+int kfac_log_flush(struct kfac_log *log)
+{
+    if (fflush(log->f) != 0)
+        return kfac_error(KFAC_EIO, "%s: write error: %s", log->path ? log->path : "standard output",
+                          strerror(errno));
     return check_stream(log);
 }
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
 static void usage(FILE *f)
 {
@@ -27,6 +27,9 @@ static void usage(FILE *f)
           "  -f, --force                  replace an existing log file\n"
           "  -q, --quiet                  no progress line and no summary\n"
           "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
+          "  -r, --resume FILE            continue the run a checkpoint holds (its log is appended)\n"
+          "      --force-resume           resume even with a configuration that differs from the\n"
+          "                               checkpoint's\n"
           "      --fisher-study           instead of one run, the Fisher study of the [study]\n"
           "                               section: the TSV table goes where the log would\n"
           "      --fisher-pictures DIR    instead of one run, PNG heatmaps of the exact Fisher,\n"
@@ -35,7 +38,8 @@ static void usage(FILE *f)
           "  -V, --version                print the version and exit\n"
           "\n"
           "Exit status: 0 on success, 1 if training failed, 2 for usage, configuration or data\n"
-          "errors. See kfac-train(1) and kfac-train.ini(5).\n",
+          "errors, 130 when SIGINT or SIGTERM stopped it (after writing a checkpoint). See\n"
+          "kfac-train(1) and kfac-train.ini(5).\n",
           f);
 }
 
@@ -67,13 +71,14 @@ static int run(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'n'},    {"help", no_argument, NULL, 'h'},
         {"fisher-study", no_argument, NULL, 'F'},
         {"fisher-pictures", required_argument, NULL, 'P'},
+        {"resume", required_argument, NULL, 'r'}, {"force-resume", no_argument, NULL, 'R'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     char **sets = NULL;
     int n_sets = 0, dry_run = 0, study = 0, status = 0, c;
     const char *pictures = NULL;
     struct kfac_run_opts opts = {0};
-    while ((c = getopt_long(argc, argv, "s:j:l:fqnhV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:j:l:r:fqnhV", longopts, NULL)) != -1) {
         switch (c) {
         case 's': add_set(&sets, &n_sets, NULL, optarg); break;
         case 'S': add_set(&sets, &n_sets, "train.seed", optarg); break;
@@ -84,6 +89,8 @@ static int run(int argc, char **argv)
         case 'n': dry_run = 1; break;
         case 'F': study = 1; break;
         case 'P': pictures = optarg; break;
+        case 'r': opts.resume = optarg; break;
+        case 'R': opts.force_resume = 1; break;
         case 'h': usage(stdout); goto done;
         case 'V': printf("kfac-train %s\n", PACKAGE_VERSION); goto done;
         default:
@@ -118,6 +125,10 @@ static int run(int argc, char **argv)
             kfac_model_summary(net, loss, stdout);
             kfac_net_free(net);
         }
+    } else if (!status && opts.resume && (study || pictures)) {
+        fputs("kfac-train: --resume continues a training run, not a Fisher study or pictures\n",
+              stderr);
+        status = EXIT_USAGE;
     } else if (!status && study && pictures) {
         fputs("kfac-train: --fisher-study and --fisher-pictures are separate runs; give one\n",
               stderr);
@@ -132,10 +143,11 @@ static int run(int argc, char **argv)
             status = started ? fail(EXIT_RUNTIME, NULL) : fail(EXIT_USAGE, argv[optind]);
     } else if (!status) {
         struct kfac_run r;
+        int rc;
         if (kfac_run_prepare(&r, &cfg, &opts))
             status = fail(EXIT_USAGE, argv[optind]);
-        else if (kfac_run_train(&r, stderr))
-            status = fail(EXIT_RUNTIME, NULL);
+        else if ((rc = kfac_run_train(&r, stderr)))
+            status = fail(rc == KFAC_EINTR ? EXIT_INTERRUPTED : EXIT_RUNTIME, NULL);
         kfac_run_free(&r);
     }
     kfac_config_free(&cfg);

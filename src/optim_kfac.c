@@ -230,6 +230,17 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     return 0;
 }
 
+static void kfac_state(struct kfac_optim *o, struct kfac_state *st)
+{
+    struct kfac *s = (struct kfac *)o;
+    kfac_state_add(st, "kfac.rng", &s->rng, sizeof s->rng);
+    kfac_state_add(st, "kfac.lambda", &s->lambda, sizeof s->lambda);
+    kfac_state_add(st, "kfac.gamma", &s->gamma, sizeof s->gamma);
+    kfac_state_add(st, "kfac.have_prev", &s->have_prev, sizeof s->have_prev);
+    kfac_state_add(st, "kfac.prev", s->prev, o->net->n_params * sizeof(float));
+    kfac_curvature_state(s->curv, st);
+}
+
 static void kfac_free(struct kfac_optim *o)
 {
     struct kfac *s = (struct kfac *)o;
@@ -248,6 +259,7 @@ static const struct kfac_optim_ops kfac_ops = {
     .name = "kfac",
     .columns = kfac_columns,
     .step = kfac_step,
+    .state = kfac_state,
     .free = kfac_free,
 };
 
@@ -255,6 +267,7 @@ static const struct kfac_optim_ops kfoc_ops = {
     .name = "kfac-kfoc",
     .columns = kfoc_columns,
     .step = kfac_step,
+    .state = kfac_state,
     .free = kfac_free,
 };
 

@@ -51,6 +51,12 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     return 0;
 }
 
+static void sgd_state(struct kfac_optim *o, struct kfac_state *st)
+{
+    struct sgd *s = (struct sgd *)o;
+    kfac_state_add(st, "sgd.velocity", s->velocity, o->net->n_params * sizeof(float));
+}
+
 static void sgd_free(struct kfac_optim *o)
 {
     struct sgd *s = (struct sgd *)o;
@@ -63,6 +69,7 @@ static const struct kfac_optim_ops sgd_ops = {
     .name = "sgd",
     .columns = sgd_columns,
     .step = sgd_step,
+    .state = sgd_state,
     .free = sgd_free,
 };
 

@@ -19,6 +19,7 @@ const char *kfac_status_str(int status)
     case KFAC_EFORMAT: return "malformed file";
     case KFAC_ENUMERIC: return "non-finite value";
     case KFAC_EEXIST: return "file exists";
+    case KFAC_EINTR: return "interrupted";
     default: return "unknown error";
     }
 }

@@ -7,7 +7,10 @@
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -98,6 +101,36 @@ double kfac_evaluate(struct kfac_net *net, int task, const struct kfac_dataset *
     return sum / (double)ds->n;
 }
 
+/* Checks opts->resume against this run (its items, and its trajectory keys unless
+ * forced) and restores it; the next iteration follows the checkpoint's. */
+static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
+{
+    struct kfac_state s = {0};
+    kfac_run_state(run, &s);
+    struct kfac_checkpoint ck;
+    int rc = kfac_checkpoint_open(opts->resume, &s, &ck);
+    if (!rc) {
+        char *now = kfac_config_identity(run->cfg);
+        char *diff = kfac_config_text_diff(ck.config_text, now);
+        if (diff && !opts->force_resume)
+            rc = kfac_error(KFAC_EINVAL, "%s: made by a run with another configuration: %s (give "
+                                         "--force-resume to continue with this one)",
+                            opts->resume, diff);
+        free(diff);
+        free(now);
+    }
+    if (!rc)
+        rc = kfac_checkpoint_restore(&ck, &s);
+    if (!rc && run->iterations_done >= run->cfg->iterations)
+        rc = kfac_error(KFAC_EINVAL, "%s: the run is at iteration %ld already; raise "
+                                     "train.iterations (now %ld) to continue it",
+                        opts->resume, run->iterations_done, run->cfg->iterations);
+    kfac_checkpoint_close(&ck);
+    kfac_state_free(&s);
+    run->start = run->iterations_done + 1;
+    return rc;
+}
+
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts)
 {
@@ -147,11 +180,13 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         run->avg = kfac_floats_new(run->net->n_params);
         run->scratch = kfac_floats_new(run->net->n_params);
     }
-    int progress = !opts->quiet && (c->progress == KFAC_PROGRESS_ON ||
-                                    (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
-    if ((rc = kfac_log_open(&run->log, opts->no_log ? "/dev/null" : c->log_file,
-                            opts->force || opts->no_log, progress)))
-        return rc;
+    if (c->checkpoint) {
+        run->checkpoint = kfac_xstrdup(c->checkpoint);
+    } else if (c->log_file && !opts->no_log) {
+        run->checkpoint = kfac_xmalloc(strlen(c->log_file) + 6);
+        sprintf(run->checkpoint, "%s.ckpt", c->log_file);
+    }
+    run->start = 1;
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {
         run->probe = kfac_fisher_probe_new(run->net, c->fisher_error_cases < train_batch
@@ -184,9 +219,80 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         names[n++] = fisher_names[i];
     }
     run->row = kfac_xcalloc((size_t)n, sizeof *run->row);
-    rc = kfac_log_header(&run->log, names, n);
+    /* The checkpoint is checked and restored before the log is touched. */
+    if (opts->resume)
+        rc = resume(run, opts);
+    int progress = !opts->quiet && (c->progress == KFAC_PROGRESS_ON ||
+                                    (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
+    const char *log_path = opts->no_log ? "/dev/null" : c->log_file;
+    if (!rc && opts->resume) {
+        rc = kfac_log_open_append(&run->log, log_path, names, n, progress);
+    } else if (!rc) {
+        rc = kfac_log_open(&run->log, log_path, opts->force || opts->no_log, progress);
+        if (!rc)
+            rc = kfac_log_header(&run->log, names, n);
+    }
     free(names);
     free(fisher_names);
+    return rc;
+}
+
+void kfac_run_state(struct kfac_run *run, struct kfac_state *s)
+{
+    struct kfac_net *net = run->net;
+    kfac_state_add(s, "run.iterations", &run->iterations_done, sizeof run->iterations_done);
+    kfac_state_add(s, "run.seconds", &run->seconds, sizeof run->seconds);
+    kfac_state_add(s, "run.final", run->final, sizeof run->final);
+    kfac_state_add(s, "rng.batch", &run->rng_batch, sizeof run->rng_batch);
+    kfac_state_add(s, "rng.probe", &run->rng_probe, sizeof run->rng_probe);
+    kfac_state_add(s, "batcher.perm", run->batcher.perm, run->train.n * sizeof *run->batcher.perm);
+    kfac_state_add(s, "batcher.pos", &run->batcher.pos, sizeof run->batcher.pos);
+    kfac_state_add(s, "net.params", net->params, net->n_params * sizeof(float));
+    if (run->avg)
+        kfac_state_add(s, "polyak.avg", run->avg, net->n_params * sizeof(float));
+    run->optim->ops->state(run->optim, s);
+}
+
+/* PATH.i (PATH itself for i = 0). */
+static char *numbered(const char *path, int i)
+{
+    size_t len = strlen(path) + 16;
+    char *p = kfac_xmalloc(len);
+    if (i)
+        snprintf(p, len, "%s.%d", path, i);
+    else
+        snprintf(p, len, "%s", path);
+    return p;
+}
+
+int kfac_run_checkpoint(struct kfac_run *run)
+{
+    struct kfac_state s = {0};
+    kfac_run_state(run, &s);
+    char *text = kfac_config_identity(run->cfg), *next = numbered(run->checkpoint, 0);
+    next = kfac_xrealloc(next, strlen(next) + 6);
+    strcat(next, ".next");
+    int rc = kfac_checkpoint_write(next, text, &s);
+    /* Shift the kept ones (PATH.i → PATH.i+1), link PATH as PATH.1, then rename the new one
+     * over PATH: at every moment PATH is a whole checkpoint, the old or the new. */
+    for (int i = run->cfg->checkpoint_keep - 1; !rc && i >= 1; i--) {
+        char *from = numbered(run->checkpoint, i - 1), *to = numbered(run->checkpoint, i);
+        if (i > 1)
+            rename(from, to);
+        else if ((unlink(to) == 0 || errno == ENOENT) && link(from, to) != 0 && errno != ENOENT)
+            rc = kfac_error(KFAC_EIO, "%s: cannot keep the previous checkpoint as %s: %s", from,
+                            to, strerror(errno));
+        free(from);
+        free(to);
+    }
+    if (!rc && rename(next, run->checkpoint) != 0)
+        rc = kfac_error(KFAC_EIO, "%s: cannot rename the new checkpoint %s over it: %s",
+                        run->checkpoint, next, strerror(errno));
+    if (rc)
+        remove(next);
+    free(next);
+    free(text);
+    kfac_state_free(&s);
     return rc;
 }
 
@@ -222,15 +328,36 @@ static void evaluate_all(struct kfac_run *run, long k, double *out)
     }
 }
 
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
 int kfac_run_train(struct kfac_run *run, FILE *summary)
 {
     const struct kfac_config *c = run->cfg;
     const char *metric = kfac_metric_name(c->data.task);
     int n_opt = kfac_optim_n_columns(run->optim), n_eval = run->avg ? 4 : 2;
     int rc = 0;
-    double train_time = 0, evals[4] = {NAN, NAN, NAN, NAN};
+    double train_time = run->seconds, evals[4];
+    memcpy(evals, run->final, sizeof evals);
+    if (run->start == 1)
+        evals[0] = evals[1] = evals[2] = evals[3] = NAN;
+    int periodic = run->checkpoint && (c->checkpoint_every > 0 || c->checkpoint_seconds > 0);
+    int at_end = periodic || (run->checkpoint && c->checkpoint);
+    double last_checkpoint = kfac_log_clock();
+    /* A signal stops the run after the iteration in progress; a second one kills it. */
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     long k;
-    for (k = 1; k <= c->iterations; k++) {
+    for (k = run->start; k <= c->iterations; k++) {
         double t0 = kfac_log_clock();
         struct kfac_batch b;
         int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
@@ -267,14 +394,37 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s %.5g  "
                           "[%.1f s]",
                           k, c->iterations, objective, metric, evals[0], train_time);
+        run->iterations_done = k;
+        run->seconds = train_time;
+        memcpy(run->final, evals, sizeof evals);
+        double now = kfac_log_clock();
+        int due = periodic && ((c->checkpoint_every > 0 && k % c->checkpoint_every == 0) ||
+                               (c->checkpoint_seconds > 0 &&
+                                now - last_checkpoint >= c->checkpoint_seconds));
+        if (run->checkpoint && (due || stop_signal || (last && at_end))) {
+            /* The log's rows so far go to disk first: a resumed run appends after them. */
+            if ((rc = kfac_log_flush(&run->log)) || (rc = kfac_run_checkpoint(run)))
+                break;
+            last_checkpoint = now;
+        }
+        if (stop_signal) {
+            rc = run->checkpoint
+                     ? kfac_error(KFAC_EINTR, "%s at iteration %ld; the checkpoint %s holds it: "
+                                              "continue with --resume %s",
+                                  strsignal(stop_signal), k, run->checkpoint, run->checkpoint)
+                     : kfac_error(KFAC_EINTR, "%s at iteration %ld; no checkpoint written (the log "
+                                              "goes to standard output: set train.checkpoint)",
+                                  strsignal(stop_signal), k);
+            k++;
+            break;
+        }
         if (last) {
             k++;
             break;
         }
     }
-    run->iterations_done = k - 1;
-    run->seconds = train_time;
-    memcpy(run->final, evals, sizeof evals);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     int close_rc = kfac_log_close(&run->log);
     if (!rc)
         rc = close_rc;
@@ -304,5 +454,6 @@ void kfac_run_free(struct kfac_run *run)
     kfac_floats_free(run->scratch);
     kfac_fisher_probe_free(run->probe);
     free(run->row);
+    free(run->checkpoint);
     memset(run, 0, sizeof *run);
 }

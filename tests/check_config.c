@@ -201,6 +201,36 @@ START_TEST(print_then_load_is_identity)
 }
 END_TEST
 
+/* The trajectory keys: all of them but how long the run goes on, its checkpoints, and
+ * what it logs; one line each. */
+START_TEST(identity_leaves_out_the_run_control_keys)
+{
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    char *a = kfac_config_identity(&c);
+    ck_assert_ptr_nonnull(strstr(a, "\noptimizer.lambda = 150\n"));
+    ck_assert_ptr_nonnull(strstr(a, "\ntrain.seed = 1\n"));
+    ck_assert_ptr_nonnull(strstr(a, "\ntrain.threads = 0\n"));
+    static const char *const left_out[] = {"train.iterations", "train.max_seconds",
+                                           "train.checkpoint", "log.", "study.", NULL};
+    for (int i = 0; left_out[i]; i++)
+        ck_assert_msg(!strstr(a, left_out[i]), "%s in the identity", left_out[i]);
+    const char *same[] = {"train.iterations=5", "train.max_seconds=9", "train.checkpoint=x",
+                          "train.checkpoint_every=3", "log.eval_every=7", "study.seeds=2"};
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(kfac_config_set(&c, same[i]), 0);
+    char *b = kfac_config_identity(&c);
+    ck_assert_str_eq(a, b);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.l2=0.5"), 0);
+    char *d = kfac_config_identity(&c);
+    ck_assert_str_ne(a, d);
+    free(a);
+    free(b);
+    free(d);
+    kfac_config_free(&c);
+}
+END_TEST
+
 START_TEST(study_batch_sizes_parse)
 {
     int sizes[KFAC_STUDY_MAX_SIZES], n;
@@ -235,6 +265,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, print_then_load_is_identity);
     tcase_add_test(tc, kfac_defaults_are_the_reference_constants);
     tcase_add_test(tc, study_batch_sizes_parse);
+    tcase_add_test(tc, identity_leaves_out_the_run_control_keys);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, errors_name_file_line_and_key);

@@ -9,6 +9,8 @@
  *   mkfixture blobs FILE.npy K SEED             K 25×25 float32 images (NPY) of three
  *                                               Gaussian blobs each, values in [0, 1]:
  *                                               stand-in sources for kfac-datagen faces
+ *   mkfixture ckpt-items CHECKPOINT             "name bytes crc32" of each item of a
+ *                                               checkpoint
  */
 #include "kfac/data.h"
 #include "kfac/rng.h"
@@ -17,7 +19,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <zlib.h>
 
 static int bars(const char *images, const char *labels, int n, struct kfac_rng *r)
 {
@@ -80,6 +84,33 @@ static int blobs(const char *path, int k, struct kfac_rng *r)
     return rc;
 }
 
+/* Lists a checkpoint's items as "name bytes crc32" lines (checkpoint.h's layout), so
+ * that tests can compare two checkpoints item by item. */
+static int ckpt_items(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[28];
+    uint32_t n, len;
+    if (!f || fread(hdr, 1, 28, f) != 28 || fread(&len, 4, 1, f) != 1 || fseek(f, len, SEEK_CUR) ||
+        fread(&n, 4, 1, f) != 1)
+        return 1;
+    for (uint32_t i = 0; i < n; i++) {
+        char name[64];
+        uint64_t bytes;
+        if (fread(&len, 4, 1, f) != 1 || len >= sizeof name || fread(name, 1, len, f) != len ||
+            fread(&bytes, 8, 1, f) != 1)
+            return 1;
+        name[len] = '\0';
+        unsigned char *buf = malloc(bytes + 1);
+        if (fread(buf, 1, bytes, f) != bytes)
+            return 1;
+        printf("%s %llu %08lx\n", name, (unsigned long long)bytes,
+               crc32(0L, buf, (uInt)bytes));
+        free(buf);
+    }
+    return fclose(f) != 0;
+}
+
 int main(int argc, char **argv)
 {
     struct kfac_rng r;
@@ -95,7 +126,9 @@ int main(int argc, char **argv)
         kfac_rng_seed(&r, strtoull(argv[4], NULL, 10));
         return blobs(argv[2], atoi(argv[3]), &r);
     }
+    if (argc == 3 && strcmp(argv[1], "ckpt-items") == 0)
+        return ckpt_items(argv[2]);
     fprintf(stderr, "usage: mkfixture bars IMAGES LABELS N SEED | mkfixture csv FILE N SEED | "
-                    "mkfixture blobs FILE.npy K SEED\n");
+                    "mkfixture blobs FILE.npy K SEED | mkfixture ckpt-items CHECKPOINT\n");
     return 2;
 }

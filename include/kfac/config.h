@@ -32,6 +32,10 @@ struct kfac_config {
     long polyak_start;               /* 0: no iterate averaging */
     double polyak_decay;             /* the cap on ξ */
     double max_seconds;              /* 0: no wall-clock limit */
+    char *checkpoint;                /* NULL: log_file + ".ckpt", or none without a log file */
+    long checkpoint_every;           /* iterations between checkpoints (0: not by count) */
+    double checkpoint_seconds;       /* seconds between checkpoints (0: not by time) */
+    int checkpoint_keep;             /* checkpoints kept: PATH, PATH.1, … */
     char *log_file;                  /* [log] NULL: the TSV goes to standard output */
     long eval_every;
     int eval_batch;
@@ -66,6 +70,12 @@ int kfac_config_validate(const struct kfac_config *c);
 
 /* Writes the resolved configuration in INI syntax (every key, defaults included). */
 void kfac_config_print(const struct kfac_config *c, FILE *f);
+
+/* The keys that decide a run's trajectory, one "section.key = value" line each: every key
+ * except how long it runs (train.iterations, train.max_seconds), its checkpoints
+ * (train.checkpoint*) and the [log] and [study] sections. A checkpoint keeps it, and a
+ * resumed run compares its own with it. The caller frees the text. */
+char *kfac_config_identity(const struct kfac_config *c);
 
 void kfac_config_free(struct kfac_config *c);
 

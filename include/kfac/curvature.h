@@ -25,6 +25,7 @@
 #ifndef KFAC_CURVATURE_H
 #define KFAC_CURVATURE_H
 
+#include "kfac/checkpoint.h"
 #include "kfac/loss.h"
 #include "kfac/net.h"
 #include "kfac/rng.h"
@@ -127,6 +128,11 @@ struct kfac_curvature {
  * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 void kfac_curvature_free(struct kfac_curvature *c);
+
+/* Lists the curvature's state for a checkpoint (checkpoint.h): every factor, the last
+ * decomposition and damped inverses, and the block-tridiagonal couplings. K-FOC's and the
+ * eigensolver's scratch is left out. */
+void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st);
 
 /* Statistics of the first m cases of the layer buffers: ā (from the last forward pass)
  * and g (from the last backward pass), merged as X ← εX + (1−ε) X_batch for every factor

@@ -24,12 +24,21 @@ struct kfac_log {
  * KFAC_EEXIST unless force is set. */
 int kfac_log_open(struct kfac_log *log, const char *path, int force, int progress);
 
+/* Opens the log of a resumed run for appending, with the columns names (n): an existing
+ * file keeps every byte, and its header row must be these names (KFAC_EFORMAT otherwise);
+ * a new or empty one gets the header. path NULL writes to standard output. */
+int kfac_log_open_append(struct kfac_log *log, const char *path, const char *const *names, int n,
+                         int progress);
+
 /* Writes the header row (n names). */
 int kfac_log_header(struct kfac_log *log, const char *const *names, int n);
 
 /* Writes one row of the header's n_cols values; an integer-valued column is written
  * without a fraction. Checks the stream for write errors. */
 int kfac_log_row(struct kfac_log *log, const double *values);
+
+/* Hands the rows written so far to the system; reports a failed write. */
+int kfac_log_flush(struct kfac_log *log);
 
 /* Redraws the progress line (when enabled) with printf-style text, at most ten times a
  * second: calls in between are dropped. */

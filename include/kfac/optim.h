@@ -9,6 +9,7 @@
 #ifndef KFAC_OPTIM_H
 #define KFAC_OPTIM_H
 
+#include "kfac/checkpoint.h"
 #include "kfac/curvature.h"
 #include "kfac/data.h"
 #include "kfac/loss.h"
@@ -93,6 +94,8 @@ struct kfac_optim_ops {
      * was taken) and figures (one per column). On KFAC_ENUMERIC the parameters are unchanged. */
     int (*step)(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
                 double *figures);
+    /* Lists everything a later step depends on (checkpoint.h); scratch is left out. */
+    void (*state)(struct kfac_optim *o, struct kfac_state *s);
     void (*free)(struct kfac_optim *o);
 };
 

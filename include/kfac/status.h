@@ -17,7 +17,8 @@ enum kfac_status {
     KFAC_EIO = -2,      /* a file could not be opened, read or written */
     KFAC_EFORMAT = -3,  /* a file's contents are malformed or truncated */
     KFAC_ENUMERIC = -4, /* a non-finite value was met where it must not be */
-    KFAC_EEXIST = -5    /* refusing to overwrite something the user made */
+    KFAC_EEXIST = -5,   /* refusing to overwrite something the user made */
+    KFAC_EINTR = -6     /* stopped by SIGINT or SIGTERM (after saving what it could) */
 };
 
 /* Short name of a status ("invalid argument", ...); never NULL. */

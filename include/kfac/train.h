@@ -8,6 +8,7 @@
 #ifndef KFAC_TRAIN_H
 #define KFAC_TRAIN_H
 
+#include "kfac/checkpoint.h"
 #include "kfac/config.h"
 #include "kfac/curvature.h"
 #include "kfac/data.h"
@@ -37,6 +38,8 @@ struct kfac_run_opts {
     int quiet;          /* no progress line, no summary */
     int force;          /* replace an existing log file */
     int no_log;         /* discard the TSV log (runs inside a study) */
+    const char *resume; /* continue from this checkpoint, or NULL */
+    int force_resume;   /* resume even where the trajectory keys differ */
 };
 
 struct kfac_run {
@@ -53,6 +56,9 @@ struct kfac_run {
     struct kfac_fisher_probe *probe; /* Fisher-approximation errors, or NULL */
     struct kfac_log log;
     double *row;        /* one log row */
+    char *checkpoint;   /* where checkpoints go (train.checkpoint, or the log's path +
+                           ".ckpt"), or NULL */
+    long start;         /* the first iteration to run: 1, or the checkpoint's next */
     long iterations_done;
     double seconds;     /* training time, evaluations excluded */
     double final[4];    /* train, test, averaged train, averaged test metric (nan if none) */
@@ -61,8 +67,20 @@ struct kfac_run {
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts);
 
+/* Lists the run's state for a checkpoint: its iteration, training time and last
+ * evaluations, its random streams, the batch order, the parameters, the Polyak average
+ * and the optimiser's state. */
+void kfac_run_state(struct kfac_run *run, struct kfac_state *s);
+
+/* Writes the run's checkpoint to run->checkpoint, keeping train.checkpoint_keep of them
+ * (PATH, PATH.1, …: the newest first; PATH always holds a whole checkpoint). */
+int kfac_run_checkpoint(struct kfac_run *run);
+
 /* Runs the iterations, logging each; on success prints a summary line to `summary` unless
- * quiet. On failure the log keeps every row written so far. */
+ * quiet. On failure the log keeps every row written so far. Checkpoints are written every
+ * train.checkpoint_every iterations and train.checkpoint_seconds seconds, at the end when
+ * either is set or train.checkpoint is given, and on SIGINT or SIGTERM, which stop the run
+ * after the iteration in progress with KFAC_EINTR (a second signal kills it at once). */
 int kfac_run_train(struct kfac_run *run, FILE *summary);
 
 void kfac_run_free(struct kfac_run *run);

@@ -1,0 +1,111 @@
+#!/bin/sh
+# tests/checkpoint.sh: checkpoints and resume as a user meets them: a run stopped by
+# SIGINT (or SIGTERM) writes a checkpoint and says how to continue; the resumed run
+# appends to the log and ends with the same state, to the bit, as a run never stopped;
+# periodic checkpoints keep the last K; a checkpoint from another configuration, a
+# damaged one, or a finished run is refused and leaves the log as it was.
+. "$top_srcdir/tests/lib.sh"
+make_bars 600
+cat >"$WORK/run.ini" <<INI
+[data]
+train = bars-images.gz
+test_fraction = 0.2
+[model]
+layers = 64-30:logistic-8:linear-30:logistic-64:logistic
+[optimizer]
+type = kfac
+inverse_every = 7
+[train]
+iterations = 700
+batch_size = 100
+polyak_start = 10
+threads = 1
+[log]
+eval_every = 50
+INI
+items() { "$MKFIXTURE" ckpt-items "$1" | grep -v '^run.seconds '; }
+
+# stop SIGNAL LOG: a very long run logging to LOG, sent SIGNAL after a second; its exit
+# status must be 130.
+stop() {
+    "$KFAC" -q --log "$2" --set train.iterations=100000000 "$WORK/run.ini" 2>"$WORK/err" &
+    pid=$!
+    sleep 1
+    kill -"$1" $pid
+    wait $pid
+    got=$?
+    [ "$got" -eq 130 ] && ok "SIG$1 stops the run with status 130" ||
+        not_ok "SIG$1 stops the run with status 130 (got $got)"
+}
+
+# Stopped by SIGINT part of the way through.
+stop INT "$WORK/cut.tsv"
+expect_grep "$WORK/err" "Interrupt at iteration [0-9]*; the checkpoint .*cut.tsv.ckpt holds it: continue with --resume" \
+    "it names the iteration and the checkpoint"
+j=$(($(wc -l <"$WORK/cut.tsv") - 1))
+[ "$j" -ge 1 ] && ok "it stopped after $j iterations" || not_ok "it stopped after some iterations"
+total=$((j + 300))
+expect_status 0 "the run resumes" -- "$KFAC" -q --log "$WORK/cut.tsv" --resume "$WORK/cut.tsv.ckpt" \
+    --set train.checkpoint="$WORK/cut.ckpt" --set train.iterations=$total "$WORK/run.ini"
+expect_status 0 "the same run never stopped" -- "$KFAC" -q --log "$WORK/whole.tsv" \
+    --set train.checkpoint="$WORK/whole.ckpt" --set train.iterations=$total "$WORK/run.ini"
+if items "$WORK/whole.ckpt" >"$WORK/a" && items "$WORK/cut.ckpt" >"$WORK/b" && cmp -s "$WORK/a" "$WORK/b"; then
+    ok "the resumed run ends with the uninterrupted run's state, to the bit"
+else
+    not_ok "the resumed run ends with the uninterrupted run's state"; diff "$WORK/a" "$WORK/b" | sed 's/^/#   /' | head
+fi
+if [ "$(cut -f1 "$WORK/cut.tsv" | sed 1d | tr '\n' ' ')" = "$(seq 1 $total | tr '\n' ' ')" ]; then
+    ok "the log holds each iteration once, the resumed rows appended"
+else
+    not_ok "the log holds each iteration once"
+fi
+# The evaluations differ where the stopped run evaluated its last iteration.
+if [ "$(cut -f1,3-4 "$WORK/cut.tsv")" = "$(cut -f1,3-4 "$WORK/whole.tsv")" ]; then
+    ok "with the same batch sizes and objectives"; else not_ok "with the same batch sizes and objectives"; fi
+
+# SIGTERM too.
+stop TERM "$WORK/term.tsv"
+[ -s "$WORK/term.tsv.ckpt" ] && ok "with its checkpoint" || not_ok "with its checkpoint"
+
+# A finished run, another configuration, a damaged file: refused, the log untouched.
+cp "$WORK/cut.tsv" "$WORK/cut.before"
+expect_status 2 "resuming a finished run is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/cut.ckpt" "$WORK/run.ini"
+expect_grep "$WORK/err" "at iteration $total already; raise train.iterations" "and says how to go on"
+expect_status 2 "resuming with another configuration is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/cut.ckpt" --set optimizer.lambda=10 --set train.iterations=$((total + 100)) "$WORK/run.ini"
+expect_grep "$WORK/err" "another configuration: optimizer.lambda (was 150, now 10).*--force-resume" \
+    "naming what differs"
+head -c 3000 "$WORK/cut.ckpt" >"$WORK/short.ckpt"
+expect_status 2 "a truncated checkpoint is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/short.ckpt" --set train.iterations=$((total + 100)) "$WORK/run.ini"
+expect_grep "$WORK/err" "short.ckpt: truncated checkpoint" "as truncated"
+cmp -s "$WORK/cut.tsv" "$WORK/cut.before" && ok "the log is untouched by the refusals" ||
+    not_ok "the log is untouched by the refusals"
+expect_status 0 "--force-resume continues with the new configuration" -- "$KFAC" -q \
+    --log "$WORK/cut.tsv" --resume "$WORK/cut.ckpt" --force-resume --set optimizer.lambda=10 \
+    --set train.iterations=$((total + 100)) "$WORK/run.ini"
+[ "$(($(wc -l <"$WORK/cut.tsv") - 1))" -eq $((total + 100)) ] && ok "appending its 100 iterations" ||
+    not_ok "appending its 100 iterations"
+printf 'iter\tsomething_else\n1\t2\n' >"$WORK/other.tsv"
+expect_status 2 "a log with other columns is not appended to" -- "$KFAC" -q --log "$WORK/other.tsv" \
+    --resume "$WORK/cut.ckpt" --set train.iterations=$((total + 200)) "$WORK/run.ini"
+expect_grep "$WORK/err" "other.tsv: the log's columns are not this run's" "and says so"
+expect_status 2 "--resume is for training runs only" -- "$KFAC" --fisher-study --resume "$WORK/cut.ckpt" "$WORK/run.ini"
+expect_status 2 "a new run will not overwrite the log" -- "$KFAC" -q --log "$WORK/cut.tsv" "$WORK/run.ini"
+
+# Periodic checkpoints, the last three kept.
+expect_status 0 "checkpoints every 200 iterations" -- "$KFAC" -q --log "$WORK/p.tsv" \
+    --set train.checkpoint_every=200 --set train.checkpoint_keep=3 --set train.iterations=700 "$WORK/run.ini"
+if [ -s "$WORK/p.tsv.ckpt" ] && [ -s "$WORK/p.tsv.ckpt.1" ] && [ -s "$WORK/p.tsv.ckpt.2" ] &&
+   [ ! -e "$WORK/p.tsv.ckpt.3" ] && [ ! -e "$WORK/p.tsv.ckpt.next" ]; then
+    ok "three are kept, nothing else left"; else not_ok "three are kept"; ls "$WORK" | sed 's/^/#   /'; fi
+# The newest is the end (700), then 600, then 400: resuming from 600 redoes 601-700.
+expect_status 0 "resuming from the one before the last" -- "$KFAC" -q --log "$WORK/p2.tsv" \
+    --resume "$WORK/p.tsv.ckpt.1" --set train.checkpoint="$WORK/p2.ckpt" --set train.iterations=700 "$WORK/run.ini"
+[ "$(head -n 2 "$WORK/p2.tsv" | tail -n 1 | cut -f1)" = 601 ] && ok "starts at iteration 601" ||
+    not_ok "starts at iteration 601"
+items "$WORK/p.tsv.ckpt" >"$WORK/a"
+items "$WORK/p2.ckpt" >"$WORK/b"
+cmp -s "$WORK/a" "$WORK/b" && ok "and ends where the first run ended" || not_ok "and ends where the first run ended"
+finish
