@@ -91,6 +91,7 @@ static const struct key keys[] = {
     {"train", "polyak_start", K_LONG, F(polyak_start), "0", 0, 1e12, NULL},
     {"train", "polyak_decay", K_DOUBLE, F(polyak_decay), "0.99", 0, 0.999999, NULL},
     {"train", "max_seconds", K_DOUBLE, F(max_seconds), "0", 0, 1e9, NULL},
+    {"train", "retries", K_INT, F(retries), "3", 0, 100, NULL},
     {"train", "checkpoint", K_PATH, F(checkpoint), "", 0, 0, NULL},
     {"train", "checkpoint_every", K_LONG, F(checkpoint_every), "0", 0, 1e12, NULL},
     {"train", "checkpoint_seconds", K_DOUBLE, F(checkpoint_seconds), "0", 0, 1e9, NULL},

@@ -46,6 +46,38 @@ int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const 
     return 0;
 }
 
+/* 1 when rows m × n (leading dimension ld) of x are all finite. */
+static int rows_finite(int m, int n, const float *x, int ld)
+{
+    for (int i = 0; i < m; i++)
+        if (!kfac_all_finite((size_t)n, x + (size_t)i * ld))
+            return 0;
+    return 1;
+}
+
+int kfac_objective_error(const struct kfac_net *net, const struct kfac_batch *b, long k)
+{
+    const char *tail = "; the parameters were left unchanged";
+    if (!rows_finite(b->m, net->d_in, b->x, net->d_in))
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
+                                         "batch's inputs are not%s",
+                          k, tail);
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct kfac_layer *l = &net->layers[i];
+        if (!rows_finite(b->m, l->out_size, l->out, l->ld_out))
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
+                                             "outputs of layer %d are the first that are not%s",
+                              k, l->index + 1, tail);
+    }
+    if (!rows_finite(b->m, net->d_out, b->t, net->d_out))
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
+                                         "batch's targets are not%s",
+                          k, tail);
+    return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the loss "
+                                     "overflowed%s",
+                      k, tail);
+}
+
 double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
                        const float *jw, float *scratch)
 {

@@ -156,9 +156,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
 
     double h = kfac_objective(net, o->loss, op->l2, b, 1);
     if (!isfinite(h))
-        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite; the "
-                                         "parameters were left unchanged",
-                          k);
+        return kfac_objective_error(net, b, k);
     int rc = kfac_check_finite(net, net->grads, k, "gradient");
     if (rc || (rc = update_curvature(s, b, k, figures)))
         return rc;
@@ -230,6 +228,13 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     return 0;
 }
 
+static double kfac_raise_damping(struct kfac_optim *o)
+{
+    struct kfac *s = (struct kfac *)o;
+    s->lambda *= 10;
+    return s->lambda;
+}
+
 static void kfac_state(struct kfac_optim *o, struct kfac_state *st)
 {
     struct kfac *s = (struct kfac *)o;
@@ -259,6 +264,7 @@ static const struct kfac_optim_ops kfac_ops = {
     .name = "kfac",
     .columns = kfac_columns,
     .step = kfac_step,
+    .raise_damping = kfac_raise_damping,
     .state = kfac_state,
     .free = kfac_free,
 };
@@ -267,6 +273,7 @@ static const struct kfac_optim_ops kfoc_ops = {
     .name = "kfac-kfoc",
     .columns = kfoc_columns,
     .step = kfac_step,
+    .raise_damping = kfac_raise_damping,
     .state = kfac_state,
     .free = kfac_free,
 };

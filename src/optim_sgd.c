@@ -31,10 +31,7 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     cblas_saxpy(n, mu, s->velocity, 1, net->params, 1);
     double h = kfac_objective(net, o->loss, o->opts.l2, b, 1);
     int rc = isfinite(h) ? kfac_check_finite(net, net->grads, k, "gradient")
-                         : kfac_error(KFAC_ENUMERIC,
-                                      "iteration %ld: the objective is not finite; the parameters "
-                                      "were left unchanged (lower the learning rate?)",
-                                      k);
+                         : kfac_objective_error(net, b, k);
     if (rc) {
         memcpy(net->params, s->theta, (size_t)n * sizeof(float));
         return rc;

@@ -8,8 +8,10 @@
 #include "kfac/status.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +330,59 @@ static void evaluate_all(struct kfac_run *run, long k, double *out)
     }
 }
 
+/* Prints a line to f (when not NULL) below the progress line, which is cleared. */
+static void note(struct kfac_run *run, FILE *f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void note(struct kfac_run *run, FILE *f, const char *fmt, ...)
+{
+    if (!f)
+        return;
+    if (run->log.progress_drawn) {
+        fputs("\r\033[K", stderr);
+        run->log.progress_drawn = 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+}
+
+/* The test hook KFAC_TEST_POISON=K[:N]: the first input of iteration K's batch becomes NaN
+ * on its first N attempts (default 1; "all": every attempt). */
+static void poison_for_tests(struct kfac_run *run, const struct kfac_batch *b, long k, int attempt)
+{
+    const char *spec = getenv("KFAC_TEST_POISON");
+    if (!spec)
+        return;
+    char *end;
+    long at = strtol(spec, &end, 10);
+    long times = *end == ':' ? (strcmp(end + 1, "all") == 0 ? LONG_MAX : atol(end + 1)) : 1;
+    if (at == k && attempt < times)
+        run->batcher.x[b->x - run->batcher.x] = NAN;
+}
+
+/* After the last retry failed: the checkpoint of the last good iteration, and the error. */
+static int give_up(struct kfac_run *run)
+{
+    char *why = kfac_xstrdup(kfac_last_error());
+    int rc;
+    if (!run->checkpoint) {
+        rc = kfac_error(KFAC_ENUMERIC, "%s; gave up after %d retries", why, run->cfg->retries);
+    } else if (kfac_run_checkpoint(run)) {
+        char *also = kfac_xstrdup(kfac_last_error());
+        rc = kfac_error(KFAC_ENUMERIC, "%s; gave up after %d retries, and %s", why,
+                        run->cfg->retries, also);
+        free(also);
+    } else {
+        rc = kfac_error(KFAC_ENUMERIC, "%s; gave up after %d retries; the checkpoint %s holds "
+                                       "iteration %ld, the last good one",
+                        why, run->cfg->retries, run->checkpoint, run->iterations_done);
+    }
+    free(why);
+    return rc;
+}
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig)
@@ -362,11 +417,29 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         struct kfac_batch b;
         int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
                                 run->train.n);
-        kfac_batcher_next(&run->batcher, m, &b);
         double objective;
-        rc = run->optim->ops->step(run->optim, &b, k, &objective, run->row + 4);
-        if (rc)
+        /* A non-finite objective, gradient, statistic or step leaves the parameters alone:
+         * try again with another batch (and K-FAC's λ raised), a bounded number of times. */
+        for (int attempt = 0;; attempt++) {
+            kfac_batcher_next(&run->batcher, m, &b);
+            poison_for_tests(run, &b, k, attempt);
+            rc = run->optim->ops->step(run->optim, &b, k, &objective, run->row + 4);
+            if (rc != KFAC_ENUMERIC || attempt == c->retries)
+                break;
+            double lambda = run->optim->ops->raise_damping
+                                ? run->optim->ops->raise_damping(run->optim)
+                                : NAN;
+            char how[64] = "";
+            if (!isnan(lambda))
+                snprintf(how, sizeof how, " and lambda = %.6g", lambda);
+            note(run, summary, "kfac-train: %s; trying again with another batch%s (retry %d of %d)",
+                 kfac_last_error(), how, attempt + 1, c->retries);
+        }
+        if (rc) {
+            if (rc == KFAC_ENUMERIC)
+                rc = give_up(run);
             break;
+        }
         polyak_update(run, k);
         train_time += kfac_log_clock() - t0;
         int last = k == c->iterations || (c->max_seconds > 0 && train_time >= c->max_seconds);

@@ -101,7 +101,8 @@ START_TEST(non_finite_never_reaches_the_parameters)
     memcpy(before, net->params, net->n_params * sizeof *before);
     double h, fig[4];
     ck_assert_int_eq(opt->ops->step(opt, &b, 17, &h, fig), KFAC_ENUMERIC);
-    ck_assert(strstr(kfac_last_error(), "iteration 17"));
+    ck_assert(strstr(kfac_last_error(), "iteration 17: the objective is not finite: the batch's "
+                                        "targets are not"));
     ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
     /* The gradient check names the layer. */
     memset(net->grads, 0, net->n_params * sizeof *net->grads);
@@ -523,7 +524,21 @@ START_TEST(kfac_keeps_non_finite_out)
     memcpy(before, net->params, net->n_params * sizeof *before);
     X[4] = NAN;
     ck_assert_int_eq(opt->ops->step(opt, &b, 2, &h, fig), KFAC_ENUMERIC);
-    ck_assert(strstr(kfac_last_error(), "iteration 2"));
+    ck_assert(strstr(kfac_last_error(), "iteration 2: the objective is not finite: the batch's "
+                                        "inputs are not"));
+    /* With finite inputs, the first layer whose outputs are not finite is named, or the
+     * loss when none is. */
+    X[4] = 0.5f;
+    kfac_objective(net, KFAC_LOSS_SQUARED, 0, &b, 0);
+    ck_assert_int_eq(kfac_objective_error(net, &b, 4), KFAC_ENUMERIC);
+    ck_assert_str_eq(kfac_last_error(), "iteration 4: the objective is not finite: the loss "
+                                        "overflowed; the parameters were left unchanged");
+    net->layers[1].out[(M - 1) * net->layers[1].ld_out + 2] = INFINITY;
+    ck_assert_int_eq(kfac_objective_error(net, &b, 4), KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "the outputs of layer 2 are the first that are not"));
+    net->layers[0].out[1] = NAN;
+    ck_assert_int_eq(kfac_objective_error(net, &b, 4), KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "the outputs of layer 1 are the first that are not"));
     ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
     /* A huge input overflows the statistics: reported with the layer, θ unchanged. */
     X[4] = 0.5f;

@@ -3,7 +3,8 @@
 # SIGINT (or SIGTERM) writes a checkpoint and says how to continue; the resumed run
 # appends to the log and ends with the same state, to the bit, as a run never stopped;
 # periodic checkpoints keep the last K; a checkpoint from another configuration, a
-# damaged one, or a finished run is refused and leaves the log as it was.
+# damaged one, or a finished run is refused and leaves the log as it was; a non-finite
+# iteration is tried again, and a run that cannot get past one stops with a checkpoint.
 . "$top_srcdir/tests/lib.sh"
 make_bars 600
 cat >"$WORK/run.ini" <<INI
@@ -108,4 +109,32 @@ expect_status 0 "resuming from the one before the last" -- "$KFAC" -q --log "$WO
 items "$WORK/p.tsv.ckpt" >"$WORK/a"
 items "$WORK/p2.ckpt" >"$WORK/b"
 cmp -s "$WORK/a" "$WORK/b" && ok "and ends where the first run ended" || not_ok "and ends where the first run ended"
+
+# Divergence: a poisoned batch is caught before it reaches the parameters and the iteration
+# is tried again with another batch and a larger lambda; a batch poisoned every time makes
+# the run give up with status 1, naming the iteration, after a checkpoint of the last good
+# iteration.
+expect_status 0 "a poisoned batch is survived" -- env KFAC_TEST_POISON=5 "$KFAC" -q \
+    --log "$WORK/nan.tsv" --set train.iterations=40 "$WORK/run.ini"
+expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's inputs are not; the parameters were left unchanged; trying again with another batch and lambda = 1500 (retry 1 of 3)" \
+    "the retry is announced with its reason and the new lambda"
+[ "$(cut -f1 "$WORK/nan.tsv" | sed 1d | tr '\n' ' ')" = "$(seq 1 40 | tr '\n' ' ')" ] &&
+    ok "every iteration is logged once" || not_ok "every iteration is logged once"
+awk -F'\t' 'NR > 1 { for (i = 2; i <= NF; i++) if ($i == "nan" && i <= 4) bad = 1 } END { exit bad }' \
+    "$WORK/nan.tsv" && ok "with finite objectives" || not_ok "with finite objectives"
+expect_status 1 "a batch poisoned every time stops the run" -- env KFAC_TEST_POISON=5:all "$KFAC" -q \
+    --log "$WORK/nan2.tsv" --set train.iterations=40 "$WORK/run.ini"
+expect_grep "$WORK/err" "retry 3 of 3" "after three retries"
+expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's inputs are not.*gave up after 3 retries; the checkpoint .*nan2.tsv.ckpt holds iteration 4, the last good one" \
+    "naming the iteration and the checkpoint of the last good one"
+expect_status 0 "that checkpoint resumes" -- "$KFAC" -q --log "$WORK/nan2.tsv" \
+    --resume "$WORK/nan2.tsv.ckpt" --set train.iterations=40 "$WORK/run.ini"
+[ "$(sed -n 6p "$WORK/nan2.tsv" | cut -f1)" = 5 ] && ok "from iteration 5" || not_ok "from iteration 5"
+expect_status 0 "SGD retries too" -- env KFAC_TEST_POISON=3 "$KFAC" -q --log "$WORK/sgd.tsv" \
+    --set optimizer.type=sgd --set train.iterations=10 "$WORK/run.ini"
+expect_grep "$WORK/err" "iteration 3: the objective is not finite: the batch's inputs are not; the parameters were left unchanged; trying again with another batch (retry 1 of 3)" \
+    "with another batch"
+expect_status 1 "train.retries = 0 gives up at once" -- env KFAC_TEST_POISON=3 "$KFAC" -q \
+    --log "$WORK/r0.tsv" --set train.retries=0 --set train.iterations=10 "$WORK/run.ini"
+expect_grep "$WORK/err" "gave up after 0 retries" "and says so"
 finish

@@ -32,6 +32,7 @@ struct kfac_config {
     long polyak_start;               /* 0: no iterate averaging */
     double polyak_decay;             /* the cap on ξ */
     double max_seconds;              /* 0: no wall-clock limit */
+    int retries;                     /* tries again of a non-finite iteration */
     char *checkpoint;                /* NULL: log_file + ".ckpt", or none without a log file */
     long checkpoint_every;           /* iterations between checkpoints (0: not by count) */
     double checkpoint_seconds;       /* seconds between checkpoints (0: not by time) */

@@ -94,6 +94,9 @@ struct kfac_optim_ops {
      * was taken) and figures (one per column). On KFAC_ENUMERIC the parameters are unchanged. */
     int (*step)(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
                 double *figures);
+    /* After a step failed with KFAC_ENUMERIC: makes the next try more cautious and returns
+     * the new damping λ (K-FAC multiplies λ by 10). NULL: nothing to raise (SGD). */
+    double (*raise_damping)(struct kfac_optim *o);
     /* Lists everything a later step depends on (checkpoint.h); scratch is left out. */
     void (*state)(struct kfac_optim *o, struct kfac_state *s);
     void (*free)(struct kfac_optim *o);
@@ -120,6 +123,11 @@ int kfac_optim_n_columns(const struct kfac_optim *o);
  * first layer whose block of v (n_params, laid out as net->params) is not finite, or 0
  * when all of v is finite. */
 int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what);
+
+/* KFAC_ENUMERIC for a non-finite objective of batch b at iteration k, after the forward
+ * pass: the message names what went first: the batch's inputs, a layer's outputs, the
+ * batch's targets, or the loss itself. */
+int kfac_objective_error(const struct kfac_net *net, const struct kfac_batch *b, long k);
 
 /* The quadratic model (REFERENCE.md §4). (1/m) Σ_cases (J v)ᵀ F_R (J w) for the first m
  * cases of the last forward pass: jv and jw (m × d_out) are J·v and J·w at the logits
