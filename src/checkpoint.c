@@ -221,8 +221,12 @@ static int open_checked(const char *path, FILE **out, uint64_t *payload, uint64_
                                         "version %d",
                           path, (unsigned)version, KFAC_CHECKPOINT_VERSION);
     }
-    if (fread(&hash, 8, 1, f) != 1 || fread(payload, 8, 1, f) != 1 ||
-        *payload != (uint64_t)st.st_size - HEADER_BYTES - 4 || st.st_size < HEADER_BYTES + 4) {
+    if (fread(&hash, 8, 1, f) != 1 || fread(payload, 8, 1, f) != 1) {
+        fclose(f);
+        return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint (%lld bytes, a short header)",
+                          path, (long long)st.st_size);
+    }
+    if (st.st_size < HEADER_BYTES + 4 || *payload != (uint64_t)st.st_size - HEADER_BYTES - 4) {
         fclose(f);
         return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint (%lld bytes where the header "
                                         "promises %llu)",

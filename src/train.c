@@ -411,8 +411,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     stop_signal = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    long k;
-    for (k = run->start; k <= c->iterations; k++) {
+    for (long k = run->start; k <= c->iterations; k++) {
         double t0 = kfac_log_clock();
         struct kfac_batch b;
         int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
@@ -485,16 +484,13 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
                      ? kfac_error(KFAC_EINTR, "%s at iteration %ld; the checkpoint %s holds it: "
                                               "continue with --resume %s",
                                   strsignal(stop_signal), k, run->checkpoint, run->checkpoint)
-                     : kfac_error(KFAC_EINTR, "%s at iteration %ld; no checkpoint written (the log "
-                                              "goes to standard output: set train.checkpoint)",
+                     : kfac_error(KFAC_EINTR, "%s at iteration %ld; no checkpoint written (no "
+                                              "log file to put it beside: set train.checkpoint)",
                                   strsignal(stop_signal), k);
-            k++;
             break;
         }
-        if (last) {
-            k++;
+        if (last)
             break;
-        }
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

@@ -26,12 +26,16 @@ eval_every = 50
 INI
 items() { "$MKFIXTURE" ckpt-items "$1" | grep -v '^run.seconds '; }
 
-# stop SIGNAL LOG: a very long run logging to LOG, sent SIGNAL after a second; its exit
-# status must be 130.
+# stop SIGNAL LOG: a very long run logging to LOG, sent SIGNAL once it has logged 20
+# iterations (however slowly it starts: valgrind); its exit status must be 130.
 stop() {
     "$KFAC" -q --log "$2" --set train.iterations=100000000 "$WORK/run.ini" 2>"$WORK/err" &
     pid=$!
-    sleep 1
+    tries=0
+    while [ "$(cat "$2" 2>/dev/null | wc -l)" -lt 21 ] && [ $tries -lt 600 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
     kill -"$1" $pid
     wait $pid
     got=$?
@@ -71,7 +75,7 @@ stop TERM "$WORK/term.tsv"
 # A finished run, another configuration, a damaged file: refused, the log untouched.
 cp "$WORK/cut.tsv" "$WORK/cut.before"
 expect_status 2 "resuming a finished run is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
-    --resume "$WORK/cut.ckpt" "$WORK/run.ini"
+    --resume "$WORK/cut.ckpt" --set train.iterations=$total "$WORK/run.ini"
 expect_grep "$WORK/err" "at iteration $total already; raise train.iterations" "and says how to go on"
 expect_status 2 "resuming with another configuration is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
     --resume "$WORK/cut.ckpt" --set optimizer.lambda=10 --set train.iterations=$((total + 100)) "$WORK/run.ini"

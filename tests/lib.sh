@@ -6,6 +6,12 @@ KFAC="$top_builddir/kfac-train"
 MKFIXTURE="$top_builddir/tests/mkfixture"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kfac-cli-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# KFAC_RUNNER (make check-valgrind) runs every kfac-train under that command.
+if [ -n "${KFAC_RUNNER:-}" ]; then
+    printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$KFAC_RUNNER" "$(cd "$top_builddir" && pwd)/kfac-train" >"$WORK/kfac-train"
+    chmod +x "$WORK/kfac-train"
+    KFAC="$WORK/kfac-train"
+fi
 passed=0 failed=0
 
 ok() { passed=$((passed + 1)); echo "ok - $1"; }

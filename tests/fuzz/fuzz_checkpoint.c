@@ -1,0 +1,27 @@
+/* fuzz_checkpoint.c: the checkpoint reader on arbitrary bytes, against a fixed list of
+ * items (as a resuming run has); a file that passes is restored and its configuration
+ * compared. */
+#include "fuzz.h"
+#include "kfac/checkpoint.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char path[64];
+    int fd = fuzz_file(data, size, path, sizeof path);
+    static double lambda;
+    static long k;
+    static float w[16];
+    struct kfac_state s = {0};
+    kfac_state_add(&s, "lambda", &lambda, sizeof lambda);
+    kfac_state_add(&s, "k", &k, sizeof k);
+    kfac_state_add(&s, "w", w, sizeof w);
+    struct kfac_checkpoint ck;
+    if (kfac_checkpoint_open(path, &s, &ck) == 0) {
+        kfac_checkpoint_restore(&ck, &s);
+        free(kfac_config_text_diff(ck.config_text, "optimizer.lambda = 150\n"));
+        kfac_checkpoint_close(&ck);
+    }
+    kfac_state_free(&s);
+    close(fd);
+    return 0;
+}
