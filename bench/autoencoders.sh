@@ -41,20 +41,26 @@ shift $((OPTIND - 1))
 budget=${1:-120}
 out=${2:-$top/bench/out/autoencoders}
 
-# The data options of a problem, and the script that makes its data.
-data_args() {
+# A problem's training file (MNIST holds out its test cases; the others have a test file
+# beside it), and the kfac-train options that point at its data.
+train_file() {
     case $1 in
-    mnist) echo "--set data.train=$datadir/mnist/mnist-10k-images-idx3-ubyte.gz" ;;
-    curves | faces) echo "--set data.train=$datadir/$1/$1-train-images-idx3-ubyte.gz --set data.test=$datadir/$1/$1-test-images-idx3-ubyte.gz" ;;
+    mnist) echo "$datadir/mnist/mnist-10k-images-idx3-ubyte.gz" ;;
+    *) echo "$datadir/$1/$1-train-images-idx3-ubyte.gz" ;;
     esac
+}
+data_args() {
+    echo "--set data.train=$(train_file "$1")"
+    [ "$1" = mnist ] || echo "--set data.test=$datadir/$1/$1-test-images-idx3-ubyte.gz"
 }
 for p in $problems; do
     case $p in
-    mnist) file=$datadir/mnist/mnist-10k-images-idx3-ubyte.gz script=data/fetch-mnist.sh ;;
-    curves) file=$datadir/curves/curves-train-images-idx3-ubyte.gz script=data/make-curves.sh ;;
-    faces) file=$datadir/faces/faces-train-images-idx3-ubyte.gz script=data/fetch-faces.sh ;;
+    mnist) script=data/fetch-mnist.sh ;;
+    curves) script=data/make-curves.sh ;;
+    faces) script=data/fetch-faces.sh ;;
     *) echo "$name: unknown problem '$p' (mnist, curves or faces)" >&2; exit 2 ;;
     esac
+    file=$(train_file "$p")
     [ "$report_only" = 1 ] || [ -r "$file" ] || { echo "$name: $p: $file is missing; $script makes it" >&2; exit 2; }
 done
 for v in $variants; do

@@ -75,9 +75,7 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
     uint64_t payload = 4 + strlen(config_text) + 4;
     for (int i = 0; i < s->n; i++)
         payload += 4 + strlen(s->items[i].name) + 8 + s->items[i].bytes;
-    size_t len = strlen(path) + 5;
-    char *tmp = kfac_xmalloc(len);
-    snprintf(tmp, len, "%s.tmp", path);
+    char *tmp = kfac_xasprintf("%s.tmp", path);
     struct crc_file w = {fopen(tmp, "wb"), crc32(0L, Z_NULL, 0), 0};
     int err = 0;
     if (!w.f) {

@@ -489,10 +489,8 @@ char *kfac_config_identity(const struct kfac_config *c)
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        fputs("kfac-train: out of memory\n", stderr);
-        abort();
-    }
+    if (!f)
+        kfac_out_of_memory(0);
     for (size_t i = 0; i < N_KEYS; i++)
         if (!run_control(&keys[i])) {
             fprintf(f, "%s.", keys[i].section);

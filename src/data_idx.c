@@ -123,9 +123,7 @@ int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const u
     }
     /* Written beside the target and renamed over it only when complete, so a failure
      * never leaves a truncated file under the final name. */
-    size_t len = strlen(path) + 5;
-    char *tmp = kfac_xmalloc(len);
-    snprintf(tmp, len, "%s.tmp", path);
+    char *tmp = kfac_xasprintf("%s.tmp", path);
     gzFile f = gzopen(tmp, "wb");
     int ok = f != NULL && gzwrite(f, hdr, 4 + 4 * (unsigned)ndim) == 4 + 4 * ndim;
     for (size_t off = 0; ok && off < n; off += 1u << 30) {

@@ -172,16 +172,19 @@ void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     log->progress_drawn = 1;
 }
 
+void kfac_log_clear_progress(struct kfac_log *log)
+{
+    if (log->progress_drawn)
+        fputs("\r\033[K", stderr);
+    log->progress_drawn = 0;
+}
+
 int kfac_log_close(struct kfac_log *log)
 {
     if (!log->f)
         return 0;
-    if (log->progress_drawn)
-        fputs("\r\033[K", stderr);
-    int rc = check_stream(log);
-    if (fflush(log->f) != 0 && !rc)
-        rc = kfac_error(KFAC_EIO, "%s: write error: %s", log->path ? log->path : "standard output",
-                        strerror(errno));
+    kfac_log_clear_progress(log);
+    int rc = kfac_log_flush(log);
     if (log->f != stdout && fclose(log->f) != 0 && !rc)
         rc = kfac_error(KFAC_EIO, "%s: write error: %s", log->path, strerror(errno));
     free(log->path);

@@ -55,9 +55,7 @@ static int fail(int code, const char *context)
 /* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
 static void add_set(char ***sets, int *n, const char *key, const char *value)
 {
-    size_t len = (key ? strlen(key) + 1 : 0) + strlen(value) + 1;
-    char *s = kfac_xmalloc(len);
-    snprintf(s, len, "%s%s%s", key ? key : "", key ? "=" : "", value);
+    char *s = kfac_xasprintf("%s%s%s", key ? key : "", key ? "=" : "", value);
     *sets = kfac_xrealloc(*sets, (size_t)(*n + 1) * sizeof **sets);
     (*sets)[(*n)++] = s;
 }

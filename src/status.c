@@ -74,3 +74,16 @@ char *kfac_xstrdup(const char *s)
     size_t n = strlen(s) + 1;
     return memcpy(kfac_xmalloc(n), s, n);
 }
+
+char *kfac_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = kfac_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}

@@ -185,8 +185,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     if (c->checkpoint) {
         run->checkpoint = kfac_xstrdup(c->checkpoint);
     } else if (c->log_file && !opts->no_log) {
-        run->checkpoint = kfac_xmalloc(strlen(c->log_file) + 6);
-        sprintf(run->checkpoint, "%s.ckpt", c->log_file);
+        run->checkpoint = kfac_xasprintf("%s.ckpt", c->log_file);
     }
     run->start = 1;
     int n_fisher = 0;
@@ -258,22 +257,15 @@ void kfac_run_state(struct kfac_run *run, struct kfac_state *s)
 /* PATH.i (PATH itself for i = 0). */
 static char *numbered(const char *path, int i)
 {
-    size_t len = strlen(path) + 16;
-    char *p = kfac_xmalloc(len);
-    if (i)
-        snprintf(p, len, "%s.%d", path, i);
-    else
-        snprintf(p, len, "%s", path);
-    return p;
+    return i ? kfac_xasprintf("%s.%d", path, i) : kfac_xstrdup(path);
 }
 
 int kfac_run_checkpoint(struct kfac_run *run)
 {
     struct kfac_state s = {0};
     kfac_run_state(run, &s);
-    char *text = kfac_config_identity(run->cfg), *next = numbered(run->checkpoint, 0);
-    next = kfac_xrealloc(next, strlen(next) + 6);
-    strcat(next, ".next");
+    char *text = kfac_config_identity(run->cfg);
+    char *next = kfac_xasprintf("%s.next", run->checkpoint);
     int rc = kfac_checkpoint_write(next, text, &s);
     /* Shift the kept ones (PATH.i → PATH.i+1), link PATH as PATH.1, then rename the new one
      * over PATH: at every moment PATH is a whole checkpoint, the old or the new. */
@@ -337,10 +329,7 @@ static void note(struct kfac_run *run, FILE *f, const char *fmt, ...)
 {
     if (!f)
         return;
-    if (run->log.progress_drawn) {
-        fputs("\r\033[K", stderr);
-        run->log.progress_drawn = 0;
-    }
+    kfac_log_clear_progress(&run->log);
     va_list ap;
     va_start(ap, fmt);
     vfprintf(f, fmt, ap);

@@ -87,19 +87,11 @@ struct gen_opts {
     int force;
 };
 
-static char *out_path(const char *dir, const char *set, const char *split)
-{
-    size_t len = strlen(dir) + strlen(set) + strlen(split) + 32;
-    char *p = kfac_xmalloc(len);
-    snprintf(p, len, "%s/%s-%s-images-idx3-ubyte.gz", dir, set, split);
-    return p;
-}
-
 /* Writes one split (n images from gen) to dir, refusing to replace a file unless forced. */
 static int write_split(const char *dir, const char *set, const char *split, size_t n, int side,
                        const unsigned char *img, int force)
 {
-    char *path = out_path(dir, set, split);
+    char *path = kfac_xasprintf("%s/%s-%s-images-idx3-ubyte.gz", dir, set, split);
     int rc = 0;
     if (!force && access(path, F_OK) == 0) {
         fprintf(stderr, "kfac-datagen: %s exists; give --force to replace it\n", path);
@@ -117,25 +109,57 @@ static int write_split(const char *dir, const char *set, const char *split, size
     return rc;
 }
 
-static int curves(const struct gen_opts *o, const char *dir)
+/* What makes a set's images: split 0 (training) or 1 (test), n images of side × side
+ * into img, from one random stream; 0 or a kfac_error() status. */
+struct maker {
+    int (*make)(const struct maker *m, int split, struct kfac_rng *rng, size_t n, int side,
+                unsigned char *img);
+    const float *src[2];  /* faces: each split's source images, k[split] × s × s */
+    size_t k[2];
+    int s;
+};
+
+static int make_curves(const struct maker *m, int split, struct kfac_rng *rng, size_t n, int side,
+                       unsigned char *img)
 {
-    int side = o->side ? (int)o->side : 28;
+    (void)m;
+    (void)split;
+    return kfac_curves_make(rng, n, side, img);
+}
+
+static int make_faces(const struct maker *m, int split, struct kfac_rng *rng, size_t n, int side,
+                      unsigned char *img)
+{
+    return kfac_faces_make(m->src[split], m->k[split], m->s, rng, n, side, img);
+}
+
+/* Makes and writes the training split, then the test split, from one stream seeded by
+ * --seed. */
+static int write_splits(const struct gen_opts *o, const struct maker *m, const char *set,
+                        int side, const char *dir)
+{
     struct kfac_rng rng;
     kfac_rng_seed(&rng, (uint64_t)o->seed);
     size_t n[2] = {(size_t)o->n_train, (size_t)o->n_test};
     const char *split[2] = {"train", "test"};
     int rc = 0;
-    for (int s = 0; s < 2 && !rc; s++) {
-        unsigned char *img = kfac_xmalloc(n[s] * (size_t)side * side + 1);
-        if (kfac_curves_make(&rng, n[s], side, img)) {
+    for (int t = 0; t < 2 && !rc; t++) {
+        unsigned char *img = kfac_xmalloc(n[t] * (size_t)side * side + 1);
+        if (m->make(m, t, &rng, n[t], side, img)) {
             fprintf(stderr, "kfac-datagen: %s\n", kfac_last_error());
             rc = EXIT_USAGE;
         } else {
-            rc = write_split(dir, "curves", split[s], n[s], side, img, o->force);
+            rc = write_split(dir, set, split[t], n[t], side, img, o->force);
         }
         free(img);
     }
     return rc;
+}
+
+static int curves(const struct gen_opts *o, const char *dir)
+{
+    struct maker m = {.make = make_curves};
+    return write_splits(o, &m, "curves", o->side ? (int)o->side : 28, dir);
 }
 
 static int faces(const struct gen_opts *o, const char *npy, const char *dir)
@@ -145,7 +169,6 @@ static int faces(const struct gen_opts *o, const char *npy, const char *dir)
         fprintf(stderr, "kfac-datagen: %s\n", kfac_last_error());
         return EXIT_USAGE;
     }
-    int rc = 0;
     size_t k = o->sources ? (size_t)o->sources : a.ndim == 3 ? a.dims[0] : 0;
     if (a.ndim != 3 || a.dims[1] != a.dims[2] || k < 2 || k > a.dims[0]) {
         fprintf(stderr, "kfac-datagen: %s: expected K x S x S face images with at least %zu "
@@ -154,24 +177,12 @@ static int faces(const struct gen_opts *o, const char *npy, const char *dir)
         kfac_array_free(&a);
         return EXIT_USAGE;
     }
-    int s = (int)a.dims[1], side = o->side ? (int)o->side : 25;
+    /* The first 80% of the faces (rounded up, leaving one) for training, the rest for test. */
     size_t k_train = (k * 4 + 4) / 5 < k ? (k * 4 + 4) / 5 : k - 1;
-    struct kfac_rng rng;
-    kfac_rng_seed(&rng, (uint64_t)o->seed);
-    size_t n[2] = {(size_t)o->n_train, (size_t)o->n_test};
-    const float *src[2] = {a.data, a.data + k_train * (size_t)s * s};
-    size_t k_split[2] = {k_train, k - k_train};
-    const char *split[2] = {"train", "test"};
-    for (int t = 0; t < 2 && !rc; t++) {
-        unsigned char *img = kfac_xmalloc(n[t] * (size_t)side * side + 1);
-        if (kfac_faces_make(src[t], k_split[t], s, &rng, n[t], side, img)) {
-            fprintf(stderr, "kfac-datagen: %s\n", kfac_last_error());
-            rc = EXIT_USAGE;
-        } else {
-            rc = write_split(dir, "faces", split[t], n[t], side, img, o->force);
-        }
-        free(img);
-    }
+    struct maker m = {.make = make_faces, .s = (int)a.dims[1], .k = {k_train, k - k_train}};
+    m.src[0] = a.data;
+    m.src[1] = a.data + k_train * (size_t)m.s * m.s;
+    int rc = write_splits(o, &m, "faces", o->side ? (int)o->side : 25, dir);
     kfac_array_free(&a);
     return rc;
 }

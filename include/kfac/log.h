@@ -45,6 +45,9 @@ int kfac_log_flush(struct kfac_log *log);
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Clears the progress line, if one is drawn, so that a message can take its place. */
+void kfac_log_clear_progress(struct kfac_log *log);
+
 /* Monotonic seconds (CLOCK_MONOTONIC): differences of two calls time a piece of work. */
 double kfac_log_clock(void);
 

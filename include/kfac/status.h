@@ -38,5 +38,7 @@ void *kfac_xmalloc(size_t size);
 void *kfac_xcalloc(size_t n, size_t size);
 void *kfac_xrealloc(void *p, size_t size);
 char *kfac_xstrdup(const char *s);
+/* A new string formatted as by printf (caller frees). */
+char *kfac_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
