@@ -5,7 +5,8 @@
  * one wide convolution, 64 → 64 channels, 3×3, stride 1, padding 1, on 32×32 maps at
  * batch 32, with the gradient for its input (im2col, three GEMMs, col2im). Prints
  * achieved GFLOP/s (the GEMMs' multiply-adds; pooling and im2col count nothing) and the
- * ratios; the target on the wide layer is a ratio of at least 0.4.
+ * ratios; the target on the wide layer is a ratio of at least 0.4. The wide layer's time is
+ * also split into its parts.
  *
  *   bench/bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]
  */
@@ -93,42 +94,41 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)mw * l->out_size; i++)
         l->g[i] = (float)kfac_rng_uniform(&rng) - 0.5f;
     flops = layer_flops(l, mw, 1);
-    best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        l->ops->forward(l, mw);
-        l->ops->backward(l, mw, 1.0f, l->dW, din, l->in_size);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best)
-            best = t;
-    }
-    /* The same layer's three GEMMs alone (as layer_conv.c calls them): the part of the
-     * time that im2col, col2im and the activation do not take, and the rate GEMMs of
-     * these thin shapes (64 columns, or 64 terms) reach. */
+    /* The whole, then its parts: the forward pass (im2col, GEMM, activation) and its GEMM
+     * alone, dW's GEMM, and the input gradient (per-tap GEMMs, this being a same-size
+     * convolution). The parts' ms show where the rest of the time goes. */
+    enum { WHOLE, FORWARD, FORWARD_GEMM, DW, DIN, N_PARTS };
+    static const char *names[N_PARTS] = {"forward+backward", "forward", "forward's GEMM alone",
+                                         "dW", "input gradient"};
+    double part_best[N_PARTS];
     int k = l->d_in + 1, rows = mw * l->n_pos;
-    double best_gemm = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->d_out, k, 1.0f, l->abar, k,
-                    l->W, k, 0.0f, l->s, l->d_out);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->d_out, k, rows, 1.0f, l->g,
-                    l->d_out, l->abar, k, 0.0f, l->dW, k);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->d_in, l->d_out, 1.0f, l->g,
-                    l->d_out, l->W, k, 0.0f, l->col, l->d_in);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best_gemm)
-            best_gemm = t;
+    for (int part = 0; part < N_PARTS; part++) {
+        part_best[part] = 1e30;
+        for (int r = 0; r < repeats + 1; r++) {
+            double t = kfac_log_clock();
+            if (part == WHOLE || part == FORWARD)
+                l->ops->forward(l, mw);
+            if (part == FORWARD_GEMM)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->d_out, k, 1.0f,
+                            l->abar, k, l->W, k, 0.0f, l->s, l->d_out);
+            if (part == WHOLE || part == DW || part == DIN)
+                l->ops->backward(l, mw, 1.0f, part == DIN ? NULL : l->dW,
+                                 part == DW ? NULL : din, l->in_size);
+            t = kfac_log_clock() - t;
+            if (r > 0 && t < part_best[part])
+                part_best[part] = t;
+        }
     }
-    double wide = flops / best * 1e-9, gemm = flops / best_gemm * 1e-9;
+    double wide = flops / part_best[WHOLE] * 1e-9;
     double ref = bench_sgemm_gflops(2000, repeats);
     printf("conv 64->64 3x3 pad 1 on 32x32, forward+backward with din, batch %d: %.2f ms, "
            "%.2f GFLOP/s\n",
-           mw, best * 1e3, wide);
-    printf("  its three GEMMs alone: %.2f ms, %.2f GFLOP/s\n", best_gemm * 1e3, gemm);
+           mw, part_best[WHOLE] * 1e3, wide);
+    for (int part = FORWARD; part < N_PARTS; part++)
+        printf("  %s: %.2f ms\n", names[part], part_best[part] * 1e3);
     printf("cblas_sgemm 2000x2000x2000: %.2f GFLOP/s\n", ref);
     printf("ratio LeNet-5: %.3f\n", lenet / ref);
-    printf("ratio wide conv: %.3f (target >= 0.4); its GEMMs alone: %.3f\n", wide / ref,
-           gemm / ref);
+    printf("ratio wide conv: %.3f (target >= 0.4)\n", wide / ref);
     kfac_floats_free(X);
     kfac_floats_free(din);
     kfac_net_free(net);

@@ -2,10 +2,13 @@
  * layer_conv.c: the 2-D convolution as KFC sees it (Grosse & Martens 2016): the input
  * patches under the output positions form ā (one row per case and position, a 1
  * appended for the bias), so forward, backward and forward-mode products are each one
- * cblas_sgemm over the whole batch, plus im2col/col2im to move between maps and patches.
+ * cblas_sgemm over the whole batch, plus im2col/col2im to move between maps and patches
+ * (on OpenBLAS's number of threads, kfac_parallel_for). A same-size convolution's input
+ * gradient skips the patch matrix: one GEMM per tap, shifted onto the map.
  */
 #include "kfac/layer.h"
 #include "kfac/mat.h"
+#include "kfac/parallel.h"
 
 #include <string.h>
 
@@ -21,32 +24,82 @@ static void window_span(int x0, int k, int n, int *lo, int *hi)
         *hi = *lo;
 }
 
+/* One im2col or col2im call, as the pool's parts see it. */
+struct patches {
+    const struct kfac_shape *in;
+    int kh, kw, stride, pad, oh, ow;
+    const float *x; /* im2col: the maps (m × ld_x) */
+    float *cols;    /* im2col: the patch rows (m·oh·ow × ld_cols) */
+    const float *ccols; /* col2im: the patch rows */
+    float *dx;      /* col2im: the maps */
+    int ld_x, ld_cols;
+};
+
+/* im2col for the output rows [lo, hi) of the batch, row = case·oh + oy. */
+static void im2col_rows(void *ctx, int lo, int hi)
+{
+    const struct patches *p = ctx;
+    const struct kfac_shape *in = p->in;
+    int c = in->c, kw = p->kw;
+    size_t run = (size_t)c * sizeof *p->cols;
+    for (int row = lo; row < hi; row++) {
+        int b = row / p->oh, oy = row % p->oh;
+        const float *xb = p->x + (size_t)b * p->ld_x;
+        for (int ox = 0; ox < p->ow; ox++) {
+            float *dst_row = p->cols + ((size_t)row * p->ow + ox) * p->ld_cols;
+            for (int ky = 0; ky < p->kh; ky++) {
+                int iy = oy * p->stride - p->pad + ky;
+                float *dst = dst_row + (size_t)ky * kw * c;
+                if (iy < 0 || iy >= in->h) {
+                    memset(dst, 0, (size_t)kw * run);
+                    continue;
+                }
+                int x0 = ox * p->stride - p->pad, lo_k, hi_k;
+                window_span(x0, kw, in->w, &lo_k, &hi_k);
+                memset(dst, 0, (size_t)lo_k * run);
+                if (hi_k > lo_k)
+                    memcpy(dst + (size_t)lo_k * c, xb + ((size_t)iy * in->w + x0 + lo_k) * c,
+                           (size_t)(hi_k - lo_k) * run);
+                memset(dst + (size_t)hi_k * c, 0, (size_t)(kw - hi_k) * run);
+            }
+        }
+    }
+}
+
 void kfac_im2col(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                  const float *x, int ld_x, float *out, int ld_out)
 {
-    int c = in->c, oh = kfac_window_out(in->h, kh, stride, pad);
-    int ow = kfac_window_out(in->w, kw, stride, pad);
-    size_t run = (size_t)c * sizeof *out;
-    for (int b = 0; b < m; b++) {
-        const float *xb = x + (size_t)b * ld_x;
-        for (int oy = 0; oy < oh; oy++)
-            for (int ox = 0; ox < ow; ox++) {
-                float *row = out + ((size_t)b * oh * ow + (size_t)oy * ow + ox) * ld_out;
-                for (int ky = 0; ky < kh; ky++) {
-                    int iy = oy * stride - pad + ky;
-                    float *dst = row + (size_t)ky * kw * c;
-                    if (iy < 0 || iy >= in->h) {
-                        memset(dst, 0, (size_t)kw * run);
+    struct patches p = {in, kh, kw, stride, pad, kfac_window_out(in->h, kh, stride, pad),
+                        kfac_window_out(in->w, kw, stride, pad), x, out, NULL, NULL, ld_x, ld_out};
+    kfac_parallel_for(m * p.oh, im2col_rows, &p);
+}
+
+/* col2im for the cases [lo, hi): a case's patches overlap on its own map only. */
+static void col2im_cases(void *ctx, int lo, int hi)
+{
+    const struct patches *p = ctx;
+    const struct kfac_shape *in = p->in;
+    int c = in->c;
+    size_t size = (size_t)in->h * in->w * c;
+    for (int b = lo; b < hi; b++) {
+        float *xb = p->dx + (size_t)b * p->ld_x;
+        memset(xb, 0, size * sizeof *xb);
+        for (int oy = 0; oy < p->oh; oy++)
+            for (int ox = 0; ox < p->ow; ox++) {
+                const float *row =
+                    p->ccols + ((size_t)b * p->oh * p->ow + (size_t)oy * p->ow + ox) * p->ld_cols;
+                for (int ky = 0; ky < p->kh; ky++) {
+                    int iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= in->h)
                         continue;
-                    }
-                    int lo, hi;
-                    window_span(ox * stride - pad, kw, in->w, &lo, &hi);
-                    memset(dst, 0, (size_t)lo * run);
-                    if (hi > lo)
-                        memcpy(dst + (size_t)lo * c,
-                               xb + ((size_t)iy * in->w + ox * stride - pad + lo) * c,
-                               (size_t)(hi - lo) * run);
-                    memset(dst + (size_t)hi * c, 0, (size_t)(kw - hi) * run);
+                    int x0 = ox * p->stride - p->pad, lo_k, hi_k;
+                    window_span(x0, p->kw, in->w, &lo_k, &hi_k);
+                    if (hi_k == lo_k)
+                        continue;
+                    const float *src = row + ((size_t)ky * p->kw + lo_k) * c;
+                    float *dst = xb + ((size_t)iy * in->w + x0 + lo_k) * c;
+                    for (size_t j = 0; j < (size_t)(hi_k - lo_k) * c; j++)
+                        dst[j] += src[j];
                 }
             }
     }
@@ -55,30 +108,9 @@ void kfac_im2col(int m, const struct kfac_shape *in, int kh, int kw, int stride,
 void kfac_col2im(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                  const float *cols, int ld_cols, float *dx, int ld_x)
 {
-    int c = in->c, oh = kfac_window_out(in->h, kh, stride, pad);
-    int ow = kfac_window_out(in->w, kw, stride, pad);
-    size_t size = (size_t)in->h * in->w * c;
-    for (int b = 0; b < m; b++) {
-        float *xb = dx + (size_t)b * ld_x;
-        memset(xb, 0, size * sizeof *xb);
-        for (int oy = 0; oy < oh; oy++)
-            for (int ox = 0; ox < ow; ox++) {
-                const float *row = cols + ((size_t)b * oh * ow + (size_t)oy * ow + ox) * ld_cols;
-                for (int ky = 0; ky < kh; ky++) {
-                    int iy = oy * stride - pad + ky;
-                    if (iy < 0 || iy >= in->h)
-                        continue;
-                    int lo, hi;
-                    window_span(ox * stride - pad, kw, in->w, &lo, &hi);
-                    if (hi == lo)
-                        continue;
-                    const float *src = row + ((size_t)ky * kw + lo) * c;
-                    float *dst = xb + ((size_t)iy * in->w + ox * stride - pad + lo) * c;
-                    for (size_t j = 0; j < (size_t)(hi - lo) * c; j++)
-                        dst[j] += src[j];
-                }
-            }
-    }
+    struct patches p = {in, kh, kw, stride, pad, kfac_window_out(in->h, kh, stride, pad),
+                        kfac_window_out(in->w, kw, stride, pad), NULL, NULL, cols, dx, ld_x, ld_cols};
+    kfac_parallel_for(m, col2im_cases, &p);
 }
 
 /* ā (m·n_pos × (d_in+1)) = the patches of in; s (m·n_pos × d_out) = ā Wᵀ; out = φ(s). */
@@ -91,7 +123,77 @@ static void conv_forward(struct kfac_layer *l, int m)
     kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
-/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m·n_pos) · ā; din = col2im(g · W[:, :d_in]). */
+/* Whether the output map has the input's size and positions (stride 1, kh = kw = 2·pad + 1
+ * each way): then tap (ky, kx) sends output row r of the batch to input row r + off, with
+ * off = (ky − pad)·w + kx − pad, except where the tap falls off the map. */
+static int conv_is_same(const struct kfac_layer *l)
+{
+    return l->stride == 1 && l->kh == 2 * l->pad + 1 && l->kw == 2 * l->pad + 1;
+}
+
+/* Copies, for tap (dy, dx) of a same-size convolution, the rows of x (m·h·w × c) that the
+ * rows r of the tap's GEMM (r0 ≤ r < r1) whose tap falls off the map would land on
+ * (r + off), to buf (restore = 0), or back from buf (restore = 1). */
+static void tap_overflow_rows(const struct kfac_layer *l, int m, int dy, int dx, int r0, int r1,
+                              float *x, float *buf, int restore)
+{
+    int h = l->in_shape.h, w = l->in_shape.w, c = l->in_shape.c, off = dy * w + dx;
+    int y_lo = dy < 0 ? -dy : 0, y_hi = dy > 0 ? h - dy : h;
+    int x_lo = dx < 0 ? (-dx < w ? -dx : w) : 0, x_hi = dx > 0 ? (dx < w ? w - dx : 0) : w;
+    size_t run = (size_t)c * sizeof *x;
+    for (int b = 0; b < m; b++)
+        for (int y = 0; y < h; y++) {
+            int r = (b * h + y) * w;
+            /* The row's positions whose tap is off the map: all of them, or its two ends. */
+            int spans[2][2] = {{0, x_lo}, {x_hi, w}};
+            if (y < y_lo || y >= y_hi)
+                spans[0][1] = w, spans[1][0] = w;
+            for (int i = 0; i < 2; i++) {
+                int lo = r + spans[i][0] > r0 ? r + spans[i][0] : r0;
+                int hi = r + spans[i][1] < r1 ? r + spans[i][1] : r1;
+                if (hi <= lo)
+                    continue;
+                float *at = x + (size_t)(lo + off) * c;
+                size_t size = (size_t)(hi - lo) * run;
+                if (restore)
+                    memcpy(at, buf, size);
+                else
+                    memcpy(buf, at, size);
+                buf += (size_t)(hi - lo) * c;
+            }
+        }
+}
+
+/* din (m·h·w × c) = g · W[:, :d_in] scattered back onto the map, for a same-size
+ * convolution without the patch matrix: one GEMM per tap, g (rows × d_out) times the
+ * tap's d_out × c slice of W, added into din shifted by the tap's offset. A row whose tap
+ * falls off the map lands on a wrong row; those rows are kept in col before the GEMM and
+ * put back after it (each input row takes one output row per tap). */
+static void conv_input_grad_same(struct kfac_layer *l, int m, float *din)
+{
+    int k = l->d_in + 1, c = l->in_shape.c, w = l->in_shape.w, p = l->pad;
+    int rows = m * l->n_pos, centre = p * l->kw + p;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c, l->d_out, 1.0f, l->g,
+                l->d_out, l->W + (size_t)centre * c, k, 0.0f, din, c);
+    for (int ky = 0; ky < l->kh; ky++)
+        for (int kx = 0; kx < l->kw; kx++) {
+            int dy = ky - p, dx = kx - p, off = dy * w + dx;
+            if (dy == 0 && dx == 0)
+                continue;
+            int r0 = off < 0 ? -off : 0, r1 = off > 0 ? rows - off : rows;
+            if (r1 <= r0)
+                continue;
+            tap_overflow_rows(l, m, dy, dx, r0, r1, din, l->col, 0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c, l->d_out, 1.0f,
+                        l->g + (size_t)r0 * l->d_out, l->d_out,
+                        l->W + (size_t)(ky * l->kw + kx) * c, k, 1.0f, din + (size_t)(r0 + off) * c,
+                        c);
+            tap_overflow_rows(l, m, dy, dx, r0, r1, din, l->col, 1);
+        }
+}
+
+/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m·n_pos) · ā; din (m × ld_din) =
+ * col2im(g · W[:, :d_in]), the col2im folded into the GEMMs for a same-size convolution. */
 static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
                           int ld_din)
 {
@@ -99,12 +201,15 @@ static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, f
     if (dW)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->d_out, k, rows, scale, l->g,
                     l->d_out, l->abar, k, 0.0f, dW, k);
-    if (din) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->d_in, l->d_out, 1.0f, l->g,
-                    l->d_out, l->W, k, 0.0f, l->col, l->d_in);
-        kfac_col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din,
-                    ld_din);
+    if (!din)
+        return;
+    if (conv_is_same(l) && ld_din == l->in_size) {
+        conv_input_grad_same(l, m, din);
+        return;
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->d_in, l->d_out, 1.0f, l->g,
+                l->d_out, l->W, k, 0.0f, l->col, l->d_in);
+    kfac_col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din, ld_din);
 }
 
 /* r_s (m·n_pos × d_out) = ā Vᵀ + patches(r_in) · W[:, :d_in]ᵀ. */

@@ -1,11 +1,13 @@
 /*
  * check_layer.c: the dense layer against naive loops (forward, backward, J·v), the
- * convolution against a direct convolution, im2col against its adjoint, pooling against
- * naive loops, the activations against their definitions and finite differences, and
- * initialisation. (Gradients and J·v of conv networks: check_net.c.)
+ * convolution and its input gradient against direct sums, im2col against its adjoint,
+ * kfac_parallel_for's ranges, pooling against naive loops, the activations against their
+ * definitions and finite differences, and initialisation. (Gradients and J·v of conv
+ * networks: check_net.c.)
  */
 #include "kfac/layer.h"
 #include "kfac/mat.h"
+#include "kfac/parallel.h"
 #include "kfac/net.h"
 #include "kfac/status.h"
 #include "testutil.h"
@@ -272,6 +274,55 @@ START_TEST(conv_forward_matches_direct_convolution)
 }
 END_TEST
 
+/* The convolution's input gradient against the direct sum din[b, iy, ix, c] = Σ g[b, oy,
+ * ox, o] W[o, (ky, kx, c)] over the taps that reach (iy, ix): same-size convolutions (the
+ * per-tap GEMMs, with maps smaller than the window and several cases, whose rows a shifted
+ * tap could otherwise reach) and a strided one (col2im). din starts as NaN: every element
+ * must be written. */
+START_TEST(conv_input_gradient_matches_direct_sum)
+{
+    static const char *specs[] = {"3x6x5-conv(4,3,pad=1):linear-flatten-1:linear",
+                                  "2x5x7-conv(3,5,pad=2):linear-flatten-1:linear",
+                                  "2x1x3-conv(2,3,pad=1):linear-flatten-1:linear",
+                                  "1x2x1-conv(2,5,pad=2):linear-flatten-1:linear",
+                                  "3x6x5-conv(4,3x2,stride=2,pad=1):linear-flatten-1:linear"};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 40 + (uint64_t)_i);
+    int m = 3;
+    struct kfac_net *net = spec_net(specs[_i], m, &r);
+    struct kfac_layer *l = &net->layers[0];
+    int C = l->in_shape.c, H = l->in_shape.h, Wd = l->in_shape.w, O = l->d_out;
+    int oh = l->out_shape.h, ow = l->out_shape.w, k = l->d_in + 1;
+    float *X = kfac_floats_new((size_t)m * net->d_in), *din = kfac_floats_new((size_t)m * l->in_size);
+    fill_uniform(X, (size_t)m * net->d_in, &r, -1, 1);
+    kfac_net_forward(net, m, X);
+    fill_uniform(l->g, (size_t)m * l->out_size, &r, -1, 1);
+    for (size_t i = 0; i < (size_t)m * l->in_size; i++)
+        din[i] = NAN;
+    l->ops->backward(l, m, 1.0f, NULL, din, l->in_size);
+    for (int b = 0; b < m; b++)
+        for (int iy = 0; iy < H; iy++)
+            for (int ix = 0; ix < Wd; ix++)
+                for (int c = 0; c < C; c++) {
+                    double want = 0;
+                    for (int oy = 0; oy < oh; oy++)
+                        for (int ox = 0; ox < ow; ox++) {
+                            int ky = iy - oy * l->stride + l->pad, kx = ix - ox * l->stride + l->pad;
+                            if (ky < 0 || ky >= l->kh || kx < 0 || kx >= l->kw)
+                                continue;
+                            for (int o = 0; o < O; o++)
+                                want += (double)l->g[(size_t)b * l->out_size + (oy * ow + ox) * O + o] *
+                                        l->W[o * k + (ky * l->kw + kx) * C + c];
+                        }
+                    ck_assert_close(din[(size_t)b * l->in_size + ((size_t)iy * Wd + ix) * C + c],
+                                    want, 1e-5);
+                }
+    kfac_floats_free(X);
+    kfac_floats_free(din);
+    kfac_net_free(net);
+}
+END_TEST
+
 /* col2im is the adjoint of im2col: ⟨im2col(x), Y⟩ = ⟨x, col2im(Y)⟩. */
 START_TEST(col2im_is_the_adjoint_of_im2col)
 {
@@ -298,6 +349,34 @@ START_TEST(col2im_is_the_adjoint_of_im2col)
     kfac_floats_free(P);
     kfac_floats_free(Y);
     kfac_floats_free(dx);
+}
+END_TEST
+
+/* kfac_parallel_for calls its function once on each element of [0, n), in parts that tile
+ * the range, for ranges shorter and longer than the number of threads. */
+static void count_range(void *ctx, int lo, int hi)
+{
+    int *count = ctx;
+    ck_assert_int_lt(lo, hi);
+    for (int i = lo; i < hi; i++)
+        count[i]++;
+}
+
+START_TEST(parallel_for_covers_each_index_once)
+{
+    int threads = openblas_get_num_threads();
+    static const int sizes[] = {0, 1, 2, 3, 7, 1000};
+    int count[1000];
+    for (int t = 1; t <= 4; t++) {
+        openblas_set_num_threads(t);
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            memset(count, 0, sizeof count);
+            kfac_parallel_for(sizes[s], count_range, count);
+            for (int i = 0; i < 1000; i++)
+                ck_assert_int_eq(count[i], i < sizes[s]);
+        }
+    }
+    openblas_set_num_threads(threads);
 }
 END_TEST
 
@@ -345,7 +424,9 @@ static Suite *layer_suite(void)
     tcase_add_loop_test(tc, dense_forward_matches_loops, 0, 4);
     tcase_add_test(tc, dense_backward_and_jvp_match_loops);
     tcase_add_loop_test(tc, conv_forward_matches_direct_convolution, 0, 3);
+    tcase_add_loop_test(tc, conv_input_gradient_matches_direct_sum, 0, 5);
     tcase_add_test(tc, col2im_is_the_adjoint_of_im2col);
+    tcase_add_test(tc, parallel_for_covers_each_index_once);
     tcase_add_loop_test(tc, pooling_matches_loops, 0, 3);
     tcase_add_loop_test(tc, activation_derivative_by_finite_differences, 0, 4);
     tcase_add_test(tc, softmax_is_stable_and_normalised);
