@@ -3,10 +3,10 @@
  * product measured in the same run: one forward+backward pass (objective and gradient)
  * of LeNet-5 (configs/lenet5-mnist.ini's network) at batch 256, and forward+backward of
  * one wide convolution, 64 → 64 channels, 3×3, stride 1, padding 1, on 32×32 maps at
- * batch 32, with the gradient for its input (im2col, three GEMMs, col2im). Prints
- * achieved GFLOP/s (the GEMMs' multiply-adds; pooling and im2col count nothing) and the
- * ratios; the target on the wide layer is a ratio of at least 0.4. The wide layer's time is
- * also split into its parts.
+ * batch 32, with the gradient for its input (im2col, the forward and dW GEMMs, and one
+ * GEMM per tap for the input gradient). Prints achieved GFLOP/s (the GEMMs' multiply-adds;
+ * pooling and im2col count nothing) and the ratios; the target on the wide layer is a ratio
+ * of at least 0.4. The wide layer's time is also split into its parts.
  *
  *   bench/bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]
  */
