@@ -24,15 +24,15 @@ static void window_span(int x0, int k, int n, int *lo, int *hi)
         *hi = *lo;
 }
 
-/* One im2col or col2im call, as the pool's parts see it. */
+/* One im2col or col2im call, as the pool's parts see it: src is read and dst written, one
+ * of them the maps (m × ld), the other the patch rows (m·oh·ow × ld). */
 struct patches {
     const struct kfac_shape *in;
-    int kh, kw, stride, pad, oh, ow;
-    const float *x; /* im2col: the maps (m × ld_x) */
-    float *cols;    /* im2col: the patch rows (m·oh·ow × ld_cols) */
-    const float *ccols; /* col2im: the patch rows */
-    float *dx;      /* col2im: the maps */
-    int ld_x, ld_cols;
+    int kh, kw, stride, pad;
+    const float *src;
+    int ld_src;
+    float *dst;
+    int ld_dst;
 };
 
 /* im2col for the output rows [lo, hi) of the batch, row = case·oh + oy. */
@@ -40,13 +40,14 @@ static void im2col_rows(void *ctx, int lo, int hi)
 {
     const struct patches *p = ctx;
     const struct kfac_shape *in = p->in;
-    int c = in->c, kw = p->kw;
-    size_t run = (size_t)c * sizeof *p->cols;
+    int c = in->c, kw = p->kw, oh = kfac_window_out(in->h, p->kh, p->stride, p->pad);
+    int ow = kfac_window_out(in->w, kw, p->stride, p->pad);
+    size_t run = (size_t)c * sizeof *p->dst;
     for (int row = lo; row < hi; row++) {
-        int b = row / p->oh, oy = row % p->oh;
-        const float *xb = p->x + (size_t)b * p->ld_x;
-        for (int ox = 0; ox < p->ow; ox++) {
-            float *dst_row = p->cols + ((size_t)row * p->ow + ox) * p->ld_cols;
+        int b = row / oh, oy = row % oh;
+        const float *xb = p->src + (size_t)b * p->ld_src;
+        for (int ox = 0; ox < ow; ox++) {
+            float *dst_row = p->dst + ((size_t)row * ow + ox) * p->ld_dst;
             for (int ky = 0; ky < p->kh; ky++) {
                 int iy = oy * p->stride - p->pad + ky;
                 float *dst = dst_row + (size_t)ky * kw * c;
@@ -69,9 +70,8 @@ static void im2col_rows(void *ctx, int lo, int hi)
 void kfac_im2col(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                  const float *x, int ld_x, float *out, int ld_out)
 {
-    struct patches p = {in, kh, kw, stride, pad, kfac_window_out(in->h, kh, stride, pad),
-                        kfac_window_out(in->w, kw, stride, pad), x, out, NULL, NULL, ld_x, ld_out};
-    kfac_parallel_for(m * p.oh, im2col_rows, &p);
+    struct patches p = {in, kh, kw, stride, pad, x, ld_x, out, ld_out};
+    kfac_parallel_for(m * kfac_window_out(in->h, kh, stride, pad), im2col_rows, &p);
 }
 
 /* col2im for the cases [lo, hi): a case's patches overlap on its own map only. */
@@ -79,15 +79,15 @@ static void col2im_cases(void *ctx, int lo, int hi)
 {
     const struct patches *p = ctx;
     const struct kfac_shape *in = p->in;
-    int c = in->c;
+    int c = in->c, oh = kfac_window_out(in->h, p->kh, p->stride, p->pad);
+    int ow = kfac_window_out(in->w, p->kw, p->stride, p->pad);
     size_t size = (size_t)in->h * in->w * c;
     for (int b = lo; b < hi; b++) {
-        float *xb = p->dx + (size_t)b * p->ld_x;
+        float *xb = p->dst + (size_t)b * p->ld_dst;
         memset(xb, 0, size * sizeof *xb);
-        for (int oy = 0; oy < p->oh; oy++)
-            for (int ox = 0; ox < p->ow; ox++) {
-                const float *row =
-                    p->ccols + ((size_t)b * p->oh * p->ow + (size_t)oy * p->ow + ox) * p->ld_cols;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                const float *row = p->src + ((size_t)b * oh * ow + (size_t)oy * ow + ox) * p->ld_src;
                 for (int ky = 0; ky < p->kh; ky++) {
                     int iy = oy * p->stride - p->pad + ky;
                     if (iy < 0 || iy >= in->h)
@@ -108,8 +108,7 @@ static void col2im_cases(void *ctx, int lo, int hi)
 void kfac_col2im(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                  const float *cols, int ld_cols, float *dx, int ld_x)
 {
-    struct patches p = {in, kh, kw, stride, pad, kfac_window_out(in->h, kh, stride, pad),
-                        kfac_window_out(in->w, kw, stride, pad), NULL, NULL, cols, dx, ld_x, ld_cols};
+    struct patches p = {in, kh, kw, stride, pad, cols, ld_cols, dx, ld_x};
     kfac_parallel_for(m, col2im_cases, &p);
 }
 

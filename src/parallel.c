@@ -71,22 +71,20 @@ void kfac_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi), void *ctx)
     int parts = openblas_get_num_threads();
     parts = parts < n ? parts : n;
     parts = parts < MAX_THREADS ? parts : MAX_THREADS;
+    if (parts <= 1) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
     pthread_mutex_lock(&pool.call);
     pthread_mutex_lock(&pool.lock);
     while (pool.n_workers < parts - 1) {
         long id = pool.n_workers + 1;
         if (pthread_create(&pool.threads[id], NULL, worker, (void *)id) != 0)
-            break; /* then fewer parts: the work is the same */
+            break; /* then fewer parts (one, the caller's, at least): the same work */
         pool.n_workers++;
     }
     parts = parts < pool.n_workers + 1 ? parts : pool.n_workers + 1;
-    if (parts <= 1) {
-        pthread_mutex_unlock(&pool.lock);
-        if (n > 0)
-            fn(ctx, 0, n);
-        pthread_mutex_unlock(&pool.call);
-        return;
-    }
     pool.n = n, pool.parts = parts, pool.fn = fn, pool.ctx = ctx;
     pool.pending = parts - 1;
     pool.job++;
