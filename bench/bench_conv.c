@@ -94,8 +94,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)mw * l->out_size; i++)
         l->g[i] = (float)kfac_rng_uniform(&rng) - 0.5f;
     flops = layer_flops(l, mw, 1);
-    /* The whole, then its parts: the forward pass (im2col, GEMM, activation) and its GEMM
-     * alone, dW's GEMM, and the input gradient (per-tap GEMMs, this being a same-size
+    /* The whole, then its parts: the forward pass (im2col, GEMM, transpose, activation) and
+     * its GEMM alone (sᵀ = W āᵀ), dW's GEMM, and the input gradient (per-tap GEMMs, this being a same-size
      * convolution). The parts' ms show where the rest of the time goes. */
     enum { WHOLE, FORWARD, FORWARD_GEMM, DW, DIN, N_PARTS };
     static const char *names[N_PARTS] = {"forward+backward", "forward", "forward's GEMM alone",
@@ -109,8 +109,8 @@ int main(int argc, char **argv)
             if (part == WHOLE || part == FORWARD)
                 l->ops->forward(l, mw);
             if (part == FORWARD_GEMM)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->d_out, k, 1.0f,
-                            l->abar, k, l->W, k, 0.0f, l->s, l->d_out);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->d_out, rows, k, 1.0f,
+                            l->W, k, l->abar, k, 0.0f, l->col, rows);
             if (part == WHOLE || part == DW || part == DIN)
                 l->ops->backward(l, mw, 1.0f, part == DIN ? NULL : l->dW,
                                  part == DW ? NULL : din, l->in_size);

@@ -421,7 +421,8 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch)
         if (l->ops == &kfac_conv_ops) {
             size_t rows = m * (size_t)l->n_pos;
             total += rows * (size_t)(l->d_in + 1);
-            col = rows * (size_t)l->d_in > col ? rows * (size_t)l->d_in : col;
+            size_t width = (size_t)(l->d_in > l->d_out ? l->d_in : l->d_out);
+            col = rows * width > col ? rows * width : col;
         }
         if (l->ops == &kfac_maxpool_ops)
             n_argmax += m * (size_t)l->out_size;

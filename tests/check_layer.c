@@ -233,12 +233,15 @@ static double pixel(const float *X, int C, int H, int W, int b, int c, int y, in
 }
 
 /* The convolution's s against a direct convolution of the channel-major input, for
- * strides, padding and rectangular windows; W's columns are (ky, kx, channel), bias last. */
+ * strides, padding and rectangular windows, and more outputs than patch entries (the
+ * forward GEMM's transpose then fills more of the shared scratch than im2col does); W's
+ * columns are (ky, kx, channel), bias last. */
 START_TEST(conv_forward_matches_direct_convolution)
 {
     static const char *specs[] = {"3x6x5-conv(4,3x2,stride=2,pad=1):tanh-flatten-1:linear",
                                   "2x5x5-conv(3,3):relu-flatten-1:linear",
-                                  "1x7x6-conv(2,4x3,stride=3,pad=2):logistic-flatten-1:linear"};
+                                  "1x7x6-conv(2,4x3,stride=3,pad=2):logistic-flatten-1:linear",
+                                  "1x5x4-conv(7,2x1):relu-flatten-1:linear"};
     struct kfac_rng r;
     kfac_rng_seed(&r, 20 + (uint64_t)_i);
     int m = 3;
@@ -423,7 +426,7 @@ static Suite *layer_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_loop_test(tc, dense_forward_matches_loops, 0, 4);
     tcase_add_test(tc, dense_backward_and_jvp_match_loops);
-    tcase_add_loop_test(tc, conv_forward_matches_direct_convolution, 0, 3);
+    tcase_add_loop_test(tc, conv_forward_matches_direct_convolution, 0, 4);
     tcase_add_loop_test(tc, conv_input_gradient_matches_direct_sum, 0, 5);
     tcase_add_test(tc, col2im_is_the_adjoint_of_im2col);
     tcase_add_test(tc, parallel_for_covers_each_index_once);

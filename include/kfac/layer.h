@@ -103,7 +103,7 @@ struct kfac_layer {
     float *r_in;             /* max_batch × ld_in: J·v at the input, zero ones-column */
     float *r_out;            /* max_batch × ld_out: J·v at out (the next layer's r_in) */
     float *r_s;              /* max_batch × out_size: J·v at s */
-    float *col;              /* conv: max_batch·n_pos × d_in scratch (shared by the layers) */
+    float *col;              /* conv: max_batch·n_pos × max(d_in, d_out) scratch (shared) */
     int *argmax;             /* max pooling: max_batch × out_size input offsets of the maxima */
 };
 
