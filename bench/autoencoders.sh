@@ -22,7 +22,8 @@
 #
 # Writes OUTDIR/PROBLEM-VARIANT.tsv (the kfac-train logs), OUTDIR/summary.tsv (the
 # table printed), and OUTDIR/PROBLEM-seconds.png and OUTDIR/PROBLEM-iterations.png when
-# gnuplot is installed. Extra kfac-train options for every run can be given in KFAC_ARGS.
+# gnuplot (or the program GNUPLOT names) is installed. Extra kfac-train options for every
+# run can be given in KFAC_ARGS.
 # Run it on an otherwise idle machine: the runs are compared by their clocks.
 set -eu
 name=autoencoders

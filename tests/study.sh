@@ -126,8 +126,13 @@ if command -v gnuplot >/dev/null 2>&1; then
         "$top_srcdir/tools/kfac-fisher-study" "$WORK/study.ini" "$WORK/results"
 else
     [ "$status" -eq 3 ] && ok "without gnuplot the wrapper exits 3" || not_ok "without gnuplot the wrapper exits 3 (exit $status)"
-    expect_grep "$WORK/err" "gnuplot is not installed" "and says why"
 fi
+# Without the plotter (GNUPLOT names one that is not there, whether or not gnuplot is):
+# the table is kept, the exit status is 3 and the message says why.
+expect_status 3 "without its plotter the wrapper exits 3" -- env GNUPLOT=no-such-gnuplot \
+    "$top_srcdir/tools/kfac-fisher-study" -r "$WORK/study.ini" "$WORK/results"
+expect_grep "$WORK/err" "no-such-gnuplot is not installed" "and says why"
+[ -s "$WORK/results/fisher-study.tsv" ] && ok "and the table is kept" || not_ok "and the table is kept"
 
 # The Fisher pictures. A linear layer under the squared loss has g = the output Fisher's
 # columns e_j whatever the input, so its Fisher is exactly Ā ⊗ I: K-FAC's error is 0.
