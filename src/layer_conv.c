@@ -35,6 +35,25 @@ struct patches {
     int ld_dst;
 };
 
+/* dst (n) = lo zeros, then src's hi − lo floats, then zeros: one tap row of a patch. The
+ * runs are a few floats for a thin input (5 for LeNet-5's first layer), where a memcpy
+ * and two memset calls per tap cost more than the copying. */
+static inline void copy_padded(float *restrict dst, const float *restrict src, size_t lo,
+                               size_t hi, size_t n)
+{
+    size_t j = 0;
+    for (; j < lo; j++)
+        dst[j] = 0.0f;
+    if (hi - lo >= 64) {
+        memcpy(dst + lo, src, (hi - lo) * sizeof *dst);
+        j = hi;
+    }
+    for (; j < hi; j++)
+        dst[j] = src[j - lo];
+    for (; j < n; j++)
+        dst[j] = 0.0f;
+}
+
 /* im2col for the output rows [lo, hi) of the batch, row = case·oh + oy. */
 static void im2col_rows(void *ctx, int lo, int hi)
 {
@@ -42,26 +61,22 @@ static void im2col_rows(void *ctx, int lo, int hi)
     const struct kfac_shape *in = p->in;
     int c = in->c, kw = p->kw, oh = kfac_window_out(in->h, p->kh, p->stride, p->pad);
     int ow = kfac_window_out(in->w, kw, p->stride, p->pad);
-    size_t run = (size_t)c * sizeof *p->dst;
+    size_t n = (size_t)kw * c;
     for (int row = lo; row < hi; row++) {
         int b = row / oh, oy = row % oh;
         const float *xb = p->src + (size_t)b * p->ld_src;
         for (int ox = 0; ox < ow; ox++) {
             float *dst_row = p->dst + ((size_t)row * ow + ox) * p->ld_dst;
+            int x0 = ox * p->stride - p->pad, lo_k, hi_k;
+            window_span(x0, kw, in->w, &lo_k, &hi_k);
             for (int ky = 0; ky < p->kh; ky++) {
                 int iy = oy * p->stride - p->pad + ky;
-                float *dst = dst_row + (size_t)ky * kw * c;
-                if (iy < 0 || iy >= in->h) {
-                    memset(dst, 0, (size_t)kw * run);
-                    continue;
-                }
-                int x0 = ox * p->stride - p->pad, lo_k, hi_k;
-                window_span(x0, kw, in->w, &lo_k, &hi_k);
-                memset(dst, 0, (size_t)lo_k * run);
-                if (hi_k > lo_k)
-                    memcpy(dst + (size_t)lo_k * c, xb + ((size_t)iy * in->w + x0 + lo_k) * c,
-                           (size_t)(hi_k - lo_k) * run);
-                memset(dst + (size_t)hi_k * c, 0, (size_t)(kw - hi_k) * run);
+                float *dst = dst_row + (size_t)ky * n;
+                if (iy < 0 || iy >= in->h)
+                    copy_padded(dst, xb, 0, 0, n);
+                else
+                    copy_padded(dst, xb + ((size_t)iy * in->w + x0 + lo_k) * c, (size_t)lo_k * c,
+                                (size_t)hi_k * c, n);
             }
         }
     }

@@ -1,48 +1,92 @@
 /*
  * layer_pool.c: max and average pooling over kh × kw windows of each channel, without
- * parameters. Maps are position-major (layer.h), so the inner loops run over the
- * channels of one position, contiguous in memory. Max pooling records where each
- * maximum came from (the first, on ties), for backward and forward mode.
+ * parameters. Maps are position-major (layer.h); a window's maximum or mean is reduced
+ * over its taps one channel at a time, in registers, with the cases split over
+ * kfac_parallel_for's threads. Max pooling records where each maximum came from (the
+ * first, on ties), for backward and forward mode.
  */
 #include "kfac/layer.h"
+#include "kfac/parallel.h"
 
 #include <string.h>
 
-/* Calls body(o, i) for each output offset o of case b's map and each input offset i of
- * its window: the loop nest both kinds of pooling share. */
-#define FOR_WINDOWS(l, body)                                                                    \
+/* Runs the statements that follow it for each output offset o of a case's map (a
+ * position and a channel), with i0 the input offset of that channel at its window's
+ * first tap, then FOR_TAPS for the window's input offsets i. Channels run outside the
+ * taps so that a window's reduction stays in registers. */
+#define FOR_OUTPUTS(l, ...)                                                                     \
     do {                                                                                        \
-        int c_ = (l)->in_shape.c, w_ = (l)->in_shape.w;                                         \
-        int oh_ = (l)->out_shape.h, ow_ = (l)->out_shape.w;                                     \
-        for (int oy = 0; oy < oh_; oy++)                                                        \
-            for (int ox = 0; ox < ow_; ox++)                                                    \
-                for (int ky = 0; ky < (l)->kh; ky++)                                            \
-                    for (int kx = 0; kx < (l)->kw; kx++) {                                      \
-                        size_t o_ = ((size_t)oy * ow_ + ox) * c_;                               \
-                        size_t i_ = ((size_t)(oy * (l)->stride + ky) * w_ + ox * (l)->stride + \
-                                     kx) * c_;                                                  \
-                        for (int ch = 0; ch < c_; ch++)                                         \
-                            body(o_ + ch, i_ + ch);                                             \
-                    }                                                                           \
+        int c_ = (l)->in_shape.c, w_ = (l)->in_shape.w, st_ = (l)->stride;                      \
+        for (int oy = 0; oy < (l)->out_shape.h; oy++)                                           \
+            for (int ox = 0; ox < (l)->out_shape.w; ox++)                                       \
+                for (int ch = 0; ch < c_; ch++) {                                               \
+                    size_t o = ((size_t)oy * (l)->out_shape.w + ox) * c_ + ch;                  \
+                    int i0 = (oy * st_ * w_ + ox * st_) * c_ + ch;                              \
+                    __VA_ARGS__                                                                 \
+                }                                                                               \
     } while (0)
+#define FOR_TAPS(l, i0, ...)                                                                    \
+    for (int ky = 0; ky < (l)->kh; ky++)                                                        \
+        for (int kx = 0; kx < (l)->kw; kx++) {                                                  \
+            int i = (i0) + (ky * (l)->in_shape.w + kx) * (l)->in_shape.c;                       \
+            __VA_ARGS__                                                                         \
+        }
+
+/* One reduction over the windows of the cases [lo, hi), as kfac_parallel_for() runs it:
+ * x (ld_x per case) in, out (out_size per case) and, for max pooling, arg out. */
+struct pool_job {
+    const struct kfac_layer *l;
+    const float *x;
+    int ld_x;
+    float *out;
+    int *arg;
+};
+
+/* Each window's maximum and where it is: it starts as the first tap and gives way only to
+ * a larger value, so ties keep the first. Selects, not branches: which tap wins is data. */
+static void window_maxima(void *ctx, int lo, int hi)
+{
+    const struct pool_job *j = ctx;
+    size_t n = (size_t)j->l->out_size;
+    for (int b = lo; b < hi; b++) {
+        const float *x = j->x + (size_t)b * j->ld_x;
+        float *s = j->out + (size_t)b * n;
+        int *arg = j->arg + (size_t)b * n;
+        FOR_OUTPUTS(j->l, {
+            float best = x[i0];
+            int at = i0;
+            FOR_TAPS(j->l, i0, {
+                int larger = x[i] > best;
+                best = larger ? x[i] : best;
+                at = larger ? i : at;
+            })
+            s[o] = best;
+            arg[o] = at;
+        });
+    }
+}
+
+/* Each window's mean, summed in the taps' order. */
+static void window_means(void *ctx, int lo, int hi)
+{
+    const struct pool_job *j = ctx;
+    size_t n = (size_t)j->l->out_size;
+    float w = 1.0f / (float)(j->l->kh * j->l->kw);
+    for (int b = lo; b < hi; b++) {
+        const float *x = j->x + (size_t)b * j->ld_x;
+        float *s = j->out + (size_t)b * n;
+        FOR_OUTPUTS(j->l, {
+            float sum = 0.0f;
+            FOR_TAPS(j->l, i0, { sum += w * x[i]; })
+            s[o] = sum;
+        });
+    }
+}
 
 static void maxpool_forward(struct kfac_layer *l, int m)
 {
-    size_t n = (size_t)l->out_size;
-    for (int b = 0; b < m; b++) {
-        const float *x = l->in + (size_t)b * l->ld_in;
-        float *s = l->s + (size_t)b * n;
-        int *arg = l->argmax + (size_t)b * n;
-        for (size_t o = 0; o < n; o++)
-            arg[o] = -1;
-#define TAKE_MAX(o, i)                                                                          \
-    if (arg[o] < 0 || x[i] > s[o]) {                                                            \
-        s[o] = x[i];                                                                            \
-        arg[o] = (int)(i);                                                                      \
-    }
-        FOR_WINDOWS(l, TAKE_MAX);
-#undef TAKE_MAX
-    }
+    struct pool_job j = {l, l->in, l->ld_in, l->s, l->argmax};
+    kfac_parallel_for(m, window_maxima, &j);
     kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
@@ -78,24 +122,16 @@ static void maxpool_jvp(struct kfac_layer *l, int m, const float *V, int input_v
     }
 }
 
-/* out (n per case) = the window means of x (ld_x per case). */
-static void window_means(const struct kfac_layer *l, int m, const float *x, int ld_x, float *out)
+/* out (m × out_size) = the window means of x (m × ld_x). */
+static void pool_means(const struct kfac_layer *l, int m, const float *x, int ld_x, float *out)
 {
-    size_t n = (size_t)l->out_size;
-    float w = 1.0f / (float)(l->kh * l->kw);
-    for (int b = 0; b < m; b++) {
-        const float *xb = x + (size_t)b * ld_x;
-        float *s = out + (size_t)b * n;
-        memset(s, 0, n * sizeof *s);
-#define ADD_MEAN(o, i) s[o] += w * xb[i];
-        FOR_WINDOWS(l, ADD_MEAN);
-#undef ADD_MEAN
-    }
+    struct pool_job j = {l, x, ld_x, out, NULL};
+    kfac_parallel_for(m, window_means, &j);
 }
 
 static void avgpool_forward(struct kfac_layer *l, int m)
 {
-    window_means(l, m, l->in, l->ld_in, l->s);
+    pool_means(l, m, l->in, l->ld_in, l->s);
     kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
@@ -112,9 +148,7 @@ static void avgpool_backward(struct kfac_layer *l, int m, float scale, float *dW
         float *d = din + (size_t)b * ld_din;
         const float *g = l->g + (size_t)b * n;
         memset(d, 0, (size_t)l->in_size * sizeof *d);
-#define SPREAD(o, i) d[i] += w * g[o];
-        FOR_WINDOWS(l, SPREAD);
-#undef SPREAD
+        FOR_OUTPUTS(l, { FOR_TAPS(l, i0, { d[i] += w * g[o]; }) });
     }
 }
 
@@ -122,7 +156,7 @@ static void avgpool_jvp(struct kfac_layer *l, int m, const float *V, int input_v
 {
     (void)V;
     if (input_varies)
-        window_means(l, m, l->r_in, l->ld_in, l->r_s);
+        pool_means(l, m, l->r_in, l->ld_in, l->r_s);
     else
         memset(l->r_s, 0, (size_t)m * l->out_size * sizeof *l->r_s);
 }

@@ -383,7 +383,9 @@ START_TEST(parallel_for_covers_each_index_once)
 }
 END_TEST
 
-/* Max and average pooling against naive loops, with a stride below the window. */
+/* Max and average pooling against naive loops, with a stride below the window; inputs
+ * on a grid of halves, so that windows hold ties and max pooling must route each window
+ * to its first largest tap (in ky, kx order). */
 START_TEST(pooling_matches_loops)
 {
     static const char *specs[] = {"2x7x6-maxpool(3,stride=2)-flatten-1:linear",
@@ -391,30 +393,41 @@ START_TEST(pooling_matches_loops)
                                   "3x4x6-maxpool(2x3,stride=1)-flatten-1:linear"};
     struct kfac_rng r;
     kfac_rng_seed(&r, 30 + (uint64_t)_i);
-    int m = 2;
+    int m = 5;
     struct kfac_net *net = spec_net(specs[_i], m, &r);
     const struct kfac_layer *l = &net->layers[0];
     int C = l->in_shape.c, H = l->in_shape.h, Wd = l->in_shape.w;
     float *X = kfac_floats_new((size_t)m * net->d_in);
     fill_uniform(X, (size_t)m * net->d_in, &r, -2, 2);
+    for (size_t i = 0; i < (size_t)m * net->d_in; i++)
+        X[i] = floorf(2 * X[i]) / 2;
     kfac_net_forward(net, m, X);
+    int ties = 0;
     for (int b = 0; b < m; b++)
         for (int y = 0; y < l->out_shape.h; y++)
             for (int x = 0; x < l->out_shape.w; x++)
                 for (int c = 0; c < C; c++) {
                     double mx = -INFINITY, sum = 0;
+                    int at = -1, n_max = 0;
                     for (int ky = 0; ky < l->kh; ky++)
                         for (int kx = 0; kx < l->kw; kx++) {
-                            double v = pixel(X, C, H, Wd, b, c, y * l->stride + ky,
-                                             x * l->stride + kx);
-                            mx = fmax(mx, v);
+                            int iy = y * l->stride + ky, ix = x * l->stride + kx;
+                            double v = pixel(X, C, H, Wd, b, c, iy, ix);
+                            n_max = v == mx ? n_max + 1 : v > mx ? 1 : n_max;
+                            if (v > mx)
+                                mx = v, at = (iy * Wd + ix) * C + c;
                             sum += v;
                         }
+                    size_t o = ((size_t)y * l->out_shape.w + x) * C + c;
                     double want = l->ops == &kfac_maxpool_ops ? mx : sum / (l->kh * l->kw);
-                    ck_assert_close(l->out[(size_t)b * l->ld_out +
-                                           ((size_t)y * l->out_shape.w + x) * C + c],
-                                    want, 1e-6);
+                    ck_assert_close(l->out[(size_t)b * l->ld_out + o], want, 1e-6);
+                    if (l->ops == &kfac_maxpool_ops) {
+                        ck_assert_int_eq(l->argmax[(size_t)b * l->out_size + o], at);
+                        ties += n_max > 1;
+                    }
                 }
+    if (l->ops == &kfac_maxpool_ops)
+        ck_assert_int_gt(ties, 10);
     kfac_floats_free(X);
     kfac_net_free(net);
 }
