@@ -224,6 +224,16 @@ START_TEST(glorot_and_he_init)
 }
 END_TEST
 
+/* The forward pass on `threads` threads, so that kfac_parallel_for() splits im2col's image
+ * rows and pooling's cases into uneven parts (the suites otherwise run on one). */
+static void forward_on_threads(struct kfac_net *net, int m, const float *X, int threads)
+{
+    int was = openblas_get_num_threads();
+    openblas_set_num_threads(threads);
+    kfac_net_forward(net, m, X);
+    openblas_set_num_threads(was);
+}
+
 /* x[b][c][y][x] of m cases of a C×H×W input given channel-major, 0 outside the map. */
 static double pixel(const float *X, int C, int H, int W, int b, int c, int y, int x)
 {
@@ -251,7 +261,7 @@ START_TEST(conv_forward_matches_direct_convolution)
     int oh = l->out_shape.h, ow = l->out_shape.w, k = l->d_in + 1;
     float *X = kfac_floats_new((size_t)m * net->d_in);
     fill_uniform(X, (size_t)m * net->d_in, &r, -2, 2);
-    kfac_net_forward(net, m, X);
+    forward_on_threads(net, m, X, 3);
     ck_assert_int_eq(l->n_pos, oh * ow);
     for (int b = 0; b < m; b++)
         for (int y = 0; y < oh; y++)
@@ -401,7 +411,7 @@ START_TEST(pooling_matches_loops)
     fill_uniform(X, (size_t)m * net->d_in, &r, -2, 2);
     for (size_t i = 0; i < (size_t)m * net->d_in; i++)
         X[i] = floorf(2 * X[i]) / 2;
-    kfac_net_forward(net, m, X);
+    forward_on_threads(net, m, X, 3);
     int ties = 0;
     for (int b = 0; b < m; b++)
         for (int y = 0; y < l->out_shape.h; y++)
