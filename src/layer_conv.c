@@ -37,7 +37,8 @@ struct patches {
 
 /* dst (n) = lo zeros, then src's hi − lo floats, then zeros: one tap row of a patch. The
  * runs are a few floats for a thin input (5 for LeNet-5's first layer), where a memcpy
- * and two memset calls per tap cost more than the copying. */
+ * and two memset calls per tap cost more than the copying; long runs (a wide layer's
+ * 3·64 floats) still go to memcpy. */
 static inline void copy_padded(float *restrict dst, const float *restrict src, size_t lo,
                                size_t hi, size_t n)
 {
