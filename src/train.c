@@ -153,11 +153,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_rng_seed(&run->rng_probe, seed ^ 0x94d049bb133111ebULL);
     if ((rc = kfac_data_load(&c->data, &run->rng_data, &run->train, &run->test)))
         return rc;
-    if (run->train.d_x != run->net->d_in || run->train.d_t != run->net->d_out)
-        return kfac_error(KFAC_EINVAL,
-                          "model.layers takes %d inputs and makes %d outputs, but the data have %d "
-                          "inputs and %d targets per case",
-                          run->net->d_in, run->net->d_out, run->train.d_x, run->train.d_t);
+    /* Images are compared as shapes first, so that a wrong channel count is named as one. */
     const struct kfac_shape *in = &run->net->in_shape;
     const int *shape = run->train.shape;
     if (in->h * in->w > 1 && shape[1] * shape[2] > 1 &&
@@ -165,6 +161,11 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         return kfac_error(KFAC_EINVAL, "model.layers takes %dx%dx%d images, but the cases of %s "
                                        "are %dx%dx%d",
                           in->c, in->h, in->w, c->data.train, shape[0], shape[1], shape[2]);
+    if (run->train.d_x != run->net->d_in || run->train.d_t != run->net->d_out)
+        return kfac_error(KFAC_EINVAL,
+                          "model.layers takes %d inputs and makes %d outputs, but the data have %d "
+                          "inputs and %d targets per case",
+                          run->net->d_in, run->net->d_out, run->train.d_x, run->train.d_t);
     if (c->data.task == KFAC_TASK_CLASSIFICATION && run->loss != KFAC_LOSS_SOFTMAX)
         return kfac_error(KFAC_EINVAL, "data.task = classification needs a softmax output layer");
     /* The largest batch the schedule draws: the whole set when it grows to it. */

@@ -248,6 +248,10 @@ expect_status 2 "image shapes must agree" -- "$KFAC" -q \
     --set "model.layers=2x4x8-conv(4,3):relu-flatten-16:softmax" "$WORK/conv.ini"
 expect_grep "$WORK/err" "takes 2x4x8 images, but the cases of .*bars-images.gz are 1x8x8" \
     "the mismatch names both shapes"
+expect_status 2 "a channel count the data lack is refused" -- "$KFAC" -q \
+    --set "model.layers=3x8x8-conv(4,3):relu-flatten-16:softmax" "$WORK/conv.ini"
+expect_grep "$WORK/err" "takes 3x8x8 images, but the cases of .*bars-images.gz are 1x8x8" \
+    "named as shapes, not as input counts"
 
 printf '[data]\ntrain = x\n[model]\nlayers = 2-2:linear\n[optimizer]\nlearning_rate = 1e5\n' >"$WORK/huge.ini"
 printf 'a,b,y\n1,2,3\n2,1,1e30\n' >"$WORK/diverge.csv"
