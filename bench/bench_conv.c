@@ -6,7 +6,8 @@
  * batch 32, with the gradient for its input (im2col, the forward and dW GEMMs, and one
  * GEMM per tap for the input gradient). Prints achieved GFLOP/s (the GEMMs' multiply-adds;
  * pooling and im2col count nothing) and the ratios; the target on the wide layer is a ratio
- * of at least 0.4. The wide layer's time is also split into its parts.
+ * of at least 0.4. LeNet-5's time is also split by layer, and the wide layer's into its
+ * parts.
  *
  *   bench/bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]
  */
@@ -79,6 +80,30 @@ int main(int argc, char **argv)
     }
     double lenet = flops / best * 1e-9;
     printf("LeNet-5 forward+backward, batch %d: %.2f ms, %.2f GFLOP/s\n", m, best * 1e3, lenet);
+    /* Its layers one by one, in the pass's order, on the g the last pass left: where the
+     * time goes in a network of thin convolutions, pooling and small dense layers. */
+    int widest = 0;
+    for (int i = 1; i < net->n_layers; i++)
+        widest = net->layers[i].in_size > widest ? net->layers[i].in_size : widest;
+    float *layer_din = kfac_floats_new((size_t)m * widest);
+    for (int i = 0; i < net->n_layers; i++) {
+        struct kfac_layer *l = &net->layers[i];
+        double fwd = 1e30, bwd = 1e30;
+        for (int r = 0; r < repeats + 1; r++) {
+            double t = kfac_log_clock();
+            l->ops->forward(l, m);
+            double t1 = kfac_log_clock();
+            l->ops->backward(l, m, 1.0f, l->dW, i > 0 ? layer_din : NULL, l->in_size);
+            double t2 = kfac_log_clock();
+            if (r > 0) {
+                fwd = t1 - t < fwd ? t1 - t : fwd;
+                bwd = t2 - t1 < bwd ? t2 - t1 : bwd;
+            }
+        }
+        printf("  layer %d %s: forward %.2f ms, backward %.2f ms\n", i + 1, l->ops->name, fwd * 1e3,
+               bwd * 1e3);
+    }
+    kfac_floats_free(layer_din);
     kfac_floats_free(X);
     kfac_floats_free(T);
     kfac_net_free(net);
