@@ -424,7 +424,7 @@ int kfac_config_validate(const struct kfac_config *c)
     const struct kfac_optim_opts *o = &c->optim;
     if (o->type == KFAC_OPTIM_KFAC) {
         double gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
-        double gamma_min = o->gamma_min > 0 ? o->gamma_min : sqrt(o->l2);
+        double gamma_min = kfac_gamma_min(o);
         if (gamma_min > o->gamma_max)
             return kfac_error(KFAC_EINVAL, "optimizer.gamma_min (%g) exceeds optimizer.gamma_max "
                                            "(%g)",

@@ -31,19 +31,21 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
         f->A = kfac_xcalloc(na2, sizeof *f->A);
         f->G = kfac_xcalloc(ng2, sizeof *f->G);
+        f->A_keep = kfac_xcalloc(na2, sizeof *f->A_keep);
+        f->G_keep = kfac_xcalloc(ng2, sizeof *f->G_keep);
         f->batch_A = kfac_floats_new(na2);
         f->batch_G = kfac_floats_new(ng2);
-        f->UA_t = kfac_floats_new(na2);
-        f->UG_t = kfac_floats_new(ng2);
+        f->UA_t = kfac_xcalloc(na2, sizeof *f->UA_t);
+        f->UG_t = kfac_xcalloc(ng2, sizeof *f->UG_t);
         f->eig_A = kfac_xcalloc((size_t)f->n_a, sizeof *f->eig_A);
         f->eig_G = kfac_xcalloc((size_t)f->n_g, sizeof *f->eig_G);
-        f->A_inv = kfac_floats_new(na2);
-        f->G_inv = kfac_floats_new(ng2);
+        f->A_inv = kfac_xcalloc(na2, sizeof *f->A_inv);
+        f->G_inv = kfac_xcalloc(ng2, sizeof *f->G_inv);
         /* Until the first decomposition the inverse is that of the damping alone. */
         for (int j = 0; j < f->n_a; j++)
-            f->UA_t[(size_t)j * f->n_a + j] = 1.0f;
+            f->UA_t[(size_t)j * f->n_a + j] = 1.0;
         for (int j = 0; j < f->n_g; j++)
-            f->UG_t[(size_t)j * f->n_g + j] = 1.0f;
+            f->UG_t[(size_t)j * f->n_g + j] = 1.0;
         f->pi = 1.0;
         size_t n = (size_t)(f->n_a > f->n_g ? f->n_a : f->n_g);
         if (n > max_n)
@@ -56,6 +58,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     kfac_eigen_work_init(&c->eig, (int)max_n);
     c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
+    c->dtmp = kfac_xmalloc(2 * max_block * sizeof *c->dtmp);
     return c;
 }
 
@@ -78,15 +81,13 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
         add(st, i, "G", f->G, g2, sizeof(double));
         add(st, i, "batch_A", f->batch_A, a2, sizeof(float));
         add(st, i, "batch_G", f->batch_G, g2, sizeof(float));
-        add(st, i, "UA_t", f->UA_t, a2, sizeof(float));
-        add(st, i, "UG_t", f->UG_t, g2, sizeof(float));
+        add(st, i, "UA_t", f->UA_t, a2, sizeof(double));
+        add(st, i, "UG_t", f->UG_t, g2, sizeof(double));
         add(st, i, "eig_A", f->eig_A, (size_t)f->n_a, sizeof(double));
         add(st, i, "eig_G", f->eig_G, (size_t)f->n_g, sizeof(double));
         add(st, i, "pi", &f->pi, 1, sizeof f->pi);
-        add(st, i, "A_inv", f->A_inv, a2, sizeof(float));
-        add(st, i, "G_inv", f->G_inv, g2, sizeof(float));
-        add(st, i, "VA_t", f->VA_t, a2, sizeof(double));
-        add(st, i, "VG_t", f->VG_t, g2, sizeof(double));
+        add(st, i, "A_inv", f->A_inv, a2, sizeof(double));
+        add(st, i, "G_inv", f->G_inv, g2, sizeof(double));
     }
     kfac_state_add(st, "curv.inv_gamma", &c->inv_gamma, sizeof c->inv_gamma);
     for (int i = 0; c->tri && i < c->n_blocks - 1; i++) {
@@ -117,18 +118,21 @@ void kfac_curvature_free(struct kfac_curvature *c)
         struct kfac_factors *f = &c->f[i];
         free(f->A);
         free(f->G);
+        free(f->A_keep);
+        free(f->G_keep);
         kfac_floats_free(f->batch_A);
         kfac_floats_free(f->batch_G);
-        kfac_floats_free(f->UA_t);
-        kfac_floats_free(f->UG_t);
+        free(f->UA_t);
+        free(f->UG_t);
         free(f->eig_A);
         free(f->eig_G);
-        kfac_floats_free(f->A_inv);
-        kfac_floats_free(f->G_inv);
+        free(f->A_inv);
+        free(f->G_inv);
     }
     free(c->f);
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
+    free(c->dtmp);
     free(c->kfoc.a);
     free(c->kfoc.g);
     free(c->kfoc.X);
@@ -154,15 +158,23 @@ static int second_moment(int rows, int n, const float *x, int ld, double scale, 
     return 1;
 }
 
-/* X ← εX + (1−ε) B on the upper triangle of X and B (n × n). */
-static void merge(int n, double *X, const float *B, double eps)
+/* The upper triangle of out (n × n) = εX + (1−ε) B from those of X and B. */
+static void merge(int n, const double *X, const float *B, double eps, double *out)
 {
     for (int i = 0; i < n; i++) {
-        double *x = X + (size_t)i * n;
+        const double *x = X + (size_t)i * n;
         const float *b = B + (size_t)i * n;
+        double *o = out + (size_t)i * n;
         for (int j = i; j < n; j++)
-            x[j] = eps * x[j] + (1.0 - eps) * b[j];
+            o[j] = eps * x[j] + (1.0 - eps) * b[j];
     }
+}
+
+void kfac_curvature_swap_kept(double **x, double **keep)
+{
+    double *t = *x;
+    *x = *keep;
+    *keep = t;
 }
 
 /* The lower triangle of X (n × n) from the upper: X exactly symmetric. */
@@ -200,14 +212,34 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
     }
     if (c->tri)
         kfac_curvature_cross_moments(c, net, m);
+    /* The merged factors go into the kept buffers, which are then swapped in: the
+     * factors before the update stay whole until the next one, at no copy. */
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
-        merge(f->n_a, f->A, f->batch_A, eps);
-        merge(f->n_g, f->G, f->batch_G, eps);
+        merge(f->n_a, f->A, f->batch_A, eps, f->A_keep);
+        merge(f->n_g, f->G, f->batch_G, eps, f->G_keep);
+        kfac_curvature_swap_kept(&f->A, &f->A_keep);
+        kfac_curvature_swap_kept(&f->G, &f->G_keep);
     }
     if (c->tri)
         kfac_curvature_merge_cross(c, eps);
+    c->kept = 1;
     return 0;
+}
+
+void kfac_curvature_rollback(struct kfac_curvature *c)
+{
+    if (!c->kept)
+        return;
+    for (int i = 0; i < c->n_blocks; i++) {
+        kfac_curvature_swap_kept(&c->f[i].A, &c->f[i].A_keep);
+        kfac_curvature_swap_kept(&c->f[i].G, &c->f[i].G_keep);
+    }
+    for (int i = 0; c->tri && i + 1 < c->n_blocks; i++) {
+        kfac_curvature_swap_kept(&c->tri[i].XA, &c->tri[i].XA_keep);
+        kfac_curvature_swap_kept(&c->tri[i].XG, &c->tri[i].XG_keep);
+    }
+    c->kept = 0;
 }
 
 /* Σ X_jj and ‖X‖_F of X (n × n). */
@@ -273,19 +305,14 @@ int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig)
                                     w->iwork, w->liwork);
 }
 
-/* Eigendecomposition of X (n × n, symmetric) into U_t (rows: eigenvectors) and eig, and
- * the eigenvectors in double into V_t (n × n) unless it is NULL. */
-static int eigen(struct kfac_curvature *c, int n, const double *X, float *U_t, double *V_t,
-                 double *eig)
+/* Eigendecomposition of X (n × n, symmetric) into U_t (n × n, rows: eigenvectors) and
+ * eig. */
+static int eigen(struct kfac_curvature *c, int n, const double *X, double *U_t, double *eig)
 {
     int info = kfac_eigen(&c->eig, n, X, eig);
     if (info != 0)
         return info;
-    size_t n2 = (size_t)n * n;
-    for (size_t j = 0; j < n2; j++)
-        U_t[j] = (float)c->eig.a[j];
-    if (V_t)
-        memcpy(V_t, c->eig.a, n2 * sizeof *V_t);
+    memcpy(U_t, c->eig.a, (size_t)n * n * sizeof *U_t);
     for (int j = 0; j < n; j++)
         if (eig[j] < 0) /* a PSD factor's rounding noise */
             eig[j] = 0;
@@ -297,10 +324,10 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     kfac_curvature_symmetrise(c);
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
-        int info = eigen(c, f->n_a, f->A, f->UA_t, f->VA_t, f->eig_A);
+        int info = eigen(c, f->n_a, f->A, f->UA_t, f->eig_A);
         const char *which = "A";
         if (!info) {
-            info = eigen(c, f->n_g, f->G, f->UG_t, f->VG_t, f->eig_G);
+            info = eigen(c, f->n_g, f->G, f->UG_t, f->eig_G);
             which = "G";
         }
         if (info)
@@ -316,18 +343,17 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
 }
 
 /* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors); tmp: n × n. */
-static void damped_inverse(int n, const float *U_t, const double *eig, double d, float *tmp,
-                           float *inv)
+static void damped_inverse(int n, const double *U_t, const double *eig, double d, double *tmp,
+                           double *inv)
 {
     for (int j = 0; j < n; j++) {
-        float s = (float)(1.0 / (eig[j] + d));
-        const float *u = U_t + (size_t)j * n;
-        float *t = tmp + (size_t)j * n;
+        double s = 1.0 / (eig[j] + d);
+        const double *u = U_t + (size_t)j * n;
+        double *t = tmp + (size_t)j * n;
         for (int r = 0; r < n; r++)
             t[r] = s * u[r];
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0f, U_t, n, tmp, n, 0.0f, inv,
-                n);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0, U_t, n, tmp, n, 0.0, inv, n);
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
@@ -337,8 +363,8 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     /* Block-tridiagonal needs the plain damped inverses of the last layer only. */
     for (int i = c->tri ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
-        damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->tmp, f->A_inv);
-        damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->tmp, f->G_inv);
+        damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
+        damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }
     int rc = c->tri ? kfac_curvature_invert_tridiag(c, gamma, k) : 0;
     c->inv_gamma = rc ? 0 : gamma;
@@ -351,10 +377,15 @@ void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const fl
 {
     const struct kfac_factors *f = &c->f[i];
     int na = f->n_a, ng = f->n_g;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0f, f->G_inv, ng, V, na,
-                0.0f, c->tmp, na);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, scale, c->tmp, na, f->A_inv,
-                na, 0.0f, out, na);
+    size_t n = (size_t)na * ng;
+    double *v = c->dtmp, *half = c->dtmp + c->tmp_n;
+    kfac_floats_to_doubles(n, V, v);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0, f->G_inv, ng, v, na,
+                0.0, half, na);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, (double)scale, half, na,
+                f->A_inv, na, 0.0, v, na);
+    for (size_t j = 0; j < n; j++)
+        out[j] = (float)v[j];
 }
 
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,

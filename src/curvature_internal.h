@@ -8,9 +8,13 @@
 #include "kfac/curvature.h"
 
 /* The cross factors' mini-batch statistics of the first m cases (after the layers' own
- * statistics were found finite), and their merge with decay eps. */
+ * statistics were found finite), and their merge with decay eps, which keeps the cross
+ * factors before it in XA_keep and XG_keep. */
 void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net, int m);
 void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps);
+
+/* Swaps a factor with its kept copy (see kfac_curvature_rollback()). */
+void kfac_curvature_swap_kept(double **x, double **keep);
 
 /* After the layers' eigendecompositions: each coupling's QA, QG, PA and PG. */
 void kfac_curvature_decompose_tridiag(struct kfac_curvature *c);

@@ -323,6 +323,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
             per_case_gradients(m, f->n_pos, f->n_a, c->kfoc.a, f->n_g, c->kfoc.g, c->kfoc.X);
             b.X = c->kfoc.X;
         }
+        memcpy(f->A_keep, f->A, na2 * sizeof *f->A);
+        memcpy(f->G_keep, f->G, ng2 * sizeof *f->G);
         int running = eps > 0;
         if (running)
             memcpy(c->kfoc.L, f->A, na2 * sizeof *c->kfoc.L);
@@ -341,6 +343,7 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
             memcpy(f->G, c->kfoc.R, ng2 * sizeof *f->G);
         }
     }
+    c->kept = 1;
     return 0;
 }
 

@@ -22,27 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A new n × n identity in double. */
-static double *identity(int n)
-{
-    double *id = kfac_xcalloc((size_t)n * n, sizeof *id);
-    for (int j = 0; j < n; j++)
-        id[(size_t)j * n + j] = 1.0;
-    return id;
-}
-
 void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
 {
     if (c->tri)
         return;
     int L = c->n_blocks;
     size_t max_n = (size_t)c->eig.max_n;
-    for (int i = 0; i < L; i++) {
-        struct kfac_factors *f = &c->f[i];
-        /* Before the first decomposition the factors' eigenbases are the identity. */
-        f->VA_t = identity(f->n_a);
-        f->VG_t = identity(f->n_g);
-    }
     c->tri = kfac_xcalloc(L > 1 ? (size_t)L - 1 : 1, sizeof *c->tri);
     for (int i = 0; i + 1 < L; i++) {
         struct kfac_coupling *t = &c->tri[i];
@@ -53,6 +38,8 @@ void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
         size_t xa = (size_t)t->n_a * t->n_a1, xg = (size_t)t->n_g * t->n_g1;
         t->XA = kfac_xcalloc(xa, sizeof *t->XA);
         t->XG = kfac_xcalloc(xg, sizeof *t->XG);
+        t->XA_keep = kfac_xcalloc(xa, sizeof *t->XA_keep);
+        t->XG_keep = kfac_xcalloc(xg, sizeof *t->XG_keep);
         t->batch_XA = kfac_floats_new(xa);
         t->batch_XG = kfac_floats_new(xg);
         t->QA = kfac_xcalloc(xa, sizeof *t->QA);
@@ -78,14 +65,12 @@ void kfac_curvature_free_tridiag(struct kfac_curvature *c)
 {
     if (!c->tri)
         return;
-    for (int i = 0; i < c->n_blocks; i++) {
-        free(c->f[i].VA_t);
-        free(c->f[i].VG_t);
-    }
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         free(t->XA);
         free(t->XG);
+        free(t->XA_keep);
+        free(t->XG_keep);
         kfac_floats_free(t->batch_XA);
         kfac_floats_free(t->batch_XG);
         free(t->QA);
@@ -121,19 +106,21 @@ void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_ne
     }
 }
 
-/* X ← εX + (1−ε) B for X and B of n elements. */
-static void merge_full(size_t n, double *X, const float *B, double eps)
+/* out = εX + (1−ε) B for X, B and out of n elements. */
+static void merge_full(size_t n, const double *X, const float *B, double eps, double *out)
 {
     for (size_t j = 0; j < n; j++)
-        X[j] = eps * X[j] + (1.0 - eps) * B[j];
+        out[j] = eps * X[j] + (1.0 - eps) * B[j];
 }
 
 void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps)
 {
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
-        merge_full((size_t)t->n_a * t->n_a1, t->XA, t->batch_XA, eps);
-        merge_full((size_t)t->n_g * t->n_g1, t->XG, t->batch_XG, eps);
+        merge_full((size_t)t->n_a * t->n_a1, t->XA, t->batch_XA, eps, t->XA_keep);
+        merge_full((size_t)t->n_g * t->n_g1, t->XG, t->batch_XG, eps, t->XG_keep);
+        kfac_curvature_swap_kept(&t->XA, &t->XA_keep);
+        kfac_curvature_swap_kept(&t->XG, &t->XG_keep);
     }
 }
 
@@ -153,8 +140,8 @@ void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_factors *f = &c->f[i], *f1 = &c->f[i + 1];
-        rotate(t->n_a, t->n_a1, t->XA, f->VA_t, f1->VA_t, t->QA, t->PA);
-        rotate(t->n_g, t->n_g1, t->XG, f->VG_t, f1->VG_t, t->QG, t->PG);
+        rotate(t->n_a, t->n_a1, t->XA, f->UA_t, f1->UA_t, t->QA, t->PA);
+        rotate(t->n_g, t->n_g1, t->XG, f->UG_t, f1->UG_t, t->QG, t->PG);
     }
 }
 
@@ -242,11 +229,11 @@ int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_factors *f = &c->f[i], *f1 = &c->f[i + 1];
         const char *which = "A";
-        int info = couple_side(c, t->n_a, t->n_a1, f->VA_t, f->eig_A, gamma * f->pi, f1->VA_t,
+        int info = couple_side(c, t->n_a, t->n_a1, f->UA_t, f->eig_A, gamma * f->pi, f1->UA_t,
                                f1->eig_A, gamma * f1->pi, t->PA, t->QA, t->psi_A, t->KA, c->s_A);
         if (!info) {
             which = "G";
-            info = couple_side(c, t->n_g, t->n_g1, f->VG_t, f->eig_G, gamma / f->pi, f1->VG_t,
+            info = couple_side(c, t->n_g, t->n_g1, f->UG_t, f->eig_G, gamma / f->pi, f1->UG_t,
                                f1->eig_G, gamma / f1->pi, t->PG, t->QG, t->psi_G, t->KG, c->s_G);
         }
         if (info < 0)

@@ -25,6 +25,13 @@ double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
     return h;
 }
 
+double kfac_gamma_min(const struct kfac_optim_opts *o)
+{
+    if (o->gamma_min > 0)
+        return o->gamma_min;
+    return o->l2 > 0 ? sqrt(o->l2) : KFAC_GAMMA_MIN_NO_L2;
+}
+
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
 {
     if (o->momentum_schedule == KFAC_MOMENTUM_FIXED)

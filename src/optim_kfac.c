@@ -143,6 +143,25 @@ static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double 
     return 0;
 }
 
+/* After a failed attempt: the state before it (λ aside, which the caller raises), and rc. */
+static int undo(struct kfac *s, int rc, const struct kfac_rng *rng, double gamma)
+{
+    kfac_curvature_rollback(s->curv);
+    s->rng = *rng;
+    s->gamma = gamma;
+    return rc;
+}
+
+int kfac_gamma_candidates(double gamma, long T2, double gamma_min, double gamma_max,
+                          double *out)
+{
+    double omega2 = pow(19.0 / 20.0, 0.5 * (double)T2);
+    out[0] = fmax(omega2 * gamma, gamma_min);
+    out[1] = fmin(gamma / omega2, gamma_max);
+    out[2] = gamma;
+    return 3;
+}
+
 static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
                      double *figures)
 {
@@ -158,8 +177,12 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     if (!isfinite(h))
         return kfac_objective_error(net, b, k);
     int rc = kfac_check_finite(net, net->grads, k, "gradient");
+    /* A failed attempt leaves no trace: its targets are drawn again, its statistics
+     * unmerged and its γ untried, so that a retry counts its own batch once. */
+    struct kfac_rng rng0 = s->rng;
+    double gamma0 = s->gamma;
     if (rc || (rc = update_curvature(s, b, k, figures)))
-        return rc;
+        return undo(s, rc, &rng0, gamma0);
 
     /* The previous step's part of the model does not depend on γ. */
     double t0 = kfac_log_clock(), c_prev = 0, g_prev = 0;
@@ -180,18 +203,14 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
      * (which matters for the block-tridiagonal variant's eigendecompositions). */
     double gammas[3] = {s->gamma, 0, 0};
     int n_gamma = 1;
-    if (op->gamma_every > 0 && k % op->gamma_every == 0) {
-        double omega2 = pow(19.0 / 20.0, 0.5 * (double)op->gamma_every);
-        gammas[0] = fmax(omega2 * s->gamma, s->gamma_min);
-        gammas[1] = fmin(s->gamma / omega2, op->gamma_max);
-        gammas[2] = s->gamma;
-        n_gamma = 3;
-    }
+    if (op->gamma_every > 0 && k % op->gamma_every == 0)
+        n_gamma = kfac_gamma_candidates(s->gamma, op->gamma_every, s->gamma_min, op->gamma_max,
+                                        gammas);
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
         double a, u, c, score;
         if ((rc = try_gamma(s, b, k, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures)))
-            return rc;
+            return undo(s, rc, &rng0, gamma0);
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
@@ -202,7 +221,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         }
     }
     if ((rc = kfac_check_finite(net, s->best, k, "step")))
-        return rc;
+        return undo(s, rc, &rng0, gamma0);
     cblas_saxpy((int)n, 1.0f, s->best, 1, net->params, 1);
 
     if (op->lambda_every > 0 && k % op->lambda_every == 0) {
@@ -294,7 +313,7 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
         kfac_curvature_reserve_tridiag(s->curv);
     s->lambda = opts->lambda;
     s->gamma = opts->gamma > 0 ? opts->gamma : sqrt(opts->lambda + opts->l2);
-    s->gamma_min = opts->gamma_min > 0 ? opts->gamma_min : sqrt(opts->l2);
+    s->gamma_min = kfac_gamma_min(opts);
     size_t n = net->n_params, jn = (size_t)net->max_batch * (size_t)net->d_out;
     s->delta = kfac_floats_new(n);
     s->cand = kfac_floats_new(n);

@@ -22,7 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KFAC_CHECKPOINT_VERSION 1
+/* 2: the eigenvectors and damped inverses of K-FAC's factors are kept in double. */
+#define KFAC_CHECKPOINT_VERSION 2
 
 struct kfac_state_item {
     char name[48];

@@ -49,20 +49,21 @@ struct kfac_factors {
     int n_a, n_g;        /* d_in+1 and d_out */
     double *A;           /* n_a × n_a: running Ā (updates write the upper triangle) */
     double *G;           /* n_g × n_g: running G (updates write the upper triangle) */
+    double *A_keep;      /* n_a × n_a: Ā before the last update, for kfac_curvature_rollback() */
+    double *G_keep;      /* n_g × n_g */
     float *batch_A;      /* n_a × n_a: the latest mini-batch Ā (upper triangle) */
     float *batch_G;      /* n_g × n_g: the latest mini-batch G (upper triangle) */
-    /* The eigendecomposition of the last kfac_curvature_decompose(): */
-    float *UA_t;         /* n_a × n_a: row j is Ā's eigenvector j */
-    float *UG_t;         /* n_g × n_g: row j is G's eigenvector j */
+    /* The eigendecomposition of the last kfac_curvature_decompose(), in double: */
+    double *UA_t;        /* n_a × n_a: row j is Ā's eigenvector j */
+    double *UG_t;        /* n_g × n_g: row j is G's eigenvector j */
     double *eig_A;       /* n_a: Ā's eigenvalues, ascending, clipped at 0 */
     double *eig_G;       /* n_g */
     double pi;           /* π of the decomposed factors */
-    /* The damped inverses for the γ of the last kfac_curvature_precondition(): */
-    float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
-    float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
-    /* Block-tridiagonal only (else NULL): the eigenvectors of UA_t and UG_t in double. */
-    double *VA_t;        /* n_a × n_a: row j is Ā's eigenvector j */
-    double *VG_t;        /* n_g × n_g */
+    /* The damped inverses for the γ of the last kfac_curvature_invert(), formed and applied
+     * in double: in float the preconditioned gradient of an ill-conditioned factor is off by
+     * more than the condition number times float's rounding (tests/check_kfac.c). */
+    double *A_inv;       /* n_a × n_a: (Ā + γπ I)⁻¹ */
+    double *G_inv;       /* n_g × n_g: (G + γ/π I)⁻¹ */
 };
 
 /* Block-tridiagonal K-FAC: the coupling of layer i (sizes n_a, n_g) to layer i+1 (sizes
@@ -74,6 +75,8 @@ struct kfac_coupling {
     int n_a, n_g, n_a1, n_g1;
     double *XA;          /* n_a × n_a1: running Ā_{i,i+1} = E[ā_i ā_{i+1}ᵀ] */
     double *XG;          /* n_g × n_g1: running G_{i,i+1} = E[g_i g_{i+1}ᵀ] */
+    double *XA_keep;     /* n_a × n_a1: Ā_{i,i+1} before the last update */
+    double *XG_keep;     /* n_g × n_g1 */
     float *batch_XA;     /* n_a × n_a1: the latest mini-batch's */
     float *batch_XG;     /* n_g × n_g1 */
     /* From the last decomposition, with U_A, U'_A the eigenvectors of Ā_i, Ā_{i+1}: */
@@ -111,10 +114,12 @@ struct kfac_curvature {
     struct kfac_eigen_work eig;
     size_t tmp_n;             /* max d_out × (d_in+1) and max factor size squared */
     float *tmp;               /* tmp_n */
+    double *dtmp;             /* 2 tmp_n: a layer's block and its half-preconditioned copy */
     float *tmp2;              /* block-tridiagonal only: tmp_n */
     double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
+    int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_reserve_kfoc(); else zero */
         int max_cases;
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
@@ -141,6 +146,13 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st);
  * with a message naming the iteration k, the layer and the factor. */
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k);
+
+/* Undoes the last kfac_curvature_update() or kfac_curvature_update_kfoc(): every factor
+ * (and cross factor) is again what it was before it, to the bit. For an iteration whose
+ * step failed after its statistics were merged, so that a retry merges its own batch
+ * once. The decomposition is not undone: the retry of the same iteration redoes it when
+ * it is due. Does nothing unless an update came since the last rollback. */
+void kfac_curvature_rollback(struct kfac_curvature *c);
 
 /* K-FOC in place of the statistics (the optimiser's curvature = kfoc): for each layer, the
  * Frobenius-optimal factors L_p ⊗ R_p of the mini-batch's Fisher block (1/m) Σ (ā āᵀ) ⊗ (g gᵀ)
@@ -186,7 +198,7 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k);
 
 /* out (n_params) = scale · F̂⁻¹ V for V (n_params, laid out as net->params) with the
  * inverses of the last kfac_curvature_invert(). Block-diagonal: scale · (G + γ/π I)⁻¹ V_i
- * (Ā + γπ I)⁻¹ for each layer's block V_i (d_out × (d_in+1)), two GEMMs per layer.
+ * (Ā + γπ I)⁻¹ for each layer's block V_i (d_out × (d_in+1)), two GEMMs per layer in double.
  * Block-tridiagonal: Ξ, then Λ (Σ_{i|i+1}⁻¹ per layer, the plain damped inverse for the
  * last), then Ξᵀ: eight GEMMs per layer. out may not alias V. */
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,

@@ -67,7 +67,7 @@ struct kfac_optim_opts {
     double lambda;            /* λ0 */
     double lambda_min;
     double gamma;             /* γ0; 0 selects sqrt(λ0 + η) */
-    double gamma_min;         /* 0 selects sqrt(η) */
+    double gamma_min;         /* 0 selects kfac_gamma_min()'s default */
     double gamma_max;
     int gamma_rule;           /* enum kfac_gamma_rule */
     int pi_norm;              /* enum kfac_pi_norm */
@@ -82,6 +82,14 @@ struct kfac_optim_opts {
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad);
 
+/* The floor on γ when optimizer.gamma_min is 0 and η is too: without one, γ can fall
+ * until the damped inverses of vanishing factors overflow. */
+#define KFAC_GAMMA_MIN_NO_L2 1e-4
+
+/* γ_min: o->gamma_min when positive; else sqrt(η) (REFERENCE.md §5), or
+ * KFAC_GAMMA_MIN_NO_L2 when η = 0. */
+double kfac_gamma_min(const struct kfac_optim_opts *o);
+
 /* μ_k of the momentum schedule (k 1-based). */
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k);
 
@@ -91,7 +99,9 @@ struct kfac_optim_ops {
     const char *name;
     const char *const *columns;  /* names of the figures step() reports, NULL-terminated */
     /* One iteration k (1-based) on batch b: sets *objective (h at the point where the gradient
-     * was taken) and figures (one per column). On KFAC_ENUMERIC the parameters are unchanged. */
+     * was taken) and figures (one per column). On KFAC_ENUMERIC the parameters and the
+     * optimiser's state are as before the call (K-FAC: factors, random stream, γ), so a
+     * retry of k starts from where this attempt did. */
     int (*step)(struct kfac_optim *o, const struct kfac_batch *b, long k, double *objective,
                 double *figures);
     /* After a step failed with KFAC_ENUMERIC: makes the next try more cautious and returns
@@ -147,6 +157,13 @@ double kfac_model_change(const double *C, const double *g, double alpha, double 
 /* The Levenberg–Marquardt rule applied every T1 iterations: ρ < 1/4 (or NaN) multiplies
  * λ by (20/19)^T1, ρ > 3/4 by (19/20)^T1; the result is at least lambda_min. */
 double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min);
+
+/* The γ values K-FAC tries every T2 iterations (REFERENCE.md §5), in the order it tries
+ * them: out[0] = max(ω₂γ, γ_min), out[1] = min(γ/ω₂, γ_max), out[2] = γ, with
+ * ω₂ = (19/20)^(T2/2); the current γ goes last, so that its inverses are still in place when
+ * it is kept. Returns 3. */
+int kfac_gamma_candidates(double gamma, long T2, double gamma_min, double gamma_max,
+                          double *out);
 
 /* SGD with Nesterov momentum (optim_sgd.c). */
 struct kfac_optim *kfac_sgd_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
