@@ -39,6 +39,7 @@ struct raw_set {
     int d_x, d_y;
     int shape[3];           /* see struct kfac_dataset */
     float *x, *y;
+    const char *y_path;     /* the file y came from */
 };
 
 static void raw_free(struct raw_set *r)
@@ -219,6 +220,47 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
     }
     r->d_y = (int)cols_of(&b);
     r->y = b.data;
+    r->y_path = targets;
+    return 0;
+}
+
+/* KFAC_EFORMAT naming path and the case (its place in the file, from 1) of the first of
+ * the n × d values v that is not finite, or with unit set lies outside [0, 1]; what says
+ * what the values are for. */
+static int check_values(const char *path, const float *v, size_t n, int d, int unit,
+                        const char *what)
+{
+    for (size_t i = 0; i < n * (size_t)d; i++) {
+        if (!isfinite(v[i]))
+            return kfac_error(KFAC_EFORMAT, "%s: case %zu holds a value that is not finite (%g, "
+                                            "value %zu of the case)",
+                              path, i / d + 1, v[i], i % d + 1);
+        if (unit && (v[i] < 0 || v[i] > 1))
+            return kfac_error(KFAC_EFORMAT, "%s: case %zu holds %g (value %zu of the case), but "
+                                            "%s must lie in [0, 1]",
+                              path, i / d + 1, v[i], i % d + 1, what);
+    }
+    return 0;
+}
+
+/* The checks every loaded set passes before it is split or shuffled, so that a case is
+ * named by its place in its own file. */
+static int check_raw(const struct kfac_data_opts *o, const char *path, const struct raw_set *r)
+{
+    const char *unit_what = "the targets of a Bernoulli (logistic-output) loss";
+    int rc = check_values(path, r->x, r->n, r->d_x,
+                          o->unit_targets && o->task == KFAC_TASK_AUTOENCODER, unit_what);
+    if (rc || !r->y)
+        return rc;
+    const char *ypath = r->y_path ? r->y_path : path;
+    if ((rc = check_values(ypath, r->y, r->n, r->d_y,
+                           o->unit_targets && o->task == KFAC_TASK_REGRESSION, unit_what)))
+        return rc;
+    for (size_t i = 0; o->task == KFAC_TASK_CLASSIFICATION && i < r->n * (size_t)r->d_y; i++)
+        if (r->y[i] < 0 || r->y[i] != floorf(r->y[i]) || r->y[i] >= 1e6f)
+            return kfac_error(KFAC_EFORMAT, "%s: label %g of case %zu is not an integer in "
+                                            "[0, 1000000)",
+                              ypath, r->y[i], i / r->d_y + 1);
     return 0;
 }
 
@@ -228,6 +270,8 @@ static int load_raw(const struct kfac_data_opts *o, const char *path, const char
     memset(r, 0, sizeof *r);
     int rc = ends_with(path, ".csv") ? load_csv(o, path, r)
                                      : load_arrays(o, path, targets, split, r);
+    if (!rc)
+        rc = check_raw(o, path, r);
     if (rc)
         raw_free(r);
     return rc;
@@ -259,11 +303,11 @@ static int finish_set(const struct kfac_data_opts *o, const char *path, struct r
         ds->t = kfac_floats_new(r->n * (size_t)n_classes);
         for (size_t i = 0; i < r->n; i++) {
             float v = r->y[i];
-            if (v < 0 || v >= n_classes || v != floorf(v)) {
+            if (v >= n_classes) { /* integers ≥ 0 already (check_raw) */
                 kfac_dataset_free(ds);
-                return kfac_error(KFAC_EFORMAT, "%s: label %g of case %zu is not an integer in "
-                                                "[0, %d)",
-                                  path, v, i + 1, n_classes);
+                return kfac_error(KFAC_EFORMAT, "%s: a label %g is not below data.n_classes = "
+                                                "%d",
+                                  path, v, n_classes);
             }
             ds->t[i * (size_t)n_classes + (size_t)v] = 1.0f;
         }

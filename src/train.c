@@ -151,7 +151,9 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL);
     kfac_rng_seed(&run->rng_optim, seed ^ 0x9e3779b97f4a7c15ULL);
     kfac_rng_seed(&run->rng_probe, seed ^ 0x94d049bb133111ebULL);
-    if ((rc = kfac_data_load(&c->data, &run->rng_data, &run->train, &run->test)))
+    struct kfac_data_opts data = c->data;
+    data.unit_targets = run->loss == KFAC_LOSS_BERNOULLI;
+    if ((rc = kfac_data_load(&data, &run->rng_data, &run->train, &run->test)))
         return rc;
     /* Images are compared as shapes first, so that a wrong channel count is named as one. */
     const struct kfac_shape *in = &run->net->in_shape;

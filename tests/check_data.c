@@ -284,6 +284,68 @@ START_TEST(idx_classification_one_hot_and_autoencoder)
 }
 END_TEST
 
+/* Non-finite values in float IDX and NPY files, labels that are not whole, and Bernoulli
+ * targets outside [0, 1] are refused with the file and the case's place in it, whether or
+ * not a held-out split shuffles the cases afterwards. */
+START_TEST(bad_values_are_named_by_file_and_case)
+{
+    const char *npy = scratch_file("bad.npy"), *lab = scratch_file("bad-lab.npy");
+    float x[4 * 3] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, NAN, 0.9f, 0.1f, 0.2f, 0.3f};
+    write_npy(npy, "<f4", "False", "(4, 3)", x, sizeof x);
+    struct kfac_data_opts o = {.train = (char *)npy, .task = KFAC_TASK_AUTOENCODER,
+                               .test_fraction = 0.5};
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 3);
+    struct kfac_dataset tr, te;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
+                 "bad.npy: case 3 holds a value that is not finite (nan, value 2 of the case)");
+    x[7] = INFINITY;
+    write_npy(npy, "<f4", "False", "(4, 3)", x, sizeof x);
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT, "case 3 holds a value that is not "
+                                                                 "finite (inf");
+    /* Float64 and float IDX alike. */
+    double xd[2] = {1.0, -INFINITY};
+    write_npy(npy, "<f8", "False", "(2, 1)", xd, sizeof xd);
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT, "bad.npy: case 2 holds a value");
+    const char *idx = scratch_file("bad.idx");
+    unsigned char buf[4 + 4 * 2 + 4 * 2 * 2];
+    unsigned char hdr[12] = {0, 0, 0x0D, 2, 0, 0, 0, 2, 0, 0, 0, 2};
+    memcpy(buf, hdr, sizeof hdr);
+    float v[4] = {0.5f, 0.25f, 0.125f, NAN};
+    for (int i = 0; i < 4; i++) { /* big-endian floats */
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int b = 0; b < 4; b++)
+            buf[12 + 4 * i + b] = (unsigned char)(u >> (24 - 8 * b));
+    }
+    write_bytes(idx, buf, 12 + 16);
+    o.train = (char *)idx;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT, "bad.idx: case 2 holds a value");
+    /* Bernoulli targets (an autoencoder's inputs) must lie in [0, 1]. */
+    x[7] = 1.5f;
+    write_npy(npy, "<f4", "False", "(4, 3)", x, sizeof x);
+    o.train = (char *)npy;
+    o.unit_targets = 1;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
+                 "bad.npy: case 3 holds 1.5 (value 2 of the case), but the targets of a Bernoulli");
+    o.unit_targets = 0;
+    ck_assert_int_eq(kfac_data_load(&o, &r, &tr, &te), 0); /* squared error takes any value */
+    kfac_dataset_free(&tr);
+    kfac_dataset_free(&te);
+    /* A label that is not whole is named in the labels file, by its own case. */
+    float labels[4] = {0, 1, 2.5f, 1};
+    write_npy(lab, "<f4", "False", "(4,)", labels, sizeof labels);
+    o.task = KFAC_TASK_CLASSIFICATION;
+    o.train_targets = (char *)lab;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
+                 "bad-lab.npy: label 2.5 of case 3 is not an integer");
+    labels[2] = NAN;
+    write_npy(lab, "<f4", "False", "(4,)", labels, sizeof labels);
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
+                 "bad-lab.npy: case 3 holds a value that is not finite");
+}
+END_TEST
+
 /* An N × C × H × W array is a set of C × H × W images, each case's row channel-major as
  * in the file; a 2-D array is a set of vectors. */
 START_TEST(npy_images_keep_their_shape)
@@ -668,6 +730,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, csv_reads_and_reports_lines);
     tcase_add_test(tc, csv_regression_split_and_standardisation);
     tcase_add_test(tc, idx_classification_one_hot_and_autoencoder);
+    tcase_add_test(tc, bad_values_are_named_by_file_and_case);
     tcase_add_test(tc, images_resize_by_area);
     tcase_add_test(tc, batcher_draws_without_replacement);
     tcase_add_test(tc, exponential_batch_schedule);

@@ -106,6 +106,8 @@ struct kfac_data_opts {
     long max_cases;           /* use at most this many training cases (0: all) */
     int image_size;           /* resample square images to this side (0: as stored) */
     int n_classes;            /* classification: 0 infers max label + 1 */
+    int unit_targets;         /* not a key: set by the caller when the loss needs targets in
+                               * [0, 1] (Bernoulli); other values are then refused */
 };
 
 struct kfac_dataset {
@@ -119,7 +121,9 @@ struct kfac_dataset {
 
 void kfac_dataset_free(struct kfac_dataset *ds);
 
-/* Loads the training set and the test set (test->n = 0 when there is none). The rng
+/* Loads the training set and the test set (test->n = 0 when there is none). Every value
+ * must be finite, labels integers ≥ 0 and, with o->unit_targets, targets in [0, 1]: the
+ * first that is not is named with its file and its case's place in that file. The rng
  * draws the held-out split, if any. */
 int kfac_data_load(const struct kfac_data_opts *o, struct kfac_rng *rng,
                    struct kfac_dataset *train, struct kfac_dataset *test);
