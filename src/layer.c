@@ -6,6 +6,7 @@
 #include "kfac/status.h"
 #include "vecmath.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,8 +171,8 @@ void kfac_init_weights(float *W, int rows, int fan_in, int fan_out, enum kfac_in
 
 int kfac_window_out(int n, int k, int stride, int pad)
 {
-    int span = n + 2 * pad - k;
-    return span < 0 || stride < 1 ? 0 : span / stride + 1;
+    int64_t span = (int64_t)n + 2 * (int64_t)pad - k;
+    return span < 0 || stride < 1 || span / stride >= INT_MAX ? 0 : (int)(span / stride + 1);
 }
 
 void kfac_shape_format(const struct kfac_shape *s, char *buf, size_t size)

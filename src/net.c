@@ -7,6 +7,7 @@
 #include "kfac/status.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,11 +234,31 @@ void kfac_net_format_layers(const struct kfac_shape *in, const struct kfac_layer
     }
 }
 
+/* KFAC_EINVAL naming layer i (from 0) when the count v of `what` exceeds KFAC_MAX_SIZE. */
+static int bounded(int i, const char *what, int64_t v)
+{
+    if (v <= KFAC_MAX_SIZE)
+        return 0;
+    return kfac_error(KFAC_EINVAL, "layer %d: %s of %lld values per case is more than kfac-train "
+                                   "supports (%d)",
+                      i + 1, what, (long long)v, KFAC_MAX_SIZE);
+}
+
+static int64_t volume(const struct kfac_shape *s)
+{
+    return (int64_t)s->c * s->h * s->w;
+}
+
 /* Sets up layer l (index i of n) from its spec and input shape; KFAC_EINVAL when they do
- * not fit together. */
+ * not fit together or a size would pass KFAC_MAX_SIZE (every product is formed in 64 bits
+ * and bounded before it is kept in an int). */
 static int shape_layer(struct kfac_layer *l, const struct kfac_layer_spec *s, int i, int n,
                        const struct kfac_shape *in)
 {
+    int rc = bounded(i, "an input", volume(in));
+    if (rc || (rc = bounded(i, "a width", s->d_out)) ||
+        (rc = bounded(i, "a window", (int64_t)s->kh * s->kw)))
+        return rc;
     l->index = i;
     l->in_shape = *in;
     l->kh = l->kw = l->stride = 1;
@@ -283,6 +304,9 @@ static int shape_layer(struct kfac_layer *l, const struct kfac_layer_spec *s, in
         l->kw = s->kw;
         l->stride = s->stride;
         l->pad = s->pad;
+        if ((rc = bounded(i, "an output map", (int64_t)(conv ? s->d_out : in->c) * oh * ow)) ||
+            (rc = bounded(i, "a patch", (int64_t)in->c * s->kh * s->kw)))
+            return rc;
         if (conv) {
             l->ops = &kfac_conv_ops;
             l->d_in = in->c * s->kh * s->kw;

@@ -48,6 +48,14 @@ expect_status 2 "a missing data file is a data error" -- "$KFAC" --set data.trai
 expect_grep "$WORK/err" "none.gz: cannot open" "the missing file is named"
 expect_status 2 "model and data widths must agree" -- "$KFAC" --set model.layers=10-4:logistic-10:logistic "$WORK/ae.ini"
 expect_grep "$WORK/err" "takes 10 inputs" "the mismatch is explained"
+# 1 x 15182 x 848696 wraps to 784 in 32 bits: it passed the input check and crashed.
+expect_status 2 "a shape too large for 32 bits is refused" -- "$KFAC" -n \
+    --set 'model.layers=1x15182x848696-maxpool(1)-flatten-32:logistic-784:logistic' "$WORK/ae.ini"
+expect_grep "$WORK/err" "layer 1: an input of 12884902672 values per case is more than" \
+    "the oversized input is named with its true size"
+expect_status 2 "an output map too large is refused" -- "$KFAC" -n \
+    --set 'model.layers=1x10000x10000-conv(3,3,pad=1):relu-flatten-10:linear' "$WORK/ae.ini"
+expect_grep "$WORK/err" "layer 1: an output map of 300000000 values" "the output map is named"
 
 expect_status 0 "a short training run succeeds" -- "$KFAC" --seed 3 --log "$WORK/run.tsv" "$WORK/ae.ini"
 expect_grep "$WORK/err" "200 iterations in" "the summary line is printed"

@@ -21,6 +21,10 @@
 #include "kfac/layer.h"
 #include <stddef.h>
 
+/* The most values a layer's input, output map, patch or width may hold per case: every
+ * shape product is checked against it in 64 bits, so sizes kept in an int never wrap. */
+#define KFAC_MAX_SIZE 100000000
+
 struct kfac_layer_spec {
     int d_out;                  /* dense: width; conv: output channels; else unused */
     enum kfac_activation act;   /* pooling and flatten: linear */
