@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int kfac_model_new(const struct kfac_config *c, struct kfac_net **net, enum kfac_loss *loss)
@@ -133,6 +134,84 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
     return rc;
 }
 
+/* PATH.i (PATH itself for i = 0). */
+static char *numbered(const char *path, int i)
+{
+    return i ? kfac_xasprintf("%s.%d", path, i) : kfac_xstrdup(path);
+}
+
+/* The real directory of path followed by its last component (caller frees), so that two
+ * spellings of one file compare equal whether it exists or not; NULL when the directory
+ * does not exist. */
+static char *resolved(const char *path)
+{
+    char *copy = kfac_xstrdup(path), *slash = strrchr(copy, '/');
+    const char *dir = slash ? (slash == copy ? "/" : copy) : ".", *base = slash ? slash + 1 : copy;
+    if (slash)
+        *slash = '\0';
+    char *real = realpath(dir, NULL), *out = NULL;
+    if (real)
+        out = kfac_xasprintf("%s/%s", real, base);
+    free(real);
+    free(copy);
+    return out;
+}
+
+/* 1 when a and b name one file: the same device and inode when both exist, else the same
+ * resolved name. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ra = resolved(a), *rb = resolved(b);
+    int same = ra && rb && strcmp(ra, rb) == 0;
+    free(ra);
+    free(rb);
+    return same;
+}
+
+/* Before anything is written: the log and every file the checkpoints use (PATH, its kept
+ * copies PATH.1 …, PATH.next and its temporary) must be different files, none of them a
+ * directory, and the checkpoint's directory must exist and be writable. */
+static int check_outputs(const struct kfac_run *run, const struct kfac_config *c)
+{
+    const char *log = run->opts.no_log ? NULL : c->log_file;
+    struct stat st;
+    if (log && stat(log, &st) == 0 && S_ISDIR(st.st_mode))
+        return kfac_error(KFAC_EINVAL, "%s: the log path is a directory; give a file name",
+                          log);
+    if (!run->checkpoint)
+        return 0;
+    const char *ck = run->checkpoint;
+    if (stat(ck, &st) == 0 && S_ISDIR(st.st_mode))
+        return kfac_error(KFAC_EINVAL, "%s: the checkpoint path (train.checkpoint) is a "
+                                       "directory; give a file name",
+                          ck);
+    char *dir = kfac_xstrdup(ck), *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir] = '\0';
+    const char *d = slash ? dir : ".";
+    int rc = 0;
+    if (access(d, W_OK | X_OK) != 0)
+        rc = kfac_error(KFAC_EINVAL, "%s: the checkpoints cannot be written there: %s: %s", ck,
+                        d, strerror(errno));
+    free(dir);
+    int keep = c->checkpoint_keep > 1 ? c->checkpoint_keep : 1;
+    for (int i = 0; !rc && log && i <= keep + 1; i++) {
+        char *name = i < keep    ? numbered(ck, i)
+                     : i == keep ? kfac_xasprintf("%s.next", ck)
+                                 : kfac_xasprintf("%s.next.tmp", ck);
+        if (same_file(log, name))
+            rc = kfac_error(KFAC_EINVAL, "--log %s and the checkpoint file %s are the same file: "
+                                         "the checkpoint would replace the log (choose another "
+                                         "train.checkpoint or --log)",
+                            log, name);
+        free(name);
+    }
+    return rc;
+}
+
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts)
 {
@@ -190,6 +269,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     } else if (c->log_file && !opts->no_log) {
         run->checkpoint = kfac_xasprintf("%s.ckpt", c->log_file);
     }
+    if ((rc = check_outputs(run, c)))
+        return rc;
     run->start = 1;
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {
@@ -255,12 +336,6 @@ void kfac_run_state(struct kfac_run *run, struct kfac_state *s)
     if (run->avg)
         kfac_state_add(s, "polyak.avg", run->avg, net->n_params * sizeof(float));
     run->optim->ops->state(run->optim, s);
-}
-
-/* PATH.i (PATH itself for i = 0). */
-static char *numbered(const char *path, int i)
-{
-    return i ? kfac_xasprintf("%s.%d", path, i) : kfac_xstrdup(path);
 }
 
 int kfac_run_checkpoint(struct kfac_run *run)

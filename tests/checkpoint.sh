@@ -141,4 +141,30 @@ expect_grep "$WORK/err" "iteration 3: the objective is not finite: the batch's i
 expect_status 1 "train.retries = 0 gives up at once" -- env KFAC_TEST_POISON=3 "$KFAC" -q \
     --log "$WORK/r0.tsv" --set train.retries=0 --set train.iterations=10 "$WORK/run.ini"
 expect_grep "$WORK/err" "gave up after 0 retries" "and says so"
+
+# The outputs: never one file for two purposes, never a directory, and a checkpoint
+# directory that exists, all found before training starts.
+expect_status 2 "a checkpoint named as the log is refused" -- "$KFAC" -q --log "$WORK/same" \
+    --set train.checkpoint="$WORK/same" --set train.checkpoint_every=5 "$WORK/run.ini"
+expect_grep "$WORK/err" "same and the checkpoint file .*same are the same file" "the clash is named"
+[ ! -e "$WORK/same" ] && ok "and nothing was written" || not_ok "and nothing was written"
+printf 'my notes\n' >"$WORK/notes"
+ln -s "$WORK/notes" "$WORK/notes-link"
+expect_status 2 "a log that is the checkpoint through a link is refused, even with --force" -- "$KFAC" -q \
+    --force --log "$WORK/notes-link" --set train.checkpoint="$WORK/notes" \
+    --set train.checkpoint_every=5 "$WORK/run.ini"
+expect_status 2 "so is a log that is a kept copy" -- "$KFAC" -q --log "$WORK/ck.1" \
+    --set train.checkpoint="$WORK/ck" --set train.checkpoint_every=5 "$WORK/run.ini"
+expect_grep "$WORK/err" "ck.1 and the checkpoint file .*ck.1 are the same file" "naming the copy"
+expect_status 2 "a log on the checkpoint's file through another spelling is refused" -- "$KFAC" \
+    -q --log "$WORK/./sub/../spelled" --set train.checkpoint="$WORK/spelled" "$WORK/run.ini"
+[ "$(cat "$WORK/notes")" = "my notes" ] && ok "the linked file is untouched" ||
+    not_ok "the linked file is untouched"
+mkdir "$WORK/adir"
+expect_status 2 "a directory as the log is refused" -- "$KFAC" -q --log "$WORK/adir" "$WORK/run.ini"
+expect_grep "$WORK/err" "adir: the log path is a directory" "and called a directory"
+expect_status 2 "a missing checkpoint directory is found before training" -- "$KFAC" -q \
+    --log "$WORK/nodir.tsv" --set train.checkpoint="$WORK/nodir/ck" "$WORK/run.ini"
+expect_grep "$WORK/err" "nodir/ck: the checkpoints cannot be written there" "naming the directory"
+[ ! -e "$WORK/nodir.tsv" ] && ok "before the log was created" || not_ok "before the log was created"
 finish
