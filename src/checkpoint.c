@@ -4,6 +4,7 @@
  * (structure, item names and sizes, CRC-32) before the second restores anything.
  */
 #include "kfac/checkpoint.h"
+#include "kfac/file.h"
 #include "kfac/status.h"
 
 #include <errno.h>
@@ -75,11 +76,15 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
     uint64_t payload = 4 + strlen(config_text) + 4;
     for (int i = 0; i < s->n; i++)
         payload += 4 + strlen(s->items[i].name) + 8 + s->items[i].bytes;
-    char *tmp = kfac_xasprintf("%s.tmp", path);
-    struct crc_file w = {fopen(tmp, "wb"), crc32(0L, Z_NULL, 0), 0};
+    char *tmp;
+    int fd = kfac_file_temp(path, "the checkpoint", &tmp);
+    if (fd < 0)
+        return KFAC_EIO;
+    struct crc_file w = {fdopen(fd, "wb"), crc32(0L, Z_NULL, 0), 0};
     int err = 0;
     if (!w.f) {
         err = errno;
+        close(fd);
     } else {
         uint32_t version = KFAC_CHECKPOINT_VERSION;
         uint64_t hash = fnv1a(config_text);
@@ -103,24 +108,13 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
             err = errno ? errno : EIO;
         if (fclose(w.f) != 0 && !err)
             err = errno;
-        if (!err && rename(tmp, path) != 0)
-            err = errno;
     }
-    int rc = 0;
+    int rc;
     if (err) {
         remove(tmp);
         rc = kfac_error(KFAC_EIO, "%s: cannot write the checkpoint: %s", path, strerror(err));
     } else {
-        /* The rename is durable only once the directory is on disk too. */
-        char *dir = kfac_xstrdup(path), *slash = strrchr(dir, '/');
-        if (slash)
-            *(slash == dir ? slash + 1 : slash) = '\0';
-        int fd = open(slash ? dir : ".", O_RDONLY);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
-        }
-        free(dir);
+        rc = kfac_file_commit(tmp, path, "the checkpoint");
     }
     free(tmp);
     return rc;

@@ -6,6 +6,7 @@
  */
 #include "data_read.h"
 #include "kfac/data.h"
+#include "kfac/file.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -123,8 +124,13 @@ int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const u
     }
     /* Written beside the target and renamed over it only when complete, so a failure
      * never leaves a truncated file under the final name. */
-    char *tmp = kfac_xasprintf("%s.tmp", path);
-    gzFile f = gzopen(tmp, "wb");
+    char *tmp;
+    int fd = kfac_file_temp(path, "the IDX file", &tmp);
+    if (fd < 0)
+        return KFAC_EIO;
+    gzFile f = gzdopen(fd, "wb");
+    if (!f)
+        close(fd);
     int ok = f != NULL && gzwrite(f, hdr, 4 + 4 * (unsigned)ndim) == 4 + 4 * ndim;
     for (size_t off = 0; ok && off < n; off += 1u << 30) {
         unsigned chunk = (unsigned)(n - off < (1u << 30) ? n - off : (1u << 30));
@@ -132,11 +138,13 @@ int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const u
     }
     if (f && gzclose(f) != Z_OK)
         ok = 0;
-    if (ok && rename(tmp, path) != 0)
-        ok = 0;
-    int rc = ok ? 0 : kfac_error(KFAC_EIO, "%s: cannot write (%s)", path, strerror(errno));
-    if (!ok)
+    int rc;
+    if (ok) {
+        rc = kfac_file_commit(tmp, path, "the IDX file");
+    } else {
+        rc = kfac_error(KFAC_EIO, "%s: cannot write (%s)", path, strerror(errno));
         remove(tmp);
+    }
     free(tmp);
     return rc;
 }

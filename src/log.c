@@ -23,11 +23,15 @@ int kfac_log_open(struct kfac_log *log, const char *path, int force, int progres
         log->f = stdout;
         return 0;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | (force ? O_TRUNC : O_EXCL), 0644);
     if (fd < 0) {
         if (errno == EEXIST)
             return kfac_error(KFAC_EEXIST, "%s: the log file exists; kfac-train never overwrites "
                                            "it (use --force to replace it, or choose another --log)",
+                              path);
+        if (errno == ELOOP)
+            return kfac_error(KFAC_EIO, "%s: the log is a symbolic link; kfac-train writes no "
+                                        "log through one (give the file itself)",
                               path);
         return kfac_error(KFAC_EIO, "%s: cannot create the log: %s", path, strerror(errno));
     }

@@ -307,7 +307,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
 /* Writes an 8-bit RGB image (h × w × 3) as a PNG, refusing an existing file unless force. */
 static int write_png(const char *path, int w, int h, const unsigned char *rgb, int force)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | (force ? O_TRUNC : O_EXCL), 0644);
     if (fd < 0)
         return kfac_error(errno == EEXIST ? KFAC_EEXIST : KFAC_EIO, "%s: %s", path,
                           errno == EEXIST ? "exists; kfac-train never overwrites it (use --force)"

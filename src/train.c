@@ -172,7 +172,7 @@ static int same_file(const char *a, const char *b)
 }
 
 /* Before anything is written: the log and every file the checkpoints use (PATH, its kept
- * copies PATH.1 …, PATH.next and its temporary) must be different files, none of them a
+ * copies PATH.1 …, PATH.next; their temporaries have fresh names) must be different files, none of them a
  * directory, and the checkpoint's directory must exist and be writable. */
 static int check_outputs(const struct kfac_run *run, const struct kfac_config *c)
 {
@@ -198,10 +198,8 @@ static int check_outputs(const struct kfac_run *run, const struct kfac_config *c
                         d, strerror(errno));
     free(dir);
     int keep = c->checkpoint_keep > 1 ? c->checkpoint_keep : 1;
-    for (int i = 0; !rc && log && i <= keep + 1; i++) {
-        char *name = i < keep    ? numbered(ck, i)
-                     : i == keep ? kfac_xasprintf("%s.next", ck)
-                                 : kfac_xasprintf("%s.next.tmp", ck);
+    for (int i = 0; !rc && log && i <= keep; i++) {
+        char *name = i < keep ? numbered(ck, i) : kfac_xasprintf("%s.next", ck);
         if (same_file(log, name))
             rc = kfac_error(KFAC_EINVAL, "--log %s and the checkpoint file %s are the same file: "
                                          "the checkpoint would replace the log (choose another "

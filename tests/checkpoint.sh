@@ -160,6 +160,21 @@ expect_status 2 "a log on the checkpoint's file through another spelling is refu
     -q --log "$WORK/./sub/../spelled" --set train.checkpoint="$WORK/spelled" "$WORK/run.ini"
 [ "$(cat "$WORK/notes")" = "my notes" ] && ok "the linked file is untouched" ||
     not_ok "the linked file is untouched"
+# Links planted where checkpoints are written never lead the writes elsewhere.
+printf 'victim\n' >"$WORK/victim"
+ln -s "$WORK/victim" "$WORK/planted.tsv.ckpt.next.tmp"
+ln -s "$WORK/victim" "$WORK/planted.tsv.ckpt.next"
+expect_status 0 "a run with links planted at the checkpoint's temporary names" -- "$KFAC" -q \
+    --log "$WORK/planted.tsv" --set train.iterations=10 --set train.checkpoint_every=5 \
+    "$WORK/run.ini"
+[ "$(cat "$WORK/victim")" = victim ] && ok "leaves the linked file as it was" ||
+    not_ok "leaves the linked file as it was"
+items "$WORK/planted.tsv.ckpt" | grep -q '^run.iterations ' && ok "and writes a whole checkpoint" ||
+    not_ok "and writes a whole checkpoint"
+ln -s "$WORK/victim" "$WORK/linked.tsv"
+expect_status 2 "--force does not truncate through a link planted as the log" -- "$KFAC" -q \
+    --force --log "$WORK/linked.tsv" --set train.iterations=5 "$WORK/run.ini"
+[ "$(cat "$WORK/victim")" = victim ] && ok "the linked file is kept" || not_ok "the linked file is kept"
 mkdir "$WORK/adir"
 expect_status 2 "a directory as the log is refused" -- "$KFAC" -q --log "$WORK/adir" "$WORK/run.ini"
 expect_grep "$WORK/err" "adir: the log path is a directory" "and called a directory"

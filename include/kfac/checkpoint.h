@@ -13,8 +13,9 @@
  * payload, and the CRC-32 (zlib) of the payload (uint32), all in the machine's byte
  * order. The payload is the trajectory keys as text (uint32 length, then the text),
  * the item count (uint32), then each item: name length (uint32), name, size (uint64),
- * bytes. It is written to PATH.tmp, fsync'd and renamed over PATH, so a crash while
- * writing leaves the previous checkpoint as it was.
+ * bytes. It is written to a new mkstemp(3) temporary beside PATH (file.h), fsync'd and
+ * renamed over PATH, so a crash while writing leaves the previous checkpoint as it was and
+ * a link planted beside it is never written through.
  */
 #ifndef KFAC_CHECKPOINT_H
 #define KFAC_CHECKPOINT_H
@@ -42,7 +43,7 @@ void kfac_state_add(struct kfac_state *s, const char *name, void *ptr, size_t by
 void kfac_state_free(struct kfac_state *s);
 
 /* Writes the items and the configuration's trajectory text (see kfac_config_identity())
- * to path, through path.tmp. KFAC_EIO naming the file on failure, when path is untouched. */
+ * to path, through a temporary beside it. KFAC_EIO naming the file on failure, when path is untouched. */
 int kfac_checkpoint_write(const char *path, const char *config_text, const struct kfac_state *s);
 
 /* A checkpoint file checked against a run's items, ready to restore. */

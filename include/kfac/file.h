@@ -1,0 +1,20 @@
+/*
+ * file.h: files the program writes whole (checkpoints, generated data sets), written so
+ * that neither a failure nor a hostile directory can cost the user a file: a temporary
+ * made with mkstemp(3) beside the target (a new name, mode 0600, never a link that was
+ * planted there), synced, renamed over the target, and the directory synced after it.
+ */
+#ifndef KFAC_FILE_H
+#define KFAC_FILE_H
+
+/* A new temporary "PATH.XXXXXX" in path's directory, open for writing: its descriptor,
+ * its name in *tmp (caller frees). -1 with KFAC_EIO naming path and what it is ("the
+ * checkpoint") when it cannot be made. */
+int kfac_file_temp(const char *path, const char *what, char **tmp);
+
+/* After the temporary's contents are written and synced: renames tmp over path and syncs
+ * the directory, or on failure removes tmp. KFAC_EIO naming path and what it is if the
+ * rename fails. */
+int kfac_file_commit(const char *tmp, const char *path, const char *what);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * file.c: whole-file outputs through mkstemp temporaries renamed into place (file.h).
+ */
+#include "kfac/file.h"
+#include "kfac/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int kfac_file_temp(const char *path, const char *what, char **tmp)
+{
+    *tmp = kfac_xasprintf("%s.XXXXXX", path);
+    int fd = mkstemp(*tmp);
+    if (fd < 0) {
+        kfac_error(KFAC_EIO, "%s: cannot write %s: no temporary file can be made beside it: %s",
+                   path, what, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+    }
+    return fd;
+}
+
+int kfac_file_commit(const char *tmp, const char *path, const char *what)
+{
+    if (rename(tmp, path) != 0) {
+        int err = errno;
+        remove(tmp);
+        return kfac_error(KFAC_EIO, "%s: cannot write %s: cannot rename %s over it: %s", path, what,
+                          tmp, strerror(err));
+    }
+    /* The rename is durable only once the directory is on disk too. */
+    char *dir = kfac_xstrdup(path), *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(dir);
+    return 0;
+}
