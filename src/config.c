@@ -180,9 +180,10 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
         return 0;
     }
     case K_DOUBLE: {
-        double v = strtod(value, &end);
-        if (end == value || *end || errno || !isfinite(v) || v < k->min || v > k->max)
-            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected a number from %g to %g",
+        /* strtod also reads hexadecimal ("0x10" is 16), which no one means in a config. */
+        double v = strpbrk(value, "xX") ? NAN : strtod(value, &end);
+        if (isnan(v) || end == value || *end || errno || !isfinite(v) || v < k->min || v > k->max)
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected a decimal number from %g to %g",
                               k->section, k->name, value, k->min, k->max);
         *(double *)field = v;
         return 0;
