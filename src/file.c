@@ -11,6 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+char *kfac_file_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return kfac_xstrdup(".");
+    return kfac_xasprintf("%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
 int kfac_file_temp(const char *path, const char *what, char **tmp)
 {
     *tmp = kfac_xasprintf("%s.XXXXXX", path);
@@ -33,10 +41,8 @@ int kfac_file_commit(const char *tmp, const char *path, const char *what)
                           tmp, strerror(err));
     }
     /* The rename is durable only once the directory is on disk too. */
-    char *dir = kfac_xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash)
-        *(slash == dir ? slash + 1 : slash) = '\0';
-    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    char *dir = kfac_file_dir(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
         fsync(fd);
         close(fd);

@@ -4,6 +4,7 @@
  * wall-clock budget (see train.h).
  */
 #include "kfac/train.h"
+#include "kfac/file.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -145,15 +146,12 @@ static char *numbered(const char *path, int i)
  * does not exist. */
 static char *resolved(const char *path)
 {
-    char *copy = kfac_xstrdup(path), *slash = strrchr(copy, '/');
-    const char *dir = slash ? (slash == copy ? "/" : copy) : ".", *base = slash ? slash + 1 : copy;
-    if (slash)
-        *slash = '\0';
-    char *real = realpath(dir, NULL), *out = NULL;
+    const char *slash = strrchr(path, '/');
+    char *dir = kfac_file_dir(path), *real = realpath(dir, NULL), *out = NULL;
     if (real)
-        out = kfac_xasprintf("%s/%s", real, base);
+        out = kfac_xasprintf("%s/%s", real, slash ? slash + 1 : path);
     free(real);
-    free(copy);
+    free(dir);
     return out;
 }
 
@@ -188,14 +186,11 @@ static int check_outputs(const struct kfac_run *run, const struct kfac_config *c
         return kfac_error(KFAC_EINVAL, "%s: the checkpoint path (train.checkpoint) is a "
                                        "directory; give a file name",
                           ck);
-    char *dir = kfac_xstrdup(ck), *slash = strrchr(dir, '/');
-    if (slash)
-        slash[slash == dir] = '\0';
-    const char *d = slash ? dir : ".";
+    char *dir = kfac_file_dir(ck);
     int rc = 0;
-    if (access(d, W_OK | X_OK) != 0)
+    if (access(dir, W_OK | X_OK) != 0)
         rc = kfac_error(KFAC_EINVAL, "%s: the checkpoints cannot be written there: %s: %s", ck,
-                        d, strerror(errno));
+                        dir, strerror(errno));
     free(dir);
     int keep = c->checkpoint_keep > 1 ? c->checkpoint_keep : 1;
     for (int i = 0; !rc && log && i <= keep; i++) {

@@ -7,6 +7,10 @@
 #ifndef KFAC_FILE_H
 #define KFAC_FILE_H
 
+/* The directory path names a file in (caller frees): "." for a bare name, "/" for a file
+ * at the root. */
+char *kfac_file_dir(const char *path);
+
 /* A new temporary "PATH.XXXXXX" in path's directory, open for writing: its descriptor,
  * its name in *tmp (caller frees). -1 with KFAC_EIO naming path and what it is ("the
  * checkpoint") when it cannot be made. */
