@@ -1,14 +1,19 @@
 /*
  * checkpoint.c: state lists and the checkpoint file (see checkpoint.h): writing through a
  * temporary file, fsync and rename; reading in two passes, the first checking everything
- * (structure, item names and sizes, CRC-32) before the second restores anything.
+ * (structure, item names and sizes, every value, CRC-32) before the second restores
+ * anything.
  */
 #include "kfac/checkpoint.h"
 #include "kfac/file.h"
+#include "kfac/rng.h"
 #include "kfac/status.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +24,23 @@
 static const char magic[8] = {'K', 'F', 'A', 'C', 'C', 'K', 'P', 'T'};
 enum { HEADER_BYTES = 8 + 4 + 8 + 8, MAX_CONFIG_TEXT = 1 << 20 };
 
-void kfac_state_add(struct kfac_state *s, const char *name, void *ptr, size_t bytes)
+static size_t type_size(enum kfac_state_type type)
+{
+    switch (type) {
+    case KFAC_STATE_F32: return sizeof(float);
+    case KFAC_STATE_F64:
+    case KFAC_STATE_F64_NAN: return sizeof(double);
+    case KFAC_STATE_INT: return sizeof(int);
+    case KFAC_STATE_LONG: return sizeof(long);
+    case KFAC_STATE_SIZE:
+    case KFAC_STATE_PERM: return sizeof(size_t);
+    case KFAC_STATE_RNG: return sizeof(struct kfac_rng);
+    }
+    abort();
+}
+
+void kfac_state_add_range(struct kfac_state *s, const char *name, enum kfac_state_type type,
+                          void *ptr, size_t n, double lo, double hi)
 {
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 32;
@@ -27,8 +48,25 @@ void kfac_state_add(struct kfac_state *s, const char *name, void *ptr, size_t by
     }
     struct kfac_state_item *it = &s->items[s->n++];
     snprintf(it->name, sizeof it->name, "%s", name);
+    it->type = type;
     it->ptr = ptr;
-    it->bytes = bytes;
+    it->n = n;
+    it->bytes = n * type_size(type);
+    it->lo = lo;
+    it->hi = hi;
+}
+
+void kfac_state_add(struct kfac_state *s, const char *name, enum kfac_state_type type, void *ptr,
+                    size_t n)
+{
+    double lo = -DBL_MAX, hi = DBL_MAX;
+    if (type == KFAC_STATE_INT)
+        lo = INT_MIN, hi = INT_MAX;
+    else if (type == KFAC_STATE_LONG)
+        lo = (double)LONG_MIN, hi = (double)LONG_MAX;
+    else if (type == KFAC_STATE_SIZE)
+        lo = 0, hi = (double)SIZE_MAX;
+    kfac_state_add_range(s, name, type, ptr, n, lo, hi);
 }
 
 void kfac_state_free(struct kfac_state *s)
@@ -120,22 +158,107 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
     return rc;
 }
 
-/* Reads n bytes of the payload into p (or skips them when p is NULL), adding them to the
- * CRC; 0 at a short read. */
-static int get(FILE *f, uLong *crc, void *p, size_t n)
+/* The check of one item's values as they stream past: which element comes next, and for
+ * a permutation the values seen so far (a bitmap of n bits). */
+struct check {
+    const struct kfac_state_item *it;
+    size_t at;
+    unsigned char *seen;
+};
+
+/* Checks the values p[0 … k) that follow the first c->at of the item; 0, or an error
+ * naming path, the item, the element and its value. */
+static int check_values(struct check *c, const char *path, const void *p, size_t k)
+{
+    const struct kfac_state_item *it = c->it;
+    for (size_t i = 0; i < k; i++, c->at++) {
+        double v = 0;
+        switch (it->type) {
+        case KFAC_STATE_F32: v = ((const float *)p)[i]; break;
+        case KFAC_STATE_F64:
+        case KFAC_STATE_F64_NAN: v = ((const double *)p)[i]; break;
+        case KFAC_STATE_INT: v = ((const int *)p)[i]; break;
+        case KFAC_STATE_LONG: v = (double)((const long *)p)[i]; break;
+        case KFAC_STATE_SIZE: v = (double)((const size_t *)p)[i]; break;
+        case KFAC_STATE_PERM: {
+            size_t j = ((const size_t *)p)[i];
+            if (j >= it->n || (c->seen[j / 8] >> (j % 8) & 1))
+                return kfac_error(KFAC_EFORMAT, "%s: %s is not a permutation of the %zu cases: "
+                                                "element %zu is %zu, %s",
+                                  path, it->name, it->n, c->at, j,
+                                  j >= it->n ? "out of range" : "a repeat");
+            c->seen[j / 8] |= (unsigned char)(1u << (j % 8));
+            continue;
+        }
+        case KFAC_STATE_RNG:
+            if (!kfac_rng_valid(&((const struct kfac_rng *)p)[i]))
+                return kfac_error(KFAC_EFORMAT, "%s: %s is not a state of the random number "
+                                                "generator (element %zu)",
+                                  path, it->name, c->at);
+            continue;
+        }
+        if (it->type == KFAC_STATE_F64_NAN && isnan(v))
+            continue;
+        if (!(v >= it->lo && v <= it->hi)) {
+            char shown[32];
+            if (it->type == KFAC_STATE_INT || it->type == KFAC_STATE_LONG)
+                snprintf(shown, sizeof shown, "%ld",
+                         it->type == KFAC_STATE_INT ? ((const int *)p)[i] : ((const long *)p)[i]);
+            else if (it->type == KFAC_STATE_SIZE)
+                snprintf(shown, sizeof shown, "%zu", ((const size_t *)p)[i]);
+            else
+                snprintf(shown, sizeof shown, "%.9g", v);
+            char range[64];
+            if (!isfinite(v))
+                snprintf(range, sizeof range, "not a finite number");
+            else
+                snprintf(range, sizeof range, "%s %g", v < it->lo ? "less than" : "more than",
+                         v < it->lo ? it->lo : it->hi);
+            return kfac_error(KFAC_EFORMAT, "%s: %s holds %s at element %zu, %s", path, it->name,
+                              shown, c->at, range);
+        }
+    }
+    return 0;
+}
+
+/* Reads the item's bytes into p (or into a buffer when p is NULL), adding them to the CRC
+ * and checking its values; 0, KFAC_EFORMAT at a short read (short set) or a bad value. */
+static int get_item(FILE *f, const char *path, uLong *crc, const struct kfac_state_item *it,
+                    void *p, int *short_read)
 {
     unsigned char buf[1 << 16];
     unsigned char *out = p;
-    while (n > 0) {
-        size_t k = n < sizeof buf ? n : sizeof buf;
+    size_t size = it->n ? it->bytes / it->n : 1, n = it->bytes;
+    size_t chunk = sizeof buf / size * size;
+    struct check c = {it, 0, NULL};
+    if (it->type == KFAC_STATE_PERM)
+        c.seen = kfac_xcalloc(it->n / 8 + 1, 1);
+    int rc = 0;
+    *short_read = 0;
+    while (!rc && n > 0) {
+        size_t k = n < chunk ? n : chunk;
         unsigned char *dst = out ? out : buf;
-        if (fread(dst, 1, k, f) != k)
-            return 0;
+        if (fread(dst, 1, k, f) != k) {
+            *short_read = 1;
+            rc = KFAC_EFORMAT;
+            break;
+        }
         *crc = crc32(*crc, dst, (uInt)k);
+        rc = check_values(&c, path, dst, k / size);
         if (out)
             out += k;
         n -= k;
     }
+    free(c.seen);
+    return rc;
+}
+
+/* Reads n bytes of the payload into p, adding them to the CRC; 0 at a short read. */
+static int get(FILE *f, uLong *crc, void *p, size_t n)
+{
+    if (fread(p, 1, n, f) != n)
+        return 0;
+    *crc = crc32(*crc, p, (uInt)n);
     return 1;
 }
 
@@ -177,8 +300,11 @@ static int pass(FILE *f, const char *path, uint64_t payload, const struct kfac_s
             return kfac_error(KFAC_EFORMAT, "%s: item %d is %s of %llu bytes where this run has %s "
                                             "of %zu bytes (made for another model or optimiser)",
                               path, i + 1, name, (unsigned long long)bytes, it->name, it->bytes);
-        if (!get(f, &crc, restore ? it->ptr : NULL, it->bytes))
+        int short_read, rc = get_item(f, path, &crc, it, restore ? it->ptr : NULL, &short_read);
+        if (short_read)
             return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint (item %s)", path, name);
+        if (rc)
+            return rc;
     }
     uint32_t stored;
     if (fread(&stored, 4, 1, f) != 1)
@@ -219,10 +345,13 @@ static int open_checked(const char *path, FILE **out, uint64_t *payload, uint64_
                           path, (long long)st.st_size);
     }
     if (st.st_size < HEADER_BYTES + 4 || *payload != (uint64_t)st.st_size - HEADER_BYTES - 4) {
+        int longer = st.st_size >= HEADER_BYTES + 4 &&
+                     *payload < (uint64_t)st.st_size - HEADER_BYTES - 4;
         fclose(f);
-        return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint (%lld bytes where the header "
+        return kfac_error(KFAC_EFORMAT, "%s: %s checkpoint (%lld bytes where the header "
                                         "promises %llu)",
-                          path, (long long)st.st_size,
+                          path, longer ? "damaged or overlong" : "truncated",
+                          (long long)st.st_size,
                           (unsigned long long)(*payload + HEADER_BYTES + 4));
     }
     *out = f;

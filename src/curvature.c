@@ -9,6 +9,7 @@
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
+#include <float.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -62,14 +63,14 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     return c;
 }
 
-/* Adds "curv.<block>.<what>" for an array of n elements of the given size (if any). */
-static void add(struct kfac_state *st, int block, const char *what, void *p, size_t n,
-                size_t size)
+/* Adds "curv.<block>.<what>" for n values of the given type in [lo, hi] (if any). */
+static void add(struct kfac_state *st, int block, const char *what, enum kfac_state_type type,
+                void *p, size_t n, double lo, double hi)
 {
     char name[48];
     snprintf(name, sizeof name, "curv.%d.%s", block, what);
     if (p)
-        kfac_state_add(st, name, p, n * size);
+        kfac_state_add_range(st, name, type, p, n, lo, hi);
 }
 
 void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
@@ -77,35 +78,35 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         size_t a2 = (size_t)f->n_a * f->n_a, g2 = (size_t)f->n_g * f->n_g;
-        add(st, i, "A", f->A, a2, sizeof(double));
-        add(st, i, "G", f->G, g2, sizeof(double));
-        add(st, i, "batch_A", f->batch_A, a2, sizeof(float));
-        add(st, i, "batch_G", f->batch_G, g2, sizeof(float));
-        add(st, i, "UA_t", f->UA_t, a2, sizeof(double));
-        add(st, i, "UG_t", f->UG_t, g2, sizeof(double));
-        add(st, i, "eig_A", f->eig_A, (size_t)f->n_a, sizeof(double));
-        add(st, i, "eig_G", f->eig_G, (size_t)f->n_g, sizeof(double));
-        add(st, i, "pi", &f->pi, 1, sizeof f->pi);
-        add(st, i, "A_inv", f->A_inv, a2, sizeof(double));
-        add(st, i, "G_inv", f->G_inv, g2, sizeof(double));
+        add(st, i, "A", KFAC_STATE_F64, f->A, a2, -DBL_MAX, DBL_MAX);
+        add(st, i, "G", KFAC_STATE_F64, f->G, g2, -DBL_MAX, DBL_MAX);
+        add(st, i, "batch_A", KFAC_STATE_F32, f->batch_A, a2, -DBL_MAX, DBL_MAX);
+        add(st, i, "batch_G", KFAC_STATE_F32, f->batch_G, g2, -DBL_MAX, DBL_MAX);
+        add(st, i, "UA_t", KFAC_STATE_F64, f->UA_t, a2, -DBL_MAX, DBL_MAX);
+        add(st, i, "UG_t", KFAC_STATE_F64, f->UG_t, g2, -DBL_MAX, DBL_MAX);
+        add(st, i, "eig_A", KFAC_STATE_F64, f->eig_A, (size_t)f->n_a, 0, DBL_MAX);
+        add(st, i, "eig_G", KFAC_STATE_F64, f->eig_G, (size_t)f->n_g, 0, DBL_MAX);
+        add(st, i, "pi", KFAC_STATE_F64, &f->pi, 1, DBL_MIN, DBL_MAX);
+        add(st, i, "A_inv", KFAC_STATE_F64, f->A_inv, a2, -DBL_MAX, DBL_MAX);
+        add(st, i, "G_inv", KFAC_STATE_F64, f->G_inv, g2, -DBL_MAX, DBL_MAX);
     }
-    kfac_state_add(st, "curv.inv_gamma", &c->inv_gamma, sizeof c->inv_gamma);
+    kfac_state_add_range(st, "curv.inv_gamma", KFAC_STATE_F64, &c->inv_gamma, 1, 0, DBL_MAX);
     for (int i = 0; c->tri && i < c->n_blocks - 1; i++) {
         struct kfac_coupling *t = &c->tri[i];
         size_t a = (size_t)t->n_a * t->n_a1, g = (size_t)t->n_g * t->n_g1;
-        add(st, i, "XA", t->XA, a, sizeof(double));
-        add(st, i, "XG", t->XG, g, sizeof(double));
-        add(st, i, "batch_XA", t->batch_XA, a, sizeof(float));
-        add(st, i, "batch_XG", t->batch_XG, g, sizeof(float));
-        add(st, i, "QA", t->QA, a, sizeof(double));
-        add(st, i, "QG", t->QG, g, sizeof(double));
-        add(st, i, "PA", t->PA, a, sizeof(double));
-        add(st, i, "PG", t->PG, g, sizeof(double));
-        add(st, i, "psi_A", t->psi_A, a, sizeof(float));
-        add(st, i, "psi_G", t->psi_G, g, sizeof(float));
-        add(st, i, "KA", t->KA, (size_t)t->n_a * t->n_a, sizeof(float));
-        add(st, i, "KG", t->KG, (size_t)t->n_g * t->n_g, sizeof(float));
-        add(st, i, "den", t->den, (size_t)t->n_g * t->n_a, sizeof(float));
+        add(st, i, "XA", KFAC_STATE_F64, t->XA, a, -DBL_MAX, DBL_MAX);
+        add(st, i, "XG", KFAC_STATE_F64, t->XG, g, -DBL_MAX, DBL_MAX);
+        add(st, i, "batch_XA", KFAC_STATE_F32, t->batch_XA, a, -DBL_MAX, DBL_MAX);
+        add(st, i, "batch_XG", KFAC_STATE_F32, t->batch_XG, g, -DBL_MAX, DBL_MAX);
+        add(st, i, "QA", KFAC_STATE_F64, t->QA, a, -DBL_MAX, DBL_MAX);
+        add(st, i, "QG", KFAC_STATE_F64, t->QG, g, -DBL_MAX, DBL_MAX);
+        add(st, i, "PA", KFAC_STATE_F64, t->PA, a, -DBL_MAX, DBL_MAX);
+        add(st, i, "PG", KFAC_STATE_F64, t->PG, g, -DBL_MAX, DBL_MAX);
+        add(st, i, "psi_A", KFAC_STATE_F32, t->psi_A, a, -DBL_MAX, DBL_MAX);
+        add(st, i, "psi_G", KFAC_STATE_F32, t->psi_G, g, -DBL_MAX, DBL_MAX);
+        add(st, i, "KA", KFAC_STATE_F32, t->KA, (size_t)t->n_a * t->n_a, -DBL_MAX, DBL_MAX);
+        add(st, i, "KG", KFAC_STATE_F32, t->KG, (size_t)t->n_g * t->n_g, -DBL_MAX, DBL_MAX);
+        add(st, i, "den", KFAC_STATE_F32, t->den, (size_t)t->n_g * t->n_a, -DBL_MAX, DBL_MAX);
     }
 }
 

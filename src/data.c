@@ -4,6 +4,7 @@
  * iterator (see data.h).
  */
 #include "kfac/data.h"
+#include "kfac/checkpoint.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -480,6 +481,12 @@ void kfac_batcher_free(struct kfac_batcher *b)
     kfac_floats_free(b->x);
     free(b->perm);
     memset(b, 0, sizeof *b);
+}
+
+void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s)
+{
+    kfac_state_add(s, "batcher.perm", KFAC_STATE_PERM, b->perm, b->ds->n);
+    kfac_state_add_range(s, "batcher.pos", KFAC_STATE_SIZE, &b->pos, 1, 0, (double)b->ds->n);
 }
 
 void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out)

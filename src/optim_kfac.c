@@ -18,6 +18,7 @@
 #include "kfac/optim.h"
 #include "kfac/status.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,11 +258,11 @@ static double kfac_raise_damping(struct kfac_optim *o)
 static void kfac_state(struct kfac_optim *o, struct kfac_state *st)
 {
     struct kfac *s = (struct kfac *)o;
-    kfac_state_add(st, "kfac.rng", &s->rng, sizeof s->rng);
-    kfac_state_add(st, "kfac.lambda", &s->lambda, sizeof s->lambda);
-    kfac_state_add(st, "kfac.gamma", &s->gamma, sizeof s->gamma);
-    kfac_state_add(st, "kfac.have_prev", &s->have_prev, sizeof s->have_prev);
-    kfac_state_add(st, "kfac.prev", s->prev, o->net->n_params * sizeof(float));
+    kfac_state_add(st, "kfac.rng", KFAC_STATE_RNG, &s->rng, 1);
+    kfac_state_add_range(st, "kfac.lambda", KFAC_STATE_F64, &s->lambda, 1, 0, DBL_MAX);
+    kfac_state_add_range(st, "kfac.gamma", KFAC_STATE_F64, &s->gamma, 1, DBL_MIN, DBL_MAX);
+    kfac_state_add_range(st, "kfac.have_prev", KFAC_STATE_INT, &s->have_prev, 1, 0, 1);
+    kfac_state_add(st, "kfac.prev", KFAC_STATE_F32, s->prev, o->net->n_params);
     kfac_curvature_state(s->curv, st);
 }
 

@@ -51,7 +51,7 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
 static void sgd_state(struct kfac_optim *o, struct kfac_state *st)
 {
     struct sgd *s = (struct sgd *)o;
-    kfac_state_add(st, "sgd.velocity", s->velocity, o->net->n_params * sizeof(float));
+    kfac_state_add(st, "sgd.velocity", KFAC_STATE_F32, s->velocity, o->net->n_params);
 }
 
 static void sgd_free(struct kfac_optim *o)

@@ -27,6 +27,14 @@ void kfac_rng_seed(struct kfac_rng *r, uint64_t seed)
     r->has_spare = 0;
 }
 
+int kfac_rng_valid(const struct kfac_rng *r)
+{
+    /* Box–Muller's radius sqrt(−2 ln u) with u ≥ 2⁻⁵³ stays below 8.6. */
+    return (r->s[0] | r->s[1] | r->s[2] | r->s[3]) != 0 &&
+           (r->has_spare == 0 || r->has_spare == 1) && isfinite(r->spare) &&
+           fabs(r->spare) <= 9;
+}
+
 uint64_t kfac_rng_u64(struct kfac_rng *r)
 {
     uint64_t *s = r->s;

@@ -9,6 +9,7 @@
 #include "kfac/status.h"
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -318,16 +319,16 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
 void kfac_run_state(struct kfac_run *run, struct kfac_state *s)
 {
     struct kfac_net *net = run->net;
-    kfac_state_add(s, "run.iterations", &run->iterations_done, sizeof run->iterations_done);
-    kfac_state_add(s, "run.seconds", &run->seconds, sizeof run->seconds);
-    kfac_state_add(s, "run.final", run->final, sizeof run->final);
-    kfac_state_add(s, "rng.batch", &run->rng_batch, sizeof run->rng_batch);
-    kfac_state_add(s, "rng.probe", &run->rng_probe, sizeof run->rng_probe);
-    kfac_state_add(s, "batcher.perm", run->batcher.perm, run->train.n * sizeof *run->batcher.perm);
-    kfac_state_add(s, "batcher.pos", &run->batcher.pos, sizeof run->batcher.pos);
-    kfac_state_add(s, "net.params", net->params, net->n_params * sizeof(float));
+    kfac_state_add_range(s, "run.iterations", KFAC_STATE_LONG, &run->iterations_done, 1, 0,
+                         (double)LONG_MAX);
+    kfac_state_add_range(s, "run.seconds", KFAC_STATE_F64, &run->seconds, 1, 0, DBL_MAX);
+    kfac_state_add(s, "run.final", KFAC_STATE_F64_NAN, run->final, 4);
+    kfac_state_add(s, "rng.batch", KFAC_STATE_RNG, &run->rng_batch, 1);
+    kfac_state_add(s, "rng.probe", KFAC_STATE_RNG, &run->rng_probe, 1);
+    kfac_batcher_state(&run->batcher, s);
+    kfac_state_add(s, "net.params", KFAC_STATE_F32, net->params, net->n_params);
     if (run->avg)
-        kfac_state_add(s, "polyak.avg", run->avg, net->n_params * sizeof(float));
+        kfac_state_add(s, "polyak.avg", KFAC_STATE_F32, run->avg, net->n_params);
     run->optim->ops->state(run->optim, s);
 }
 

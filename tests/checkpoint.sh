@@ -85,6 +85,28 @@ head -c 3000 "$WORK/cut.ckpt" >"$WORK/short.ckpt"
 expect_status 2 "a truncated checkpoint is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
     --resume "$WORK/short.ckpt" --set train.iterations=$((total + 100)) "$WORK/run.ini"
 expect_grep "$WORK/err" "short.ckpt: truncated checkpoint" "as truncated"
+# Forged checkpoints, their CRCs correct: each value is checked before anything is used.
+forged() { # ITEM I TYPE V MESSAGE...: forge cut.ckpt so and expect a refusal naming the item
+    if "$MKFIXTURE" ckpt-forge "$WORK/cut.ckpt" "$WORK/forged.ckpt" "$1" "$2" "$3" "$4"; then
+        expect_status 2 "a checkpoint with $1[$2] = $4 is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+            --resume "$WORK/forged.ckpt" --set train.iterations=$((total + 100)) "$WORK/run.ini"
+        expect_grep "$WORK/err" "forged.ckpt: $5" "naming the item"
+    else
+        not_ok "forging $1[$2]"
+    fi
+}
+forged run.iterations 0 i64 -5 "run.iterations holds -5 at element 0, less than 0"
+forged batcher.perm 3 u64 1099511627776 \
+    "batcher.perm is not a permutation of the [0-9]* cases: element 3 is 1099511627776, out of range"
+cp "$WORK/cut.ckpt" "$WORK/cut.keep"
+"$MKFIXTURE" ckpt-forge "$WORK/cut.keep" "$WORK/cut.ckpt" batcher.perm 0 u64 0
+forged batcher.perm 1 u64 0 "batcher.perm is not a permutation .*: element 1 is 0, a repeat"
+mv "$WORK/cut.keep" "$WORK/cut.ckpt"
+forged batcher.pos 0 u64 1152921504606846976 \
+    "batcher.pos holds 1152921504606846976 at element 0, more than 480"
+forged run.seconds 0 f64 nan "run.seconds holds nan at element 0, not a finite number"
+forged net.params 0 f64 inf "net.params holds nan at element 1, not a finite number"
+forged kfac.lambda 0 f64 -1 "kfac.lambda holds -1 at element 0, less than 0"
 cmp -s "$WORK/cut.tsv" "$WORK/cut.before" && ok "the log is untouched by the refusals" ||
     not_ok "the log is untouched by the refusals"
 expect_status 0 "--force-resume continues with the new configuration" -- "$KFAC" -q \

@@ -11,6 +11,9 @@
  *                                               stand-in sources for kfac-datagen faces
  *   mkfixture ckpt-items CHECKPOINT             "name bytes crc32" of each item of a
  *                                               checkpoint
+ *   mkfixture ckpt-forge IN OUT ITEM I TYPE V   IN with element I of ITEM set to V, read
+ *                                               as TYPE (i64, u64, f64), and the CRC made
+ *                                               right again: a forged checkpoint
  */
 #include "kfac/data.h"
 #include "kfac/rng.h"
@@ -111,6 +114,54 @@ static int ckpt_items(const char *path)
     return fclose(f) != 0;
 }
 
+/* Copies the checkpoint in to out with element i of item `name` set to value (of type
+ * i64, u64 or f64) and the CRC recomputed, as someone crafting a checkpoint would. */
+static int ckpt_forge(const char *in, const char *out, const char *name, long i, const char *type,
+                      const char *value)
+{
+    FILE *f = fopen(in, "rb");
+    static unsigned char buf[1 << 24];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (!f || n < 36 || n == sizeof buf)
+        return 1;
+    fclose(f);
+    uint32_t len, items;
+    size_t at = 28;
+    memcpy(&len, buf + at, 4);
+    at += 4 + len;
+    memcpy(&items, buf + at, 4);
+    at += 4;
+    for (uint32_t k = 0; k < items && at + 12 <= n; k++) {
+        uint64_t bytes;
+        memcpy(&len, buf + at, 4);
+        int match = len == strlen(name) && at + 4 + len <= n && memcmp(buf + at + 4, name, len) == 0;
+        at += 4 + len;
+        memcpy(&bytes, buf + at, 8);
+        at += 8;
+        if (match) {
+            unsigned char *p = buf + at + 8 * (size_t)i;
+            if (8 * (uint64_t)(i + 1) > bytes)
+                return 1;
+            if (strcmp(type, "i64") == 0) {
+                int64_t v = strtoll(value, NULL, 0);
+                memcpy(p, &v, 8);
+            } else if (strcmp(type, "u64") == 0) {
+                uint64_t v = strtoull(value, NULL, 0);
+                memcpy(p, &v, 8);
+            } else {
+                double v = strtod(value, NULL);
+                memcpy(p, &v, 8);
+            }
+            uint32_t crc = (uint32_t)crc32(0L, buf + 28, (uInt)(n - 32));
+            memcpy(buf + n - 4, &crc, 4);
+            FILE *o = fopen(out, "wb");
+            return !o || fwrite(buf, 1, n, o) != n || fclose(o) != 0;
+        }
+        at += bytes;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     struct kfac_rng r;
@@ -128,7 +179,10 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "ckpt-items") == 0)
         return ckpt_items(argv[2]);
+    if (argc == 8 && strcmp(argv[1], "ckpt-forge") == 0)
+        return ckpt_forge(argv[2], argv[3], argv[4], atol(argv[5]), argv[6], argv[7]);
     fprintf(stderr, "usage: mkfixture bars IMAGES LABELS N SEED | mkfixture csv FILE N SEED | "
-                    "mkfixture blobs FILE.npy K SEED | mkfixture ckpt-items CHECKPOINT\n");
+                    "mkfixture blobs FILE.npy K SEED | mkfixture ckpt-items CHECKPOINT | "
+                    "mkfixture ckpt-forge IN OUT ITEM I TYPE V\n");
     return 2;
 }

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct kfac_state;
+
 #define KFAC_MAX_DIMS 8
 
 /* An n-dimensional array read from a file. */
@@ -159,6 +161,10 @@ struct kfac_batcher {
 void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,
                        struct kfac_rng *rng);
 void kfac_batcher_free(struct kfac_batcher *b);
+
+/* Lists the batch order and position as checkpoint items (checkpoint.h): a resumed run
+ * draws the same batches, and a checkpoint's order must be a permutation of the cases. */
+void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s);
 
 /* The next m cases (1 ≤ m ≤ min(max_batch, n)). */
 void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out);

@@ -20,6 +20,10 @@ struct kfac_rng {
 /* Seeds the generator; equal seeds give equal streams on every platform. */
 void kfac_rng_seed(struct kfac_rng *r, uint64_t seed);
 
+/* 1 when r is a state the generator can be in (its xoshiro words not all zero, a spare
+ * normal that Box–Muller can give), 0 for bytes that no seeding led to. */
+int kfac_rng_valid(const struct kfac_rng *r);
+
 uint64_t kfac_rng_u64(struct kfac_rng *r);
 
 /* Uniform double in [0, 1) with 53 random bits. */

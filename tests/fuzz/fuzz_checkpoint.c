@@ -12,9 +12,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static long k;
     static float w[16];
     struct kfac_state s = {0};
-    kfac_state_add(&s, "lambda", &lambda, sizeof lambda);
-    kfac_state_add(&s, "k", &k, sizeof k);
-    kfac_state_add(&s, "w", w, sizeof w);
+    kfac_state_add(&s, "lambda", KFAC_STATE_F64, &lambda, 1);
+    kfac_state_add(&s, "k", KFAC_STATE_LONG, &k, 1);
+    kfac_state_add(&s, "w", KFAC_STATE_F32, w, 16);
     struct kfac_checkpoint ck;
     if (kfac_checkpoint_open(path, &s, &ck) == 0) {
         kfac_checkpoint_restore(&ck, &s);

@@ -4,9 +4,9 @@
 #
 #   tests/fuzz/run.sh [SECONDS [TARGET...]]     default: 60 s each, all targets
 #
-# Targets: idx npy csv ini checkpoint (tests/fuzz/fuzz_TARGET.c). Each starts from the
-# seeds in tests/fuzz/corpus/TARGET (kept in git) and grows a working corpus in
-# tests/fuzz/work/TARGET (not kept). An input that crashes a target, leaks or runs out of
+# Targets: idx npy csv ini checkpoint checkpoint_fields (tests/fuzz/fuzz_TARGET.c). Each
+# starts from the seeds in tests/fuzz/corpus/TARGET (kept in git) and grows a working
+# corpus in tests/fuzz/work/TARGET (not kept). An input that crashes a target, leaks or runs out of
 # memory is written to tests/fuzz/crashes/TARGET/; once the bug is fixed, commit it there:
 # make check replays every file in corpus/ and crashes/ (tests/fuzz.sh). The last lines
 # give each target's executions and findings.
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-idx npy csv ini checkpoint}
+targets=${*:-idx npy csv ini checkpoint checkpoint_fields}
 command -v clang >/dev/null 2>&1 || { echo "run.sh: clang is not installed (Debian: apt-get install clang)" >&2; exit 2; }
 [ -f "$top/config.h" ] || { echo "run.sh: configure the project first (./bootstrap)" >&2; exit 2; }
 build=$here/work/build
