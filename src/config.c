@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum key_type { K_INT, K_LONG, K_DOUBLE, K_BOOL, K_STRING, K_PATH, K_ENUM };
+enum key_type { K_INT, K_LONG, K_DOUBLE, K_BYTES, K_BOOL, K_STRING, K_PATH, K_ENUM };
 
 struct key {
     const char *section, *name;
@@ -96,6 +96,7 @@ static const struct key keys[] = {
     {"train", "checkpoint_every", K_LONG, F(checkpoint_every), "0", 0, 1e12, NULL},
     {"train", "checkpoint_seconds", K_DOUBLE, F(checkpoint_seconds), "0", 0, 1e9, NULL},
     {"train", "checkpoint_keep", K_INT, F(checkpoint_keep), "2", 1, 1000, NULL},
+    {"train", "memory_limit", K_BYTES, F(memory_limit), "0", 0, 1125899906842624.0, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -186,6 +187,23 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
             return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected a decimal number from %g to %g",
                               k->section, k->name, value, k->min, k->max);
         *(double *)field = v;
+        return 0;
+    }
+    case K_BYTES: {
+        /* A decimal number of bytes, optionally with K, M, G or T (powers of 1024). */
+        static const char suffixes[] = "KMGT";
+        double bytes = strpbrk(value, "xX") ? NAN : strtod(value, &end);
+        const char *unit = !isnan(bytes) && *end ? strchr(suffixes, *end) : NULL;
+        if (unit && *unit && end[1] == '\0') {
+            for (const char *u = suffixes; u <= unit; u++)
+                bytes *= 1024;
+            end++;
+        }
+        if (isnan(bytes) || end == value || *end || errno || bytes < k->min || bytes > k->max)
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected a size in bytes with an "
+                                           "optional K, M, G or T, at most 1024T",
+                              k->section, k->name, value);
+        *(double *)field = floor(bytes);
         return 0;
     }
     case K_BOOL:
@@ -446,6 +464,16 @@ static void print_value(const struct key *k, const struct kfac_config *c, FILE *
     case K_INT: fprintf(f, "%d\n", *(const int *)field); break;
     case K_LONG: fprintf(f, "%ld\n", *(const long *)field); break;
     case K_DOUBLE: fprintf(f, "%.15g\n", *(const double *)field); break;
+    case K_BYTES: {
+        /* In the largest unit that keeps it whole: 2G, not 2147483648. */
+        static const char *const units[] = {"", "K", "M", "G", "T"};
+        double v = *(const double *)field;
+        int u = 0;
+        while (u < 4 && v >= 1024 && fmod(v, 1024) == 0)
+            v /= 1024, u++;
+        fprintf(f, "%.0f%s\n", v, units[u]);
+        break;
+    }
     case K_BOOL: fprintf(f, "%s\n", *(const int *)field ? "true" : "false"); break;
     case K_ENUM: fprintf(f, "%s\n", k->choices[*(const int *)field]); break;
     case K_STRING:
@@ -475,7 +503,7 @@ static int run_control(const struct key *k)
 {
     static const char *const train_keys[] = {"iterations", "max_seconds", "checkpoint",
                                              "checkpoint_every", "checkpoint_seconds",
-                                             "checkpoint_keep", NULL};
+                                             "checkpoint_keep", "memory_limit", NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

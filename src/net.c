@@ -3,6 +3,7 @@
  * and forward-mode passes over all layers (see net.h).
  */
 #include "kfac/net.h"
+#include "kfac/memory.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -391,6 +392,13 @@ int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spe
         if (net->layers[i].n_params)
             net->blocks[net->n_blocks++] = &net->layers[i];
     }
+    struct kfac_memory need = {0};
+    kfac_memory_add(&need, "parameters and gradients", "model.layers",
+                    2.0 * (double)net->n_params * sizeof(float));
+    if ((rc = kfac_memory_check(&need, 0, NULL))) {
+        kfac_net_free(net);
+        return rc;
+    }
     net->params = kfac_floats_new(net->n_params);
     net->grads = kfac_floats_new(net->n_params);
     size_t off = 0;
@@ -430,14 +438,15 @@ static void set_ones_column(size_t rows, size_t cols, float *x)
         x[r * cols + cols - 1] = 1.0f;
 }
 
-void kfac_net_reserve(struct kfac_net *net, int max_batch)
+/* The floats of the layer buffers for m cases, and the ints of the max-pooling indices;
+ * col: the floats of the im2col scratch, shared by the convolutions. Per layer: in and
+ * r_in, s, g and r_s; a convolution's ā; the last layer also owns out and r_out, which
+ * elsewhere are the next layer's in and r_in. */
+static void buffer_sizes(const struct kfac_net *net, size_t m, size_t *floats, size_t *ints,
+                         size_t *col)
 {
-    if (max_batch <= net->max_batch)
-        return;
-    size_t m = (size_t)max_batch, total = 0, n_argmax = 0, col = 0;
-    /* Per layer: in and r_in, s, g and r_s; a convolution's ā; the shared im2col scratch;
-     * the last layer also owns out and r_out, which elsewhere are the next layer's in and
-     * r_in. */
+    size_t total = 0, n_argmax = 0;
+    *col = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
         size_t ld_in = (size_t)l->in_size + (l->ops == &kfac_dense_ops);
@@ -446,12 +455,28 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch)
             size_t rows = m * (size_t)l->n_pos;
             total += rows * (size_t)(l->d_in + 1);
             size_t width = (size_t)(l->d_in > l->d_out ? l->d_in : l->d_out);
-            col = rows * width > col ? rows * width : col;
+            *col = rows * width > *col ? rows * width : *col;
         }
         if (l->ops == &kfac_maxpool_ops)
             n_argmax += m * (size_t)l->out_size;
     }
-    total += 2 * m * (size_t)net->d_out + col;
+    *floats = total + 2 * m * (size_t)net->d_out + *col;
+    *ints = n_argmax;
+}
+
+double kfac_net_buffer_bytes(const struct kfac_net *net, int max_batch)
+{
+    size_t floats, ints, col;
+    buffer_sizes(net, (size_t)max_batch, &floats, &ints, &col);
+    return (double)floats * sizeof(float) + (double)ints * sizeof(int);
+}
+
+void kfac_net_reserve(struct kfac_net *net, int max_batch)
+{
+    if (max_batch <= net->max_batch)
+        return;
+    size_t m = (size_t)max_batch, total, n_argmax, col;
+    buffer_sizes(net, m, &total, &n_argmax, &col);
     kfac_floats_free(net->buffers);
     free(net->argmax);
     net->buffers = kfac_floats_new(total);

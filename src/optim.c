@@ -3,6 +3,7 @@
  * momentum schedule, gradient checks, and construction by type (see optim.h).
  */
 #include "kfac/optim.h"
+#include "kfac/curvature.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -142,6 +143,17 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
         return 0;
     }
     return kfac_error(KFAC_EINVAL, "optimizer.type: unknown optimiser %d", opts->type);
+}
+
+double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_net *net,
+                        int max_batch)
+{
+    double n = (double)net->n_params;
+    if (opts->type != KFAC_OPTIM_KFAC)
+        return 2 * n * sizeof(float); /* SGD's velocity and θ */
+    /* δ, its candidate, the best one and the previous step; J·δ₀ and a scratch. */
+    return (4 * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
+           kfac_curvature_bytes(net, opts->curvature == KFAC_CURVATURE_TRIDIAGONAL);
 }
 
 void kfac_optim_free(struct kfac_optim *o)

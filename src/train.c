@@ -6,6 +6,7 @@
 #include "kfac/train.h"
 #include "kfac/file.h"
 #include "kfac/mat.h"
+#include "kfac/memory.h"
 #include "kfac/status.h"
 
 #include <errno.h>
@@ -206,6 +207,32 @@ static int check_outputs(const struct kfac_run *run, const struct kfac_config *c
     return rc;
 }
 
+/* Refuses a run whose data, network, buffers for max_batch cases and optimiser need more
+ * memory than train.memory_limit or the machine allows, before any of it is allocated. */
+static int check_memory(const struct kfac_run *run, const struct kfac_config *c, int train_batch,
+                        int max_batch)
+{
+    const struct kfac_net *net = run->net;
+    struct kfac_memory need = {0};
+    double cases = (double)(run->train.n + run->test.n), n = (double)net->n_params;
+    int own_t = run->train.t != run->train.x;
+    kfac_memory_add(&need, "the data", "data.max_cases",
+                    cases * (run->train.d_x + own_t * run->train.d_t) * sizeof(float));
+    kfac_memory_add(&need, "parameters and gradients", "model.layers", 2 * n * sizeof(float));
+    char what[64];
+    snprintf(what, sizeof what, "layer buffers for %d cases", max_batch);
+    kfac_memory_add(&need, what, max_batch > train_batch ? "log.eval_batch" : "train.batch_size",
+                    kfac_net_buffer_bytes(net, max_batch));
+    kfac_memory_add(&need, "the batch", "train.batch_size",
+                    (double)train_batch * (run->train.d_x + own_t * run->train.d_t) * sizeof(float));
+    kfac_memory_add(&need, c->optim.type == KFAC_OPTIM_KFAC ? "K-FAC's factors and vectors"
+                                                            : "SGD's vectors",
+                    "model.layers", kfac_optim_bytes(&c->optim, net, max_batch));
+    if (c->polyak_start > 0)
+        kfac_memory_add(&need, "the Polyak average", "train.polyak_start", 2 * n * sizeof(float));
+    return kfac_memory_check(&need, c->memory_limit, "train.memory_limit");
+}
+
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts)
 {
@@ -248,7 +275,12 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                                       c->batch_schedule == KFAC_SCHEDULE_FIXED ? 1
                                                                                : c->batch_full_at,
                                       run->train.n);
-    int max_batch = train_batch > c->eval_batch ? train_batch : c->eval_batch;
+    /* Evaluation passes need no more than the larger set. */
+    size_t largest = run->train.n > run->test.n ? run->train.n : run->test.n;
+    run->eval_batch = (size_t)c->eval_batch < largest ? c->eval_batch : (int)largest;
+    int max_batch = train_batch > run->eval_batch ? train_batch : run->eval_batch;
+    if ((rc = check_memory(run, c, train_batch, max_batch)))
+        return rc;
     kfac_net_reserve(run->net, max_batch);
     kfac_net_init(run->net, (enum kfac_init)c->init, c->sparse_connections, &run->rng_init);
     if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->rng_optim, &run->optim)))
@@ -381,15 +413,15 @@ static void evaluate_all(struct kfac_run *run, long k, double *out)
 {
     const struct kfac_config *c = run->cfg;
     struct kfac_net *net = run->net;
-    out[0] = kfac_evaluate(net, c->data.task, &run->train, c->eval_batch);
-    out[1] = kfac_evaluate(net, c->data.task, &run->test, c->eval_batch);
+    out[0] = kfac_evaluate(net, c->data.task, &run->train, run->eval_batch);
+    out[1] = kfac_evaluate(net, c->data.task, &run->test, run->eval_batch);
     out[2] = out[3] = NAN;
     if (run->avg && k >= c->polyak_start) {
         size_t bytes = net->n_params * sizeof(float);
         memcpy(run->scratch, net->params, bytes);
         memcpy(net->params, run->avg, bytes);
-        out[2] = kfac_evaluate(net, c->data.task, &run->train, c->eval_batch);
-        out[3] = kfac_evaluate(net, c->data.task, &run->test, c->eval_batch);
+        out[2] = kfac_evaluate(net, c->data.task, &run->train, run->eval_batch);
+        out[3] = kfac_evaluate(net, c->data.task, &run->test, run->eval_batch);
         memcpy(net->params, run->scratch, bytes);
     }
 }

@@ -56,6 +56,27 @@ expect_grep "$WORK/err" "layer 1: an input of 12884902672 values per case is mor
 expect_status 2 "an output map too large is refused" -- "$KFAC" -n \
     --set 'model.layers=1x10000x10000-conv(3,3,pad=1):relu-flatten-10:linear' "$WORK/ae.ini"
 expect_grep "$WORK/err" "layer 1: an output map of 300000000 values" "the output map is named"
+# Runs that cannot fit are refused before they allocate, with the bytes and the key.
+expect_status 2 "parameters beyond any machine's memory are refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
+    --set 'model.layers=64-1000000:logistic-1000000:logistic-64:logistic' "$WORK/ae.ini"
+expect_grep "$WORK/err" "model.layers: the run needs at least 7.3 TiB, more than the .* this machine lets the process use: parameters and gradients 7.3 TiB (model.layers)" \
+    "naming the bytes and the key"
+expect_status 2 "K-FAC factors beyond any machine's memory are refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
+    --set optimizer.type=kfac --set 'model.layers=64-200000:logistic-64:logistic' "$WORK/ae.ini"
+expect_grep "$WORK/err" "needs at least 2.6 TiB, .*: K-FAC's factors and vectors 2.6 TiB (model.layers)" \
+    "naming the factors"
+expect_status 2 "a run over train.memory_limit is refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
+    --set train.memory_limit=1M --set train.batch_size=480 "$WORK/ae.ini"
+expect_grep "$WORK/err" "more than train.memory_limit (1.0 MiB): layer buffers for 480 cases 997.5 KiB (train.batch_size)" \
+    "naming the limit and the largest item"
+[ -e "$WORK/big.tsv" ] && not_ok "no log is left by the refusals" || ok "no log is left by the refusals"
+# 10,000,000 cases of buffers for 480 cases to evaluate: now as many as there are.
+expect_status 0 "log.eval_batch beyond the data set is clamped to it" -- "$KFAC" -q --log "$WORK/eval.tsv" \
+    --set log.eval_batch=10000000 --set train.memory_limit=64M --set train.iterations=3 "$WORK/ae.ini"
+expect_status 0 "train.memory_limit takes K, M, G and T" -- "$KFAC" -n --set train.memory_limit=1.5G "$WORK/ae.ini"
+expect_grep "$WORK/out" "^memory_limit = 1536M" "and prints the size back in the largest whole unit"
+expect_status 2 "a memory limit that is not a size is refused" -- "$KFAC" -n --set train.memory_limit=2Q "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.memory_limit = '2Q': expected a size in bytes" "naming the key"
 
 expect_status 0 "a short training run succeeds" -- "$KFAC" --seed 3 --log "$WORK/run.tsv" "$WORK/ae.ini"
 expect_grep "$WORK/err" "200 iterations in" "the summary line is printed"

@@ -32,6 +32,7 @@ struct kfac_config {
     long polyak_start;               /* 0: no iterate averaging */
     double polyak_decay;             /* the cap on ξ */
     double max_seconds;              /* 0: no wall-clock limit */
+    double memory_limit;             /* bytes a run may use; 0: what the machine has */
     int retries;                     /* tries again of a non-finite iteration */
     char *checkpoint;                /* NULL: log_file + ".ckpt", or none without a log file */
     long checkpoint_every;           /* iterations between checkpoints (0: not by count) */
@@ -74,7 +75,7 @@ void kfac_config_print(const struct kfac_config *c, FILE *f);
 
 /* The keys that decide a run's trajectory, one "section.key = value" line each: every key
  * except how long it runs (train.iterations, train.max_seconds), its checkpoints
- * (train.checkpoint*) and the [log] and [study] sections. A checkpoint keeps it, and a
+ * (train.checkpoint*), train.memory_limit and the [log] and [study] sections. A checkpoint keeps it, and a
  * resumed run compares its own with it. The caller frees the text. */
 char *kfac_config_identity(const struct kfac_config *c);
 

@@ -132,6 +132,10 @@ struct kfac_curvature {
 /* Factors for every layer of net with parameters (zero until the first update).
  * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
+
+/* A lower bound of the bytes kfac_curvature_new(net) allocates, and with tridiagonal
+ * kfac_curvature_reserve_tridiag() too: the factors and their copies. */
+double kfac_curvature_bytes(const struct kfac_net *net, int tridiagonal);
 void kfac_curvature_free(struct kfac_curvature *c);
 
 /* Lists the curvature's state for a checkpoint (checkpoint.h): every factor, the last

@@ -59,7 +59,8 @@ void kfac_net_format_layers(const struct kfac_shape *in, const struct kfac_layer
 /* A network with zeroed parameters and no buffers for input maps of shape *in. KFAC_EINVAL
  * (and NULL in *out), naming the layer, for a softmax anywhere but on a dense last layer,
  * a width below 1, a dense layer on a map (flatten first), a convolution or pooling on a
- * vector, or a window that does not fit its input. */
+ * vector, or a window that does not fit its input; naming model.layers and the bytes
+ * when the parameters and gradients need more memory than there is (memory.h). */
 int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spec *specs,
                         int n_specs, struct kfac_net **out);
 
@@ -72,6 +73,9 @@ int kfac_net_check_layers(const struct kfac_shape *in, const struct kfac_layer_s
 int kfac_net_new(int d_in, const struct kfac_layer_spec *specs, int n_specs,
                  struct kfac_net **out);
 void kfac_net_free(struct kfac_net *net);
+
+/* The bytes kfac_net_reserve(net, max_batch) allocates. */
+double kfac_net_buffer_bytes(const struct kfac_net *net, int max_batch);
 
 /* Makes the layer buffers hold at least max_batch cases (allocates; call outside loops). */
 void kfac_net_reserve(struct kfac_net *net, int max_batch);

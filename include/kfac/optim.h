@@ -126,6 +126,11 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
                    const struct kfac_rng *rng, struct kfac_optim **out);
 void kfac_optim_free(struct kfac_optim *o);
 
+/* A lower bound of the bytes kfac_optim_new() allocates for net with buffers for
+ * max_batch cases: its vectors and, for K-FAC, the factors (curvature.h). */
+double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_net *net,
+                        int max_batch);
+
 /* The number of figures (log columns) the optimiser reports. */
 int kfac_optim_n_columns(const struct kfac_optim *o);
 
