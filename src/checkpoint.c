@@ -263,9 +263,10 @@ static int get(FILE *f, uLong *crc, void *p, size_t n)
 }
 
 /* One pass over the payload: checks the items against s, restoring them when `restore`;
- * returns 0 or an error naming path. config_text, when not NULL, receives the text. */
+ * returns 0 or an error naming path (other_items set when the items are not s's).
+ * config_text, when not NULL, receives the text. */
 static int pass(FILE *f, const char *path, uint64_t payload, const struct kfac_state *s,
-                int restore, char **config_text)
+                int restore, char **config_text, int *other_items)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
     uint32_t text_len, n_items, name_len;
@@ -284,7 +285,7 @@ static int pass(FILE *f, const char *path, uint64_t payload, const struct kfac_s
     if (!ok || !get(f, &crc, &n_items, 4))
         return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint", path);
     if (n_items != (uint32_t)s->n)
-        return kfac_error(KFAC_EFORMAT, "%s: the checkpoint holds %u pieces of state, this run has "
+        return *other_items = 1, kfac_error(KFAC_EFORMAT, "%s: the checkpoint holds %u pieces of state, this run has "
                                         "%d (made by another build or for another model)",
                           path, n_items, s->n);
     for (int i = 0; i < s->n; i++) {
@@ -297,7 +298,7 @@ static int pass(FILE *f, const char *path, uint64_t payload, const struct kfac_s
         if (!get(f, &crc, &bytes, 8))
             return kfac_error(KFAC_EFORMAT, "%s: truncated checkpoint (item %s)", path, name);
         if (strcmp(name, it->name) != 0 || bytes != it->bytes)
-            return kfac_error(KFAC_EFORMAT, "%s: item %d is %s of %llu bytes where this run has %s "
+            return *other_items = 1, kfac_error(KFAC_EFORMAT, "%s: item %d is %s of %llu bytes where this run has %s "
                                             "of %zu bytes (made for another model or optimiser)",
                               path, i + 1, name, (unsigned long long)bytes, it->name, it->bytes);
         int short_read, rc = get_item(f, path, &crc, it, restore ? it->ptr : NULL, &short_read);
@@ -367,11 +368,15 @@ int kfac_checkpoint_open(const char *path, const struct kfac_state *s, struct kf
     int rc = open_checked(path, &f, &payload, &hash);
     if (rc)
         return rc;
-    rc = pass(f, path, payload, s, 0, &ck->config_text);
+    rc = pass(f, path, payload, s, 0, &ck->config_text, &ck->other_items);
     fclose(f);
-    if (!rc && fnv1a(ck->config_text) != hash)
+    if (ck->config_text && fnv1a(ck->config_text) != hash) {
+        ck->other_items = 0;
         rc = kfac_error(KFAC_EFORMAT, "%s: the checkpoint's configuration does not match its hash",
                         path);
+    }
+    if (rc && ck->other_items)
+        return rc; /* the caller may say which configuration keys differ */
     if (rc) {
         free(ck->config_text);
         ck->config_text = NULL;
@@ -388,7 +393,8 @@ int kfac_checkpoint_restore(const struct kfac_checkpoint *ck, const struct kfac_
     int rc = open_checked(ck->path, &f, &payload, &hash);
     if (rc)
         return rc;
-    rc = pass(f, ck->path, payload, s, 1, NULL);
+    int other_items = 0;
+    rc = pass(f, ck->path, payload, s, 1, NULL, &other_items);
     fclose(f);
     return rc;
 }

@@ -7,12 +7,18 @@
 #include "kfac/status.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* More than any configuration needs; a bigger file is something else. */
+enum { MAX_CONFIG_BYTES = 1 << 20 };
 
 enum key_type { K_INT, K_LONG, K_DOUBLE, K_BYTES, K_BOOL, K_STRING, K_PATH, K_ENUM };
 
@@ -270,6 +276,7 @@ struct parse_ctx {
     int line;
     int section_line;         /* line of the latest [section] header */
     int err_line;             /* line of the first error the handler or reader found */
+    size_t bytes;             /* read so far: at most MAX_CONFIG_BYTES (the file may grow) */
     char msg[768];
     unsigned char seen[N_KEYS];
 };
@@ -316,33 +323,80 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
-/* Reads one line for inih, counting lines and refusing ones longer than inih can take. */
+/* Reads one line for inih, counting lines and refusing ones longer than inih can take and
+ * ones with a NUL byte (inih would ignore what follows it). */
 static char *reader(char *str, int num, void *stream)
 {
     struct parse_ctx *p = stream;
-    if (!fgets(str, num, p->f))
+    int n = 0, ch = 0, nul = 0;
+    while (n < num - 1 && (ch = getc(p->f)) != EOF) {
+        nul |= ch == '\0';
+        str[n++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    p->bytes += (size_t)n;
+    if (n == 0 || p->bytes > MAX_CONFIG_BYTES)
         return NULL;
+    str[n] = '\0';
     p->line++;
+    if (nul) {
+        fail_at(p, "a NUL byte in the line (not a text file?)");
+        str[0] = '\0';
+    }
     if (str[strspn(str, " \t")] == '[')
         p->section_line = p->line;
-    size_t n = strlen(str);
-    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(p->f)) {
+    if (n == num - 1 && str[n - 1] != '\n' && (ch = getc(p->f)) != EOF) {
+        ungetc(ch, p->f);
         fail_at(p, "line longer than 198 characters");
-        int ch;
-        while ((ch = fgetc(p->f)) != EOF && ch != '\n')
+        while ((ch = getc(p->f)) != EOF && ch != '\n')
             ;
-        str[0] = 0;
+        str[0] = '\0';
     }
     return str;
+}
+
+/* What a file that is not a regular file is, for messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    if (S_ISFIFO(mode))
+        return "a pipe";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
 }
 
 int kfac_config_load(struct kfac_config *c, const char *path)
 {
     struct parse_ctx p = {.c = c, .path = path};
-    p.f = fopen(path, "r");
-    if (!p.f)
-        return kfac_error(KFAC_EIO, "%s: cannot open: %s", path, strerror(errno));
-    int rc = ini_parse_stream(reader, &p, handler, &p);
+    /* A device (/dev/zero) would be read for ever, a pipe would block the open and a
+     * directory reads as empty: look before reading. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        return kfac_error(KFAC_EIO, "%s: cannot open: %s", path, strerror(err));
+    }
+    int rc = 0;
+    if (!S_ISREG(st.st_mode))
+        rc = kfac_error(KFAC_EINVAL, "%s: %s, not a configuration file", path,
+                        file_kind(st.st_mode));
+    else if (st.st_size > MAX_CONFIG_BYTES)
+        rc = kfac_error(KFAC_EINVAL, "%s: %lld bytes is not a configuration (at most %d)", path,
+                        (long long)st.st_size, MAX_CONFIG_BYTES);
+    else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || !(p.f = fdopen(fd, "r")))
+        rc = kfac_error(KFAC_EIO, "%s: cannot read: %s", path, strerror(errno));
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    rc = ini_parse_stream(reader, &p, handler, &p);
     fclose(p.f);
     if (p.err_line && (rc <= 0 || p.err_line <= rc))
         return kfac_error(KFAC_EINVAL, "%s:%d: %s", path, p.err_line, p.msg);

@@ -115,10 +115,15 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
     kfac_run_state(run, &s);
     struct kfac_checkpoint ck;
     int rc = kfac_checkpoint_open(opts->resume, &s, &ck);
-    if (!rc) {
+    if (!rc || ck.other_items) {
+        /* A checkpoint of another model is named by the keys that made it so. */
         char *now = kfac_config_identity(run->cfg);
         char *diff = kfac_config_text_diff(ck.config_text, now);
-        if (diff && !opts->force_resume)
+        if (diff && ck.other_items)
+            rc = kfac_error(KFAC_EINVAL, "%s: made by a run with another configuration, whose "
+                                         "state does not fit this one: %s",
+                            opts->resume, diff);
+        else if (diff && !opts->force_resume)
             rc = kfac_error(KFAC_EINVAL, "%s: made by a run with another configuration: %s (give "
                                          "--force-resume to continue with this one)",
                             opts->resume, diff);

@@ -219,7 +219,7 @@ START_TEST(other_items_are_refused)
     struct kfac_state sa = {0}, s2 = {0}, s3 = {0};
     list(&a, &sa);
     const char *path = scratch_file("items.ckpt");
-    ck_assert_int_eq(kfac_checkpoint_write(path, "", &sa), 0);
+    ck_assert_int_eq(kfac_checkpoint_write(path, "optimizer.lambda = 150\n", &sa), 0);
     float w2[301];
     kfac_state_add(&s2, "lambda", KFAC_STATE_F64, &a.lambda, 1);
     kfac_state_add(&s2, "k", KFAC_STATE_LONG, &a.k, 1);
@@ -227,13 +227,18 @@ START_TEST(other_items_are_refused)
     struct kfac_checkpoint ck;
     expect_error(kfac_checkpoint_open(path, &s2, &ck), KFAC_EFORMAT, "holds 7 pieces of state, "
                                                                      "this run has 3");
+    kfac_checkpoint_close(&ck);
     for (int i = 3; i < 7; i++)
         kfac_state_add(&s2, sa.items[i].name, sa.items[i].type, sa.items[i].ptr, sa.items[i].n);
     expect_error(kfac_checkpoint_open(path, &s2, &ck), KFAC_EFORMAT,
                  "item 3 is w of 1200 bytes where this run has w of 1204 bytes");
+    ck_assert_int_eq(ck.other_items, 1);
+    ck_assert_str_eq(ck.config_text, "optimizer.lambda = 150\n"); /* for the caller's diff */
+    kfac_checkpoint_close(&ck);
     kfac_state_add(&s3, "lambda", KFAC_STATE_F64, &a.lambda, 1);
     expect_error(kfac_checkpoint_open(path, &s3, &ck), KFAC_EFORMAT, "holds 7 pieces of state, "
                                                                      "this run has 1");
+    kfac_checkpoint_close(&ck);
     kfac_state_free(&sa);
     kfac_state_free(&s2);
     kfac_state_free(&s3);

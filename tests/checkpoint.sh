@@ -81,6 +81,15 @@ expect_status 2 "resuming with another configuration is refused" -- "$KFAC" -q -
     --resume "$WORK/cut.ckpt" --set optimizer.lambda=10 --set train.iterations=$((total + 100)) "$WORK/run.ini"
 expect_grep "$WORK/err" "another configuration: optimizer.lambda (was 150, now 10).*--force-resume" \
     "naming what differs"
+# Keys that change the state's shape are named too, not only the state that differs.
+expect_status 2 "resuming with another optimiser is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/cut.ckpt" --set optimizer.type=sgd --set train.iterations=$((total + 100)) "$WORK/run.ini"
+expect_grep "$WORK/err" "another configuration, whose state does not fit this one: optimizer.type (was kfac, now sgd)" \
+    "naming optimizer.type"
+expect_status 2 "resuming with fewer cases is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/cut.ckpt" --force-resume --set data.max_cases=300 --set train.iterations=$((total + 100)) "$WORK/run.ini"
+expect_grep "$WORK/err" "does not fit this one: data.max_cases (was 0, now 300)" \
+    "naming data.max_cases, even with --force-resume"
 head -c 3000 "$WORK/cut.ckpt" >"$WORK/short.ckpt"
 expect_status 2 "a truncated checkpoint is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
     --resume "$WORK/short.ckpt" --set train.iterations=$((total + 100)) "$WORK/run.ini"

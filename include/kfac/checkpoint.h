@@ -76,6 +76,7 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
 struct kfac_checkpoint {
     char *path;
     char *config_text;    /* the saved trajectory keys */
+    int other_items;      /* opening failed because the items are not the run's */
 };
 
 /* Opens path and checks all of it against the items s of the resuming run (the same
@@ -83,7 +84,9 @@ struct kfac_checkpoint {
  * values. KFAC_EFORMAT naming the file and what is wrong for a file that is not a
  * checkpoint, of another version, truncated, too long, corrupted, made for other items,
  * or with a value outside its item's type and range (naming the item, the element and
- * the value); KFAC_EIO if it cannot be read.
+ * the value); KFAC_EIO if it cannot be read. When the items are not the run's (a
+ * checkpoint of another model or optimiser), ck->other_items is set and ck->config_text
+ * holds the saved keys, so that the caller can name the keys that differ; close ck then.
  * Nothing is allocated from the file's claims beyond its real size. */
 int kfac_checkpoint_open(const char *path, const struct kfac_state *s, struct kfac_checkpoint *ck);
 

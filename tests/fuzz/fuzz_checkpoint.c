@@ -16,11 +16,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kfac_state_add(&s, "k", KFAC_STATE_LONG, &k, 1);
     kfac_state_add(&s, "w", KFAC_STATE_F32, w, 16);
     struct kfac_checkpoint ck;
-    if (kfac_checkpoint_open(path, &s, &ck) == 0) {
-        kfac_checkpoint_restore(&ck, &s);
+    int rc = kfac_checkpoint_open(path, &s, &ck);
+    if (rc == 0 || ck.other_items)
         free(kfac_config_text_diff(ck.config_text, "optimizer.lambda = 150\n"));
-        kfac_checkpoint_close(&ck);
-    }
+    if (rc == 0)
+        kfac_checkpoint_restore(&ck, &s);
+    kfac_checkpoint_close(&ck);
     kfac_state_free(&s);
     close(fd);
     return 0;

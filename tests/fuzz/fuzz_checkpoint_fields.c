@@ -104,18 +104,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (kfac_checkpoint_write(path, "", &F.forged_list))
         abort();
     struct kfac_checkpoint ck;
-    if (kfac_checkpoint_open(path, &F.live, &ck) == 0) {
-        if (kfac_checkpoint_restore(&ck, &F.live) == 0) {
-            double objective, figures[32];
-            for (int k = 0; k < 3; k++) {
-                struct kfac_batch b;
-                kfac_batcher_next(&F.batcher, BATCH, &b);
-                if (k == 2)
-                    F.optim->ops->step(F.optim, &b, 3, &objective, figures);
-            }
+    if (kfac_checkpoint_open(path, &F.live, &ck) == 0 &&
+        kfac_checkpoint_restore(&ck, &F.live) == 0) {
+        double objective, figures[32];
+        for (int k = 0; k < 3; k++) {
+            struct kfac_batch b;
+            kfac_batcher_next(&F.batcher, BATCH, &b);
+            if (k == 2)
+                F.optim->ops->step(F.optim, &b, 3, &objective, figures);
         }
-        kfac_checkpoint_close(&ck);
     }
+    kfac_checkpoint_close(&ck);
     unlink(path);
     return 0;
 }
