@@ -257,11 +257,16 @@ static int check_raw(const struct kfac_data_opts *o, const char *path, const str
     if ((rc = check_values(ypath, r->y, r->n, r->d_y,
                            o->unit_targets && o->task == KFAC_TASK_REGRESSION, unit_what)))
         return rc;
-    for (size_t i = 0; o->task == KFAC_TASK_CLASSIFICATION && i < r->n * (size_t)r->d_y; i++)
+    for (size_t i = 0; o->task == KFAC_TASK_CLASSIFICATION && i < r->n * (size_t)r->d_y; i++) {
         if (r->y[i] < 0 || r->y[i] != floorf(r->y[i]) || r->y[i] >= 1e6f)
             return kfac_error(KFAC_EFORMAT, "%s: label %g of case %zu is not an integer in "
                                             "[0, 1000000)",
                               ypath, r->y[i], i / r->d_y + 1);
+        if (o->n_classes > 0 && r->y[i] >= o->n_classes)
+            return kfac_error(KFAC_EFORMAT, "%s: label %g of case %zu is not below "
+                                            "data.classes = %d",
+                              ypath, r->y[i], i / r->d_y + 1, o->n_classes);
+    }
     return 0;
 }
 
@@ -302,16 +307,9 @@ static int finish_set(const struct kfac_data_opts *o, const char *path, struct r
     } else {
         ds->d_t = n_classes;
         ds->t = kfac_floats_new(r->n * (size_t)n_classes);
-        for (size_t i = 0; i < r->n; i++) {
-            float v = r->y[i];
-            if (v >= n_classes) { /* integers ≥ 0 already (check_raw) */
-                kfac_dataset_free(ds);
-                return kfac_error(KFAC_EFORMAT, "%s: a label %g is not below data.n_classes = "
-                                                "%d",
-                                  path, v, n_classes);
-            }
-            ds->t[i * (size_t)n_classes + (size_t)v] = 1.0f;
-        }
+        /* Integers in [0, n_classes) (check_raw, and n_classes from the largest label). */
+        for (size_t i = 0; i < r->n; i++)
+            ds->t[i * (size_t)n_classes + (size_t)r->y[i]] = 1.0f;
     }
     raw_free(r);
     return 0;

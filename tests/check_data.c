@@ -343,6 +343,12 @@ START_TEST(bad_values_are_named_by_file_and_case)
     write_npy(lab, "<f4", "False", "(4,)", labels, sizeof labels);
     expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
                  "bad-lab.npy: case 3 holds a value that is not finite");
+    /* A label beyond data.classes too, before the split shuffles the cases. */
+    labels[2] = 7;
+    write_npy(lab, "<f4", "False", "(4,)", labels, sizeof labels);
+    o.n_classes = 5;
+    expect_error(kfac_data_load(&o, &r, &tr, &te), KFAC_EFORMAT,
+                 "bad-lab.npy: label 7 of case 3 is not below data.classes = 5");
 }
 END_TEST
 
