@@ -593,16 +593,6 @@ static void side_by_side(const struct kfac_optim_opts *o, struct kfac_net *net,
     kfac_optim_free(opt);
 }
 
-/* The K-FAC options of REFERENCE.md §2–§5. */
-static struct kfac_optim_opts defaults(void)
-{
-    return (struct kfac_optim_opts){
-        .type = KFAC_OPTIM_KFAC, .learning_rate = 0.01, .momentum = 0.9, .stats_fraction = 0.125,
-        .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
-        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1,
-        .kfoc_max_iter = KFAC_KFOC_MAX_ITER, .kfoc_tol = KFAC_KFOC_TOL};
-}
-
 /* A batch of TM cases for a network of d_in inputs and d_out outputs with targets fitting
  * loss; X and T hold them. */
 static struct kfac_batch make_batch(struct kfac_rng *r, int d_in, int d_out, enum kfac_loss loss,
@@ -639,7 +629,7 @@ START_TEST(statistics_match_the_twin)
             struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
             float X[TM * 3], T[TM * 4];
             struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
-            struct kfac_optim_opts o = defaults();
+            struct kfac_optim_opts o = test_kfac_opts();
             o.stats_fraction = fractions[fi];
             o.stats_decay = 0.9;
             o.fisher = empirical ? KFAC_FISHER_EMPIRICAL : KFAC_FISHER_SAMPLED;
@@ -660,7 +650,7 @@ START_TEST(schedules_match_the_twin)
     struct kfac_net *net = net_of("3-5:tanh-4:linear", &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X, T);
-    struct kfac_optim_opts o = defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.lambda_every = 3;
     o.gamma_every = 4;
     o.inverse_every = 7;
@@ -693,7 +683,7 @@ START_TEST(steps_match_the_twin)
         struct kfac_net *net = net_of("4-5:tanh-3:logistic-3:softmax", &r);
         float X[TM * 4], T[TM * 3];
         struct kfac_batch b = make_batch(&r, 4, 3, KFAC_LOSS_SOFTMAX, X, T);
-        struct kfac_optim_opts o = defaults();
+        struct kfac_optim_opts o = test_kfac_opts();
         o.curvature = curvature[v];
         o.lambda = 1;
         o.gamma = 0.3;
@@ -715,7 +705,7 @@ START_TEST(fixed_step_matches_the_twin)
     struct kfac_net *net = net_of("3-5:tanh-4:linear", &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X, T);
-    struct kfac_optim_opts o = defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.step_rule = KFAC_STEP_FIXED;
     o.learning_rate = 0.2;
     o.momentum = 0.5;
@@ -796,7 +786,7 @@ START_TEST(lambda_branches_from_real_steps)
         struct kfac_net *net = net_of("3-6:tanh-4:logistic", &r);
         float X[TM * 3], T[TM * 4];
         struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
-        struct kfac_optim_opts o = defaults();
+        struct kfac_optim_opts o = test_kfac_opts();
         if (i < 24) {
             for (size_t p = 0; p < net->n_params; p++)
                 net->params[p] *= 4;
@@ -833,7 +823,7 @@ START_TEST(lambda_branches_from_real_steps)
     struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
-    struct kfac_optim_opts o = defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_BERNOULLI, &r, &opt), 0);
     double fig[16], h;
@@ -869,7 +859,7 @@ START_TEST(a_failed_attempt_leaves_no_statistics)
         struct kfac_batch bp = {TM, X2, Tp};
         struct kfac_net *b = spec_net("3-5:tanh-4:linear", TM, &r);
         memcpy(b->params, a->params, a->n_params * sizeof(float));
-        struct kfac_optim_opts o = defaults();
+        struct kfac_optim_opts o = test_kfac_opts();
         o.curvature = curvature[v];
         o.gamma = 1e-4;
         o.lambda = 1e-4;
@@ -1009,7 +999,7 @@ START_TEST(long_classifier_run_stays_finite)
     }
     struct kfac_net *net = spec_net("4-8:tanh-3:softmax", MC, &r);
     struct kfac_batch b = {MC, X, T};
-    struct kfac_optim_opts o = defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.lambda = 1;
     o.stats_fraction = 1;
     struct kfac_optim *opt;

@@ -116,16 +116,6 @@ START_TEST(non_finite_never_reaches_the_parameters)
 }
 END_TEST
 
-/* The K-FAC options of REFERENCE.md §2–§5. */
-static struct kfac_optim_opts kfac_defaults(void)
-{
-    return (struct kfac_optim_opts){
-        .type = KFAC_OPTIM_KFAC, .learning_rate = 0.01, .momentum = 0.9, .stats_fraction = 0.125,
-        .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
-        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1,
-        .kfoc_max_iter = KFAC_KFOC_MAX_ITER, .kfoc_tol = KFAC_KFOC_TOL};
-}
-
 /* vᵀ(F + dI)w with F = (1/m) Σ_c J_cᵀ F_R(y_c) J_c, J by central differences of the logits and
  * F_R built densely from the predictions. */
 static double dense_model_product(struct kfac_net *net, enum kfac_loss loss, int m,
@@ -341,7 +331,7 @@ static double invariance_gap(const struct kfac_optim_opts *o)
 
 START_TEST(kfac_is_invariant_to_affine_input_transforms)
 {
-    struct kfac_optim_opts o = kfac_defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.step_rule = KFAC_STEP_FIXED;
     o.learning_rate = 0.3;
     o.use_momentum = 0;
@@ -411,7 +401,7 @@ START_TEST(kfac_variants_beat_tuned_sgd)
         if (e < best_sgd)
             best_sgd = e, best_lr = rates[i];
     }
-    struct kfac_optim_opts kf = kfac_defaults();
+    struct kfac_optim_opts kf = test_kfac_opts();
     kf.stats_fraction = 1;
     double e_kfac = train_autoencoder(&kf, ITERS);
     ck_assert_msg(e_kfac < 0.8 * best_sgd,
@@ -448,7 +438,7 @@ START_TEST(kfac_first_step_and_figures)
     float X[M * 3], T[M * 3];
     struct kfac_net *net = bernoulli_case(41, &r, X, T);
     struct kfac_batch b = {M, X, T};
-    struct kfac_optim_opts o = kfac_defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.l2 = 1e-3;
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_BERNOULLI, &r, &opt), 0);
@@ -479,7 +469,7 @@ START_TEST(kfoc_step_and_figures)
     float X[M * 3], T[M * 3];
     struct kfac_net *net = bernoulli_case(43, &r, X, T);
     struct kfac_batch b = {M, X, T};
-    struct kfac_optim_opts o = kfac_defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     o.curvature = KFAC_CURVATURE_KFOC;
     o.stats_fraction = 1;
     struct kfac_optim *opt;
@@ -515,7 +505,7 @@ START_TEST(kfac_keeps_non_finite_out)
     fill_uniform(X, M * 3, &r, -1, 1);
     fill_uniform(T, M * 3, &r, -1, 1);
     struct kfac_batch b = {M, X, T};
-    struct kfac_optim_opts o = kfac_defaults();
+    struct kfac_optim_opts o = test_kfac_opts();
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
     double fig[12], h;

@@ -1,11 +1,13 @@
 /*
  * testutil.h: helpers shared by the Check suites: random fills, a small network, a
- * scratch directory, file writers for fixtures, and the suite runner main().
+ * scratch directory, file writers for fixtures, K-FAC's default options, and the suite
+ * runner main().
  */
 #ifndef KFAC_TESTUTIL_H
 #define KFAC_TESTUTIL_H
 
 #include "kfac/net.h"
+#include "kfac/optim.h"
 #include "kfac/rng.h"
 #include <check.h>
 #include <stdio.h>
@@ -17,6 +19,17 @@ static inline void fill_uniform(float *x, size_t n, struct kfac_rng *r, double l
 {
     for (size_t i = 0; i < n; i++)
         x[i] = (float)(lo + (hi - lo) * kfac_rng_uniform(r));
+}
+
+/* The K-FAC options of ../shared/REFERENCE.md §2–§5 (λ0 = 150, τ1 = 1/8, ε ≤ 0.95,
+ * T1 = 5, T2 = T3 = 20, γ ≤ 1): what the optimiser suites start from. */
+static inline struct kfac_optim_opts test_kfac_opts(void)
+{
+    return (struct kfac_optim_opts){
+        .type = KFAC_OPTIM_KFAC, .learning_rate = 0.01, .momentum = 0.9, .stats_fraction = 0.125,
+        .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
+        .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1,
+        .kfoc_max_iter = KFAC_KFOC_MAX_ITER, .kfoc_tol = KFAC_KFOC_TOL};
 }
 
 /* A 3-4:tanh-3:OUT network with buffers for m cases and weights ~ U(−1, 1). */
