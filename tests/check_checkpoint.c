@@ -110,11 +110,13 @@ START_TEST(damage_is_refused_and_restores_nothing)
     for (size_t cut = 0; cut < n; cut += cut < 64 ? 1 : 97) {
         write_bytes(bad, buf, cut);
         ck_assert_int_eq(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT);
+        kfac_checkpoint_close(&ck);
     }
     for (size_t at = 0; at < n; at++) {
         buf[at] ^= 0x20;
         write_bytes(bad, buf, n);
         int rc = kfac_checkpoint_open(bad, &sb, &ck);
+        kfac_checkpoint_close(&ck);
         ck_assert_msg(rc == KFAC_EFORMAT, "a flip at byte %zu of %zu passed", at, n);
         buf[at] ^= 0x20;
     }
@@ -122,20 +124,26 @@ START_TEST(damage_is_refused_and_restores_nothing)
     /* The messages say what is wrong. */
     write_bytes(bad, "PK\3\4 not a checkpoint at all", 29);
     expect_error(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT, "not a kfac-train checkpoint");
+    kfac_checkpoint_close(&ck);
     buf[8] = 9; /* the version */
     write_bytes(bad, buf, n);
     expect_error(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT, "format version 9");
+    kfac_checkpoint_close(&ck);
     buf[8] = KFAC_CHECKPOINT_VERSION;
     write_bytes(bad, buf, n - 10);
     expect_error(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT, "truncated checkpoint");
+    kfac_checkpoint_close(&ck);
     buf[n] = 0;
     write_bytes(bad, buf, n + 1);
     expect_error(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT, "damaged or overlong checkpoint");
+    kfac_checkpoint_close(&ck);
     buf[n - 300] ^= 1; /* inside w's bytes */
     write_bytes(bad, buf, n);
     expect_error(kfac_checkpoint_open(bad, &sb, &ck), KFAC_EFORMAT, "corrupted (CRC-32");
+    kfac_checkpoint_close(&ck);
     expect_error(kfac_checkpoint_open(scratch_file("none.ckpt"), &sb, &ck), KFAC_EIO,
                  "none.ckpt: cannot open");
+    kfac_checkpoint_close(&ck);
     kfac_state_free(&sa);
     kfac_state_free(&sb);
 }
@@ -190,6 +198,7 @@ START_TEST(forged_values_are_refused)
         ck_assert_int_eq(kfac_checkpoint_write(path, "", &sa), 0);
         struct kfac_checkpoint ck;
         expect_error(kfac_checkpoint_open(path, &sb, &ck), KFAC_EFORMAT, cases[i].message);
+        kfac_checkpoint_close(&ck);
         ck_assert_mem_eq(&b, &keep, sizeof b);
         kfac_state_free(&sa);
     }

@@ -86,7 +86,8 @@ struct kfac_checkpoint {
  * or with a value outside its item's type and range (naming the item, the element and
  * the value); KFAC_EIO if it cannot be read. When the items are not the run's (a
  * checkpoint of another model or optimiser), ck->other_items is set and ck->config_text
- * holds the saved keys, so that the caller can name the keys that differ; close ck then.
+ * holds the saved keys, so that the caller can name the keys that differ. Close ck
+ * whatever this returns.
  * Nothing is allocated from the file's claims beyond its real size. */
 int kfac_checkpoint_open(const char *path, const struct kfac_state *s, struct kfac_checkpoint *ck);
 
