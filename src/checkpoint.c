@@ -147,15 +147,7 @@ int kfac_checkpoint_write(const char *path, const char *config_text, const struc
         if (fclose(w.f) != 0 && !err)
             err = errno;
     }
-    int rc;
-    if (err) {
-        remove(tmp);
-        rc = kfac_error(KFAC_EIO, "%s: cannot write the checkpoint: %s", path, strerror(err));
-    } else {
-        rc = kfac_file_commit(tmp, path, "the checkpoint");
-    }
-    free(tmp);
-    return rc;
+    return kfac_file_commit(tmp, path, "the checkpoint", err);
 }
 
 /* The check of one item's values as they stream past: which element comes next, and for

@@ -44,6 +44,9 @@ static const char *const pi_choices[] = {"trace", "frobenius", NULL};
 static const char *const schedule_choices[] = {"fixed", "exponential", NULL};
 static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
 static const char *const progress_choices[] = {"auto", "on", "off", NULL};
+/* In the order of enum kfac_kfoc_normalise and enum kfac_kfoc_average. */
+static const char *const normalise_choices[] = {"activation", "gradient", NULL};
+static const char *const average_choices[] = {"exponential", "running", NULL};
 
 #define F(field) offsetof(struct kfac_config, field)
 static const struct key keys[] = {
@@ -88,6 +91,10 @@ static const struct key keys[] = {
     {"optimizer", "use_momentum", K_BOOL, F(optim.use_momentum), "true", 0, 0, NULL},
     {"optimizer", "kfoc_iterations", K_INT, F(optim.kfoc_max_iter), "100", 1, 1e6, NULL},
     {"optimizer", "kfoc_tolerance", K_DOUBLE, F(optim.kfoc_tol), "1e-5", 0, 1, NULL},
+    {"optimizer", "kfoc_normalise", K_ENUM, F(optim.kfoc_normalise), "gradient", 0, 0,
+     normalise_choices},
+    {"optimizer", "kfoc_average", K_ENUM, F(optim.kfoc_average), "exponential", 0, 0,
+     average_choices},
     {"train", "iterations", K_LONG, F(iterations), "1000", 1, 1e12, NULL},
     {"train", "batch_size", K_INT, F(batch_size), "1000", 1, 1e7, NULL},
     {"train", "batch_schedule", K_ENUM, F(batch_schedule), "fixed", 0, 0, schedule_choices},
@@ -112,6 +119,9 @@ static const struct key keys[] = {
     {"study", "seeds", K_INT, F(study_seeds), "10", 1, 1e5, NULL},
     {"study", "batch_sizes", K_STRING, F(study_batch_sizes), "1,10,100,full", 0, 0, NULL},
     {"study", "layers", K_STRING, F(study_layers), "", 0, 0, NULL},
+    {"study", "kfoc_normalise", K_ENUM, F(study_kfoc_normalise), "gradient", 0, 0,
+     normalise_choices},
+    {"study", "export", K_PATH, F(study_export), "", 0, 0, NULL},
     {"study", "heatmap_layers", K_STRING, F(study_heatmap_layers), "", 0, 0, NULL},
     {"study", "heatmap_cases", K_INT, F(study_heatmap_cases), "1000", 1, 1e7, NULL},
 };

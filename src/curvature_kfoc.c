@@ -6,6 +6,7 @@
  * formed (see curvature.h and REFERENCE.md §7–§8).
  */
 #include "kfac/curvature.h"
+#include "ddouble.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -49,31 +50,34 @@ static double normalise_step(int n, double *X, double *prev)
  * out = Σ_k ⟨terms_from[k], in⟩ terms_to[k], whatever form the terms take. */
 typedef void (*half_step)(const void *ctx, int from, const double *in, double *out);
 
-static void power_iterate(const void *ctx, half_step half, int nl, int max_iter, double tol,
-                          int warm, double *L, double *R, double *prev,
+static void power_iterate(const void *ctx, half_step half, const int n[2], int side, int max_iter,
+                          double tol, int warm, double *L, double *R, double *prev,
                           struct kfac_kfoc_info *info)
 {
-    size_t n2 = (size_t)nl * nl;
-    double norm = warm ? sqrt(frob2(n2, L)) : 0;
+    /* N: the factor kept at unit norm (side `side`), S: the one that carries the scale. */
+    double *N = side ? R : L, *S = side ? L : R;
+    int nn = n[side];
+    size_t n2 = (size_t)nn * nn;
+    double norm = warm ? sqrt(frob2(n2, N)) : 0;
     if (norm > 0 && isfinite(norm))
-        cblas_dscal((int)n2, 1.0 / norm, L, 1);
+        cblas_dscal((int)n2, 1.0 / norm, N, 1);
     else
-        unit_identity(nl, L);
-    memcpy(prev, L, sizeof(double) * n2);
+        unit_identity(nn, N);
+    memcpy(prev, N, sizeof(double) * n2);
     info->iterations = 0;
     info->converged = 0;
     info->change = INFINITY;
     while (info->iterations < max_iter) {
-        half(ctx, 0, L, R);
-        half(ctx, 1, R, L);
+        half(ctx, side, N, S);
+        half(ctx, 1 - side, S, N);
         info->iterations++;
-        info->change = normalise_step(nl, L, prev);
+        info->change = normalise_step(nn, N, prev);
         if (info->change < tol) {
             info->converged = 1;
             break;
         }
     }
-    half(ctx, 0, L, R); /* R for the final L: the optimal scale, since ‖L‖_F = 1 */
+    half(ctx, side, N, S); /* S for the final N: the optimal scale, since ‖N‖_F = 1 */
 }
 
 /* Algorithm 1 on explicit terms: side 0 holds the L_k (n[0] × n[0]), side 1 the R_k. */
@@ -93,19 +97,19 @@ static void explicit_half(const void *ctx, int from, const double *in, double *o
 }
 
 void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int max_iter, double tol, int warm, double *L, double *R, double *work,
-                   struct kfac_kfoc_info *info)
+                   int side, int max_iter, double tol, int warm, double *L, double *R,
+                   double *work, struct kfac_kfoc_info *info)
 {
     struct explicit_terms t = {n_terms, {nl, nr}, {Ls, Rs}};
-    power_iterate(&t, explicit_half, nl, max_iter, tol, warm, L, R, work, info);
+    power_iterate(&t, explicit_half, t.n, side, max_iter, tol, warm, L, R, work, info);
 }
 
 size_t kfac_kfoc_work_size(int K, int T, int n_a, int n_g)
 {
-    size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g;
+    size_t k = (size_t)K, a = (size_t)n_a, g = (size_t)n_g, n = a > g ? a : g;
     if (T > 1)
-        return k * a * g + a * a; /* tmp, prev */
-    return k * (a > g ? a : g) + k + a * a; /* tmp, q, prev */
+        return k * a * g + n * n; /* tmp, prev */
+    return k * n + k + n * n; /* tmp, q, prev */
 }
 
 size_t kfac_fisher_work_size(int K, int T, int n_a, int n_g)
@@ -229,19 +233,28 @@ static void case_half(const void *ctx, int from, const double *in, double *out)
     }
 }
 
-void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
-                   double *L, double *R, double *work, struct kfac_kfoc_info *info)
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int side, int max_iter, double tol,
+                   int warm, double *L, double *R, double *work, struct kfac_kfoc_info *info)
 {
+    const int n[2] = {b->n_a, b->n_g};
     if (b->X) {
         struct case_terms t = {b->K, b->n_a, b->n_g, b->X, work};
         double *prev = work + (size_t)b->K * b->n_a * b->n_g;
-        power_iterate(&t, case_half, b->n_a, max_iter, tol, warm, L, R, prev, info);
+        power_iterate(&t, case_half, n, side, max_iter, tol, warm, L, R, prev, info);
         return;
     }
-    size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
-    struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work, work + (size_t)b->K * n};
+    size_t nmax = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
+    struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work,
+                            work + (size_t)b->K * nmax};
     double *prev = t.q + b->K;
-    power_iterate(&t, layer_half, b->n_a, max_iter, tol, warm, L, R, prev, info);
+    power_iterate(&t, layer_half, n, side, max_iter, tol, warm, L, R, prev, info);
+}
+
+/* Doubles of running_fit()'s work space. */
+static size_t running_work_size(int na, int ng)
+{
+    size_t a2 = (size_t)na * na, g2 = (size_t)ng * ng;
+    return a2 + g2 + (a2 > g2 ? a2 : g2);
 }
 
 void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
@@ -252,9 +265,9 @@ void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
     for (int i = 0; i < c->n_blocks; i++) {
         const struct kfac_factors *f = &c->f[i];
         size_t na = (size_t)f->n_a, ng = (size_t)f->n_g, T = (size_t)f->n_pos;
-        /* The running fit's new L̂, R̂ and its L_prev live in work too. */
+        /* The running fit's new L̂, R̂ and its prev live in work too. */
         size_t w = kfac_kfoc_work_size(max_cases, f->n_pos, (int)na, (int)ng);
-        size_t run = 2 * na * na + ng * ng, x = T > 1 ? K * na * ng : 0;
+        size_t run = running_work_size((int)na, (int)ng), x = T > 1 ? K * na * ng : 0;
         max_a = K * T * na > max_a ? K * T * na : max_a;
         max_g = K * T * ng > max_g ? K * T * ng : max_g;
         max_x = x > max_x ? x : max_x;
@@ -274,10 +287,10 @@ void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
 }
 
 /* L_run ⊗ R_run ← the best Kronecker approximation of ε L_run ⊗ R_run + L ⊗ (1−ε) R
- * (K-FOC_running's aggregation), warm-started from L_run. L_run, L: na × na; R_run, R:
- * ng × ng; R is scaled in place. work: 2 na² + ng². */
+ * (K-FOC_running's aggregation), warm-started from the run's factor of the normalised side.
+ * L_run, L: na × na; R_run, R: ng × ng; R is scaled in place. work: running_work_size(). */
 static void running_fit(int na, int ng, double *L_run, double *R_run, double eps, double *L,
-                        double *R, int max_iter, double tol, double *work)
+                        double *R, int side, int max_iter, double tol, double *work)
 {
     size_t na2 = (size_t)na * na, ng2 = (size_t)ng * ng;
     double *new_L = work, *new_R = work + na2, *prev = new_R + ng2;
@@ -285,14 +298,17 @@ static void running_fit(int na, int ng, double *L_run, double *R_run, double eps
     cblas_dscal((int)ng2, 1.0 - eps, R, 1);
     const double *Ls[2] = {L_run, L}, *Rs[2] = {R_run, R};
     struct kfac_kfoc_info info;
-    memcpy(new_L, L_run, na2 * sizeof *new_L);
-    kfac_kron_fit(2, na, ng, Ls, Rs, max_iter, tol, 1, new_L, new_R, prev, &info);
+    if (side)
+        memcpy(new_R, R_run, ng2 * sizeof *new_R);
+    else
+        memcpy(new_L, L_run, na2 * sizeof *new_L);
+    kfac_kron_fit(2, na, ng, Ls, Rs, side, max_iter, tol, 1, new_L, new_R, prev, &info);
     memcpy(L_run, new_L, na2 * sizeof *new_L);
     memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
 
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
-                               double eps, long k, int max_iter, double tol,
+                               double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info)
 {
     for (int i = 0; i < c->n_blocks; i++) {
@@ -326,18 +342,20 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
         memcpy(f->A_keep, f->A, na2 * sizeof *f->A);
         memcpy(f->G_keep, f->G, ng2 * sizeof *f->G);
         int running = eps > 0;
-        if (running)
+        if (running && side)
+            memcpy(c->kfoc.R, f->G, ng2 * sizeof *c->kfoc.R);
+        else if (running)
             memcpy(c->kfoc.L, f->A, na2 * sizeof *c->kfoc.L);
         struct kfac_kfoc_info fi;
-        kfac_kfoc_fit(&b, max_iter, tol, running, c->kfoc.L, c->kfoc.R, c->kfoc.work, &fi);
+        kfac_kfoc_fit(&b, side, max_iter, tol, running, c->kfoc.L, c->kfoc.R, c->kfoc.work, &fi);
         if (fi.iterations > info->iterations)
             info->iterations = fi.iterations;
         if (fi.change > info->change)
             info->change = fi.change;
         info->converged &= fi.converged;
         if (running) {
-            running_fit(f->n_a, f->n_g, f->A, f->G, eps, c->kfoc.L, c->kfoc.R, max_iter, tol,
-                        c->kfoc.work);
+            running_fit(f->n_a, f->n_g, f->A, f->G, eps, c->kfoc.L, c->kfoc.R, side, max_iter,
+                        tol, c->kfoc.work);
         } else {
             memcpy(f->A, c->kfoc.L, na2 * sizeof *f->A);
             memcpy(f->G, c->kfoc.R, ng2 * sizeof *f->G);
@@ -347,29 +365,143 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
     return 0;
 }
 
+/* --- Errors that cancel. ‖F − F̃‖² = ‖F‖² − 2⟨F, F̃⟩ + ‖F̃‖² in double resolves errors
+ * down to about 3e-8 of ‖F‖ only; below REFINE of it the three terms are summed again in
+ * double-double (ddouble.h), Gram entries and quadratic forms included, which resolves
+ * about 1e-14: an exactly Kronecker block reports its round-off, not 5e-8. */
+#define REFINE 1e-5
+
+/* ⟨X_i, X_j⟩ in double-double: (ā_i·ā_j)(g_i·g_j) for a dense layer. */
+static struct dd gram_dd(const struct kfac_fisher_block *b, int i, int j)
+{
+    size_t na = (size_t)b->n_a, ng = (size_t)b->n_g;
+    if (!b->X)
+        return dd_mul(dd_dot(na, b->A + i * na, b->A + j * na),
+                      dd_dot(ng, b->G + i * ng, b->G + j * ng));
+    struct dd s = {0, 0};
+    for (size_t o = 0; o < ng; o++) {
+        const double *x = b->X + (o * b->K + (size_t)i) * na, *y = b->X + (o * b->K + (size_t)j) * na;
+        for (size_t c = 0; c < na; c++)
+            s = dd_add_prod(s, x[c], y[c]);
+    }
+    return s;
+}
+
+/* ‖F‖² = (1/K²) Σ_{i,j} ⟨X_i, X_j⟩² in double-double. */
+static struct dd norm2_dd(const struct kfac_fisher_block *b)
+{
+    struct dd sum = {0, 0};
+    for (int i = 0; i < b->K; i++)
+        for (int j = i; j < b->K; j++) {
+            struct dd p = gram_dd(b, i, j), p2 = dd_mul(p, p);
+            sum = dd_add(sum, i == j ? p2 : dd_scale(p2, 2));
+        }
+    return dd_div(dd_div(sum, b->K), b->K);
+}
+
+/* xᵀ M x in double-double for x (n) and M (n × n). */
+static struct dd quadratic_dd(int n, const double *x, const double *M)
+{
+    struct dd q = {0, 0};
+    for (int i = 0; i < n; i++) {
+        struct dd t = dd_dot((size_t)n, M + (size_t)i * n, x);
+        q = dd_add(q, dd_scale(t, x[i]));
+    }
+    return q;
+}
+
+/* ⟨F, L ⊗ R⟩ = (1/K) Σ_k ⟨X_k, R X_k L⟩ in double-double; work: 2 n_g n_a doubles. */
+static struct dd cross_dd(const struct kfac_fisher_block *b, const double *L, const double *R,
+                          double *work)
+{
+    int K = b->K, na = b->n_a, ng = b->n_g;
+    struct dd sum = {0, 0};
+    struct dd *Y = (struct dd *)work; /* n_g × n_a: X_k L */
+    for (int k = 0; k < K; k++) {
+        if (!b->X) {
+            sum = dd_add(sum, dd_mul(quadratic_dd(na, b->A + (size_t)k * na, L),
+                                     quadratic_dd(ng, b->G + (size_t)k * ng, R)));
+            continue;
+        }
+        for (int o = 0; o < ng; o++) {
+            const double *x = b->X + ((size_t)o * K + k) * na;
+            for (int j = 0; j < na; j++) {
+                struct dd t = {0, 0};
+                for (int i = 0; i < na; i++)
+                    t = dd_add_prod(t, x[i], L[(size_t)i * na + j]);
+                Y[(size_t)o * na + j] = t;
+            }
+        }
+        for (int o = 0; o < ng; o++)
+            for (int p = 0; p < ng; p++) {
+                const double *x = b->X + ((size_t)p * K + k) * na;
+                struct dd t = {0, 0};
+                for (int j = 0; j < na; j++)
+                    t = dd_add(t, dd_scale(Y[(size_t)o * na + j], x[j]));
+                sum = dd_add(sum, dd_scale(t, R[(size_t)o * ng + p]));
+            }
+    }
+    return dd_div(sum, K);
+}
+
+/* err2 = ‖F − F̃‖² (in double) relative to ‖F‖, its square root; 0 for F = 0. */
 static double relative(const struct kfac_fisher_block *b, double err2)
 {
     return b->norm2 > 0 ? sqrt(fmax(err2, 0.0) / b->norm2) : 0.0;
+}
+
+/* The same from the double-double terms: ‖F‖² − 2 cross + model2, relative to ‖F‖. */
+static double relative_dd(struct dd norm2, struct dd cross, struct dd model2)
+{
+    struct dd e = dd_add(dd_add(norm2, dd_scale(cross, -2)), model2);
+    return norm2.hi > 0 ? sqrt(fmax(e.hi, 0.0) / norm2.hi) : 0.0;
 }
 
 double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
                               double *work)
 {
     int K = b->K;
-    double kron2 = frob2((size_t)b->n_a * b->n_a, L) * frob2((size_t)b->n_g * b->n_g, R);
+    size_t na2 = (size_t)b->n_a * b->n_a, ng2 = (size_t)b->n_g * b->n_g;
+    double kron2 = frob2(na2, L) * frob2(ng2, R), err;
     if (b->X) {
         /* ⟨F, L ⊗ R⟩ = ⟨L, (1/K) Σ_k X_kᵀ R X_k⟩: the half-step towards L. */
         struct case_terms t = {K, b->n_a, b->n_g, b->X, work};
         double *LR = work + (size_t)K * b->n_a * b->n_g;
         case_half(&t, 1, R, LR);
-        return relative(b, b->norm2 - 2 * inner((size_t)b->n_a * b->n_a, L, LR) + kron2);
+        err = relative(b, b->norm2 - 2 * inner(na2, L, LR) + kron2);
+    } else {
+        size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
+        double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
+        quadratic_forms(K, b->n_a, b->A, L, tmp, qa);
+        quadratic_forms(K, b->n_g, b->G, R, tmp, qg);
+        double cross = inner((size_t)K, qa, qg) / K;
+        err = relative(b, b->norm2 - 2 * cross + kron2);
     }
-    size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
-    double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
-    quadratic_forms(K, b->n_a, b->A, L, tmp, qa);
-    quadratic_forms(K, b->n_g, b->G, R, tmp, qg);
-    double cross = inner((size_t)K, qa, qg) / K;
-    return relative(b, b->norm2 - 2 * cross + kron2);
+    if (err >= REFINE)
+        return err;
+    return relative_dd(norm2_dd(b), cross_dd(b, L, R, work),
+                       dd_mul(dd_dot(na2, L, L), dd_dot(ng2, R, R)));
+}
+
+/* kfac_fisher_error_diag() in double-double: ‖F‖² − Σ_{o,j} F_{(o,j),(o,j)}². */
+static double diag_error_dd(const struct kfac_fisher_block *b)
+{
+    int K = b->K, na = b->n_a, ng = b->n_g;
+    struct dd d2 = {0, 0};
+    for (int o = 0; o < ng; o++)
+        for (int j = 0; j < na; j++) {
+            struct dd d = {0, 0};
+            for (int k = 0; k < K; k++) {
+                /* Entry (o, j) of X_k: g_ko ā_kj for a dense layer, exactly. */
+                struct dd x = b->X ? (struct dd){b->X[((size_t)o * K + k) * na + j], 0}
+                                   : dd_mul((struct dd){b->G[(size_t)k * ng + o], 0},
+                                            (struct dd){b->A[(size_t)k * na + j], 0});
+                d = dd_add(d, dd_mul(x, x));
+            }
+            d = dd_div(d, K);
+            d2 = dd_add(d2, dd_mul(d, d));
+        }
+    return relative_dd(norm2_dd(b), (struct dd){0, 0}, dd_scale(d2, -1));
 }
 
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
@@ -387,7 +519,8 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
             }
             d2 += frob2((size_t)na, d) / ((double)K * K);
         }
-        return relative(b, b->norm2 - d2);
+        double err = relative(b, b->norm2 - d2);
+        return err >= REFINE ? err : diag_error_dd(b);
     }
     double *A2 = work, *G2 = A2 + (size_t)K * na, *D = G2 + (size_t)K * ng;
     for (size_t i = 0; i < (size_t)K * na; i++)
@@ -397,7 +530,8 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     /* F's diagonal, entry (i, j) of the d_out × n_a weight shape: (1/K) Σ_k g_ki² ā_kj². */
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0,
                 D, na);
-    return relative(b, b->norm2 - frob2((size_t)na * ng, D));
+    double err = relative(b, b->norm2 - frob2((size_t)na * ng, D));
+    return err >= REFINE ? err : diag_error_dd(b);
 }
 
 size_t kfac_fisher_cross_work_size(int K, int n_a1, int n_g1, int n_a2, int n_g2)
@@ -453,15 +587,16 @@ double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
 size_t kfac_fisher_batches_work_size(int K, int B, int T, int n_a, int n_g)
 {
     size_t a2 = (size_t)n_a * n_a, g2 = (size_t)n_g * n_g;
-    size_t fit = kfac_kfoc_work_size(B, T, n_a, n_g), run = 2 * a2 + g2;
+    size_t fit = kfac_kfoc_work_size(B, T, n_a, n_g), run = running_work_size(n_a, n_g);
     size_t err = kfac_fisher_work_size(K, T, n_a, n_g);
     size_t scratch = fit > run ? fit : run;
     size_t slice = T > 1 ? (size_t)B * n_a * n_g : 0;
     return 3 * (a2 + g2) + slice + (scratch > err ? scratch : err);
 }
 
-void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_iter, double tol,
-                              double *work, double *errors, struct kfac_kfoc_info *info)
+void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side, int max_iter,
+                              double tol, double *work, double *errors,
+                              struct kfac_kfoc_info *info)
 {
     int K = b->K, T = b->T, na = b->n_a, ng = b->n_g;
     size_t a2 = (size_t)na * na, g2 = (size_t)ng * ng;
@@ -478,6 +613,7 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_
     errors[KFAC_FISHER_KFAC] = kfac_fisher_error_kron(b, L, R, scratch);
     memset(sum_L, 0, a2 * sizeof *sum_L);
     memset(sum_R, 0, g2 * sizeof *sum_R);
+    int P = (K + B - 1) / B;
     info->iterations = 0;
     info->converged = 1;
     info->change = 0;
@@ -493,32 +629,35 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_
             bp.X = slice;
         }
         struct kfac_kfoc_info fi;
-        kfac_kfoc_fit(&bp, max_iter, tol, 0, L, R, scratch, &fi);
+        kfac_kfoc_fit(&bp, side, max_iter, tol, 0, L, R, scratch, &fi);
         if (fi.iterations > info->iterations)
             info->iterations = fi.iterations;
         if (fi.change > info->change)
             info->change = fi.change;
         info->converged &= fi.converged;
-        /* Each batch's fit approximates its block's mean; the batch weighs n/K of F. */
-        double w = (double)n / K;
-        cblas_daxpy((int)a2, w, L, 1, sum_L, 1);
-        cblas_daxpy((int)g2, w, R, 1, sum_R, 1);
+        /* Each batch's fit approximates its block's mean, which weighs n/K of F: the
+         * scaled factors are summed with those weights, the unit-norm ones averaged over
+         * the P batches (REFERENCE.md §7). */
+        double w = (double)n / K, u = 1.0 / P;
+        cblas_daxpy((int)a2, side ? w : u, L, 1, sum_L, 1);
+        cblas_daxpy((int)g2, side ? u : w, R, 1, sum_R, 1);
         if (start == 0) {
             memcpy(run_L, L, a2 * sizeof *L);
             memcpy(run_R, R, g2 * sizeof *R);
         } else {
-            running_fit(na, ng, run_L, run_R, (double)start / (start + n), L, R, max_iter, tol,
-                        scratch);
+            running_fit(na, ng, run_L, run_R, (double)start / (start + n), L, R, side, max_iter,
+                        tol, scratch);
         }
     }
     errors[KFAC_FISHER_KFOC_APPROX] = kfac_fisher_error_kron(b, sum_L, sum_R, scratch);
     errors[KFAC_FISHER_KFOC_RUNNING] = kfac_fisher_error_kron(b, run_L, run_R, scratch);
 }
 
-struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K)
+struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side)
 {
     struct kfac_fisher_probe *p = kfac_xcalloc(1, sizeof *p);
     p->K = K;
+    p->side = side;
     p->n_blocks = net->n_blocks;
     size_t k = (size_t)K, max_a = 0, max_g = 0, max_x = 0, max_work = 0;
     for (int i = 0; i < net->n_blocks; i++) {
@@ -567,7 +706,8 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
         /* One batch of all K cases: both K-FOC aggregations are the fit of the cases. */
         double e[KFAC_FISHER_METHODS];
         struct kfac_kfoc_info info;
-        kfac_fisher_batch_errors(&b, K, KFAC_KFOC_MAX_ITER, KFAC_KFOC_TOL, p->work, e, &info);
+        kfac_fisher_batch_errors(&b, K, p->side, KFAC_KFOC_MAX_ITER, KFAC_KFOC_TOL, p->work, e,
+                                 &info);
         errors[3 * i] = e[KFAC_FISHER_DIAG];
         errors[3 * i + 1] = e[KFAC_FISHER_KFAC];
         errors[3 * i + 2] = e[KFAC_FISHER_KFOC_RUNNING];

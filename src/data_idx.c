@@ -138,13 +138,5 @@ int kfac_idx_write_bytes(const char *path, int ndim, const size_t *dims, const u
     }
     if (f && gzclose(f) != Z_OK)
         ok = 0;
-    int rc;
-    if (ok) {
-        rc = kfac_file_commit(tmp, path, "the IDX file");
-    } else {
-        rc = kfac_error(KFAC_EIO, "%s: cannot write (%s)", path, strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
-    return rc;
+    return kfac_file_commit(tmp, path, "the IDX file", ok ? 0 : errno ? errno : EIO);
 }

@@ -1,10 +1,12 @@
 /*
  * data_npy.c: the NPY reader (NumPy's .npy format, versions 1–3): float32, float64 and
  * uint8 arrays in C order, either byte order. The header is a Python dict literal with
- * 'descr', 'fortran_order' and 'shape'. Read through zlib, so .npy.gz works too.
+ * 'descr', 'fortran_order' and 'shape'. Read through zlib, so .npy.gz works too. And a
+ * writer of version 1.0 files, for what the Fisher study exports.
  */
 #include "data_read.h"
 #include "kfac/data.h"
+#include "kfac/file.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -13,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The text after 'key': in the header dict, or NULL. */
 static const char *dict_value(const char *hdr, const char *key)
@@ -160,4 +163,41 @@ fail:
     free(hdr);
     gzclose(f);
     return rc;
+}
+
+int kfac_npy_write(const char *path, const char *descr, int ndim, const size_t *dims,
+                   const void *data, size_t elem_size)
+{
+    /* Version 1.0: magic, version, header length (uint16 LE), the dict padded with spaces
+     * and a newline so that the data start on a multiple of 64. */
+    char dict[256], shape[160];
+    size_t n = 1, used = 0;
+    for (int i = 0; i < ndim; i++) {
+        used += (size_t)snprintf(shape + used, sizeof shape - used, "%zu%s", dims[i],
+                                 ndim == 1 ? "," : i + 1 < ndim ? ", " : "");
+        n *= dims[i];
+    }
+    int len = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
+                       descr, shape);
+    size_t total = 10 + (size_t)len + 1, pad = (64 - total % 64) % 64;
+    char header[10 + sizeof dict + 64];
+    memcpy(header, "\x93NUMPY\x01\x00", 8);
+    size_t hlen = (size_t)len + pad + 1;
+    header[8] = (char)(hlen & 0xff);
+    header[9] = (char)(hlen >> 8);
+    memcpy(header + 10, dict, (size_t)len);
+    memset(header + 10 + len, ' ', pad);
+    header[10 + len + pad] = '\n';
+    char *tmp;
+    int fd = kfac_file_temp(path, "the NPY file", &tmp);
+    if (fd < 0)
+        return KFAC_EIO;
+    FILE *f = fdopen(fd, "wb");
+    if (!f)
+        close(fd);
+    int ok = f && fwrite(header, 1, 10 + hlen, f) == 10 + hlen &&
+             fwrite(data, elem_size, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    return kfac_file_commit(tmp, path, "the NPY file", ok ? 0 : errno ? errno : EIO);
 }

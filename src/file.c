@@ -32,14 +32,21 @@ int kfac_file_temp(const char *path, const char *what, char **tmp)
     return fd;
 }
 
-int kfac_file_commit(const char *tmp, const char *path, const char *what)
+int kfac_file_commit(char *tmp, const char *path, const char *what, int err)
 {
-    if (rename(tmp, path) != 0) {
-        int err = errno;
+    int rc = 0;
+    if (err) {
         remove(tmp);
-        return kfac_error(KFAC_EIO, "%s: cannot write %s: cannot rename %s over it: %s", path, what,
-                          tmp, strerror(err));
+        rc = kfac_error(KFAC_EIO, "%s: cannot write %s: %s", path, what, strerror(err));
+    } else if (rename(tmp, path) != 0) {
+        err = errno;
+        remove(tmp);
+        rc = kfac_error(KFAC_EIO, "%s: cannot write %s: cannot rename %s over it: %s", path, what,
+                        tmp, strerror(err));
     }
+    free(tmp);
+    if (rc)
+        return rc;
     /* The rename is durable only once the directory is on disk too. */
     char *dir = kfac_file_dir(path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);

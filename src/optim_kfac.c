@@ -28,6 +28,7 @@ struct kfac {
     struct kfac_curvature *curv;
     struct kfac_rng rng;       /* sampled targets */
     double lambda, gamma, gamma_min;
+    double kfoc_cases;         /* cases in K-FOC's running mean (kfoc_average = running) */
     int have_prev;             /* prev holds the previous step δ₀ */
     float *delta;              /* n_params: Δ for the γ being tried */
     float *cand;               /* n_params: δ for the γ being tried */
@@ -70,9 +71,13 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     int rc;
     if (o->opts.curvature == KFAC_CURVATURE_KFOC) {
         struct kfac_kfoc_info info;
-        rc = kfac_curvature_update_kfoc(s->curv, net, ms, eps, k, o->opts.kfoc_max_iter,
-                                        o->opts.kfoc_tol, &info);
+        if (o->opts.kfoc_average == KFAC_KFOC_RUNNING)
+            eps = s->kfoc_cases / (s->kfoc_cases + ms);
+        rc = kfac_curvature_update_kfoc(s->curv, net, ms, eps, k, o->opts.kfoc_normalise,
+                                        o->opts.kfoc_max_iter, o->opts.kfoc_tol, &info);
         figures[COL_KFOC_ITER] = rc ? NAN : info.iterations;
+        if (!rc)
+            s->kfoc_cases += ms;
     } else {
         rc = kfac_curvature_update(s->curv, net, ms, eps, k);
     }
@@ -144,12 +149,19 @@ static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double 
     return 0;
 }
 
+/* What an attempt may change besides the factors, as it was before the attempt. */
+struct attempt {
+    struct kfac_rng rng;
+    double gamma, kfoc_cases;
+};
+
 /* After a failed attempt: the state before it (λ aside, which the caller raises), and rc. */
-static int undo(struct kfac *s, int rc, const struct kfac_rng *rng, double gamma)
+static int undo(struct kfac *s, int rc, const struct attempt *before)
 {
     kfac_curvature_rollback(s->curv);
-    s->rng = *rng;
-    s->gamma = gamma;
+    s->rng = before->rng;
+    s->gamma = before->gamma;
+    s->kfoc_cases = before->kfoc_cases;
     return rc;
 }
 
@@ -180,10 +192,9 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     int rc = kfac_check_finite(net, net->grads, k, "gradient");
     /* A failed attempt leaves no trace: its targets are drawn again, its statistics
      * unmerged and its γ untried, so that a retry counts its own batch once. */
-    struct kfac_rng rng0 = s->rng;
-    double gamma0 = s->gamma;
+    const struct attempt before = {s->rng, s->gamma, s->kfoc_cases};
     if (rc || (rc = update_curvature(s, b, k, figures)))
-        return undo(s, rc, &rng0, gamma0);
+        return undo(s, rc, &before);
 
     /* The previous step's part of the model does not depend on γ. */
     double t0 = kfac_log_clock(), c_prev = 0, g_prev = 0;
@@ -211,7 +222,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     for (int i = 0; i < n_gamma; i++) {
         double a, u, c, score;
         if ((rc = try_gamma(s, b, k, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures)))
-            return undo(s, rc, &rng0, gamma0);
+            return undo(s, rc, &before);
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
@@ -222,7 +233,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         }
     }
     if ((rc = kfac_check_finite(net, s->best, k, "step")))
-        return undo(s, rc, &rng0, gamma0);
+        return undo(s, rc, &before);
     cblas_saxpy((int)n, 1.0f, s->best, 1, net->params, 1);
 
     if (op->lambda_every > 0 && k % op->lambda_every == 0) {
@@ -262,6 +273,7 @@ static void kfac_state(struct kfac_optim *o, struct kfac_state *st)
     kfac_state_add_range(st, "kfac.lambda", KFAC_STATE_F64, &s->lambda, 1, 0, DBL_MAX);
     kfac_state_add_range(st, "kfac.gamma", KFAC_STATE_F64, &s->gamma, 1, DBL_MIN, DBL_MAX);
     kfac_state_add_range(st, "kfac.have_prev", KFAC_STATE_INT, &s->have_prev, 1, 0, 1);
+    kfac_state_add_range(st, "kfac.kfoc_cases", KFAC_STATE_F64, &s->kfoc_cases, 1, 0, DBL_MAX);
     kfac_state_add(st, "kfac.prev", KFAC_STATE_F32, s->prev, o->net->n_params);
     kfac_curvature_state(s->curv, st);
 }

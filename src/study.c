@@ -15,8 +15,10 @@
 #include <fcntl.h>
 #include <math.h>
 #include <png.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const method_names[KFAC_FISHER_METHODS] = {"diag", "kfac", "kfoc_approx",
@@ -36,9 +38,91 @@ struct layer_cases {
     struct kfac_fisher_block fisher; /* the exact block of A, G (and X), for every batch size */
 };
 
+/* Writes DIR/seed-S/NAME.npy; 0 or an error naming the file. */
+static int export_npy(const char *dir, long seed, const char *name, const char *descr, int ndim,
+                      const size_t *dims, const void *data, size_t elem_size)
+{
+    char *path = kfac_xasprintf("%s/seed-%ld/%s.npy", dir, seed, name);
+    int rc = kfac_npy_write(path, descr, ndim, dims, data, elem_size);
+    free(path);
+    return rc;
+}
+
+/* Makes DIR and DIR/seed-S for what run `seed` uses; an existing seed directory is refused
+ * unless force (nothing in it is replaced then but the study's own files). */
+static int export_dir(const char *dir, long seed, int force)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return kfac_error(KFAC_EIO, "study.export = %s: cannot make the directory: %s", dir,
+                          strerror(errno));
+    char *sub = kfac_xasprintf("%s/seed-%ld", dir, seed);
+    int rc = 0;
+    if (mkdir(sub, 0777) != 0) {
+        if (errno != EEXIST)
+            rc = kfac_error(KFAC_EIO, "%s: cannot make the directory: %s", sub, strerror(errno));
+        else if (!force)
+            rc = kfac_error(KFAC_EIO, "%s exists; give --force to replace the study's files in it",
+                            sub);
+    }
+    free(sub);
+    return rc;
+}
+
+/* Before anything is trained: no seed directory of the study is there already, unless
+ * force. */
+static int export_free(const struct kfac_config *c, int force)
+{
+    int rc = 0;
+    for (int s = 0; s < c->study_seeds && !rc && !force; s++) {
+        char *sub = kfac_xasprintf("%s/seed-%ld", c->study_export, c->seed + s);
+        struct stat st;
+        if (stat(sub, &st) == 0)
+            rc = kfac_error(KFAC_EINVAL, "%s exists; give --force to replace the study's files "
+                                         "in it",
+                            sub);
+        free(sub);
+    }
+    return rc;
+}
+
+/* What one study run used, for outside checks (study.export): the inputs in the study's
+ * order, their rows in the training set, the sampled output gradients, and every layer's
+ * trained weights. */
+static int export_run(const struct kfac_config *c, const struct kfac_run *run, long seed,
+                      const float *X, const size_t *order, int force)
+{
+    const struct kfac_net *net = run->net;
+    const char *dir = c->study_export;
+    size_t N = run->train.n;
+    int rc = export_dir(dir, seed, force);
+    size_t dims[2] = {N, (size_t)run->train.d_x};
+    if (!rc)
+        rc = export_npy(dir, seed, "inputs", "<f4", 2, dims, X, sizeof *X);
+    int64_t *rows = kfac_xmalloc(N * sizeof *rows);
+    for (size_t i = 0; i < N; i++)
+        rows[i] = (int64_t)order[i];
+    if (!rc)
+        rc = export_npy(dir, seed, "order", "<i8", 1, dims, rows, sizeof *rows);
+    free(rows);
+    dims[1] = (size_t)net->d_out;
+    if (!rc)
+        rc = export_npy(dir, seed, "output_grads", "<f4", 2, dims,
+                        kfac_net_output_grad((struct kfac_net *)net), sizeof(float));
+    for (int b = 0; b < net->n_blocks && !rc; b++) {
+        const struct kfac_layer *l = net->blocks[b];
+        char name[32];
+        snprintf(name, sizeof name, "weights-%d", l->index + 1);
+        size_t wd[2] = {(size_t)l->d_out, (size_t)l->d_in + 1};
+        rc = export_npy(dir, seed, name, "<f4", 2, wd, l->W, sizeof(float));
+    }
+    return rc;
+}
+
 /* Forward pass over the whole training set in a shuffled order, one target per case drawn
- * from the model, a backward pass; copies the ā and g of the L studied layers into cases. */
-static void sample_cases(struct kfac_run *run, int L, struct layer_cases *cases)
+ * from the model, a backward pass; copies the ā and g of the L studied layers into cases,
+ * and with study.export writes what was used. */
+static int sample_cases(const struct kfac_config *c, struct kfac_run *run, long seed, int force,
+                        int L, struct layer_cases *cases)
 {
     struct kfac_net *net = run->net;
     const struct kfac_dataset *ds = &run->train;
@@ -54,6 +138,7 @@ static void sample_cases(struct kfac_run *run, int L, struct layer_cases *cases)
     kfac_net_forward(net, (int)N, X);
     kfac_loss_sample_grad(run->loss, (int)N, net->d_out, kfac_net_output(net), &run->rng_probe,
                           kfac_net_output_grad(net));
+    int rc = c->study_export ? export_run(c, run, seed, X, order, force) : 0;
     kfac_net_backward(net, (int)N, 1.0f, 0);
     for (int i = 0; i < L; i++) {
         const struct kfac_layer *l = net->blocks[cases[i].block];
@@ -63,6 +148,7 @@ static void sample_cases(struct kfac_run *run, int L, struct layer_cases *cases)
     }
     kfac_floats_free(X);
     free(order);
+    return rc;
 }
 
 /* "mean [min, max]" of n values at stride `stride` into cell. */
@@ -75,7 +161,8 @@ static void mean_range(int n, const double *x, size_t stride, char *cell, size_t
         lo = fmin(lo, e);
         hi = fmax(hi, e);
     }
-    snprintf(cell, size, "%.4f [%.4f, %.4f]", sum / n, lo, hi);
+    /* %.3g: errors at round-off (1e-16) stay readable, not 0.0000. */
+    snprintf(cell, size, "%.3g [%.3g, %.3g]", sum / n, lo, hi);
 }
 
 /* Whether studied layers i and i+1 are consecutive dense layers, whose coupling block
@@ -97,7 +184,7 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
     for (int layer = 0; layer < L; layer++) {
         fprintf(f, "layer %d (%s)\n%-6s", cases[layer].layer, cases[layer].what, "batch");
         for (int m = 0; m < KFAC_FISHER_METHODS; m++)
-            fprintf(f, "  %-24s", method_names[m]);
+            fprintf(f, "  %-28s", method_names[m]);
         fputc('\n', f);
         for (int s = 0; s < n_sizes; s++) {
             if (sizes[s] == 0)
@@ -108,7 +195,7 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
                 char cell[64];
                 mean_range(seeds, results + ((size_t)s * L + layer) * KFAC_FISHER_METHODS + m,
                            (size_t)n_sizes * L * KFAC_FISHER_METHODS, cell, sizeof cell);
-                fprintf(f, "  %-24s", cell);
+                fprintf(f, "  %-28s", cell);
             }
             fputc('\n', f);
         }
@@ -175,6 +262,11 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         kfac_run_free(&run);
         return kfac_error(KFAC_EINVAL, "study.layers = '%s' holds no layer with parameters",
                           c->study_layers);
+    }
+    if (c->study_export && (rc = export_free(c, opts->force))) {
+        free(cases);
+        kfac_run_free(&run);
+        return rc;
     }
     int n_cross = 0;
     for (int i = 0; i + 1 < L; i++)
@@ -252,7 +344,10 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             kfac_run_free(&run);
             break;
         }
-        sample_cases(&run, L, cases);
+        if ((rc = sample_cases(c, &run, cs.seed, opts->force, L, cases))) {
+            kfac_run_free(&run);
+            break;
+        }
         for (int i = 0; i < L; i++) {
             struct layer_cases *lc = &cases[i];
             kfac_fisher_block_init(&lc->fisher, (int)N, lc->T, lc->n_a, lc->A, lc->n_g, lc->G,
@@ -273,8 +368,9 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
             for (int i = 0; i < L; i++) {
                 struct kfac_kfoc_info info;
                 double *e = results + (((size_t)seed * n_sizes + s) * L + i) * KFAC_FISHER_METHODS;
-                kfac_fisher_batch_errors(&cases[i].fisher, B, c->optim.kfoc_max_iter,
-                                         c->optim.kfoc_tol, cases[i].work, e, &info);
+                kfac_fisher_batch_errors(&cases[i].fisher, B, c->study_kfoc_normalise,
+                                         c->optim.kfoc_max_iter, c->optim.kfoc_tol,
+                                         cases[i].work, e, &info);
                 memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
                 iterations = info.iterations > iterations ? info.iterations : iterations;
             }

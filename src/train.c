@@ -305,9 +305,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     run->start = 1;
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {
-        run->probe = kfac_fisher_probe_new(run->net, c->fisher_error_cases < train_batch
-                                                         ? c->fisher_error_cases
-                                                         : train_batch);
+        int cases = c->fisher_error_cases < train_batch ? c->fisher_error_cases : train_batch;
+        run->probe = kfac_fisher_probe_new(run->net, cases, c->optim.kfoc_normalise);
         n_fisher = 3 * run->net->n_blocks;
     }
     const char *metric = kfac_metric_name(c->data.task);

@@ -360,6 +360,7 @@ START_TEST(fisher_errors_match_dense_matrices)
 }
 END_TEST
 
+/* _i: the normalised side (enum kfac_kfoc_normalise). */
 START_TEST(kron_fit_is_the_best_rank_one_approximation)
 {
     enum { T = 6, NL = 3, NR = 4 };
@@ -373,9 +374,9 @@ START_TEST(kron_fit_is_the_best_rank_one_approximation)
         Ls[k] = terms_L[k];
         Rs[k] = terms_R[k];
     }
-    double L[NL * NL], R[NR * NR], work[NL * NL];
+    double L[NL * NL], R[NR * NR], work[NR * NR];
     struct kfac_kfoc_info info;
-    kfac_kron_fit(T, NL, NR, Ls, Rs, 100, 1e-12, 0, L, R, work, &info);
+    kfac_kron_fit(T, NL, NR, Ls, Rs, _i, 100, 1e-12, 0, L, R, work, &info);
     ck_assert(info.converged);
     ck_assert_int_le(info.iterations, 100);
     /* M = Σ vec(L_k) vec(R_k)ᵀ and its leading singular triple. */
@@ -391,13 +392,14 @@ START_TEST(kron_fit_is_the_best_rank_one_approximation)
     for (int p = 0; p < NL * NL; p++)
         for (int q = 0; q < NR * NR; q++)
             ck_assert_close(L[p] * R[q], S[0] * U[p * NL * NL] * VT[q], 1e-9);
-    ck_assert_close(sqrt(inner_frob(NL * NL, L)), 1.0, 1e-12);
+    ck_assert_close(sqrt(_i ? inner_frob(NR * NR, R) : inner_frob(NL * NL, L)), 1.0, 1e-12);
     /* Started from a positive definite L, the factors of PSD terms come out PSD. */
     ck_assert_double_gt(L[0], 0);
     ck_assert_double_gt(R[0], 0);
 }
 END_TEST
 
+/* _i: the normalised side. */
 START_TEST(kfoc_fit_equals_the_explicit_fit)
 {
     enum { K = 7, NA = 4, NG = 3 };
@@ -419,10 +421,10 @@ START_TEST(kfoc_fit_equals_the_explicit_fit)
     double L1[NA * NA], R1[NG * NG], L2[NA * NA], R2[NG * NG], small[NA * NA];
     double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
     struct kfac_kfoc_info i1, i2;
-    kfac_kron_fit(K, NA, NG, Ls, Rs, 100, 1e-10, 0, L1, R1, small, &i1);
+    kfac_kron_fit(K, NA, NG, Ls, Rs, _i, 100, 1e-10, 0, L1, R1, small, &i1);
     struct kfac_fisher_block b;
     kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
-    kfac_kfoc_fit(&b, 100, 1e-10, 0, L2, R2, work, &i2);
+    kfac_kfoc_fit(&b, _i, 100, 1e-10, 0, L2, R2, work, &i2);
     ck_assert(i2.converged);
     ck_assert_int_eq(i1.iterations, i2.iterations);
     for (int i = 0; i < NA * NA; i++)
@@ -449,7 +451,7 @@ START_TEST(kfoc_error_is_never_above_kfac)
         struct kfac_fisher_block b;
         kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
         struct kfac_kfoc_info info;
-        kfac_kfoc_fit(&b, 100, 1e-5, 0, L, R, work, &info);
+        kfac_kfoc_fit(&b, seed % 2, 100, 1e-5, 0, L, R, work, &info);
         double e_kfoc = kfac_fisher_error_kron(&b, L, R, work);
         double e_kfac = kfac_fisher_error_kron(&b, Ab, Gb, work);
         ck_assert_msg(e_kfoc <= e_kfac + 1e-9, "seed %d: K-FOC %.6f, K-FAC %.6f", seed, e_kfoc,
@@ -461,8 +463,9 @@ START_TEST(kfoc_error_is_never_above_kfac)
 END_TEST
 
 /* The best Kronecker product L ⊗ R for M (nl² × nr², row-major, M = Σ vec(L_k) vec(R_k)ᵀ)
- * from a dense SVD: L = u₁ (unit norm, signed so that tr L > 0), R = ±σ₁ v₁. */
-static void dense_kron_factors(int nl, int nr, double *M, double *L, double *R)
+ * from a dense SVD, σ₁ u₁ v₁ᵀ: the factor of side `side` (0: L, 1: R) is the unit singular
+ * vector, the other carries σ₁, signed so that tr L > 0. */
+static void dense_kron_factors(int nl, int nr, double *M, int side, double *L, double *R)
 {
     int p2 = nl * nl, q2 = nr * nr, kmin = p2 < q2 ? p2 : q2;
     double *S = malloc(sizeof(double) * (size_t)kmin), *U = malloc(sizeof(double) * p2 * p2),
@@ -475,9 +478,9 @@ static void dense_kron_factors(int nl, int nr, double *M, double *L, double *R)
         tr += U[(i * nl + i) * p2];
     double sign = tr < 0 ? -1 : 1;
     for (int p = 0; p < p2; p++)
-        L[p] = sign * U[p * p2];
+        L[p] = sign * (side ? S[0] : 1) * U[p * p2];
     for (int q = 0; q < q2; q++)
-        R[q] = sign * S[0] * VT[q];
+        R[q] = sign * (side ? 1 : S[0]) * VT[q];
     free(S);
     free(U);
     free(VT);
@@ -498,9 +501,11 @@ static void rearranged_block(int n, int na, int ng, const double *A, const doubl
 
 /* curvature = kfoc: the first update is the batch's best Kronecker factors, the second the
  * best Kronecker approximation of ε L̂₁ ⊗ R̂₁ + (1−ε) L₂ ⊗ R₂ (K-FOC_running), both against
- * dense SVDs of the rearranged Fisher blocks built case by case. */
+ * dense SVDs of the rearranged Fisher blocks built case by case; _i: the normalised side,
+ * whose factor must have unit norm. */
 START_TEST(kfoc_update_is_the_running_fit)
 {
+    int side = _i; /* the normalised side */
     enum { M = 6, MAXP = 25 * 16 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 70);
@@ -517,7 +522,9 @@ START_TEST(kfoc_update_is_the_running_fit)
         kfac_net_backward(net, M, 1.0f, 0);
         double eps = round == 0 ? 0.0 : 0.3;
         struct kfac_kfoc_info info;
-        ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, eps, round + 1, 500, 1e-13, &info), 0);
+        ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, eps, round + 1, side, 500, 1e-13,
+                                                    &info),
+                         0);
         ck_assert(info.converged);
         for (int i = 0; i < 2; i++) {
             const struct kfac_layer *l = &net->layers[i];
@@ -528,7 +535,7 @@ START_TEST(kfoc_update_is_the_running_fit)
             for (int k = 0; k < M * ng; k++)
                 gd[k] = l->g[k];
             rearranged_block(M, na, ng, ad, gd, M_);
-            dense_kron_factors(na, ng, M_, bL, bR);
+            dense_kron_factors(na, ng, M_, side, bL, bR);
             if (round == 0) {
                 memcpy(want_L[i], bL, sizeof bL);
                 memcpy(want_R[i], bR, sizeof bR);
@@ -536,7 +543,7 @@ START_TEST(kfoc_update_is_the_running_fit)
                 for (int a = 0; a < p2; a++)
                     for (int b = 0; b < q2; b++)
                         M_[a * q2 + b] = eps * want_L[i][a] * want_R[i][b] + (1 - eps) * bL[a] * bR[b];
-                dense_kron_factors(na, ng, M_, want_L[i], want_R[i]);
+                dense_kron_factors(na, ng, M_, side, want_L[i], want_R[i]);
             }
             double scale = 0;
             for (int a = 0; a < p2; a++)
@@ -547,7 +554,7 @@ START_TEST(kfoc_update_is_the_running_fit)
                     ck_assert_msg(fabs(f->A[a] * f->G[b] - want_L[i][a] * want_R[i][b]) < 1e-8 * scale,
                                   "round %d layer %d entry (%d, %d): %g, want %g", round, i, a, b,
                                   f->A[a] * f->G[b], want_L[i][a] * want_R[i][b]);
-            ck_assert_close(sqrt(inner_frob(p2, f->A)), 1.0, 1e-12);
+            ck_assert_close(sqrt(side ? inner_frob(q2, f->G) : inner_frob(p2, f->A)), 1.0, 1e-12);
             ck_assert_double_gt(f->A[0], 0); /* PSD, not its negative */
         }
     }
@@ -555,7 +562,7 @@ START_TEST(kfoc_update_is_the_running_fit)
     double before = c->f[0].A[0];
     net->layers[1].abar[2] = NAN;
     struct kfac_kfoc_info info;
-    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.5, 9, 100, 1e-5, &info),
+    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.5, 9, side, 100, 1e-5, &info),
                      KFAC_ENUMERIC);
     ck_assert(strstr(kfac_last_error(), "iteration 9: layer 2's activations"));
     ck_assert_double_eq(c->f[0].A[0], before);
@@ -614,27 +621,30 @@ static void rearrange(int n_a, int n_g, const double *F, double *M)
                     M[(j * n_a + l) * q2 + i * n_g + k] = F[(j * n_g + i) * D + l * n_g + k];
 }
 
-/* The best Kronecker factors of the block of n cases (T rows each) by a dense SVD. */
+/* The best Kronecker factors of the block of n cases (T rows each) by a dense SVD, side
+ * `side` at unit norm. */
 static void dense_block_fit(int n, int T, int n_a, int n_g, const double *A, const double *G,
-                            double *L, double *R)
+                            int side, double *L, double *R)
 {
     int D = n_a * n_g;
     double *F = malloc(sizeof(double) * (size_t)D * D), *M = malloc(sizeof(double) * (size_t)D * D);
     dense_fisher_rows(n, T, n_a, n_g, A, G, F);
     rearrange(n_a, n_g, F, M);
-    dense_kron_factors(n_a, n_g, M, L, R);
+    dense_kron_factors(n_a, n_g, M, side, L, R);
     free(F);
     free(M);
 }
 
 /* The Fisher study's four errors for batches of 3 of 7 cases (3, 3, 1) against dense
- * matrices: F built case by case, each batch's fit by a dense SVD, the approx product of
- * weighted means, and the running fit by SVDs of the two-term sums. _i = 0: a dense
- * layer; _i = 1: a convolution's block, 4 positions per case, with KFC's T Ω̂ ⊗ Γ̂. */
+ * matrices: F built case by case, each batch's fit by a dense SVD of its rearranged block,
+ * K-FOC_approx as (the plain mean of the unit-norm factors) ⊗ (the case-weighted sum of
+ * the scaled ones), and the running fit by SVDs of the two-term sums. _i & 1 = 0: a dense
+ * layer, 1: a convolution's block, 4 positions per case, with KFC's T Ω̂ ⊗ Γ̂; _i >> 1:
+ * the normalised side, which changes K-FOC_approx. */
 START_TEST(batch_errors_match_dense_aggregation)
 {
-    enum { K = 7, B = 3, NA = 3, NG = 2, D = NA * NG, P2 = NA * NA, Q2 = NG * NG, MAXT = 4 };
-    int T = _i ? MAXT : 1;
+    enum { K = 7, B = 3, NA = 3, NG = 3, D = NA * NG, P2 = NA * NA, Q2 = NG * NG, MAXT = 4 };
+    int T = _i & 1 ? MAXT : 1, side = _i >> 1, P = (K + B - 1) / B;
     struct kfac_rng r;
     kfac_rng_seed(&r, 80 + (uint64_t)_i);
     double A[K * MAXT * NA], G[K * MAXT * NG], F[D * D], M_[P2 * Q2], X[K * D];
@@ -658,26 +668,28 @@ START_TEST(batch_errors_match_dense_aggregation)
     want[KFAC_FISHER_KFAC] = dense_kron_error(NA, NG, F, Ab, Gb);
     for (int start = 0; start < K; start += B) {
         int n = K - start < B ? K - start : B;
-        dense_block_fit(n, T, NA, NG, A + start * T * NA, G + start * T * NG, L, R);
+        dense_block_fit(n, T, NA, NG, A + start * T * NA, G + start * T * NG, side, L, R);
+        double w = (double)n / K, u = 1.0 / P;
         for (int a = 0; a < P2; a++)
-            sL[a] += (double)n / K * L[a];
+            sL[a] += (side ? w : u) * L[a];
         for (int b = 0; b < Q2; b++)
-            sR[b] += (double)n / K * R[b];
+            sR[b] += (side ? u : w) * R[b];
         if (start == 0) {
             memcpy(rL, L, sizeof L);
             memcpy(rR, R, sizeof R);
         } else {
-            double w = (double)n / (start + n);
+            double v = (double)n / (start + n);
             for (int a = 0; a < P2; a++)
                 for (int b = 0; b < Q2; b++)
-                    M_[a * Q2 + b] = (1 - w) * rL[a] * rR[b] + w * L[a] * R[b];
-            dense_kron_factors(NA, NG, M_, rL, rR);
+                    M_[a * Q2 + b] = (1 - v) * rL[a] * rR[b] + v * L[a] * R[b];
+            dense_kron_factors(NA, NG, M_, side, rL, rR);
         }
     }
     want[KFAC_FISHER_KFOC_APPROX] = dense_kron_error(NA, NG, F, sL, sR);
     want[KFAC_FISHER_KFOC_RUNNING] = dense_kron_error(NA, NG, F, rL, rR);
 
-    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, B, T, NA, NG));
+    /* Work for batches of K too, the one-batch case below. */
+    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, K, T, NA, NG));
     struct kfac_fisher_block b;
     kfac_fisher_block_init(&b, K, T, NA, A, NG, G, X, work);
     double norm2 = 0;
@@ -686,7 +698,7 @@ START_TEST(batch_errors_match_dense_aggregation)
     ck_assert_close(b.norm2, norm2, 1e-12);
     double got[KFAC_FISHER_METHODS];
     struct kfac_kfoc_info info;
-    kfac_fisher_batch_errors(&b, B, 1000, 1e-14, work, got, &info);
+    kfac_fisher_batch_errors(&b, B, side, 1000, 1e-14, work, got, &info);
     ck_assert(info.converged);
     for (int m = 0; m < KFAC_FISHER_METHODS; m++)
         ck_assert_msg(fabs(got[m] - want[m]) < 1e-7, "method %d: %.10f, dense %.10f", m, got[m],
@@ -694,8 +706,8 @@ START_TEST(batch_errors_match_dense_aggregation)
     ck_assert_double_gt(want[KFAC_FISHER_KFOC_APPROX], want[KFAC_FISHER_KFOC_RUNNING] + 1e-6);
     /* One batch of all the cases: both aggregations are the K-FOC fit itself. */
     double L1[P2], R1[Q2];
-    kfac_fisher_batch_errors(&b, K, 1000, 1e-14, work, got, &info);
-    dense_block_fit(K, T, NA, NG, A, G, L1, R1);
+    kfac_fisher_batch_errors(&b, K, side, 1000, 1e-14, work, got, &info);
+    dense_block_fit(K, T, NA, NG, A, G, side, L1, R1);
     double fit = dense_kron_error(NA, NG, F, L1, R1);
     ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_APPROX], fit, 1e-8);
     ck_assert_double_eq_tol(got[KFAC_FISHER_KFOC_RUNNING], fit, 1e-8);
@@ -705,6 +717,82 @@ START_TEST(batch_errors_match_dense_aggregation)
     random_spd(NG, &r, R);
     ck_assert_close(kfac_fisher_error_kron(&b, L, R, work), dense_kron_error(NA, NG, F, L, R),
                     1e-10);
+    free(work);
+}
+END_TEST
+
+/* A single-output layer (d_out = 1): its Fisher block (1/K) Σ g_k² ā_k ā_kᵀ ⊗ [1] is a
+ * Kronecker product, and each batch's too. With the g side normalised every batch's R_p
+ * is [1] and K-FOC_approx, the mean of the L_p weighted by their cases, is exact at every
+ * batch size, as is K-FOC_running; with the ā side normalised K-FOC_approx averages unit
+ * matrices and is not. K-FAC's Ā ⊗ G is not either (g² and ā ā are correlated here). */
+START_TEST(single_output_layer_is_fitted_exactly)
+{
+    enum { K = 60, NA = 6 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 90);
+    double A[K * NA], G[K];
+    random_block(K, NA, 1, &r, A, G);
+    for (int k = 0; k < K; k++)
+        G[k] += A[k * NA];
+    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, K, 1, NA, 1));
+    struct kfac_fisher_block b;
+    kfac_fisher_block_init(&b, K, 1, NA, A, 1, G, NULL, work);
+    const int sizes[] = {1, 7, 10, K};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        double e[KFAC_FISHER_METHODS];
+        struct kfac_kfoc_info info;
+        kfac_fisher_batch_errors(&b, sizes[s], KFAC_KFOC_GRADIENT, 100, 1e-5, work, e, &info);
+        ck_assert_msg(e[KFAC_FISHER_KFOC_APPROX] < 1e-10 && e[KFAC_FISHER_KFOC_RUNNING] < 1e-10,
+                      "batch %d: K-FOC_approx %.3g, K-FOC_running %.3g", sizes[s],
+                      e[KFAC_FISHER_KFOC_APPROX], e[KFAC_FISHER_KFOC_RUNNING]);
+        ck_assert_double_gt(e[KFAC_FISHER_KFAC], 0.05);
+        kfac_fisher_batch_errors(&b, sizes[s], KFAC_KFOC_ACTIVATION, 100, 1e-5, work, e, &info);
+        ck_assert_double_lt(e[KFAC_FISHER_KFOC_RUNNING], 1e-10);
+        if (sizes[s] < K)
+            ck_assert_double_gt(e[KFAC_FISHER_KFOC_APPROX], 1e-3);
+    }
+    free(work);
+}
+END_TEST
+
+/* Exact approximations report round-off, not the 5e-8 that ‖F‖² − 2⟨F, F̃⟩ + ‖F̃‖² leaves in
+ * double: a block whose output gradients share one direction is a Kronecker product (its
+ * K-FOC fit is exact, n_g = 3, dense and convolution), and one of one-hot gradients is
+ * diagonal. */
+START_TEST(exact_approximations_report_round_off)
+{
+    enum { K = 40, NA = 5, NG = 3, T = 4 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 91);
+    double A[K * T * NA], G[K * T * NG], X[K * NA * NG], g0[NG] = {0.3, -1.2, 0.7};
+    random_block(K * T, NA, NG, &r, A, G);
+    double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, K, T, NA, NG));
+    for (int t = 1; t <= T; t *= T) {
+        for (int k = 0; k < K * t; k++) {
+            double c = kfac_rng_normal(&r);
+            for (int o = 0; o < NG; o++)
+                G[k * NG + o] = c * g0[o];
+        }
+        struct kfac_fisher_block b;
+        kfac_fisher_block_init(&b, K, t, NA, A, NG, G, X, work);
+        double e[KFAC_FISHER_METHODS];
+        struct kfac_kfoc_info info;
+        kfac_fisher_batch_errors(&b, K, KFAC_KFOC_GRADIENT, 100, 1e-5, work, e, &info);
+        ck_assert_msg(e[KFAC_FISHER_KFOC_RUNNING] < 1e-10, "T = %d: K-FOC %.3g", t,
+                      e[KFAC_FISHER_KFOC_RUNNING]);
+        ck_assert_double_gt(e[KFAC_FISHER_DIAG], 0.1);
+    }
+    /* One-hot ā and g: every X_k has one nonzero entry, so F is diagonal. */
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < NA; j++)
+            A[k * NA + j] = j == k % NA ? 1.0 + k : 0.0;
+        for (int o = 0; o < NG; o++)
+            G[k * NG + o] = o == k % NG ? 0.5 : 0.0;
+    }
+    struct kfac_fisher_block b;
+    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
+    ck_assert_double_lt(kfac_fisher_error_diag(&b, work), 1e-10);
     free(work);
 }
 END_TEST
@@ -809,7 +897,9 @@ START_TEST(kfoc_update_fits_a_conv_block)
     fill_uniform(kfac_net_output_grad(net), M * 2, &r, -1, 1);
     kfac_net_backward(net, M, 1.0f, 0);
     struct kfac_kfoc_info info;
-    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.0, 1, 1000, 1e-13, &info), 0);
+    ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.0, 1, KFAC_KFOC_GRADIENT, 1000,
+                                                1e-13, &info),
+                     0);
     ck_assert(info.converged);
     const struct kfac_layer *l = &net->layers[0];
     const struct kfac_factors *f = &c->f[0];
@@ -821,7 +911,7 @@ START_TEST(kfoc_update_fits_a_conv_block)
     for (int k = 0; k < M * T * ng; k++)
         gd[k] = l->g[k];
     double L[25], R[4], scale = 0;
-    dense_block_fit(M, T, na, ng, ad, gd, L, R);
+    dense_block_fit(M, T, na, ng, ad, gd, KFAC_KFOC_GRADIENT, L, R);
     for (int a = 0; a < p2; a++)
         for (int b = 0; b < q2; b++)
             scale = fmax(scale, fabs(L[a] * R[b]));
@@ -1243,11 +1333,13 @@ static Suite *curvature_suite(void)
     suite_add_tcase(s, tc);
     TCase *kfoc = tcase_create("kfoc");
     tcase_add_test(kfoc, fisher_errors_match_dense_matrices);
-    tcase_add_test(kfoc, kron_fit_is_the_best_rank_one_approximation);
-    tcase_add_test(kfoc, kfoc_fit_equals_the_explicit_fit);
+    tcase_add_loop_test(kfoc, kron_fit_is_the_best_rank_one_approximation, 0, 2);
+    tcase_add_loop_test(kfoc, kfoc_fit_equals_the_explicit_fit, 0, 2);
     tcase_add_test(kfoc, kfoc_error_is_never_above_kfac);
-    tcase_add_test(kfoc, kfoc_update_is_the_running_fit);
-    tcase_add_loop_test(kfoc, batch_errors_match_dense_aggregation, 0, 2);
+    tcase_add_loop_test(kfoc, kfoc_update_is_the_running_fit, 0, 2);
+    tcase_add_loop_test(kfoc, batch_errors_match_dense_aggregation, 0, 4);
+    tcase_add_test(kfoc, single_output_layer_is_fitted_exactly);
+    tcase_add_test(kfoc, exact_approximations_report_round_off);
     tcase_add_test(kfoc, kfoc_update_fits_a_conv_block);
     suite_add_tcase(s, kfoc);
     TCase *tri = tcase_create("tridiagonal");

@@ -496,6 +496,65 @@ START_TEST(kfoc_step_and_figures)
 }
 END_TEST
 
+/* The value of the optimiser's checkpoint item `name` (a double). */
+static double state_double(struct kfac_optim *opt, const char *name)
+{
+    struct kfac_state st = {0};
+    opt->ops->state(opt, &st);
+    double v = NAN;
+    for (int i = 0; i < st.n; i++)
+        if (strcmp(st.items[i].name, name) == 0)
+            v = *(const double *)st.items[i].ptr;
+    kfac_state_free(&st);
+    return v;
+}
+
+/* kfoc_average = running folds batch p in with weight m_p/(cases so far): for equal
+ * batches ε = 1 − 1/k, which is exponential's ε while its cap is not reached, so the two
+ * runs agree to the bit, and differ from exponential capped at 0.5 from k = 3 on. The
+ * count follows the cases, and a failed attempt leaves it as it was. */
+START_TEST(kfoc_average_follows_its_formula)
+{
+    enum { STEPS = 5 };
+    struct kfac_rng r[3];
+    float X[3][M * 3], T[3][M * 3];
+    struct kfac_net *net[3];
+    struct kfac_optim *opt[3];
+    const int average[3] = {KFAC_KFOC_RUNNING, KFAC_KFOC_EXPONENTIAL, KFAC_KFOC_EXPONENTIAL};
+    const double cap[3] = {0.5, 0.999999, 0.5};
+    for (int i = 0; i < 3; i++) {
+        net[i] = bernoulli_case(44, &r[i], X[i], T[i]);
+        struct kfac_optim_opts o = test_kfac_opts();
+        o.curvature = KFAC_CURVATURE_KFOC;
+        o.stats_fraction = 1;
+        o.kfoc_average = average[i];
+        o.stats_decay = cap[i];
+        ck_assert_int_eq(kfac_optim_new(&o, net[i], KFAC_LOSS_BERNOULLI, &r[i], &opt[i]), 0);
+    }
+    double fig[13], h;
+    for (long k = 1; k <= STEPS; k++)
+        for (int i = 0; i < 3; i++) {
+            struct kfac_batch b = {M, X[i], T[i]};
+            ck_assert_int_eq(opt[i]->ops->step(opt[i], &b, k, &h, fig), 0);
+        }
+    size_t bytes = net[0]->n_params * sizeof(float);
+    ck_assert_mem_eq(net[0]->params, net[1]->params, bytes);
+    ck_assert(memcmp(net[0]->params, net[2]->params, bytes) != 0);
+    ck_assert_double_eq(state_double(opt[0], "kfac.kfoc_cases"), STEPS * M);
+    /* A smaller batch adds its own cases; a failed attempt adds none. */
+    struct kfac_batch half = {M / 2, X[0], T[0]};
+    ck_assert_int_eq(opt[0]->ops->step(opt[0], &half, STEPS + 1, &h, fig), 0);
+    ck_assert_double_eq(state_double(opt[0], "kfac.kfoc_cases"), STEPS * M + M / 2);
+    X[0][1] = NAN;
+    ck_assert_int_eq(opt[0]->ops->step(opt[0], &half, STEPS + 2, &h, fig), KFAC_ENUMERIC);
+    ck_assert_double_eq(state_double(opt[0], "kfac.kfoc_cases"), STEPS * M + M / 2);
+    for (int i = 0; i < 3; i++) {
+        kfac_optim_free(opt[i]);
+        kfac_net_free(net[i]);
+    }
+}
+END_TEST
+
 START_TEST(kfac_keeps_non_finite_out)
 {
     struct kfac_rng r;
@@ -555,6 +614,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, levenberg_marquardt_lambda);
     tcase_add_test(tc, kfac_first_step_and_figures);
     tcase_add_test(tc, kfoc_step_and_figures);
+    tcase_add_test(tc, kfoc_average_follows_its_formula);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 60);

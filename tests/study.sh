@@ -52,6 +52,41 @@ if awk -F'\t' 'NR > 1 {
     END { if (bad) { print bad; exit 1 } }' "$WORK/fs.tsv" >"$WORK/why"; then
     ok "the errors satisfy what the methods guarantee"
 else not_ok "the errors satisfy what the methods guarantee ($(cat "$WORK/why"))"; fi
+# Layer 2 has one output: with the g side normalised (the default) both K-FOC
+# aggregations are exact at every batch size, to round-off; with the ā side K-FOC_approx
+# averages unit matrices and is not, below the whole set.
+if awk -F'\t' 'NR > 1 && ($11 > 1e-10 || $12 > 1e-10) { bad = 1 } END { exit bad }' "$WORK/fs.tsv"; then
+    ok "a single-output layer is fitted exactly by both K-FOC aggregations"
+else not_ok "a single-output layer is fitted exactly by both K-FOC aggregations"; fi
+expect_status 0 "the study with the activation side normalised" -- "$KFAC" -q --fisher-study \
+    --set study.kfoc_normalise=activation --log "$WORK/fs-act.tsv" "$WORK/study.ini"
+if awk -F'\t' 'NR > 1 && $2 == 1 && $11 < 1e-3 { bad = 1 } END { exit bad }' "$WORK/fs-act.tsv"; then
+    ok "normalising the activation side makes K-FOC_approx inexact there"
+else not_ok "normalising the activation side makes K-FOC_approx inexact there"; fi
+# What a run used, exported, reproduces its table through an independent brute force.
+for side in gradient activation; do
+    rm -rf "$WORK/export"
+    expect_status 0 "the study exports what it used ($side)" -- "$KFAC" -q --fisher-study \
+        --set study.seeds=1 --set study.kfoc_normalise=$side --set study.export="$WORK/export" \
+        --log "$WORK/fs-exp.tsv" --force "$WORK/study.ini"
+    if "$top_builddir/tests/fisher-brute" "$WORK/export/seed-1" $side relu linear -- 1 10 0 \
+        >"$WORK/brute" 2>"$WORK/brute.err" &&
+        sed 1d "$WORK/fs-exp.tsv" | cut -f2,5-12 | paste - "$WORK/brute" |
+        awk -F'\t' '{ if ($1 != $10) bad = 1; for (i = 2; i <= 9; i++) { d = $i - $(i + 9); if (d > 2e-5 || d < -2e-5) bad = 1 } }
+                     END { exit bad || NR != 3 }'; then
+        ok "the exported run reproduces the table by brute force ($side)"
+    else
+        not_ok "the exported run reproduces the table by brute force ($side)"
+        sed 's/^/#   /' "$WORK/brute.err" "$WORK/brute" "$WORK/fs-exp.tsv" | head -12
+    fi
+done
+ls "$WORK/export/seed-1" | tr '\n' ' ' >"$WORK/files"
+[ "$(cat "$WORK/files")" = "inputs.npy order.npy output_grads.npy weights-1.npy weights-2.npy " ] \
+    && ok "the export holds inputs, order, output gradients and weights" \
+    || not_ok "the export holds inputs, order, output gradients and weights: $(cat "$WORK/files")"
+expect_status 2 "an export is not overwritten" -- "$KFAC" -q --fisher-study --set study.seeds=1 \
+    --set study.export="$WORK/export" --log "$WORK/fs-exp2.tsv" "$WORK/study.ini"
+expect_grep "$WORK/err" "seed-1 exists; give --force" "and says how to replace it"
 expect_status 0 "the table is reproducible" -- "$KFAC" -q --fisher-study --log "$WORK/fs2.tsv" "$WORK/study.ini"
 cmp -s "$WORK/fs.tsv" "$WORK/fs2.tsv" && ok "the same seeds give the same table" || not_ok "the same seeds give the same table"
 [ ! -s "$WORK/err" ] && ok "--quiet prints nothing" || not_ok "--quiet prints nothing"

@@ -47,6 +47,8 @@ struct kfac_config {
     int study_seeds;                 /* [study] the Fisher study's runs */
     char *study_batch_sizes;         /* its batch sizes: "1,10,100,full" */
     char *study_layers;              /* the Fisher study's layers: "1-3" (NULL: all) */
+    int study_kfoc_normalise;        /* enum kfac_kfoc_normalise of the study's K-FOC fits */
+    char *study_export;              /* directory for what each study run used (NULL: none) */
     char *study_heatmap_layers;      /* the Fisher pictures' layers: "2-5" */
     int study_heatmap_cases;         /* and the cases they average over */
 };

@@ -35,11 +35,27 @@ enum kfac_pi_norm {
     KFAC_PI_FROBENIUS   /* π = sqrt((‖Ā‖_F/sqrt(d_in+1)) / (‖G‖_F/sqrt(d_out))) */
 };
 
+/* Which factor of a K-FOC fit has unit Frobenius norm; the other carries the scale. For
+ * one fit only a scaling; for averages over batches not (REFERENCE.md §7). The values are
+ * the side's index in the fits: 0 the ā side (L, n_a × n_a), 1 the g side (R, n_g × n_g). */
+enum kfac_kfoc_normalise {
+    KFAC_KFOC_ACTIVATION = 0, /* the ā side: Algorithm 2 as printed, the authors' code */
+    KFAC_KFOC_GRADIENT = 1    /* the g side: the paper's eq. 10 and §3.1; a single-output
+                               * layer's block is then fitted exactly at every batch size */
+};
+
+/* How the optimiser's K-FOC_running folds each batch's fit into its factors. */
+enum kfac_kfoc_average {
+    KFAC_KFOC_EXPONENTIAL,    /* weight 1 − ε, K-FAC's ε = min(1 − 1/k, stats_decay) */
+    KFAC_KFOC_RUNNING         /* the running mean: weight m/(cases so far), the paper's 1/p */
+};
+
 /* How a power iteration ended. */
 struct kfac_kfoc_info {
     int iterations;     /* power iterations run */
-    int converged;      /* ‖L − L_prev‖_F < tol was reached within max_iter */
-    double change;      /* ‖L − L_prev‖_F at the last iteration */
+    int converged;      /* ‖N − N_prev‖_F < tol was reached within max_iter (N: the
+                         * normalised factor) */
+    double change;      /* ‖N − N_prev‖_F at the last iteration */
 };
 
 /* One layer's factors. */
@@ -160,15 +176,16 @@ void kfac_curvature_rollback(struct kfac_curvature *c);
 
 /* K-FOC in place of the statistics (the optimiser's curvature = kfoc): for each layer, the
  * Frobenius-optimal factors L_p ⊗ R_p of the mini-batch's Fisher block (1/m) Σ (ā āᵀ) ⊗ (g gᵀ)
- * (Algorithm 2, started from the running L̂, or from I on the first update), then the running
+ * (Algorithm 2 with the factor of side `side`, an enum kfac_kfoc_normalise, of unit norm,
+ * started from the running one, or from I on the first update, ε = 0), then the running
  * fit L̂ ⊗ R̂ ← the best Kronecker approximation of ε L̂ ⊗ R̂ + (1−ε) L_p ⊗ R_p (Algorithm 1 on
- * the two terms; K-FOC_running with ε = 1 − 1/p gives the paper's plain average). L̂ and R̂
+ * the two terms; ε = 1 − 1/p gives the paper's plain average). L̂ and R̂
  * take the places of Ā and G, so the rest of K-FAC applies unchanged. Needs
  * kfac_curvature_reserve_kfoc() for at least m cases; max_iter and tol as for
  * kfac_kron_fit(). *info receives the batch fits' largest iteration count (converged: all
  * of them). Refuses non-finite statistics as kfac_curvature_update() does. */
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
-                               double eps, long k, int max_iter, double tol,
+                               double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info);
 
 /* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
@@ -250,13 +267,15 @@ void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, co
 
 /* Algorithm 1: L (nl × nl) and R (nr × nr) minimising ‖Σ_k Ls[k] ⊗ Rs[k] − L ⊗ R‖_F, the
  * best rank-one approximation of Σ_k vec(Ls[k]) vec(Rs[k])ᵀ, by power iteration:
- * R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k], normalised to ‖L‖_F = 1, until
- * ‖L − L_prev‖_F < tol or max_iter iterations; R then carries the scale. The start is the
- * positive definite I/‖I‖_F, or with warm set the L passed in (a nonzero positive
- * semidefinite matrix, e.g. the previous fit; it is normalised). work: nl × nl. */
+ * R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k], with the factor of side `side` (0: L,
+ * 1: R; enum kfac_kfoc_normalise) normalised to unit Frobenius norm, until it moves less
+ * than tol or max_iter iterations; the other then carries the scale. The start of the
+ * normalised factor is the positive definite I/‖I‖_F, or with warm set the one passed in
+ * (a nonzero positive semidefinite matrix, e.g. the previous fit; it is normalised).
+ * work: max(nl, nr)². */
 void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int max_iter, double tol, int warm, double *L, double *R, double *work,
-                   struct kfac_kfoc_info *info);
+                   int side, int max_iter, double tol, int warm, double *L, double *R,
+                   double *work, struct kfac_kfoc_info *info);
 
 /* One layer's exact Fisher block over K cases, never formed: the per-case inputs ā and
  * output gradients g (T rows per case), and what its norm needs. */
@@ -283,10 +302,10 @@ void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, 
 /* Algorithm 2: the Kronecker fit of Algorithm 1 to the block's terms vec(X_k) vec(X_k)ᵀ/K,
  * without forming them: R ← (1/K) Σ_k X_k L X_kᵀ, L ← (1/K) Σ_k X_kᵀ R X_k; for a dense
  * layer R ← (1/K) Σ_k (ā_kᵀ L ā_k) g_k g_kᵀ and L ← (1/K) Σ_k (g_kᵀ R g_k) ā_k ā_kᵀ. L:
- * n_a × n_a, R: n_g × n_g; warm as for kfac_kron_fit(). Needs b's K, sizes, A and G (T = 1)
- * or X (T > 1), not norm2. work: kfac_kfoc_work_size(). */
-void kfac_kfoc_fit(const struct kfac_fisher_block *b, int max_iter, double tol, int warm,
-                   double *L, double *R, double *work, struct kfac_kfoc_info *info);
+ * n_a × n_a, R: n_g × n_g; side, warm as for kfac_kron_fit(). Needs b's K, sizes, A and G
+ * (T = 1) or X (T > 1), not norm2. work: kfac_kfoc_work_size(). */
+void kfac_kfoc_fit(const struct kfac_fisher_block *b, int side, int max_iter, double tol,
+                   int warm, double *L, double *R, double *work, struct kfac_kfoc_info *info);
 
 /* Doubles of the work space kfac_kfoc_fit() needs for K cases of T rows of an n_a, n_g
  * layer. */
@@ -328,16 +347,18 @@ size_t kfac_fisher_batches_work_size(int K, int B, int T, int n_a, int n_g);
 
 /* The relative Frobenius errors against the block b of K cases (initialised by
  * kfac_fisher_block_init()) of each enum kfac_fisher_method (K-FAC: KFC's |T| Ω̂ ⊗ Γ̂ for a
- * convolution), when the cases are taken in
- * batches of B consecutive rows (the last batch may be shorter): each batch p of n_p cases
- * gets its own K-FOC fit L_p ⊗ R_p of its block (Algorithm 2 from I; max_iter, tol), of
- * weight w_p = n_p/K; K-FOC_approx multiplies the weighted means of the L_p and of the R_p
- * (independence across batches), K-FOC_running replaces its fit by the best Kronecker
- * approximation of (1 − w) L̂ ⊗ R̂ + w L_p ⊗ R_p with w = n_p/(cases so far), which for
- * equal batches is the paper's (p−1)/p and 1/p. The diagonal and K-FAC do not depend on
- * B. errors: KFAC_FISHER_METHODS; *info: the batch fits' largest iteration count. */
-void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int max_iter, double tol,
-                              double *work, double *errors, struct kfac_kfoc_info *info);
+ * convolution), when the cases are taken in P batches of B consecutive rows (the last may
+ * be shorter): each batch p of n_p cases gets its own K-FOC fit L_p ⊗ R_p of its block's
+ * mean (Algorithm 2 from I with the factor of side `side` at unit norm; max_iter, tol),
+ * of weight w_p = n_p/K in F; K-FOC_approx is (the plain mean of the P unit-norm factors)
+ * ⊗ (Σ_p w_p times the scaled ones), REFERENCE.md §7 (independence across batches);
+ * K-FOC_running replaces its fit by the best Kronecker approximation of
+ * (1 − w) L̂ ⊗ R̂ + w L_p ⊗ R_p with w = n_p/(cases so far), which for equal batches is the
+ * paper's (p−1)/p and 1/p. The diagonal and K-FAC do not depend on B or side. errors:
+ * KFAC_FISHER_METHODS; *info: the batch fits' largest iteration count. */
+void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side, int max_iter,
+                              double tol, double *work, double *errors,
+                              struct kfac_kfoc_info *info);
 
 /* Measures, for every layer of a network, how far the diagonal, K-FAC and K-FOC
  * approximations are from the exact Fisher block of K cases whose output gradients are
@@ -348,10 +369,12 @@ struct kfac_fisher_probe {
     double *X;                /* convolutions: K × n_g × n_a per-case gradients */
     double *work;             /* kfac_fisher_batches_work_size() for the largest layer */
     int kfoc_iterations;      /* the largest K-FOC iteration count of the last run */
+    int side;                 /* the K-FOC fits' normalised side (enum kfac_kfoc_normalise) */
 };
 
-/* A probe for K cases (net must hold buffers for at least K cases). */
-struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K);
+/* A probe for K cases (net must hold buffers for at least K cases) whose K-FOC fits keep
+ * the factor of side `side` at unit norm. */
+struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side);
 void kfac_fisher_probe_free(struct kfac_fisher_probe *p);
 
 /* Forward pass of the first min(K, m) cases of X (m × d_in), output gradients sampled from

@@ -32,6 +32,12 @@ struct kfac_array {
 
 int kfac_idx_read(const char *path, struct kfac_array *out);
 int kfac_npy_read(const char *path, struct kfac_array *out);
+
+/* Writes an uncompressed NPY file (version 1.0, C order) of n = Π dims elements of
+ * elem_size bytes at data, in the machine's byte order, with the NumPy type descr ("<f4",
+ * "<f8", "<i8"), through a temporary renamed over path only when complete. */
+int kfac_npy_write(const char *path, const char *descr, int ndim, const size_t *dims,
+                   const void *data, size_t elem_size);
 void kfac_array_free(struct kfac_array *a);
 
 /* Which part of a file that holds both splits to read. */

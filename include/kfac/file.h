@@ -16,9 +16,10 @@ char *kfac_file_dir(const char *path);
  * checkpoint") when it cannot be made. */
 int kfac_file_temp(const char *path, const char *what, char **tmp);
 
-/* After the temporary's contents are written and synced: renames tmp over path and syncs
- * the directory, or on failure removes tmp. KFAC_EIO naming path and what it is if the
- * rename fails. */
-int kfac_file_commit(const char *tmp, const char *path, const char *what);
+/* After the temporary's contents are written: with err 0 (they are whole and synced)
+ * renames tmp over path and syncs the directory; with err the errno of the write that
+ * failed, removes tmp. Frees tmp. KFAC_EIO naming path, what it is and why when the write
+ * or the rename failed. */
+int kfac_file_commit(char *tmp, const char *path, const char *what, int err);
 
 #endif

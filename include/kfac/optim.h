@@ -75,6 +75,8 @@ struct kfac_optim_opts {
     int use_momentum;         /* 0: μ = 0, the model is one-dimensional */
     int kfoc_max_iter;        /* K-FOC's n_max */
     double kfoc_tol;          /* K-FOC's δ */
+    int kfoc_normalise;       /* enum kfac_kfoc_normalise: the unit-norm side of its fits */
+    int kfoc_average;         /* enum kfac_kfoc_average: how its running factors average */
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
