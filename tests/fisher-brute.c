@@ -240,5 +240,9 @@ int main(int argc, char **argv)
         }
         putchar('\n');
     }
+    for (int l = 0; l < nl; l++)
+        free(W[l]), free(Abar[l]), free(S[l]), free(Y[l]), free(Gl[l]);
+    free(X);
+    free(GO);
     return 0;
 }
