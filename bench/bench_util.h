@@ -5,6 +5,7 @@
 #ifndef KFAC_BENCH_UTIL_H
 #define KFAC_BENCH_UTIL_H
 
+#include <cblas.h>
 #include "kfac/log.h"
 #include "kfac/mat.h"
 

@@ -109,6 +109,7 @@ static const struct key keys[] = {
     {"train", "checkpoint_every", K_LONG, F(checkpoint_every), "0", 0, 1e12, NULL},
     {"train", "checkpoint_seconds", K_DOUBLE, F(checkpoint_seconds), "0", 0, 1e9, NULL},
     {"train", "checkpoint_keep", K_INT, F(checkpoint_keep), "2", 1, 1000, NULL},
+    {"train", "inject_nan", K_STRING, F(inject_nan), "", 0, 0, NULL},
     {"train", "memory_limit", K_BYTES, F(memory_limit), "0", 0, 1125899906842624.0, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
@@ -258,6 +259,14 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
             if (rc)
                 return kfac_error(KFAC_EINVAL, "%s.%s: %s", k->section, k->name, kfac_last_error());
         }
+        if (strcmp(k->name, "inject_nan") == 0 && *value) {
+            long at, times;
+            if (kfac_parse_injection(value, &at, &times))
+                return kfac_error(KFAC_EINVAL,
+                                  "%s.%s = '%s': expected ITERATION[:TRIES] or "
+                                  "ITERATION:all",
+                                  k->section, k->name, value);
+        }
         char **s = field;
         free(*s);
         *s = k->type == K_PATH ? resolve_path(value, base) : kfac_xstrdup(value);
@@ -269,6 +278,28 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
     }
     }
     return 0;
+}
+
+int kfac_parse_injection(const char *spec, long *at, long *times)
+{
+    char *end;
+    errno = 0;
+    *at = strtol(spec, &end, 10);
+    if (end == spec || *at < 1 || errno)
+        return KFAC_EINVAL;
+    if (!*end) {
+        *times = 1;
+        return 0;
+    }
+    if (*end != ':')
+        return KFAC_EINVAL;
+    if (strcmp(end + 1, "all") == 0) {
+        *times = LONG_MAX;
+        return 0;
+    }
+    char *e2;
+    *times = strtol(end + 1, &e2, 10);
+    return e2 == end + 1 || *e2 || *times < 1 || errno ? KFAC_EINVAL : 0;
 }
 
 void kfac_config_defaults(struct kfac_config *c)
@@ -565,9 +596,10 @@ void kfac_config_print(const struct kfac_config *c, FILE *f)
 /* The keys a resumed run may change: how long it runs, its checkpoints, what it logs. */
 static int run_control(const struct key *k)
 {
-    static const char *const train_keys[] = {"iterations", "max_seconds", "checkpoint",
-                                             "checkpoint_every", "checkpoint_seconds",
-                                             "checkpoint_keep", "memory_limit", NULL};
+    static const char *const train_keys[] = {
+        "iterations",       "max_seconds",        "checkpoint",
+        "checkpoint_every", "checkpoint_seconds", "checkpoint_keep",
+        "memory_limit",     "inject_nan",         NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

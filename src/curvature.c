@@ -1,6 +1,6 @@
 /*
- * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by cblas_ssyrk, their
- * exponential averages in double, eigendecompositions by LAPACK dsyevd and the damped
+ * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by the backend's ssyrk,
+ * their exponential averages in double, eigendecompositions by its dsyevd and the damped
  * Kronecker inverse applied with two GEMMs per layer (see curvature.h). Each step calls
  * into curvature_tridiag.c when the block-tridiagonal variant is reserved.
  */
@@ -10,7 +10,6 @@
 #include "kfac/status.h"
 
 #include <float.h>
-#include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
 {
     struct kfac_curvature *c = kfac_xcalloc(1, sizeof *c);
+    c->be = net->be;
     c->n_blocks = net->n_blocks;
     c->f = kfac_xcalloc((size_t)net->n_blocks, sizeof *c->f);
     size_t max_n = 0, max_block = 0;
@@ -56,7 +56,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     }
     if (max_n * max_n > max_block)
         max_block = max_n * max_n;
-    kfac_eigen_work_init(&c->eig, (int)max_n);
+    kfac_eigen_work_init(&c->eig, c->be, (int)max_n);
     c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
     c->dtmp = kfac_xmalloc(2 * max_block * sizeof *c->dtmp);
@@ -168,9 +168,10 @@ double kfac_stats_decay(long k, double cap)
 }
 
 /* Upper triangle of out (n × n) = scale · xᵀx for x (rows × n, ld); NaN-free iff finite. */
-static int second_moment(int rows, int n, const float *x, int ld, double scale, float *out)
+static int second_moment(const struct kfac_backend *be, int rows, int n, const float *x, int ld,
+                         double scale, float *out)
 {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, rows, (float)scale, x, ld, 0.0f, out, n);
+    be->ssyrk(KFAC_TRANS, n, rows, (float)scale, x, ld, 0.0f, out, n);
     for (int i = 0; i < n; i++)
         if (!kfac_all_finite((size_t)(n - i), out + (size_t)i * n + i))
             return 0;
@@ -220,11 +221,11 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
         struct kfac_factors *f = &c->f[i];
         /* Ā = |T| Ω̂ and G = Γ̂ over the m·|T| rows (see curvature.h). */
         int rows = m * f->n_pos;
-        if (!second_moment(rows, f->n_a, l->abar, f->n_a, 1.0 / m, f->batch_A))
+        if (!second_moment(c->be, rows, f->n_a, l->abar, f->n_a, 1.0 / m, f->batch_A))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activation statistics "
                                              "(the factor A) are not finite; nothing was updated",
                               k, f->layer);
-        if (!second_moment(rows, f->n_g, l->g, f->n_g, 1.0 / rows, f->batch_G))
+        if (!second_moment(c->be, rows, f->n_g, l->g, f->n_g, 1.0 / rows, f->batch_G))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's gradient statistics "
                                              "(the factor G) are not finite; nothing was updated",
                               k, f->layer);
@@ -270,38 +271,39 @@ static double trace(int n, const double *X)
     return t;
 }
 
-static double frobenius(int n, const double *X)
+static double frobenius(const struct kfac_backend *be, int n, const double *X)
 {
-    return cblas_dnrm2(n * n, X, 1);
+    return be->dnrm2(n * n, X);
 }
 
-static double pi_of(const struct kfac_factors *f, enum kfac_pi_norm norm)
+static double pi_of(const struct kfac_backend *be, const struct kfac_factors *f,
+                    enum kfac_pi_norm norm)
 {
     double a, g;
     if (norm == KFAC_PI_TRACE) {
         a = trace(f->n_a, f->A) / f->n_a;
         g = trace(f->n_g, f->G) / f->n_g;
     } else {
-        a = frobenius(f->n_a, f->A) / sqrt((double)f->n_a);
-        g = frobenius(f->n_g, f->G) / sqrt((double)f->n_g);
+        a = frobenius(be, f->n_a, f->A) / sqrt((double)f->n_a);
+        g = frobenius(be, f->n_g, f->G) / sqrt((double)f->n_g);
     }
     return a > 0 && g > 0 ? sqrt(a / g) : 1.0;
 }
 
-void kfac_eigen_work_init(struct kfac_eigen_work *w, int max_n)
+void kfac_eigen_work_init(struct kfac_eigen_work *w, const struct kfac_backend *be, int max_n)
 {
+    w->be = be;
     w->max_n = max_n;
     w->a = kfac_xmalloc((size_t)max_n * max_n * sizeof *w->a);
     /* Workspace query for the largest matrix: dsyevd then never allocates in the loop. */
     double wq, dummy_w;
-    lapack_int iq, n = (lapack_int)max_n;
-    if (LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, w->a, n, &dummy_w, &wq, -1, &iq, -1) !=
-        0) {
+    int iq, n = max_n;
+    if (be->dsyevd(n, w->a, &dummy_w, &wq, -1, &iq, -1) != 0) {
         wq = 1.0 + 6.0 * (double)n + 2.0 * (double)n * (double)n; /* LAPACK's documented minimum */
         iq = 3 + 5 * n;
     }
     w->lwork = (int)wq;
-    w->liwork = (int)iq;
+    w->liwork = iq;
     w->work = kfac_xmalloc((size_t)w->lwork * sizeof *w->work);
     w->iwork = kfac_xmalloc((size_t)w->liwork * sizeof *w->iwork);
 }
@@ -317,11 +319,9 @@ void kfac_eigen_work_free(struct kfac_eigen_work *w)
 int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig)
 {
     memcpy(w->a, X, (size_t)n * n * sizeof *X);
-    /* Column-major on a row-major symmetric matrix: our upper triangle is its lower one
-     * ('L'), and the eigenvectors come back as columns, i.e. as rows of the row-major
-     * array. */
-    return (int)LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', n, w->a, n, eig, w->work, w->lwork,
-                                    w->iwork, w->liwork);
+    /* Our upper triangle is the backend's column-major lower one, and the eigenvectors
+     * come back as its columns, i.e. as rows of the row-major array. */
+    return w->be->dsyevd(n, w->a, eig, w->work, w->lwork, w->iwork, w->liwork);
 }
 
 /* Eigendecomposition of X (n × n, symmetric) into U_t (n × n, rows: eigenvectors) and
@@ -353,7 +353,7 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
                                              "factor %s failed (LAPACK dsyevd info %d)",
                               k, f->layer, which, info);
-        f->pi = pi_of(f, norm);
+        f->pi = pi_of(c->be, f, norm);
     }
     if (c->tri)
         kfac_curvature_decompose_tridiag(c);
@@ -362,8 +362,8 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
 }
 
 /* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors); tmp: n × n. */
-static void damped_inverse(int n, const double *U_t, const double *eig, double d, double *tmp,
-                           double *inv)
+static void damped_inverse(const struct kfac_backend *be, int n, const double *U_t,
+                           const double *eig, double d, double *tmp, double *inv)
 {
     for (int j = 0; j < n; j++) {
         double s = 1.0 / (eig[j] + d);
@@ -372,7 +372,7 @@ static void damped_inverse(int n, const double *U_t, const double *eig, double d
         for (int r = 0; r < n; r++)
             t[r] = s * u[r];
     }
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0, U_t, n, tmp, n, 0.0, inv, n);
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n, n, n, 1.0, U_t, n, tmp, n, 0.0, inv, n);
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
@@ -382,8 +382,8 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     /* Block-tridiagonal needs the plain damped inverses of the last layer only. */
     for (int i = c->tri ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
-        damped_inverse(f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
-        damped_inverse(f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
+        damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
+        damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }
     int rc = c->tri ? kfac_curvature_invert_tridiag(c, gamma, k) : 0;
     c->inv_gamma = rc ? 0 : gamma;
@@ -394,15 +394,15 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
 void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const float *V,
                                        float scale, float *out)
 {
+    const struct kfac_backend *be = c->be;
     const struct kfac_factors *f = &c->f[i];
     int na = f->n_a, ng = f->n_g;
     size_t n = (size_t)na * ng;
     double *v = c->dtmp, *half = c->dtmp + c->tmp_n;
     kfac_floats_to_doubles(n, V, v);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, ng, 1.0, f->G_inv, ng, v, na,
-                0.0, half, na);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ng, na, na, (double)scale, half, na,
-                f->A_inv, na, 0.0, v, na);
+    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, ng, 1.0, f->G_inv, ng, v, na, 0.0, half, na);
+    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, na, (double)scale, half, na, f->A_inv, na, 0.0,
+              v, na);
     for (size_t j = 0; j < n; j++)
         out[j] = (float)v[j];
 }

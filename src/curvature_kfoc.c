@@ -15,14 +15,14 @@
 #include <string.h>
 
 /* x·y and ‖x‖² over n doubles, through BLAS. */
-static double inner(size_t n, const double *x, const double *y)
+static double inner(const struct kfac_backend *be, size_t n, const double *x, const double *y)
 {
-    return cblas_ddot((int)n, x, 1, y, 1);
+    return be->ddot((int)n, x, y);
 }
 
-static double frob2(size_t n, const double *x)
+static double frob2(const struct kfac_backend *be, size_t n, const double *x)
 {
-    return inner(n, x, x);
+    return inner(be, n, x, x);
 }
 
 /* X (n × n) = I/sqrt(n): a positive definite start of unit Frobenius norm. */
@@ -34,10 +34,10 @@ static void unit_identity(int n, double *X)
 }
 
 /* X ← X/‖X‖_F, then the distance to prev (n × n); prev ← X. */
-static double normalise_step(int n, double *X, double *prev)
+static double normalise_step(const struct kfac_backend *be, int n, double *X, double *prev)
 {
     size_t n2 = (size_t)n * n;
-    double norm = sqrt(frob2(n2, X)), change = 0;
+    double norm = sqrt(frob2(be, n2, X)), change = 0;
     for (size_t i = 0; i < n2; i++) {
         X[i] = norm > 0 ? X[i] / norm : 0;
         change += (X[i] - prev[i]) * (X[i] - prev[i]);
@@ -50,17 +50,17 @@ static double normalise_step(int n, double *X, double *prev)
  * out = Σ_k ⟨terms_from[k], in⟩ terms_to[k], whatever form the terms take. */
 typedef void (*half_step)(const void *ctx, int from, const double *in, double *out);
 
-static void power_iterate(const void *ctx, half_step half, const int n[2], int side, int max_iter,
-                          double tol, int warm, double *L, double *R, double *prev,
-                          struct kfac_kfoc_info *info)
+static void power_iterate(const struct kfac_backend *be, const void *ctx, half_step half,
+                          const int n[2], int side, int max_iter, double tol, int warm, double *L,
+                          double *R, double *prev, struct kfac_kfoc_info *info)
 {
     /* N: the factor kept at unit norm (side `side`), S: the one that carries the scale. */
     double *N = side ? R : L, *S = side ? L : R;
     int nn = n[side];
     size_t n2 = (size_t)nn * nn;
-    double norm = warm ? sqrt(frob2(n2, N)) : 0;
+    double norm = warm ? sqrt(frob2(be, n2, N)) : 0;
     if (norm > 0 && isfinite(norm))
-        cblas_dscal((int)n2, 1.0 / norm, N, 1);
+        be->dscal((int)n2, 1.0 / norm, N);
     else
         unit_identity(nn, N);
     memcpy(prev, N, sizeof(double) * n2);
@@ -71,7 +71,7 @@ static void power_iterate(const void *ctx, half_step half, const int n[2], int s
         half(ctx, side, N, S);
         half(ctx, 1 - side, S, N);
         info->iterations++;
-        info->change = normalise_step(nn, N, prev);
+        info->change = normalise_step(be, nn, N, prev);
         if (info->change < tol) {
             info->converged = 1;
             break;
@@ -82,6 +82,7 @@ static void power_iterate(const void *ctx, half_step half, const int n[2], int s
 
 /* Algorithm 1 on explicit terms: side 0 holds the L_k (n[0] × n[0]), side 1 the R_k. */
 struct explicit_terms {
+    const struct kfac_backend *be;
     int n_terms, n[2];
     const double *const *terms[2];
 };
@@ -93,15 +94,16 @@ static void explicit_half(const void *ctx, int from, const double *in, double *o
     size_t n_from = (size_t)t->n[from] * t->n[from], n_to = (size_t)t->n[to] * t->n[to];
     memset(out, 0, sizeof(double) * n_to);
     for (int k = 0; k < t->n_terms; k++)
-        cblas_daxpy((int)n_to, inner(n_from, t->terms[from][k], in), t->terms[to][k], 1, out, 1);
+        t->be->daxpy((int)n_to, inner(t->be, n_from, t->terms[from][k], in), t->terms[to][k], out);
 }
 
-void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int side, int max_iter, double tol, int warm, double *L, double *R,
-                   double *work, struct kfac_kfoc_info *info)
+void kfac_kron_fit(const struct kfac_backend *be, int n_terms, int nl, int nr,
+                   const double *const *Ls, const double *const *Rs, int side, int max_iter,
+                   double tol, int warm, double *L, double *R, double *work,
+                   struct kfac_kfoc_info *info)
 {
-    struct explicit_terms t = {n_terms, {nl, nr}, {Ls, Rs}};
-    power_iterate(&t, explicit_half, t.n, side, max_iter, tol, warm, L, R, work, info);
+    struct explicit_terms t = {be, n_terms, {nl, nr}, {Ls, Rs}};
+    power_iterate(be, &t, explicit_half, t.n, side, max_iter, tol, warm, L, R, work, info);
 }
 
 size_t kfac_kfoc_work_size(int K, int T, int n_a, int n_g)
@@ -122,14 +124,13 @@ size_t kfac_fisher_work_size(int K, int T, int n_a, int n_g)
 
 /* X (n_g × K × n_a) with X[o, k, :] = Σ_t G[kT + t, o] A[kT + t, :]: case k's gradient
  * X_k = G_kᵀ A_k, one GEMM per case (the cases' position sums are independent). */
-static void per_case_gradients(int K, int T, int n_a, const double *A, int n_g, const double *G,
-                               double *X)
+static void per_case_gradients(const struct kfac_backend *be, int K, int T, int n_a,
+                               const double *A, int n_g, const double *G, double *X)
 {
     int ld = K * n_a;
     for (int k = 0; k < K; k++)
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_g, n_a, T, 1.0,
-                    G + (size_t)k * T * n_g, n_g, A + (size_t)k * T * n_a, n_a, 0.0,
-                    X + (size_t)k * n_a, ld);
+        be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n_g, n_a, T, 1.0, G + (size_t)k * T * n_g, n_g,
+                  A + (size_t)k * T * n_a, n_a, 0.0, X + (size_t)k * n_a, ld);
 }
 
 /* ‖F‖_F² = (1/K²) Σ_{k,k'} ⟨X_k, X_k'⟩² from the upper triangle of the Gram matrix P (K × K). */
@@ -145,25 +146,26 @@ static double gram_norm2(int K, const double *P)
     return (diag + 2 * off) / ((double)K * K);
 }
 
-void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, const double *A,
-                            int n_g, const double *G, double *X, double *work)
+void kfac_fisher_block_init(struct kfac_fisher_block *b, const struct kfac_backend *be, int K,
+                            int T, int n_a, const double *A, int n_g, const double *G, double *X,
+                            double *work)
 {
-    b->K = K, b->n_a = n_a, b->n_g = n_g, b->A = A, b->G = G;
+    b->be = be, b->K = K, b->n_a = n_a, b->n_g = n_g, b->A = A, b->G = G;
     b->T = T > 1 ? T : 1;
     b->X = NULL;
     if (T > 1) {
         /* ⟨X_k, X_k'⟩ = Σ_o X[o, k, :]·X[o, k', :]: one rank-K update per output row. */
-        per_case_gradients(K, T, n_a, A, n_g, G, X);
+        per_case_gradients(be, K, T, n_a, A, n_g, G, X);
         b->X = X;
         for (int o = 0; o < n_g; o++)
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_a, 1.0,
-                        X + (size_t)o * K * n_a, n_a, o ? 1.0 : 0.0, work, K);
+            be->dsyrk(KFAC_NO_TRANS, K, n_a, 1.0, X + (size_t)o * K * n_a, n_a, o ? 1.0 : 0.0, work,
+                      K);
         b->norm2 = gram_norm2(K, work);
         return;
     }
     double *Ga = work, *Gg = work + (size_t)K * K;
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_a, 1.0, A, n_a, 0.0, Ga, K);
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n_g, 1.0, G, n_g, 0.0, Gg, K);
+    be->dsyrk(KFAC_NO_TRANS, K, n_a, 1.0, A, n_a, 0.0, Ga, K);
+    be->dsyrk(KFAC_NO_TRANS, K, n_g, 1.0, G, n_g, 0.0, Gg, K);
     /* ⟨X_k, X_k'⟩ = (ā_k·ā_k')(g_k·g_k'). */
     for (int i = 0; i < K; i++)
         for (int j = i; j < K; j++)
@@ -172,28 +174,28 @@ void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, 
 }
 
 /* q_k = x_kᵀ M x_k for the rows of X (K × n) and a symmetric M (n × n); tmp: K × n. */
-static void quadratic_forms(int K, int n, const double *X, const double *M, double *tmp,
-                            double *q)
+static void quadratic_forms(const struct kfac_backend *be, int K, int n, const double *X,
+                            const double *M, double *tmp, double *q)
 {
-    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, K, n, 1.0, M, n, X, n, 0.0, tmp, n);
+    be->dsymm(KFAC_RIGHT, K, n, 1.0, M, n, X, n, 0.0, tmp, n);
     for (int k = 0; k < K; k++)
-        q[k] = inner((size_t)n, X + (size_t)k * n, tmp + (size_t)k * n);
+        q[k] = inner(be, (size_t)n, X + (size_t)k * n, tmp + (size_t)k * n);
 }
 
 /* out (n × n) = (1/K) Σ_k w_k x_k x_kᵀ = (1/K) Xᵀ diag(w) X; tmp: K × n. */
-static void weighted_moment(int K, int n, const double *X, const double *w, double *tmp,
-                            double *out)
+static void weighted_moment(const struct kfac_backend *be, int K, int n, const double *X,
+                            const double *w, double *tmp, double *out)
 {
     for (int k = 0; k < K; k++)
         for (int j = 0; j < n; j++)
             tmp[(size_t)k * n + j] = w[k] * X[(size_t)k * n + j];
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, K, 1.0 / K, X, n, tmp, n, 0.0, out,
-                n);
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n, n, K, 1.0 / K, X, n, tmp, n, 0.0, out, n);
 }
 
 /* Algorithm 2: the terms are (ā_k ā_kᵀ/K) ⊗ (g_k g_kᵀ), so ⟨ā_k ā_kᵀ, L⟩ = ā_kᵀ L ā_k and a
  * half-step is per-case quadratic forms on one side, a weighted moment on the other. */
 struct layer_terms {
+    const struct kfac_backend *be;
     int K, n[2];            /* side 0: ā (n_a), side 1: g (n_g) */
     const double *X[2];     /* K × n[side] */
     double *tmp, *q;        /* K × max(n_a, n_g), K */
@@ -203,14 +205,15 @@ static void layer_half(const void *ctx, int from, const double *in, double *out)
 {
     const struct layer_terms *t = ctx;
     int to = 1 - from;
-    quadratic_forms(t->K, t->n[from], t->X[from], in, t->tmp, t->q);
-    weighted_moment(t->K, t->n[to], t->X[to], t->q, t->tmp, out);
+    quadratic_forms(t->be, t->K, t->n[from], t->X[from], in, t->tmp, t->q);
+    weighted_moment(t->be, t->K, t->n[to], t->X[to], t->q, t->tmp, out);
 }
 
 /* Algorithm 2 with the per-case gradients X_k of a convolution, X (n_g × K × n_a): a
  * half-step is R = (1/K) Σ_k X_k L X_kᵀ or L = (1/K) Σ_k X_kᵀ R X_k, two GEMMs each, by
  * reading X as n_g × (K·n_a) or as (n_g·K) × n_a. */
 struct case_terms {
+    const struct kfac_backend *be;
     int K, n_a, n_g;
     const double *X;
     double *tmp;            /* n_g × K × n_a */
@@ -218,18 +221,17 @@ struct case_terms {
 
 static void case_half(const void *ctx, int from, const double *in, double *out)
 {
+    const struct kfac_backend *be = ((const struct case_terms *)ctx)->be;
     const struct case_terms *t = ctx;
     int K = t->K, na = t->n_a, ng = t->n_g, wide = K * na;
     if (from == 0) {
-        cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, ng * K, na, 1.0, in, na, t->X, na, 0.0,
-                    t->tmp, na);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ng, ng, wide, 1.0 / K, t->tmp, wide,
-                    t->X, wide, 0.0, out, ng);
+        be->dsymm(KFAC_RIGHT, ng * K, na, 1.0, in, na, t->X, na, 0.0, t->tmp, na);
+        be->dgemm(KFAC_NO_TRANS, KFAC_TRANS, ng, ng, wide, 1.0 / K, t->tmp, wide, t->X, wide, 0.0,
+                  out, ng);
     } else {
-        cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, ng, wide, 1.0, in, ng, t->X, wide, 0.0,
-                    t->tmp, wide);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, ng * K, 1.0 / K, t->X, na,
-                    t->tmp, na, 0.0, out, na);
+        be->dsymm(KFAC_LEFT, ng, wide, 1.0, in, ng, t->X, wide, 0.0, t->tmp, wide);
+        be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, na, na, ng * K, 1.0 / K, t->X, na, t->tmp, na, 0.0,
+                  out, na);
     }
 }
 
@@ -238,16 +240,16 @@ void kfac_kfoc_fit(const struct kfac_fisher_block *b, int side, int max_iter, do
 {
     const int n[2] = {b->n_a, b->n_g};
     if (b->X) {
-        struct case_terms t = {b->K, b->n_a, b->n_g, b->X, work};
+        struct case_terms t = {b->be, b->K, b->n_a, b->n_g, b->X, work};
         double *prev = work + (size_t)b->K * b->n_a * b->n_g;
-        power_iterate(&t, case_half, n, side, max_iter, tol, warm, L, R, prev, info);
+        power_iterate(b->be, &t, case_half, n, side, max_iter, tol, warm, L, R, prev, info);
         return;
     }
     size_t nmax = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
-    struct layer_terms t = {b->K, {b->n_a, b->n_g}, {b->A, b->G}, work,
-                            work + (size_t)b->K * nmax};
+    struct layer_terms t = {b->be,        b->K, {b->n_a, b->n_g},
+                            {b->A, b->G}, work, work + (size_t)b->K * nmax};
     double *prev = t.q + b->K;
-    power_iterate(&t, layer_half, n, side, max_iter, tol, warm, L, R, prev, info);
+    power_iterate(b->be, &t, layer_half, n, side, max_iter, tol, warm, L, R, prev, info);
 }
 
 /* Doubles of running_fit()'s work space. */
@@ -289,20 +291,21 @@ void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
 /* L_run ⊗ R_run ← the best Kronecker approximation of ε L_run ⊗ R_run + L ⊗ (1−ε) R
  * (K-FOC_running's aggregation), warm-started from the run's factor of the normalised side.
  * L_run, L: na × na; R_run, R: ng × ng; R is scaled in place. work: running_work_size(). */
-static void running_fit(int na, int ng, double *L_run, double *R_run, double eps, double *L,
-                        double *R, int side, int max_iter, double tol, double *work)
+static void running_fit(const struct kfac_backend *be, int na, int ng, double *L_run, double *R_run,
+                        double eps, double *L, double *R, int side, int max_iter, double tol,
+                        double *work)
 {
     size_t na2 = (size_t)na * na, ng2 = (size_t)ng * ng;
     double *new_L = work, *new_R = work + na2, *prev = new_R + ng2;
-    cblas_dscal((int)ng2, eps, R_run, 1);
-    cblas_dscal((int)ng2, 1.0 - eps, R, 1);
+    be->dscal((int)ng2, eps, R_run);
+    be->dscal((int)ng2, 1.0 - eps, R);
     const double *Ls[2] = {L_run, L}, *Rs[2] = {R_run, R};
     struct kfac_kfoc_info info;
     if (side)
         memcpy(new_R, R_run, ng2 * sizeof *new_R);
     else
         memcpy(new_L, L_run, na2 * sizeof *new_L);
-    kfac_kron_fit(2, na, ng, Ls, Rs, side, max_iter, tol, 1, new_L, new_R, prev, &info);
+    kfac_kron_fit(be, 2, na, ng, Ls, Rs, side, max_iter, tol, 1, new_L, new_R, prev, &info);
     memcpy(L_run, new_L, na2 * sizeof *new_L);
     memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
@@ -334,9 +337,10 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
         size_t rows = (size_t)m * (size_t)f->n_pos;
         kfac_floats_to_doubles(rows * f->n_a, l->abar, c->kfoc.a);
         kfac_floats_to_doubles(rows * f->n_g, l->g, c->kfoc.g);
-        struct kfac_fisher_block b = {m, f->n_a, f->n_g, c->kfoc.a, c->kfoc.g, NAN, f->n_pos, NULL};
+        struct kfac_fisher_block b = {c->be,     m,   f->n_a,   f->n_g, c->kfoc.a,
+                                      c->kfoc.g, NAN, f->n_pos, NULL};
         if (f->n_pos > 1) {
-            per_case_gradients(m, f->n_pos, f->n_a, c->kfoc.a, f->n_g, c->kfoc.g, c->kfoc.X);
+            per_case_gradients(c->be, m, f->n_pos, f->n_a, c->kfoc.a, f->n_g, c->kfoc.g, c->kfoc.X);
             b.X = c->kfoc.X;
         }
         memcpy(f->A_keep, f->A, na2 * sizeof *f->A);
@@ -354,8 +358,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
             info->change = fi.change;
         info->converged &= fi.converged;
         if (running) {
-            running_fit(f->n_a, f->n_g, f->A, f->G, eps, c->kfoc.L, c->kfoc.R, side, max_iter,
-                        tol, c->kfoc.work);
+            running_fit(c->be, f->n_a, f->n_g, f->A, f->G, eps, c->kfoc.L, c->kfoc.R, side,
+                        max_iter, tol, c->kfoc.work);
         } else {
             memcpy(f->A, c->kfoc.L, na2 * sizeof *f->A);
             memcpy(f->G, c->kfoc.R, ng2 * sizeof *f->G);
@@ -462,19 +466,20 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
 {
     int K = b->K;
     size_t na2 = (size_t)b->n_a * b->n_a, ng2 = (size_t)b->n_g * b->n_g;
-    double kron2 = frob2(na2, L) * frob2(ng2, R), err;
+    const struct kfac_backend *be = b->be;
+    double kron2 = frob2(be, na2, L) * frob2(be, ng2, R), err;
     if (b->X) {
         /* ⟨F, L ⊗ R⟩ = ⟨L, (1/K) Σ_k X_kᵀ R X_k⟩: the half-step towards L. */
-        struct case_terms t = {K, b->n_a, b->n_g, b->X, work};
+        struct case_terms t = {be, K, b->n_a, b->n_g, b->X, work};
         double *LR = work + (size_t)K * b->n_a * b->n_g;
         case_half(&t, 1, R, LR);
-        err = relative(b, b->norm2 - 2 * inner(na2, L, LR) + kron2);
+        err = relative(b, b->norm2 - 2 * inner(be, na2, L, LR) + kron2);
     } else {
         size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
         double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
-        quadratic_forms(K, b->n_a, b->A, L, tmp, qa);
-        quadratic_forms(K, b->n_g, b->G, R, tmp, qg);
-        double cross = inner((size_t)K, qa, qg) / K;
+        quadratic_forms(be, K, b->n_a, b->A, L, tmp, qa);
+        quadratic_forms(be, K, b->n_g, b->G, R, tmp, qg);
+        double cross = inner(be, (size_t)K, qa, qg) / K;
         err = relative(b, b->norm2 - 2 * cross + kron2);
     }
     if (err >= REFINE)
@@ -506,6 +511,7 @@ static double diag_error_dd(const struct kfac_fisher_block *b)
 
 double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
 {
+    const struct kfac_backend *be = b->be;
     int K = b->K, na = b->n_a, ng = b->n_g;
     if (b->X) {
         /* F's diagonal, entry (o, j): (1/K) Σ_k X[o, k, j]², one row o at a time. */
@@ -517,7 +523,7 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
                 for (int j = 0; j < na; j++)
                     d[j] += x[j] * x[j];
             }
-            d2 += frob2((size_t)na, d) / ((double)K * K);
+            d2 += frob2(b->be, (size_t)na, d) / ((double)K * K);
         }
         double err = relative(b, b->norm2 - d2);
         return err >= REFINE ? err : diag_error_dd(b);
@@ -528,9 +534,8 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     for (size_t i = 0; i < (size_t)K * ng; i++)
         G2[i] = b->G[i] * b->G[i];
     /* F's diagonal, entry (i, j) of the d_out × n_a weight shape: (1/K) Σ_k g_ki² ā_kj². */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0,
-                D, na);
-    double err = relative(b, b->norm2 - frob2((size_t)na * ng, D));
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0, D, na);
+    double err = relative(b, b->norm2 - frob2(be, (size_t)na * ng, D));
     return err >= REFINE ? err : diag_error_dd(b);
 }
 
@@ -544,6 +549,7 @@ size_t kfac_fisher_cross_work_size(int K, int n_a1, int n_g1, int n_a2, int n_g2
 double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
                                const struct kfac_fisher_block *b2, double *work)
 {
+    const struct kfac_backend *be = b1->be;
     int K = b1->K;
     size_t KK = (size_t)K * K;
     /* ‖F_12‖² = (1/K²) Σ_{k,k'} (ā¹_k·ā¹_k')(g¹_k·g¹_k')(ā²_k·ā²_k')(g²_k·g²_k'): the four
@@ -552,8 +558,7 @@ double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
     const double *X[4] = {b1->A, b1->G, b2->A, b2->G};
     const int n[4] = {b1->n_a, b1->n_g, b2->n_a, b2->n_g};
     for (int f = 0; f < 4; f++) {
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, K, n[f], 1.0, X[f], n[f], 0.0,
-                    f ? Y : P, K);
+        be->dsyrk(KFAC_NO_TRANS, K, n[f], 1.0, X[f], n[f], 0.0, f ? Y : P, K);
         for (int i = 0; f && i < K; i++)
             for (int j = i; j < K; j++)
                 P[(size_t)i * K + j] *= Y[(size_t)i * K + j];
@@ -572,15 +577,14 @@ double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
     double *Ms[2] = {XA, XG}, *qs[2] = {qa, qg};
     for (int f = 0; f < 2; f++) {
         int n1 = n[f], n2 = n[f + 2];
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1, n2, K, 1.0 / K, X[f], n1,
-                    X[f + 2], n2, 0.0, Ms[f], n2);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, n2, n1, 1.0, X[f], n1, Ms[f],
-                    n2, 0.0, T, n2);
+        be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n1, n2, K, 1.0 / K, X[f], n1, X[f + 2], n2, 0.0, Ms[f],
+                  n2);
+        be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, K, n2, n1, 1.0, X[f], n1, Ms[f], n2, 0.0, T, n2);
         for (int k = 0; k < K; k++)
-            qs[f][k] = inner((size_t)n2, T + (size_t)k * n2, X[f + 2] + (size_t)k * n2);
+            qs[f][k] = inner(be, (size_t)n2, T + (size_t)k * n2, X[f + 2] + (size_t)k * n2);
     }
-    double cross = inner((size_t)K, qa, qg) / K;
-    double model2 = frob2((size_t)n[0] * n[2], XA) * frob2((size_t)n[1] * n[3], XG);
+    double cross = inner(be, (size_t)K, qa, qg) / K;
+    double model2 = frob2(be, (size_t)n[0] * n[2], XA) * frob2(be, (size_t)n[1] * n[3], XG);
     return norm2 > 0 ? sqrt(fmax(norm2 - 2 * cross + model2, 0.0) / norm2) : 0.0;
 }
 
@@ -598,6 +602,7 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
                               double tol, double *work, double *errors,
                               struct kfac_kfoc_info *info)
 {
+    const struct kfac_backend *be = b->be;
     int K = b->K, T = b->T, na = b->n_a, ng = b->n_g;
     size_t a2 = (size_t)na * na, g2 = (size_t)ng * ng;
     double *L = work, *R = L + a2, *sum_L = R + g2, *sum_R = sum_L + a2, *run_L = sum_R + g2,
@@ -606,10 +611,9 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
     errors[KFAC_FISHER_DIAG] = kfac_fisher_error_diag(b, scratch);
     /* K-FAC's factors of all K cases, whatever the batches; for a convolution KFC's
      * T·Ω̂ ⊗ Γ̂ (REFERENCE.md §2), the sums over the K·T rows divided by K and K·T. */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, na, na, K * T, 1.0 / K, b->A, na, b->A,
-                na, 0.0, L, na);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng, ng, K * T, 1.0 / ((double)K * T),
-                b->G, ng, b->G, ng, 0.0, R, ng);
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, na, na, K * T, 1.0 / K, b->A, na, b->A, na, 0.0, L, na);
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, ng, ng, K * T, 1.0 / ((double)K * T), b->G, ng, b->G, ng,
+              0.0, R, ng);
     errors[KFAC_FISHER_KFAC] = kfac_fisher_error_kron(b, L, R, scratch);
     memset(sum_L, 0, a2 * sizeof *sum_L);
     memset(sum_R, 0, g2 * sizeof *sum_R);
@@ -619,8 +623,9 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
     info->change = 0;
     for (int start = 0; start < K; start += B) {
         int n = K - start < B ? K - start : B;
-        struct kfac_fisher_block bp = {n, na, ng, b->A + (size_t)start * T * na,
-                                       b->G + (size_t)start * T * ng, NAN, T, NULL};
+        struct kfac_fisher_block bp = {
+            be,  n, na,  ng, b->A + (size_t)start * T * na, b->G + (size_t)start * T * ng,
+            NAN, T, NULL};
         if (b->X) {
             /* The batch's gradients, X[:, start..start+n, :], made contiguous. */
             for (int o = 0; o < ng; o++)
@@ -639,13 +644,13 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
          * scaled factors are summed with those weights, the unit-norm ones averaged over
          * the P batches (REFERENCE.md §7). */
         double w = (double)n / K, u = 1.0 / P;
-        cblas_daxpy((int)a2, side ? w : u, L, 1, sum_L, 1);
-        cblas_daxpy((int)g2, side ? u : w, R, 1, sum_R, 1);
+        be->daxpy((int)a2, side ? w : u, L, sum_L);
+        be->daxpy((int)g2, side ? u : w, R, sum_R);
         if (start == 0) {
             memcpy(run_L, L, a2 * sizeof *L);
             memcpy(run_R, R, g2 * sizeof *R);
         } else {
-            running_fit(na, ng, run_L, run_R, (double)start / (start + n), L, R, side, max_iter,
+            running_fit(be, na, ng, run_L, run_R, (double)start / (start + n), L, R, side, max_iter,
                         tol, scratch);
         }
     }
@@ -702,7 +707,7 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
         kfac_floats_to_doubles((size_t)K * T * na, l->abar, p->A);
         kfac_floats_to_doubles((size_t)K * T * ng, l->g, p->G);
         struct kfac_fisher_block b;
-        kfac_fisher_block_init(&b, K, T, na, p->A, ng, p->G, p->X, p->work);
+        kfac_fisher_block_init(&b, net->be, K, T, na, p->A, ng, p->G, p->X, p->work);
         /* One batch of all K cases: both K-FOC aggregations are the fit of the cases. */
         double e[KFAC_FISHER_METHODS];
         struct kfac_kfoc_info info;

@@ -95,14 +95,15 @@ void kfac_curvature_free_tridiag(struct kfac_curvature *c)
  * sqrt(E[x_a²] E[y_b²]). */
 void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net, int m)
 {
+    const struct kfac_backend *be = c->be;
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_layer *l = &net->layers[i], *l1 = &net->layers[i + 1];
         float w = 1.0f / (float)m;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t->n_a, t->n_a1, m, w, l->abar,
-                    t->n_a, l1->abar, t->n_a1, 0.0f, t->batch_XA, t->n_a1);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t->n_g, t->n_g1, m, w, l->g, t->n_g,
-                    l1->g, t->n_g1, 0.0f, t->batch_XG, t->n_g1);
+        be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, t->n_a, t->n_a1, m, w, l->abar, t->n_a, l1->abar,
+                  t->n_a1, 0.0f, t->batch_XA, t->n_a1);
+        be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, t->n_g, t->n_g1, m, w, l->g, t->n_g, l1->g, t->n_g1,
+                  0.0f, t->batch_XG, t->n_g1);
     }
 }
 
@@ -126,13 +127,11 @@ void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps)
 
 /* Q (n × n1) = X U' and P (n × n1) = Uᵀ Q for X (n × n1) and the eigenvectors in the rows
  * of V_t (n × n) and V1_t (n1 × n1). */
-static void rotate(int n, int n1, const double *X, const double *V_t, const double *V1_t,
-                   double *Q, double *P)
+static void rotate(const struct kfac_backend *be, int n, int n1, const double *X, const double *V_t,
+                   const double *V1_t, double *Q, double *P)
 {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n1, n1, 1.0, X, n1, V1_t, n1, 0.0, Q,
-                n1);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n1, n, 1.0, V_t, n, Q, n1, 0.0, P,
-                n1);
+    be->dgemm(KFAC_NO_TRANS, KFAC_TRANS, n, n1, n1, 1.0, X, n1, V1_t, n1, 0.0, Q, n1);
+    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n1, n, 1.0, V_t, n, Q, n1, 0.0, P, n1);
 }
 
 void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
@@ -140,14 +139,15 @@ void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_factors *f = &c->f[i], *f1 = &c->f[i + 1];
-        rotate(t->n_a, t->n_a1, t->XA, f->UA_t, f1->UA_t, t->QA, t->PA);
-        rotate(t->n_g, t->n_g1, t->XG, f->UG_t, f1->UG_t, t->QG, t->PG);
+        rotate(c->be, t->n_a, t->n_a1, t->XA, f->UA_t, f1->UA_t, t->QA, t->PA);
+        rotate(c->be, t->n_g, t->n_g1, t->XG, f->UG_t, f1->UG_t, t->QG, t->PG);
     }
 }
 
 int kfac_kron_diff_factor(struct kfac_eigen_work *w, int n, const double *U_t, const double *eig,
                           double d, const double *Mt, double *work, float *K, double *s)
 {
+    const struct kfac_backend *be = w->be;
     int info = kfac_eigen(w, n, Mt, s);
     if (info)
         return info;
@@ -159,7 +159,7 @@ int kfac_kron_diff_factor(struct kfac_eigen_work *w, int n, const double *U_t, c
         for (int p = 0; p < n; p++)
             work[(size_t)j * n + p] = w->a[(size_t)j * n + p] / sqrt(eig[p] + d);
     /* K = U diag(a)^{-1/2} E = U_tᵀ workᵀ (w->a is free again). */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasTrans, n, n, n, 1.0, U_t, n, work, n, 0.0, w->a, n);
+    be->dgemm(KFAC_TRANS, KFAC_TRANS, n, n, n, 1.0, U_t, n, work, n, 0.0, w->a, n);
     for (size_t j = 0; j < n2; j++)
         K[j] = (float)w->a[j];
     return 0;
@@ -174,19 +174,16 @@ void kfac_kron_diff_denominators(int n_a, int n_g, const double *s_A, const doub
                                                           KFAC_TRIDIAG_MIN_GAP));
 }
 
-void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, const float *den,
-                          float *V, float scale, float *out, float *tmp)
+void kfac_kron_diff_apply(const struct kfac_backend *be, int n_a, int n_g, const float *KA,
+                          const float *KG, const float *den, float *V, float scale, float *out,
+                          float *tmp)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_g, n_a, n_g, 1.0f, KG, n_g, V, n_a,
-                0.0f, tmp, n_a);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_g, n_a, n_a, 1.0f, tmp, n_a, KA, n_a,
-                0.0f, V, n_a);
+    be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, n_g, n_a, n_g, 1.0f, KG, n_g, V, n_a, 0.0f, tmp, n_a);
+    be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n_g, n_a, n_a, 1.0f, tmp, n_a, KA, n_a, 0.0f, V, n_a);
     for (size_t j = 0; j < (size_t)n_g * n_a; j++)
         V[j] *= den[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_g, n_a, n_g, 1.0f, KG, n_g, V, n_a,
-                0.0f, tmp, n_a);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_g, n_a, n_a, scale, tmp, n_a, KA, n_a,
-                0.0f, out, n_a);
+    be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n_g, n_a, n_g, 1.0f, KG, n_g, V, n_a, 0.0f, tmp, n_a);
+    be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, n_g, n_a, n_a, scale, tmp, n_a, KA, n_a, 0.0f, out, n_a);
 }
 
 /* One factor's side of a coupling for damping d (layer i) and d1 (layer i+1): Ψ (n × n1)
@@ -198,6 +195,7 @@ static int couple_side(struct kfac_curvature *c, int n, int n1, const double *V_
                        double d1, const double *P, const double *Q, float *psi, float *K,
                        double *s)
 {
+    const struct kfac_backend *be = c->be;
     size_t max2 = (size_t)c->eig.max_n * c->eig.max_n;
     double *Z = c->tri_work, *Mt = c->tri_work + max2;
     for (int r = 0; r < n; r++) {
@@ -209,15 +207,14 @@ static int couple_side(struct kfac_curvature *c, int n, int n1, const double *V_
             Z[(size_t)r * n1 + j] = z;
         }
     }
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, n1, 1.0, Z, n1, 0.0, Mt, n);
+    be->dsyrk(KFAC_NO_TRANS, n, n1, 1.0, Z, n1, 0.0, Mt, n);
     int info = kfac_kron_diff_factor(&c->eig, n, V_t, eig, d, Mt, Z, K, s);
     if (info)
         return info;
     for (int r = 0; r < n; r++)
         for (int j = 0; j < n1; j++)
             Z[(size_t)r * n1 + j] = Q[(size_t)r * n1 + j] / (eig1[j] + d1);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n1, n1, 1.0, Z, n1, V1_t, n1, 0.0,
-                Mt, n1);
+    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n1, n1, 1.0, Z, n1, V1_t, n1, 0.0, Mt, n1);
     for (size_t j = 0; j < (size_t)n * n1; j++)
         psi[j] = (float)Mt[j];
     return 0;
@@ -254,18 +251,19 @@ int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k
 void kfac_curvature_precondition_tridiag(struct kfac_curvature *c, const struct kfac_net *net,
                                          const float *V, float scale, float *out)
 {
+    const struct kfac_backend *be = c->be;
     int L = c->n_blocks;
     /* Λ Ξ v: w_i = Σ_{i|i+1}⁻¹ (V_i − Ψ^G V_{i+1} Ψ^Aᵀ) into out, w_ℓ = Σ_ℓ⁻¹ V_ℓ. */
     for (int i = 0; i + 1 < L; i++) {
         const struct kfac_coupling *t = &c->tri[i];
         size_t off = (size_t)(net->layers[i].W - net->params);
         size_t off1 = (size_t)(net->layers[i + 1].W - net->params);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t->n_g, t->n_a1, t->n_g1, 1.0f,
-                    t->psi_G, t->n_g1, V + off1, t->n_a1, 0.0f, c->tmp, t->n_a1);
+        be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, t->n_g, t->n_a1, t->n_g1, 1.0f, t->psi_G, t->n_g1,
+                  V + off1, t->n_a1, 0.0f, c->tmp, t->n_a1);
         memcpy(c->tmp2, V + off, (size_t)t->n_g * t->n_a * sizeof *V);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->n_g, t->n_a, t->n_a1, -1.0f, c->tmp,
-                    t->n_a1, t->psi_A, t->n_a1, 1.0f, c->tmp2, t->n_a);
-        kfac_kron_diff_apply(t->n_a, t->n_g, t->KA, t->KG, t->den, c->tmp2, scale, out + off,
+        be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, t->n_g, t->n_a, t->n_a1, -1.0f, c->tmp, t->n_a1,
+                  t->psi_A, t->n_a1, 1.0f, c->tmp2, t->n_a);
+        kfac_kron_diff_apply(c->be, t->n_a, t->n_g, t->KA, t->KG, t->den, c->tmp2, scale, out + off,
                              c->tmp);
     }
     size_t last = (size_t)(net->layers[L - 1].W - net->params);
@@ -276,9 +274,9 @@ void kfac_curvature_precondition_tridiag(struct kfac_curvature *c, const struct 
         const struct kfac_coupling *t = &c->tri[i - 1];
         size_t off0 = (size_t)(net->layers[i - 1].W - net->params);
         size_t off = (size_t)(net->layers[i].W - net->params);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t->n_g1, t->n_a, t->n_g, 1.0f,
-                    t->psi_G, t->n_g1, out + off0, t->n_a, 0.0f, c->tmp, t->n_a);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t->n_g1, t->n_a1, t->n_a, -1.0f,
-                    c->tmp, t->n_a, t->psi_A, t->n_a1, 1.0f, out + off, t->n_a1);
+        be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, t->n_g1, t->n_a, t->n_g, 1.0f, t->psi_G, t->n_g1,
+                  out + off0, t->n_a, 0.0f, c->tmp, t->n_a);
+        be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, t->n_g1, t->n_a1, t->n_a, -1.0f, c->tmp, t->n_a,
+                  t->psi_A, t->n_a1, 1.0f, out + off, t->n_a1);
     }
 }

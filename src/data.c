@@ -130,15 +130,14 @@ int kfac_images_resize(size_t n, int s, int t, const float *in, float *out)
     if (s < 1 || t < 1)
         return kfac_error(KFAC_EINVAL, "cannot resize %d x %d images to %d x %d", s, s, t, t);
     float *w = kfac_floats_new((size_t)t * s), *tmp = kfac_floats_new((size_t)t * s);
+    const struct kfac_backend *be = kfac_backend_cpu(); /* data are loaded on the host */
     area_weights(s, t, w);
     for (size_t k = 0; k < n; k++) {
         const float *img = in + k * (size_t)s * s;
         float *o = out + k * (size_t)t * t;
         /* out = W img Wᵀ: rows first (t × s), then columns (t × t). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, s, s, 1.0f, w, s, img, s, 0.0f,
-                    tmp, s);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, s, 1.0f, tmp, s, w, s, 0.0f, o,
-                    t);
+        be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, t, s, s, 1.0f, w, s, img, s, 0.0f, tmp, s);
+        be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, t, t, s, 1.0f, tmp, s, w, s, 0.0f, o, t);
     }
     kfac_floats_free(w);
     kfac_floats_free(tmp);

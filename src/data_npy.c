@@ -11,6 +11,7 @@
 #include "kfac/status.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * layer_conv.c: the 2-D convolution as KFC sees it (Grosse & Martens 2016): the input
  * patches under the output positions form ā (one row per case and position, a 1
  * appended for the bias), so forward, backward and forward-mode products are each one
- * cblas_sgemm over the whole batch, plus im2col/col2im to move between maps and patches
- * (on OpenBLAS's number of threads, kfac_parallel_for). A same-size convolution's input
+ * sgemm of the backend over the whole batch, plus im2col/col2im to move between maps and
+ * patches (on the CPU backend's threads, kfac_parallel_for). A same-size convolution's input
  * gradient skips the patch matrix: one GEMM per tap, shifted onto the map.
  */
 #include "kfac/layer.h"
@@ -135,9 +135,9 @@ void kfac_col2im(int m, const struct kfac_shape *in, int kh, int kw, int stride,
 static void patch_product(struct kfac_layer *l, int rows, const float *B, float *dst)
 {
     int k = l->d_in + 1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->d_out, rows, k, 1.0f, B, k, l->abar, k,
-                0.0f, l->col, rows);
-    cblas_somatcopy(CblasRowMajor, CblasTrans, l->d_out, rows, 1.0f, l->col, rows, dst, l->d_out);
+    l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, l->d_out, rows, k, 1.0f, B, k, l->abar, k, 0.0f, l->col,
+                 rows);
+    l->be->stranspose(l->d_out, rows, l->col, rows, dst, l->d_out);
 }
 
 /* ā (m·n_pos × (d_in+1)) = the patches of in; s (m·n_pos × d_out) = ā Wᵀ; out = φ(s). */
@@ -199,8 +199,8 @@ static void conv_input_grad_same(struct kfac_layer *l, int m, float *din)
 {
     int k = l->d_in + 1, c = l->in_shape.c, w = l->in_shape.w, p = l->pad;
     int rows = m * l->n_pos, centre = p * l->kw + p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c, l->d_out, 1.0f, l->g,
-                l->d_out, l->W + (size_t)centre * c, k, 0.0f, din, c);
+    l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, rows, c, l->d_out, 1.0f, l->g, l->d_out,
+                 l->W + (size_t)centre * c, k, 0.0f, din, c);
     for (int ky = 0; ky < l->kh; ky++)
         for (int kx = 0; kx < l->kw; kx++) {
             int dy = ky - p, dx = kx - p, off = dy * w + dx;
@@ -210,10 +210,10 @@ static void conv_input_grad_same(struct kfac_layer *l, int m, float *din)
             if (r1 <= r0)
                 continue;
             tap_overflow_rows(l, m, dy, dx, r0, r1, din, l->col, 0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c, l->d_out, 1.0f,
-                        l->g + (size_t)r0 * l->d_out, l->d_out,
-                        l->W + (size_t)(ky * l->kw + kx) * c, k, 1.0f, din + (size_t)(r0 + off) * c,
-                        c);
+            l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, r1 - r0, c, l->d_out, 1.0f,
+                         l->g + (size_t)r0 * l->d_out, l->d_out,
+                         l->W + (size_t)(ky * l->kw + kx) * c, k, 1.0f,
+                         din + (size_t)(r0 + off) * c, c);
             tap_overflow_rows(l, m, dy, dx, r0, r1, din, l->col, 1);
         }
 }
@@ -225,16 +225,16 @@ static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, f
 {
     int k = l->d_in + 1, rows = m * l->n_pos;
     if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->d_out, k, rows, scale, l->g,
-                    l->d_out, l->abar, k, 0.0f, dW, k);
+        l->be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, l->d_out, k, rows, scale, l->g, l->d_out, l->abar,
+                     k, 0.0f, dW, k);
     if (!din)
         return;
     if (conv_is_same(l) && ld_din == l->in_size) {
         conv_input_grad_same(l, m, din);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->d_in, l->d_out, 1.0f, l->g,
-                l->d_out, l->W, k, 0.0f, l->col, l->d_in);
+    l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, rows, l->d_in, l->d_out, 1.0f, l->g, l->d_out, l->W,
+                 k, 0.0f, l->col, l->d_in);
     kfac_col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din, ld_din);
 }
 
@@ -247,8 +247,8 @@ static void conv_jvp(struct kfac_layer *l, int m, const float *V, int input_vari
     if (input_varies) {
         kfac_im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->r_in, l->ld_in, l->col,
                     l->d_in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->d_out, l->d_in, 1.0f, l->col,
-                    l->d_in, l->W, k, 1.0f, l->r_s, l->d_out);
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, rows, l->d_out, l->d_in, 1.0f, l->col, l->d_in,
+                     l->W, k, 1.0f, l->r_s, l->d_out);
     }
 }
 

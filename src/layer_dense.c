@@ -1,6 +1,7 @@
 /*
  * layer_dense.c: the fully connected layer, s = ā Wᵀ with the bias as W's last column.
- * Forward, backward and forward-mode products are single cblas_sgemm calls on the batch.
+ * Forward, backward and forward-mode products are single sgemm calls of the backend on
+ * the batch.
  */
 #include "kfac/layer.h"
 #include "kfac/mat.h"
@@ -9,8 +10,8 @@
 static void dense_forward(struct kfac_layer *l, int m)
 {
     int k = l->d_in + 1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->abar, k, l->W,
-                k, 0.0f, l->s, l->d_out);
+    l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->abar, k, l->W, k, 0.0f, l->s,
+                 l->d_out);
     kfac_activation_forward(l->act, m, l->d_out, l->s, l->d_out, l->out, l->ld_out);
 }
 
@@ -21,22 +22,22 @@ static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, 
 {
     int k = l->d_in + 1;
     if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->d_out, k, m, scale, l->g,
-                    l->d_out, l->abar, k, 0.0f, dW, k);
+        l->be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, l->d_out, k, m, scale, l->g, l->d_out, l->abar, k,
+                     0.0f, dW, k);
     if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, l->d_in, l->d_out, 1.0f, l->g,
-                    l->d_out, l->W, k, 0.0f, din, ld_din);
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, m, l->d_in, l->d_out, 1.0f, l->g, l->d_out, l->W,
+                     k, 0.0f, din, ld_din);
 }
 
 /* r_s (m × d_out) = r_in (m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · Vᵀ. */
 static void dense_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
 {
     int k = l->d_in + 1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->abar, k, V, k,
-                0.0f, l->r_s, l->d_out);
+    l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->abar, k, V, k, 0.0f, l->r_s,
+                 l->d_out);
     if (input_varies)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->d_out, k, 1.0f, l->r_in, k,
-                    l->W, k, 1.0f, l->r_s, l->d_out);
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->r_in, k, l->W, k, 1.0f,
+                     l->r_s, l->d_out);
 }
 
 const struct kfac_layer_ops kfac_dense_ops = {

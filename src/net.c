@@ -376,6 +376,7 @@ int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spe
 {
     *out = NULL;
     struct kfac_net *net = kfac_xcalloc(1, sizeof *net);
+    net->be = kfac_backend_cpu();
     net->n_layers = n_specs;
     net->layers = kfac_xcalloc(n_specs > 0 ? (size_t)n_specs : 1, sizeof *net->layers);
     net->blocks = kfac_xcalloc(n_specs > 0 ? (size_t)n_specs : 1, sizeof *net->blocks);
@@ -403,6 +404,7 @@ int kfac_net_new_shaped(const struct kfac_shape *in, const struct kfac_layer_spe
     net->grads = kfac_floats_new(net->n_params);
     size_t off = 0;
     for (int i = 0; i < n_specs; i++) {
+        net->layers[i].be = net->be;
         net->layers[i].W = net->params + off;
         net->layers[i].dW = net->grads + off;
         off += net->layers[i].n_params;

@@ -49,6 +49,47 @@ static const char *const kfoc_columns[] = {
 enum { COL_LAMBDA, COL_GAMMA, COL_RHO, COL_ALPHA, COL_MU, COL_MODEL, COL_STEP, COL_GRAD,
        COL_T_STATS, COL_T_INVERSE, COL_T_PRECOND, COL_T_MODEL, COL_KFOC_ITER };
 
+/* --- The quadratic model and λ's rule (optim.h). */
+
+double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
+                       const float *jw, float *scratch)
+{
+    size_t n = (size_t)m * (size_t)net->d_out;
+    kfac_loss_fisher_mul(loss, m, net->d_out, kfac_net_output(net), jw, scratch);
+    return kfac_dot(n, jv, scratch) / m;
+}
+
+double kfac_model_change(const double *C, const double *g, double alpha, double mu)
+{
+    return 0.5 * (alpha * alpha * C[0] + 2.0 * alpha * mu * C[1] + mu * mu * C[3]) + alpha * g[0] +
+           mu * g[1];
+}
+
+double kfac_model_solve(const double *C, const double *g, int n, double *alpha, double *mu)
+{
+    double det = C[0] * C[3] - C[1] * C[2];
+    /* Positive definite to working precision; otherwise the previous step adds nothing the
+     * model can trust, and the 1-D solve along Δ is used. */
+    if (n == 2 && C[3] > 0 && det > 1e-12 * C[0] * C[3]) {
+        *alpha = -(C[3] * g[0] - C[1] * g[1]) / det;
+        *mu = -(C[0] * g[1] - C[2] * g[0]) / det;
+    } else {
+        *alpha = C[0] > 0 ? -g[0] / C[0] : 0.0;
+        *mu = 0.0;
+    }
+    return 0.5 * (*alpha * g[0] + *mu * g[1]);
+}
+
+double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min)
+{
+    double omega = pow(19.0 / 20.0, (double)T1);
+    if (isnan(rho) || rho < 0.25)
+        lambda /= omega;
+    else if (rho > 0.75)
+        lambda *= omega;
+    return lambda > lambda_min ? lambda : lambda_min;
+}
+
 static int ceil_fraction(double fraction, int m)
 {
     int n = (int)ceil(fraction * m - 1e-9);
@@ -136,7 +177,7 @@ static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double 
     if (o->opts.gamma_rule == KFAC_GAMMA_OBJECTIVE) {
         /* h(θ + δ) overwrites the forward pass at θ, which the next candidate's J·Δ needs. */
         memcpy(s->theta, net->params, n * sizeof *s->theta);
-        cblas_saxpy((int)n, 1.0f, s->cand, 1, net->params, 1);
+        net->be->saxpy((int)n, 1.0f, s->cand, net->params);
         *score = kfac_objective(net, o->loss, o->opts.l2, b, 0);
         if (isnan(*score))
             *score = INFINITY;
@@ -234,7 +275,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     }
     if ((rc = kfac_check_finite(net, s->best, k, "step")))
         return undo(s, rc, &before);
-    cblas_saxpy((int)n, 1.0f, s->best, 1, net->params, 1);
+    net->be->saxpy((int)n, 1.0f, s->best, net->params);
 
     if (op->lambda_every > 0 && k % op->lambda_every == 0) {
         double h_new = kfac_objective(net, o->loss, op->l2, b, 0);

@@ -28,7 +28,7 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     int n = (int)net->n_params;
     float mu = (float)kfac_momentum_at(&o->opts, k), lr = (float)o->opts.learning_rate;
     memcpy(s->theta, net->params, (size_t)n * sizeof(float));
-    cblas_saxpy(n, mu, s->velocity, 1, net->params, 1);
+    net->be->saxpy(n, mu, s->velocity, net->params);
     double h = kfac_objective(net, o->loss, o->opts.l2, b, 1);
     int rc = isfinite(h) ? kfac_check_finite(net, net->grads, k, "gradient")
                          : kfac_objective_error(net, b, k);
@@ -36,10 +36,10 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
         memcpy(net->params, s->theta, (size_t)n * sizeof(float));
         return rc;
     }
-    cblas_sscal(n, mu, s->velocity, 1);
-    cblas_saxpy(n, -lr, net->grads, 1, s->velocity, 1);
+    net->be->sscal(n, mu, s->velocity);
+    net->be->saxpy(n, -lr, net->grads, s->velocity);
     memcpy(net->params, s->theta, (size_t)n * sizeof(float));
-    cblas_saxpy(n, 1.0f, s->velocity, 1, net->params, 1);
+    net->be->saxpy(n, 1.0f, s->velocity, net->params);
     *objective = h;
     figures[0] = lr;
     figures[1] = mu;

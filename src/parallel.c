@@ -6,7 +6,7 @@
  */
 #include "kfac/parallel.h"
 
-#include <cblas.h>
+#include "kfac/backend.h"
 #include <pthread.h>
 
 enum { MAX_THREADS = 64 };
@@ -68,7 +68,8 @@ __attribute__((destructor)) static void pool_join(void)
 
 void kfac_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi), void *ctx)
 {
-    int parts = openblas_get_num_threads();
+    /* The CPU backend's threads: this pool serves its kernels. */
+    int parts = kfac_backend_cpu()->threads();
     parts = parts < n ? parts : n;
     parts = parts < MAX_THREADS ? parts : MAX_THREADS;
     if (parts <= 1) {

@@ -350,8 +350,8 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         }
         for (int i = 0; i < L; i++) {
             struct layer_cases *lc = &cases[i];
-            kfac_fisher_block_init(&lc->fisher, (int)N, lc->T, lc->n_a, lc->A, lc->n_g, lc->G,
-                                   lc->X, lc->work);
+            kfac_fisher_block_init(&lc->fisher, run.net->be, (int)N, lc->T, lc->n_a, lc->A, lc->n_g,
+                                   lc->G, lc->X, lc->work);
         }
         /* The coupling blocks' errors use all the cases: one per seed. */
         for (int i = 0; i + 1 < L; i++)
@@ -610,7 +610,7 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
                 }
             }
         }
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, D, K, 1.0, V, D, 1.0, F, D);
+        net->be->dsyrk(KFAC_TRANS, D, K, 1.0, V, D, 1.0, F, D);
     }
     for (int i = 1; i < D; i++)
         for (int j = 0; j < i; j++)

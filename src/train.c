@@ -247,8 +247,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     int rc = kfac_config_validate(c);
     if (rc || (rc = kfac_model_new(c, &run->net, &run->loss)))
         return rc;
-    if (c->threads > 0)
-        openblas_set_num_threads(c->threads);
+    run->net->be->set_threads(c->threads);
     /* Independent streams, so that e.g. a change of initialisation leaves the batches alone. */
     uint64_t seed = (uint64_t)c->seed;
     kfac_rng_seed(&run->rng_init, seed);
@@ -303,6 +302,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     if ((rc = check_outputs(run, c)))
         return rc;
     run->start = 1;
+    if (c->inject_nan)
+        kfac_parse_injection(c->inject_nan, &run->inject_at, &run->inject_times);
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {
         int cases = c->fisher_error_cases < train_batch ? c->fisher_error_cases : train_batch;
@@ -408,8 +409,8 @@ static void polyak_update(struct kfac_run *run, long k)
     if (xi > run->cfg->polyak_decay)
         xi = run->cfg->polyak_decay;
     int n = (int)run->net->n_params;
-    cblas_sscal(n, (float)xi, run->avg, 1);
-    cblas_saxpy(n, (float)(1.0 - xi), run->net->params, 1, run->avg, 1);
+    run->net->be->sscal(n, (float)xi, run->avg);
+    run->net->be->saxpy(n, (float)(1.0 - xi), run->net->params, run->avg);
 }
 
 /* Fills out[0..3]: train and test metric at θ, then at θ̄ (nan when not averaging yet). */
@@ -445,17 +446,11 @@ static void note(struct kfac_run *run, FILE *f, const char *fmt, ...)
     fputc('\n', f);
 }
 
-/* The test hook KFAC_TEST_POISON=K[:N]: the first input of iteration K's batch becomes NaN
- * on its first N attempts (default 1; "all": every attempt). */
-static void poison_for_tests(struct kfac_run *run, const struct kfac_batch *b, long k, int attempt)
+/* The test aid train.inject_nan: the first input of iteration K's batch becomes NaN on
+ * its first N attempts. */
+static void inject_nan(struct kfac_run *run, const struct kfac_batch *b, long k, int attempt)
 {
-    const char *spec = getenv("KFAC_TEST_POISON");
-    if (!spec)
-        return;
-    char *end;
-    long at = strtol(spec, &end, 10);
-    long times = *end == ':' ? (strcmp(end + 1, "all") == 0 ? LONG_MAX : atol(end + 1)) : 1;
-    if (at == k && attempt < times)
+    if (run->inject_at == k && attempt < run->inject_times)
         run->batcher.x[b->x - run->batcher.x] = NAN;
 }
 
@@ -518,7 +513,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
          * try again with another batch (and K-FAC's λ raised), a bounded number of times. */
         for (int attempt = 0;; attempt++) {
             kfac_batcher_next(&run->batcher, m, &b);
-            poison_for_tests(run, &b, k, attempt);
+            inject_nan(run, &b, k, attempt);
             rc = run->optim->ops->step(run->optim, &b, k, &objective, run->row + 4);
             if (rc != KFAC_ENUMERIC || attempt == c->retries)
                 break;

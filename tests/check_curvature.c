@@ -8,6 +8,7 @@
  * factors against brute force, F̂⁻¹ against the dense Ξᵀ Λ Ξ and F̂ against F̃ on the
  * tridiagonal blocks.
  */
+#include <cblas.h>
 #include "kfac/curvature.h"
 #include "kfac/loss.h"
 #include "kfac/mat.h"
@@ -331,7 +332,7 @@ START_TEST(fisher_errors_match_dense_matrices)
     brute_moment_d(K, NG, G, Gb);
     double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
+    kfac_fisher_block_init(&b, kfac_backend_cpu(), K, 1, NA, A, NG, G, NULL, work);
     double norm2 = 0, diag_err = 0;
     for (int p = 0; p < D * D; p++) {
         norm2 += F[p] * F[p];
@@ -376,7 +377,7 @@ START_TEST(kron_fit_is_the_best_rank_one_approximation)
     }
     double L[NL * NL], R[NR * NR], work[NR * NR];
     struct kfac_kfoc_info info;
-    kfac_kron_fit(T, NL, NR, Ls, Rs, _i, 100, 1e-12, 0, L, R, work, &info);
+    kfac_kron_fit(kfac_backend_cpu(), T, NL, NR, Ls, Rs, _i, 100, 1e-12, 0, L, R, work, &info);
     ck_assert(info.converged);
     ck_assert_int_le(info.iterations, 100);
     /* M = Σ vec(L_k) vec(R_k)ᵀ and its leading singular triple. */
@@ -421,9 +422,9 @@ START_TEST(kfoc_fit_equals_the_explicit_fit)
     double L1[NA * NA], R1[NG * NG], L2[NA * NA], R2[NG * NG], small[NA * NA];
     double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
     struct kfac_kfoc_info i1, i2;
-    kfac_kron_fit(K, NA, NG, Ls, Rs, _i, 100, 1e-10, 0, L1, R1, small, &i1);
+    kfac_kron_fit(kfac_backend_cpu(), K, NA, NG, Ls, Rs, _i, 100, 1e-10, 0, L1, R1, small, &i1);
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
+    kfac_fisher_block_init(&b, kfac_backend_cpu(), K, 1, NA, A, NG, G, NULL, work);
     kfac_kfoc_fit(&b, _i, 100, 1e-10, 0, L2, R2, work, &i2);
     ck_assert(i2.converged);
     ck_assert_int_eq(i1.iterations, i2.iterations);
@@ -449,7 +450,7 @@ START_TEST(kfoc_error_is_never_above_kfac)
         brute_moment_d(K, NG, G, Gb);
         double *work = malloc(sizeof(double) * kfac_fisher_work_size(K, 1, NA, NG));
         struct kfac_fisher_block b;
-        kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
+        kfac_fisher_block_init(&b, kfac_backend_cpu(), K, 1, NA, A, NG, G, NULL, work);
         struct kfac_kfoc_info info;
         kfac_kfoc_fit(&b, seed % 2, 100, 1e-5, 0, L, R, work, &info);
         double e_kfoc = kfac_fisher_error_kron(&b, L, R, work);
@@ -691,7 +692,7 @@ START_TEST(batch_errors_match_dense_aggregation)
     /* Work for batches of K too, the one-batch case below. */
     double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, K, T, NA, NG));
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, T, NA, A, NG, G, X, work);
+    kfac_fisher_block_init(&b, kfac_backend_cpu(), K, T, NA, A, NG, G, X, work);
     double norm2 = 0;
     for (int p = 0; p < D * D; p++)
         norm2 += F[p] * F[p];
@@ -737,7 +738,7 @@ START_TEST(single_output_layer_is_fitted_exactly)
         G[k] += A[k * NA];
     double *work = malloc(sizeof(double) * kfac_fisher_batches_work_size(K, K, 1, NA, 1));
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, 1, NA, A, 1, G, NULL, work);
+    kfac_fisher_block_init(&b, kfac_backend_cpu(), K, 1, NA, A, 1, G, NULL, work);
     const int sizes[] = {1, 7, 10, K};
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         double e[KFAC_FISHER_METHODS];
@@ -775,7 +776,7 @@ START_TEST(exact_approximations_report_round_off)
                 G[k * NG + o] = c * g0[o];
         }
         struct kfac_fisher_block b;
-        kfac_fisher_block_init(&b, K, t, NA, A, NG, G, X, work);
+        kfac_fisher_block_init(&b, kfac_backend_cpu(), K, t, NA, A, NG, G, X, work);
         double e[KFAC_FISHER_METHODS];
         struct kfac_kfoc_info info;
         kfac_fisher_batch_errors(&b, K, KFAC_KFOC_GRADIENT, 100, 1e-5, work, e, &info);
@@ -791,7 +792,7 @@ START_TEST(exact_approximations_report_round_off)
             G[k * NG + o] = o == k % NG ? 0.5 : 0.0;
     }
     struct kfac_fisher_block b;
-    kfac_fisher_block_init(&b, K, 1, NA, A, NG, G, NULL, work);
+    kfac_fisher_block_init(&b, kfac_backend_cpu(), K, 1, NA, A, NG, G, NULL, work);
     ck_assert_double_lt(kfac_fisher_error_diag(&b, work), 1e-10);
     free(work);
 }
@@ -987,7 +988,7 @@ static void kron_diff_solve(int na, int ng, const double *A, const double *B, co
     int n[2] = {na, ng};
     float *K[2];
     struct kfac_eigen_work w;
-    kfac_eigen_work_init(&w, 8);
+    kfac_eigen_work_init(&w, kfac_backend_cpu(), 8);
     for (int side = 0; side < 2; side++) {
         int m = n[side];
         double U_t[64], eig[8], Mt[64], T[64], work[64];
@@ -1014,7 +1015,7 @@ static void kron_diff_solve(int na, int ng, const double *A, const double *B, co
     float den[64], Vc[64], tmp[64];
     kfac_kron_diff_denominators(na, ng, sA, sG, den);
     memcpy(Vc, V, sizeof(float) * na * ng);
-    kfac_kron_diff_apply(na, ng, K[0], K[1], den, Vc, 1.0f, out, tmp);
+    kfac_kron_diff_apply(kfac_backend_cpu(), na, ng, K[0], K[1], den, Vc, 1.0f, out, tmp);
     kfac_floats_free(K[0]);
     kfac_floats_free(K[1]);
     kfac_eigen_work_free(&w);
@@ -1308,8 +1309,8 @@ START_TEST(cross_block_error_matches_dense)
         f2 += F[i] * F[i];
     }
     double *work = malloc(sizeof(double) * kfac_fisher_cross_work_size(K, NA1, NG1, NA2, NG2));
-    struct kfac_fisher_block b1 = {K, NA1, NG1, A1, G1, 0, 1, NULL},
-                             b2 = {K, NA2, NG2, A2, G2, 0, 1, NULL};
+    struct kfac_fisher_block b1 = {kfac_backend_cpu(), K, NA1, NG1, A1, G1, 0, 1, NULL},
+                             b2 = {kfac_backend_cpu(), K, NA2, NG2, A2, G2, 0, 1, NULL};
     double got = kfac_fisher_error_cross(&b1, &b2, work);
     ck_assert_double_eq_tol(got, sqrt(d / f2), 1e-10);
     ck_assert_double_gt(got, 0.05);

@@ -18,6 +18,7 @@
  * real steps, a failed attempt that must leave no statistics behind, the precision of the
  * damped inverses on an ill-conditioned factor, and γ's floor on a long classifier run.
  */
+#include <cblas.h>
 #include "kfac/curvature.h"
 #include "kfac/mat.h"
 #include "kfac/optim.h"

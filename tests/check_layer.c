@@ -228,10 +228,10 @@ END_TEST
  * rows and pooling's cases into uneven parts (the suites otherwise run on one). */
 static void forward_on_threads(struct kfac_net *net, int m, const float *X, int threads)
 {
-    int was = openblas_get_num_threads();
-    openblas_set_num_threads(threads);
+    int was = net->be->threads();
+    net->be->set_threads(threads);
     kfac_net_forward(net, m, X);
-    openblas_set_num_threads(was);
+    net->be->set_threads(was);
 }
 
 /* x[b][c][y][x] of m cases of a C×H×W input given channel-major, 0 outside the map. */
@@ -377,11 +377,12 @@ static void count_range(void *ctx, int lo, int hi)
 
 START_TEST(parallel_for_covers_each_index_once)
 {
-    int threads = openblas_get_num_threads();
+    const struct kfac_backend *be = kfac_backend_cpu(); /* the pool serves its kernels */
+    int threads = be->threads();
     static const int sizes[] = {0, 1, 2, 3, 7, 1000};
     int count[1000];
     for (int t = 1; t <= 4; t++) {
-        openblas_set_num_threads(t);
+        be->set_threads(t);
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             memset(count, 0, sizeof count);
             kfac_parallel_for(sizes[s], count_range, count);
@@ -389,7 +390,7 @@ START_TEST(parallel_for_covers_each_index_once)
                 ck_assert_int_eq(count[i], i < sizes[s]);
         }
     }
-    openblas_set_num_threads(threads);
+    be->set_threads(threads);
 }
 END_TEST
 

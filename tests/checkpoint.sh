@@ -149,7 +149,9 @@ cmp -s "$WORK/a" "$WORK/b" && ok "and ends where the first run ended" || not_ok 
 # is tried again with another batch and a larger lambda; a batch poisoned every time makes
 # the run give up with status 1, naming the iteration, after a checkpoint of the last good
 # iteration.
-expect_status 0 "a poisoned batch is survived" -- env KFAC_TEST_POISON=5 "$KFAC" -q \
+expect_status 2 "a malformed train.inject_nan is refused" -- "$KFAC" -n --set train.inject_nan=5:some "$WORK/run.ini"
+expect_grep "$WORK/err" "train.inject_nan = '5:some': expected ITERATION\[:TRIES\] or ITERATION:all" "naming the key"
+expect_status 0 "a poisoned batch is survived" -- "$KFAC" --set train.inject_nan=5 -q \
     --log "$WORK/nan.tsv" --set train.iterations=40 "$WORK/run.ini"
 expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's inputs are not; the parameters were left unchanged; trying again with another batch and lambda = 1500 (retry 1 of 3)" \
     "the retry is announced with its reason and the new lambda"
@@ -157,7 +159,7 @@ expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's i
     ok "every iteration is logged once" || not_ok "every iteration is logged once"
 awk -F'\t' 'NR > 1 { for (i = 2; i <= NF; i++) if ($i == "nan" && i <= 4) bad = 1 } END { exit bad }' \
     "$WORK/nan.tsv" && ok "with finite objectives" || not_ok "with finite objectives"
-expect_status 1 "a batch poisoned every time stops the run" -- env KFAC_TEST_POISON=5:all "$KFAC" -q \
+expect_status 1 "a batch poisoned every time stops the run" -- "$KFAC" --set train.inject_nan=5:all -q \
     --log "$WORK/nan2.tsv" --set train.iterations=40 "$WORK/run.ini"
 expect_grep "$WORK/err" "retry 3 of 3" "after three retries"
 expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's inputs are not.*gave up after 3 retries; the checkpoint .*nan2.tsv.ckpt holds iteration 4, the last good one" \
@@ -165,11 +167,11 @@ expect_grep "$WORK/err" "iteration 5: the objective is not finite: the batch's i
 expect_status 0 "that checkpoint resumes" -- "$KFAC" -q --log "$WORK/nan2.tsv" \
     --resume "$WORK/nan2.tsv.ckpt" --set train.iterations=40 "$WORK/run.ini"
 [ "$(sed -n 6p "$WORK/nan2.tsv" | cut -f1)" = 5 ] && ok "from iteration 5" || not_ok "from iteration 5"
-expect_status 0 "SGD retries too" -- env KFAC_TEST_POISON=3 "$KFAC" -q --log "$WORK/sgd.tsv" \
+expect_status 0 "SGD retries too" -- "$KFAC" --set train.inject_nan=3 -q --log "$WORK/sgd.tsv" \
     --set optimizer.type=sgd --set train.iterations=10 "$WORK/run.ini"
 expect_grep "$WORK/err" "iteration 3: the objective is not finite: the batch's inputs are not; the parameters were left unchanged; trying again with another batch (retry 1 of 3)" \
     "with another batch"
-expect_status 1 "train.retries = 0 gives up at once" -- env KFAC_TEST_POISON=3 "$KFAC" -q \
+expect_status 1 "train.retries = 0 gives up at once" -- "$KFAC" --set train.inject_nan=3 -q \
     --log "$WORK/r0.tsv" --set train.retries=0 --set train.iterations=10 "$WORK/run.ini"
 expect_grep "$WORK/err" "gave up after 0 retries" "and says so"
 

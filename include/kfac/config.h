@@ -33,6 +33,7 @@ struct kfac_config {
     double polyak_decay;             /* the cap on ξ */
     double max_seconds;              /* 0: no wall-clock limit */
     double memory_limit;             /* bytes a run may use; 0: what the machine has */
+    char *inject_nan;                /* test aid "K[:N]" (kfac_parse_injection); NULL: none */
     int retries;                     /* tries again of a non-finite iteration */
     char *checkpoint;                /* NULL: log_file + ".ckpt", or none without a log file */
     long checkpoint_every;           /* iterations between checkpoints (0: not by count) */
@@ -68,6 +69,10 @@ int kfac_config_load(struct kfac_config *c, const char *path);
 
 /* Applies one "section.key=value" override. */
 int kfac_config_set(struct kfac_config *c, const char *assignment);
+
+/* train.inject_nan's "K", "K:N" or "K:all": iteration K ≥ 1 and N ≥ 1 tries (LONG_MAX for
+ * all). KFAC_EINVAL when spec is not one of them. */
+int kfac_parse_injection(const char *spec, long *at, long *times);
 
 /* Checks what single keys cannot: required keys present, keys consistent with each other. */
 int kfac_config_validate(const struct kfac_config *c);

@@ -115,6 +115,7 @@ struct kfac_coupling {
 /* Workspace for LAPACK dsyevd on symmetric matrices of up to max_n rows, sized once so
  * that no eigendecomposition allocates in the training loop. */
 struct kfac_eigen_work {
+    const struct kfac_backend *be; /* whose dsyevd */
     int max_n;
     double *a;           /* max_n × max_n: the matrix dsyevd overwrites */
     double *work;
@@ -123,6 +124,7 @@ struct kfac_eigen_work {
 };
 
 struct kfac_curvature {
+    const struct kfac_backend *be; /* the network's */
     int n_blocks;             /* the network's layers with parameters */
     struct kfac_factors *f;   /* n_blocks */
     struct kfac_coupling *tri; /* n_blocks − 1 from kfac_curvature_reserve_tridiag(); else NULL */
@@ -227,7 +229,8 @@ void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net
 
 /* --- The inverse of a difference of Kronecker products (curvature_tridiag.c). */
 
-void kfac_eigen_work_init(struct kfac_eigen_work *w, int max_n);
+void kfac_eigen_work_init(struct kfac_eigen_work *w, const struct kfac_backend *be,
+                          int max_n);
 void kfac_eigen_work_free(struct kfac_eigen_work *w);
 
 /* Symmetric eigendecomposition (dsyevd, double) of X (n × n, n ≤ w->max_n; its upper
@@ -250,8 +253,9 @@ void kfac_kron_diff_denominators(int n_a, int n_g, const double *s_A, const doub
 /* out (n_g × n_a) = scale · Σ⁻¹ V = scale · K_G [(K_Gᵀ V K_A) ./ (1 − s_G s_Aᵀ)] K_Aᵀ for
  * V (n_g × n_a; overwritten), K_A (n_a × n_a), K_G (n_g × n_g) and den from
  * kfac_kron_diff_denominators(): four GEMMs. tmp: n_g × n_a. out may not alias V or tmp. */
-void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, const float *den,
-                          float *V, float scale, float *out, float *tmp);
+void kfac_kron_diff_apply(const struct kfac_backend *be, int n_a, int n_g, const float *KA,
+                          const float *KG, const float *den, float *V, float scale, float *out,
+                          float *tmp);
 
 /* --- K-FOC: Frobenius-optimal Kronecker factors (Schnaus, Lee & Triebel 2021) and the
  * Fisher-approximation error (REFERENCE.md §7–§8); curvature_kfoc.c. Everything here is
@@ -265,7 +269,7 @@ void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, co
 #define KFAC_KFOC_MAX_ITER 100
 #define KFAC_KFOC_TOL 1e-5
 
-/* Algorithm 1: L (nl × nl) and R (nr × nr) minimising ‖Σ_k Ls[k] ⊗ Rs[k] − L ⊗ R‖_F, the
+/* Algorithm 1 on the backend be: L (nl × nl) and R (nr × nr) minimising ‖Σ_k Ls[k] ⊗ Rs[k] − L ⊗ R‖_F, the
  * best rank-one approximation of Σ_k vec(Ls[k]) vec(Rs[k])ᵀ, by power iteration:
  * R ← Σ_k ⟨Ls[k], L⟩ Rs[k], L ← Σ_k ⟨Rs[k], R⟩ Ls[k], with the factor of side `side` (0: L,
  * 1: R; enum kfac_kfoc_normalise) normalised to unit Frobenius norm, until it moves less
@@ -273,13 +277,15 @@ void kfac_kron_diff_apply(int n_a, int n_g, const float *KA, const float *KG, co
  * normalised factor is the positive definite I/‖I‖_F, or with warm set the one passed in
  * (a nonzero positive semidefinite matrix, e.g. the previous fit; it is normalised).
  * work: max(nl, nr)². */
-void kfac_kron_fit(int n_terms, int nl, int nr, const double *const *Ls, const double *const *Rs,
-                   int side, int max_iter, double tol, int warm, double *L, double *R,
-                   double *work, struct kfac_kfoc_info *info);
+void kfac_kron_fit(const struct kfac_backend *be, int n_terms, int nl, int nr,
+                   const double *const *Ls, const double *const *Rs, int side, int max_iter,
+                   double tol, int warm, double *L, double *R, double *work,
+                   struct kfac_kfoc_info *info);
 
 /* One layer's exact Fisher block over K cases, never formed: the per-case inputs ā and
  * output gradients g (T rows per case), and what its norm needs. */
 struct kfac_fisher_block {
+    const struct kfac_backend *be; /* the host backend its arrays are in */
     int K, n_a, n_g;
     const double *A;    /* K·T × n_a: ā per row, case by case */
     const double *G;    /* K·T × n_g: g per row */
@@ -296,8 +302,9 @@ size_t kfac_fisher_work_size(int K, int T, int n_a, int n_g);
  * for T = 1 from the two K × K Gram matrices (X unused, may be NULL); for T > 1 it forms the
  * per-case gradients in X (n_g·K·n_a doubles, kept by pointer), one GEMM per case, and their
  * Gram matrix. */
-void kfac_fisher_block_init(struct kfac_fisher_block *b, int K, int T, int n_a, const double *A,
-                            int n_g, const double *G, double *X, double *work);
+void kfac_fisher_block_init(struct kfac_fisher_block *b, const struct kfac_backend *be, int K,
+                            int T, int n_a, const double *A, int n_g, const double *G, double *X,
+                            double *work);
 
 /* Algorithm 2: the Kronecker fit of Algorithm 1 to the block's terms vec(X_k) vec(X_k)ᵀ/K,
  * without forming them: R ← (1/K) Σ_k X_k L X_kᵀ, L ← (1/K) Σ_k X_kᵀ R X_k; for a dense

@@ -21,6 +21,7 @@
 #ifndef KFAC_LAYER_H
 #define KFAC_LAYER_H
 
+#include "kfac/backend.h"
 #include "kfac/rng.h"
 #include <stddef.h>
 
@@ -82,6 +83,7 @@ struct kfac_layer_ops {
 
 struct kfac_layer {
     const struct kfac_layer_ops *ops;
+    const struct kfac_backend *be; /* the network's backend, for the layer's kernels */
     int index;               /* the layer's position in the network, from 0 */
     struct kfac_shape in_shape, out_shape;
     int in_size, out_size;   /* c·h·w of each: the widths of a case's input and output */

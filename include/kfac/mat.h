@@ -1,13 +1,13 @@
 /*
- * mat.h: dense float matrices as plain row-major arrays, and the few helpers that
- * cblas does not provide. Every matrix argument documents its shape beside it; the
- * leading dimension (ld) is the row stride in elements. Heavy work calls cblas_sgemm
- * directly: this header includes <cblas.h> so modules need only this one.
+ * mat.h: dense float matrices as plain row-major arrays, and the few helpers that BLAS
+ * does not provide. Every matrix argument documents its shape beside it; the leading
+ * dimension (ld) is the row stride in elements. Heavy work goes through the compute
+ * backend (backend.h), which this header includes so modules need only this one.
  */
 #ifndef KFAC_MAT_H
 #define KFAC_MAT_H
 
-#include <cblas.h>
+#include "kfac/backend.h"
 #include <stddef.h>
 
 /* A zeroed float array of n elements aligned to 64 bytes; aborts when out of memory.

@@ -33,6 +33,7 @@ struct kfac_layer_spec {
 };
 
 struct kfac_net {
+    const struct kfac_backend *be; /* the run's compute backend (the CPU's unless set) */
     int n_layers;
     struct kfac_layer *layers; /* n_layers */
     int n_blocks;              /* the layers with parameters: what curvature works on */

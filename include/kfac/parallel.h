@@ -7,7 +7,7 @@
 #define KFAC_PARALLEL_H
 
 /* Calls fn(ctx, lo, hi) on consecutive parts [lo, hi) of [0, n), one part per thread
- * (openblas_get_num_threads() of them, at most n), and returns when all are done. The
+ * (the CPU backend's threads() of them, at most n), and returns when all are done. The
  * calling thread takes the first part. fn must not call BLAS or kfac_parallel_for. The
  * pool's threads are started on first use and wait without spinning between calls, so
  * they do not take time from OpenBLAS's own threads. */

@@ -59,6 +59,7 @@ struct kfac_run {
     char *checkpoint;   /* where checkpoints go (train.checkpoint, or the log's path +
                            ".ckpt"), or NULL */
     long start;         /* the first iteration to run: 1, or the checkpoint's next */
+    long inject_at, inject_times; /* train.inject_nan, parsed (0: none) */
     int eval_batch;     /* log.eval_batch, at most the larger data set */
     long iterations_done;
     double seconds;     /* training time, evaluations excluded */

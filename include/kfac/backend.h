@@ -1,0 +1,75 @@
+/*
+ * backend.h: the compute backend, the one seam the numeric work goes through (after
+ * ggml's backend tables): memory, BLAS-3 and BLAS-1 on whole arrays, and the symmetric
+ * eigendecomposition of a factor. The CPU backend (backend_cpu.c: OpenBLAS, LAPACKE) is
+ * the only file of the library that calls BLAS or LAPACK; a CUDA backend is a second
+ * table of the same operations. The network holds the backend of the run (net->be), and
+ * its layers, the curvature state and the optimiser take it from there, never from a
+ * global.
+ *
+ * Every matrix is row-major with a leading dimension (ld ≥ its width), every vector
+ * contiguous. Arrays passed to the operations are the backend's memory: host memory for
+ * the CPU backend; device memory for a device backend, where alloc, upload and download
+ * move them (the pointers marked "device" below).
+ */
+#ifndef KFAC_BACKEND_H
+#define KFAC_BACKEND_H
+
+#include <stddef.h>
+
+enum { KFAC_NO_TRANS = 0, KFAC_TRANS = 1 };
+enum { KFAC_LEFT = 0, KFAC_RIGHT = 1 };
+
+struct kfac_backend {
+    const char *name;
+
+    /* Memory: bytes of the backend's memory (device), and copies to and from the host. */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*upload)(void *device, const void *host, size_t bytes);
+    void (*download)(void *host, const void *device, size_t bytes);
+
+    /* The threads the backend's kernels use (0: the library's default). */
+    void (*set_threads)(int n);
+    int (*threads)(void);
+
+    /* C (m × n) = α op(A) op(B) + β C, op(X) = X or Xᵀ (ta, tb: KFAC_TRANS or not);
+     * A is m × k after op, B k × n after op. */
+    void (*sgemm)(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+    void (*dgemm)(int ta, int tb, int m, int n, int k, double alpha, const double *A, int lda,
+                  const double *B, int ldb, double beta, double *C, int ldc);
+    /* The upper triangle of C (n × n) = α op(A) op(A)ᵀ + β C: A is n × k (t = KFAC_NO_TRANS)
+     * or k × n (KFAC_TRANS, C = α AᵀA + β C). */
+    void (*ssyrk)(int t, int n, int k, float alpha, const float *A, int lda, float beta,
+                  float *C, int ldc);
+    void (*dsyrk)(int t, int n, int k, double alpha, const double *A, int lda, double beta,
+                  double *C, int ldc);
+    /* C (m × n) = α S B + β C (side KFAC_LEFT, S m × m) or α B S + β C (KFAC_RIGHT, S n × n)
+     * for a symmetric S of which the upper triangle is read. */
+    void (*dsymm)(int side, int m, int n, double alpha, const double *S, int lds,
+                  const double *B, int ldb, double beta, double *C, int ldc);
+    /* B (cols × rows) = Aᵀ for A (rows × cols). */
+    void (*stranspose)(int rows, int cols, const float *A, int lda, float *B, int ldb);
+
+    /* y += a x, x *= a, x·y, ‖x‖₂ over n elements. */
+    void (*saxpy)(int n, float a, const float *x, float *y);
+    void (*sscal)(int n, float a, float *x);
+    void (*daxpy)(int n, double a, const double *x, double *y);
+    void (*dscal)(int n, double a, double *x);
+    double (*ddot)(int n, const double *x, const double *y);
+    double (*dnrm2)(int n, const double *x);
+
+    /* The eigendecomposition of a symmetric A (n × n, its lower triangle read in
+     * column-major order, i.e. the upper one in row-major): eigenvalues ascending into w,
+     * eigenvector j into column j of A (column-major; row j in row-major). work (lwork
+     * doubles) and iwork (liwork ints) as LAPACK's dsyevd; with lwork = −1 only the sizes
+     * are returned in work[0] and iwork[0]. Returns LAPACK's info (0: success). */
+    int (*dsyevd)(int n, double *A, double *w, double *work, int lwork, int *iwork,
+                  int liwork);
+};
+
+/* The CPU backend: OpenBLAS and LAPACKE on host memory. */
+const struct kfac_backend *kfac_backend_cpu(void);
+
+#endif

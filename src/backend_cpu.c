@@ -1,0 +1,143 @@
+/*
+ * backend_cpu.c: the CPU backend (backend.h): host memory, OpenBLAS for BLAS and LAPACKE
+ * for the eigendecomposition. The only file of the library that calls BLAS or LAPACK.
+ */
+#include "kfac/backend.h"
+#include "kfac/status.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <stdlib.h>
+#include <string.h>
+
+static CBLAS_TRANSPOSE trans(int t)
+{
+    return t == KFAC_TRANS ? CblasTrans : CblasNoTrans;
+}
+
+static void *cpu_alloc(size_t bytes)
+{
+    return kfac_xmalloc(bytes ? bytes : 1);
+}
+
+static void cpu_free(void *p)
+{
+    free(p);
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes)
+{
+    if (dst != src)
+        memcpy(dst, src, bytes);
+}
+
+static void cpu_set_threads(int n)
+{
+    if (n > 0)
+        openblas_set_num_threads(n);
+}
+
+static int cpu_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
+static void cpu_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, trans(ta), trans(tb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void cpu_dgemm(int ta, int tb, int m, int n, int k, double alpha, const double *A, int lda,
+                      const double *B, int ldb, double beta, double *C, int ldc)
+{
+    cblas_dgemm(CblasRowMajor, trans(ta), trans(tb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void cpu_ssyrk(int t, int n, int k, float alpha, const float *A, int lda, float beta,
+                      float *C, int ldc)
+{
+    cblas_ssyrk(CblasRowMajor, CblasUpper, trans(t), n, k, alpha, A, lda, beta, C, ldc);
+}
+
+static void cpu_dsyrk(int t, int n, int k, double alpha, const double *A, int lda, double beta,
+                      double *C, int ldc)
+{
+    cblas_dsyrk(CblasRowMajor, CblasUpper, trans(t), n, k, alpha, A, lda, beta, C, ldc);
+}
+
+static void cpu_dsymm(int side, int m, int n, double alpha, const double *S, int lds,
+                      const double *B, int ldb, double beta, double *C, int ldc)
+{
+    cblas_dsymm(CblasRowMajor, side == KFAC_RIGHT ? CblasRight : CblasLeft, CblasUpper, m, n, alpha,
+                S, lds, B, ldb, beta, C, ldc);
+}
+
+static void cpu_stranspose(int rows, int cols, const float *A, int lda, float *B, int ldb)
+{
+    cblas_somatcopy(CblasRowMajor, CblasTrans, rows, cols, 1.0f, A, lda, B, ldb);
+}
+
+static void cpu_saxpy(int n, float a, const float *x, float *y)
+{
+    cblas_saxpy(n, a, x, 1, y, 1);
+}
+
+static void cpu_sscal(int n, float a, float *x)
+{
+    cblas_sscal(n, a, x, 1);
+}
+
+static void cpu_daxpy(int n, double a, const double *x, double *y)
+{
+    cblas_daxpy(n, a, x, 1, y, 1);
+}
+
+static void cpu_dscal(int n, double a, double *x)
+{
+    cblas_dscal(n, a, x, 1);
+}
+
+static double cpu_ddot(int n, const double *x, const double *y)
+{
+    return cblas_ddot(n, x, 1, y, 1);
+}
+
+static double cpu_dnrm2(int n, const double *x)
+{
+    return cblas_dnrm2(n, x, 1);
+}
+
+static int cpu_dsyevd(int n, double *A, double *w, double *work, int lwork, int *iwork, int liwork)
+{
+    return (int)LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', n, A, n, w, work, lwork, iwork,
+                                    liwork);
+}
+
+static const struct kfac_backend cpu = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .set_threads = cpu_set_threads,
+    .threads = cpu_threads,
+    .sgemm = cpu_sgemm,
+    .dgemm = cpu_dgemm,
+    .ssyrk = cpu_ssyrk,
+    .dsyrk = cpu_dsyrk,
+    .dsymm = cpu_dsymm,
+    .stranspose = cpu_stranspose,
+    .saxpy = cpu_saxpy,
+    .sscal = cpu_sscal,
+    .daxpy = cpu_daxpy,
+    .dscal = cpu_dscal,
+    .ddot = cpu_ddot,
+    .dnrm2 = cpu_dnrm2,
+    .dsyevd = cpu_dsyevd,
+};
+
+const struct kfac_backend *kfac_backend_cpu(void)
+{
+    return &cpu;
+}

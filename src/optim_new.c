@@ -1,0 +1,38 @@
+/*
+ * optim_new.c: making the optimiser a configuration selects, and what it will allocate
+ * (see optim.h): the one place that knows every optimiser, so that the optimisers and
+ * what they share (optim.c) do not know one another.
+ */
+#include "kfac/curvature.h"
+#include "kfac/optim.h"
+#include "kfac/status.h"
+
+int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enum kfac_loss loss,
+                   const struct kfac_rng *rng, struct kfac_optim **out)
+{
+    switch (opts->type) {
+    case KFAC_OPTIM_SGD: *out = kfac_sgd_new(opts, net, loss); return 0;
+    case KFAC_OPTIM_KFAC:
+        /* The coupling of consecutive layers needs their cases in the same rows. */
+        for (int i = 0; opts->curvature == KFAC_CURVATURE_TRIDIAGONAL && i < net->n_layers; i++)
+            if (net->layers[i].ops != &kfac_dense_ops)
+                return kfac_error(KFAC_EINVAL,
+                                  "optimizer.curvature = kfac-tridiag needs dense "
+                                  "layers only, but layer %d is %s",
+                                  i + 1, net->layers[i].ops->name);
+        *out = kfac_kfac_new(opts, net, loss, rng);
+        return 0;
+    }
+    return kfac_error(KFAC_EINVAL, "optimizer.type: unknown optimiser %d", opts->type);
+}
+
+double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_net *net,
+                        int max_batch)
+{
+    double n = (double)net->n_params;
+    if (opts->type != KFAC_OPTIM_KFAC)
+        return 2 * n * sizeof(float); /* SGD's velocity and θ */
+    /* δ, its candidate, the best one and the previous step; J·δ₀ and a scratch. */
+    return (4 * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
+           kfac_curvature_bytes(net, opts->curvature == KFAC_CURVATURE_TRIDIAGONAL);
+}
