@@ -182,3 +182,9 @@ void kfac_shape_format(const struct kfac_shape *s, char *buf, size_t size)
     else
         snprintf(buf, size, "%dx%dx%d", s->c, s->h, s->w);
 }
+
+void kfac_set_ones_column(size_t rows, size_t cols, float *x)
+{
+    for (size_t r = 0; r < rows; r++)
+        x[r * cols + cols - 1] = 1.0f;
+}

@@ -252,8 +252,31 @@ static void conv_jvp(struct kfac_layer *l, int m, const float *V, int input_vari
     }
 }
 
+/* ā, one row per case and position; the shared im2col scratch, wide enough for the input
+ * patches and for the transposed output. */
+static void conv_buffer_sizes(const struct kfac_layer *l, size_t m, size_t *own, size_t *shared,
+                              size_t *ints)
+{
+    size_t rows = m * (size_t)l->n_pos, width = (size_t)(l->d_in > l->d_out ? l->d_in : l->d_out);
+    *own = rows * (size_t)(l->d_in + 1);
+    *shared = rows * width;
+    *ints = 0;
+}
+
+static void conv_bind(struct kfac_layer *l, size_t m, float **p, float *shared, int **q)
+{
+    (void)q;
+    size_t rows = m * (size_t)l->n_pos, cols = (size_t)(l->d_in + 1);
+    l->abar = *p, *p += rows * cols;
+    kfac_set_ones_column(rows, cols, l->abar);
+    l->col = shared;
+}
+
 const struct kfac_layer_ops kfac_conv_ops = {
     .name = "conv",
+    .windowed = 1,
+    .buffer_sizes = conv_buffer_sizes,
+    .bind = conv_bind,
     .forward = conv_forward,
     .backward = conv_backward,
     .jvp = conv_jvp,

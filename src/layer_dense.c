@@ -40,8 +40,19 @@ static void dense_jvp(struct kfac_layer *l, int m, const float *V, int input_var
                      l->r_s, l->d_out);
 }
 
+/* ā is the input buffer itself, its last column ones (r_in's stays 0). */
+static void dense_bind(struct kfac_layer *l, size_t m, float **p, float *shared, int **q)
+{
+    (void)p, (void)shared, (void)q;
+    l->abar = l->in;
+    kfac_set_ones_column(m, (size_t)l->ld_in, l->in);
+}
+
 const struct kfac_layer_ops kfac_dense_ops = {
     .name = "dense",
+    .bias_column = 1,
+    .couples = 1,
+    .bind = dense_bind,
     .forward = dense_forward,
     .backward = dense_backward,
     .jvp = dense_jvp,

@@ -28,6 +28,7 @@ static void flatten_jvp(struct kfac_layer *l, int m, const float *V, int input_v
 
 const struct kfac_layer_ops kfac_flatten_ops = {
     .name = "flatten",
+    .flattens = 1,
     .forward = flatten_forward,
     .backward = flatten_backward,
     .jvp = flatten_jvp,

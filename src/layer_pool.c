@@ -161,8 +161,25 @@ static void avgpool_jvp(struct kfac_layer *l, int m, const float *V, int input_v
         memset(l->r_s, 0, (size_t)m * l->out_size * sizeof *l->r_s);
 }
 
+/* Where each maximum came from: one int per output value. */
+static void maxpool_buffer_sizes(const struct kfac_layer *l, size_t m, size_t *own,
+                                 size_t *shared, size_t *ints)
+{
+    *own = 0, *shared = 0;
+    *ints = m * (size_t)l->out_size;
+}
+
+static void maxpool_bind(struct kfac_layer *l, size_t m, float **p, float *shared, int **q)
+{
+    (void)p, (void)shared;
+    l->argmax = *q, *q += m * (size_t)l->out_size;
+}
+
 const struct kfac_layer_ops kfac_maxpool_ops = {
     .name = "maxpool",
+    .windowed = 1,
+    .buffer_sizes = maxpool_buffer_sizes,
+    .bind = maxpool_bind,
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .jvp = maxpool_jvp,
@@ -170,6 +187,7 @@ const struct kfac_layer_ops kfac_maxpool_ops = {
 
 const struct kfac_layer_ops kfac_avgpool_ops = {
     .name = "avgpool",
+    .windowed = 1,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
     .jvp = avgpool_jvp,

@@ -349,9 +349,8 @@ static int shape_layers(const struct kfac_shape *in, const struct kfac_layer_spe
     }
     /* Maps are position-major inside, targets channel-major: they agree for one channel. */
     const struct kfac_layer *last = &layers[n_specs - 1];
-    const struct kfac_shape *map = last->ops == &kfac_flatten_ops ? &last->in_shape
-                                                                   : &last->out_shape;
-    if (last->ops != &kfac_dense_ops && map->c > 1 && map->h * map->w > 1)
+    const struct kfac_shape *map = last->ops->flattens ? &last->in_shape : &last->out_shape;
+    if (map->c > 1 && map->h * map->w > 1)
         return kfac_error(KFAC_EINVAL, "layer %d: a network that ends in a map of several "
                                        "channels is not supported (end with one channel, or "
                                        "with a dense layer)",
@@ -433,37 +432,29 @@ void kfac_net_free(struct kfac_net *net)
     free(net);
 }
 
-/* Rows of ones in the last column of x (rows × cols). */
-static void set_ones_column(size_t rows, size_t cols, float *x)
-{
-    for (size_t r = 0; r < rows; r++)
-        x[r * cols + cols - 1] = 1.0f;
-}
-
-/* The floats of the layer buffers for m cases, and the ints of the max-pooling indices;
- * col: the floats of the im2col scratch, shared by the convolutions. Per layer: in and
- * r_in, s, g and r_s; a convolution's ā; the last layer also owns out and r_out, which
- * elsewhere are the next layer's in and r_in. */
+/* The floats of the layer buffers for m cases, and the ints the layers ask for; col: the
+ * floats of the scratch they share (the largest need). Per layer: in and r_in, s, g and
+ * r_s, and what its type asks for; the last layer also owns out and r_out, which elsewhere
+ * are the next layer's in and r_in. */
 static void buffer_sizes(const struct kfac_net *net, size_t m, size_t *floats, size_t *ints,
                          size_t *col)
 {
-    size_t total = 0, n_argmax = 0;
+    size_t total = 0, n_ints = 0;
     *col = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const struct kfac_layer *l = &net->layers[i];
-        size_t ld_in = (size_t)l->in_size + (l->ops == &kfac_dense_ops);
+        size_t ld_in = (size_t)l->in_size + (size_t)l->ops->bias_column;
         total += m * (2 * ld_in + 3 * (size_t)l->out_size);
-        if (l->ops == &kfac_conv_ops) {
-            size_t rows = m * (size_t)l->n_pos;
-            total += rows * (size_t)(l->d_in + 1);
-            size_t width = (size_t)(l->d_in > l->d_out ? l->d_in : l->d_out);
-            *col = rows * width > *col ? rows * width : *col;
+        if (l->ops->buffer_sizes) {
+            size_t own = 0, shared = 0, k = 0;
+            l->ops->buffer_sizes(l, m, &own, &shared, &k);
+            total += own;
+            n_ints += k;
+            *col = shared > *col ? shared : *col;
         }
-        if (l->ops == &kfac_maxpool_ops)
-            n_argmax += m * (size_t)l->out_size;
     }
     *floats = total + 2 * m * (size_t)net->d_out + *col;
-    *ints = n_argmax;
+    *ints = n_ints;
 }
 
 double kfac_net_buffer_bytes(const struct kfac_net *net, int max_batch)
@@ -489,7 +480,7 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch)
     int *q = net->argmax;
     for (int i = 0; i < net->n_layers; i++) {
         struct kfac_layer *l = &net->layers[i];
-        l->ld_in = l->in_size + (l->ops == &kfac_dense_ops);
+        l->ld_in = l->in_size + l->ops->bias_column;
         l->in = p, p += m * (size_t)l->ld_in;
         l->r_in = p, p += m * (size_t)l->ld_in;
         l->s = p, p += m * (size_t)l->out_size;
@@ -498,17 +489,8 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch)
         l->abar = NULL;
         l->col = NULL;
         l->argmax = NULL;
-        if (l->ops == &kfac_dense_ops) {
-            l->abar = l->in;
-            set_ones_column(m, (size_t)l->ld_in, l->in); /* r_in's stays 0 */
-        } else if (l->ops == &kfac_conv_ops) {
-            size_t rows = m * (size_t)l->n_pos, cols = (size_t)(l->d_in + 1);
-            l->abar = p, p += rows * cols;
-            set_ones_column(rows, cols, l->abar);
-            l->col = shared_col;
-        } else if (l->ops == &kfac_maxpool_ops) {
-            l->argmax = q, q += m * (size_t)l->out_size;
-        }
+        if (l->ops->bind)
+            l->ops->bind(l, m, &p, shared_col, &q);
         if (i > 0) {
             net->layers[i - 1].out = l->in;
             net->layers[i - 1].r_out = l->r_in;

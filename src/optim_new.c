@@ -15,7 +15,7 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
     case KFAC_OPTIM_KFAC:
         /* The coupling of consecutive layers needs their cases in the same rows. */
         for (int i = 0; opts->curvature == KFAC_CURVATURE_TRIDIAGONAL && i < net->n_layers; i++)
-            if (net->layers[i].ops != &kfac_dense_ops)
+            if (!net->layers[i].ops->couples)
                 return kfac_error(KFAC_EINVAL,
                                   "optimizer.curvature = kfac-tridiag needs dense "
                                   "layers only, but layer %d is %s",

@@ -252,7 +252,7 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         kfac_shape_format(&l->in_shape, from, sizeof from);
         kfac_shape_format(&l->out_shape, to, sizeof to);
         snprintf(lc->what, sizeof lc->what, "%s %s -> %s", l->ops->name, from, to);
-        lc->dense = l->ops == &kfac_dense_ops;
+        lc->dense = l->ops->couples;
         lc->n_a = l->d_in + 1;
         lc->n_g = l->d_out;
         lc->T = l->n_pos;
@@ -504,7 +504,7 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
         return rc;
     }
     for (int i = first; i <= last; i++)
-        if (run.net->layers[i].ops != &kfac_dense_ops) {
+        if (!run.net->layers[i].ops->couples) {
             kfac_run_free(&run);
             return kfac_error(KFAC_EINVAL, "study.heatmap_layers: the pictures take dense layers "
                                            "only, but layer %d is %s",

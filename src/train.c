@@ -69,8 +69,7 @@ void kfac_model_summary(const struct kfac_net *net, enum kfac_loss loss, FILE *f
         kfac_shape_format(&l->in_shape, in, sizeof in);
         kfac_shape_format(&l->out_shape, out, sizeof out);
         fprintf(f, "#   layer %d: %s %s -> %s", i + 1, l->ops->name, in, out);
-        if (l->ops == &kfac_conv_ops || l->ops == &kfac_maxpool_ops ||
-            l->ops == &kfac_avgpool_ops)
+        if (l->ops->windowed)
             fprintf(f, ", window %dx%d stride %d pad %d", l->kh, l->kw, l->stride, l->pad);
         if (l->n_params)
             fprintf(f, " %s, %zu parameters (W %d x %d, bias last)", kfac_activation_name(l->act),

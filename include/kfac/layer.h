@@ -70,6 +70,20 @@ struct kfac_layer;
 
 struct kfac_layer_ops {
     const char *name;
+    /* What the rest of the program asks of a layer type, so that none of it compares
+     * ops tables: */
+    int bias_column;    /* its input buffer holds ā = [a; 1], one row per case (dense) */
+    int couples;        /* its ā and g are one row per case and it has parameters: the
+                         * block-tridiagonal couplings and the Fisher pictures take it */
+    int windowed;       /* it slides a kh × kw window with stride and padding */
+    int flattens;       /* its output is its input map read as a vector */
+    /* Extra buffers for m cases, beyond in, r_in, s, g and r_s: floats of its own, floats
+     * of the scratch the layers share (the largest need counts), ints. NULL: none. */
+    void (*buffer_sizes)(const struct kfac_layer *l, size_t m, size_t *own, size_t *shared,
+                         size_t *ints);
+    /* Takes those buffers (after in, r_in, s, g and r_s are set): its own floats from *p
+     * and its ints from *q, advancing them, and the shared scratch. NULL: nothing. */
+    void (*bind)(struct kfac_layer *l, size_t m, float **p, float *shared, int **q);
     /* s and out = φ(s) for the first m cases. */
     void (*forward)(struct kfac_layer *l, int m);
     /* From g = ∂ℓ/∂s (m × out_size): dW (d_out × (d_in+1)) = scale · gᵀ ā over the m·n_pos
@@ -118,6 +132,9 @@ extern const struct kfac_layer_ops kfac_flatten_ops;
 
 /* Writes a shape as "C" for a vector (h = w = 1) or "CxHxW" into buf (size bytes). */
 void kfac_shape_format(const struct kfac_shape *s, char *buf, size_t size);
+
+/* Ones in the last column of x (rows × cols): ā's homogeneous coordinate. */
+void kfac_set_ones_column(size_t rows, size_t cols, float *x);
 
 /* The side of a window's output: ⌊(n + 2 pad − k)/stride⌋ + 1, or 0 when the window does
  * not fit. */
