@@ -1,6 +1,8 @@
 /*
  * curvature_internal.h: private entry points shared by curvature.c (the K-FAC factors)
- * and curvature_tridiag.c (block-tridiagonal K-FAC), which extends each of its steps.
+ * and curvature_tridiag.c (block-tridiagonal K-FAC), which extends each of its steps, and
+ * by curvature_kfoc.c (K-FOC's fits) and fisher_error.c (the Fisher-error measurement),
+ * which uses the fits' half-steps.
  */
 #ifndef KFAC_CURVATURE_INTERNAL_H
 #define KFAC_CURVATURE_INTERNAL_H
@@ -33,5 +35,28 @@ void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const fl
 
 /* Frees what kfac_curvature_reserve_tridiag() allocated (nothing if it was not called). */
 void kfac_curvature_free_tridiag(struct kfac_curvature *c);
+
+/* X (n_g × K × n_a) with X[o, k, :] = Σ_t G[kT + t, o] A[kT + t, :]: case k's gradient
+ * X_k = G_kᵀ A_k for A (K·T × n_a) and G (K·T × n_g). */
+void kfac_case_gradients(const struct kfac_backend *be, int K, int T, int n_a, const double *A,
+                         int n_g, const double *G, double *X);
+
+/* q_k = x_kᵀ M x_k for the rows of X (K × n) and a symmetric M (n × n); tmp: K × n. */
+void kfac_quadratic_forms(const struct kfac_backend *be, int K, int n, const double *X,
+                          const double *M, double *tmp, double *q);
+
+/* One half-step of K-FOC on per-case gradients X (n_g × K × n_a): out (n_g × n_g) =
+ * (1/K) Σ_k X_k in X_kᵀ from in (n_a × n_a) when from = 0, out (n_a × n_a) =
+ * (1/K) Σ_k X_kᵀ in X_k from in (n_g × n_g) when from = 1. tmp: n_g K n_a. */
+void kfac_case_half_step(const struct kfac_backend *be, int K, int n_a, int n_g, const double *X,
+                         int from, const double *in, double *out, double *tmp);
+
+/* K-FOC_running's aggregation: L_run ⊗ R_run ← the best Kronecker approximation of
+ * ε L_run ⊗ R_run + L ⊗ (1−ε) R (L_run, L: na × na; R_run, R: ng × ng; R scaled in place),
+ * warm-started from the run's factor of side `side`. work: kfac_kfoc_running_work_size(). */
+void kfac_kfoc_running_fit(const struct kfac_backend *be, int na, int ng, double *L_run,
+                           double *R_run, double eps, double *L, double *R, int side,
+                           int max_iter, double tol, double *work);
+size_t kfac_kfoc_running_work_size(int na, int ng);
 
 #endif
