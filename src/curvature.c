@@ -2,7 +2,7 @@
  * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by the backend's ssyrk,
  * their exponential averages in double, eigendecompositions by its dsyevd and the damped
  * Kronecker inverse applied with two GEMMs per layer (see curvature.h). Each step calls
- * into curvature_tridiag.c when the block-tridiagonal variant is reserved.
+ * into the variant's table (curvature_tridiag.c's) when one is reserved.
  */
 #include "kfac/curvature.h"
 #include "curvature_internal.h"
@@ -81,9 +81,8 @@ double kfac_curvature_bytes(const struct kfac_net *net, int tridiagonal)
     return bytes;
 }
 
-/* Adds "curv.<block>.<what>" for n values of the given type in [lo, hi] (if any). */
-static void add(struct kfac_state *st, int block, const char *what, enum kfac_state_type type,
-                void *p, size_t n, double lo, double hi)
+void kfac_curvature_state_add(struct kfac_state *st, int block, const char *what,
+                              enum kfac_state_type type, void *p, size_t n, double lo, double hi)
 {
     char name[48];
     snprintf(name, sizeof name, "curv.%d.%s", block, what);
@@ -96,43 +95,33 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         size_t a2 = (size_t)f->n_a * f->n_a, g2 = (size_t)f->n_g * f->n_g;
-        add(st, i, "A", KFAC_STATE_F64, f->A, a2, -DBL_MAX, DBL_MAX);
-        add(st, i, "G", KFAC_STATE_F64, f->G, g2, -DBL_MAX, DBL_MAX);
-        add(st, i, "batch_A", KFAC_STATE_F32, f->batch_A, a2, -DBL_MAX, DBL_MAX);
-        add(st, i, "batch_G", KFAC_STATE_F32, f->batch_G, g2, -DBL_MAX, DBL_MAX);
-        add(st, i, "UA_t", KFAC_STATE_F64, f->UA_t, a2, -DBL_MAX, DBL_MAX);
-        add(st, i, "UG_t", KFAC_STATE_F64, f->UG_t, g2, -DBL_MAX, DBL_MAX);
-        add(st, i, "eig_A", KFAC_STATE_F64, f->eig_A, (size_t)f->n_a, 0, DBL_MAX);
-        add(st, i, "eig_G", KFAC_STATE_F64, f->eig_G, (size_t)f->n_g, 0, DBL_MAX);
-        add(st, i, "pi", KFAC_STATE_F64, &f->pi, 1, DBL_MIN, DBL_MAX);
-        add(st, i, "A_inv", KFAC_STATE_F64, f->A_inv, a2, -DBL_MAX, DBL_MAX);
-        add(st, i, "G_inv", KFAC_STATE_F64, f->G_inv, g2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "A", KFAC_STATE_F64, f->A, a2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "G", KFAC_STATE_F64, f->G, g2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "batch_A", KFAC_STATE_F32, f->batch_A, a2, -DBL_MAX,
+                                 DBL_MAX);
+        kfac_curvature_state_add(st, i, "batch_G", KFAC_STATE_F32, f->batch_G, g2, -DBL_MAX,
+                                 DBL_MAX);
+        kfac_curvature_state_add(st, i, "UA_t", KFAC_STATE_F64, f->UA_t, a2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "UG_t", KFAC_STATE_F64, f->UG_t, g2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "eig_A", KFAC_STATE_F64, f->eig_A, (size_t)f->n_a, 0,
+                                 DBL_MAX);
+        kfac_curvature_state_add(st, i, "eig_G", KFAC_STATE_F64, f->eig_G, (size_t)f->n_g, 0,
+                                 DBL_MAX);
+        kfac_curvature_state_add(st, i, "pi", KFAC_STATE_F64, &f->pi, 1, DBL_MIN, DBL_MAX);
+        kfac_curvature_state_add(st, i, "A_inv", KFAC_STATE_F64, f->A_inv, a2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "G_inv", KFAC_STATE_F64, f->G_inv, g2, -DBL_MAX, DBL_MAX);
     }
     kfac_state_add_range(st, "curv.inv_gamma", KFAC_STATE_F64, &c->inv_gamma, 1, 0, DBL_MAX);
-    for (int i = 0; c->tri && i < c->n_blocks - 1; i++) {
-        struct kfac_coupling *t = &c->tri[i];
-        size_t a = (size_t)t->n_a * t->n_a1, g = (size_t)t->n_g * t->n_g1;
-        add(st, i, "XA", KFAC_STATE_F64, t->XA, a, -DBL_MAX, DBL_MAX);
-        add(st, i, "XG", KFAC_STATE_F64, t->XG, g, -DBL_MAX, DBL_MAX);
-        add(st, i, "batch_XA", KFAC_STATE_F32, t->batch_XA, a, -DBL_MAX, DBL_MAX);
-        add(st, i, "batch_XG", KFAC_STATE_F32, t->batch_XG, g, -DBL_MAX, DBL_MAX);
-        add(st, i, "QA", KFAC_STATE_F64, t->QA, a, -DBL_MAX, DBL_MAX);
-        add(st, i, "QG", KFAC_STATE_F64, t->QG, g, -DBL_MAX, DBL_MAX);
-        add(st, i, "PA", KFAC_STATE_F64, t->PA, a, -DBL_MAX, DBL_MAX);
-        add(st, i, "PG", KFAC_STATE_F64, t->PG, g, -DBL_MAX, DBL_MAX);
-        add(st, i, "psi_A", KFAC_STATE_F32, t->psi_A, a, -DBL_MAX, DBL_MAX);
-        add(st, i, "psi_G", KFAC_STATE_F32, t->psi_G, g, -DBL_MAX, DBL_MAX);
-        add(st, i, "KA", KFAC_STATE_F32, t->KA, (size_t)t->n_a * t->n_a, -DBL_MAX, DBL_MAX);
-        add(st, i, "KG", KFAC_STATE_F32, t->KG, (size_t)t->n_g * t->n_g, -DBL_MAX, DBL_MAX);
-        add(st, i, "den", KFAC_STATE_F32, t->den, (size_t)t->n_g * t->n_a, -DBL_MAX, DBL_MAX);
-    }
+    if (c->variant && c->variant->state)
+        c->variant->state(c, st);
 }
 
 void kfac_curvature_free(struct kfac_curvature *c)
 {
     if (!c)
         return;
-    kfac_curvature_free_tridiag(c); /* it reads c->f */
+    if (c->variant && c->variant->free)
+        c->variant->free(c); /* it reads c->f */
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         free(f->A);
@@ -230,8 +219,8 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
                                              "(the factor G) are not finite; nothing was updated",
                               k, f->layer);
     }
-    if (c->tri)
-        kfac_curvature_cross_moments(c, net, m);
+    if (c->variant && c->variant->statistics)
+        c->variant->statistics(c, net, m);
     /* The merged factors go into the kept buffers, which are then swapped in: the
      * factors before the update stay whole until the next one, at no copy. */
     for (int i = 0; i < c->n_blocks; i++) {
@@ -241,8 +230,8 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
         kfac_curvature_swap_kept(&f->A, &f->A_keep);
         kfac_curvature_swap_kept(&f->G, &f->G_keep);
     }
-    if (c->tri)
-        kfac_curvature_merge_cross(c, eps);
+    if (c->variant && c->variant->merge)
+        c->variant->merge(c, eps);
     c->kept = 1;
     return 0;
 }
@@ -255,10 +244,8 @@ void kfac_curvature_rollback(struct kfac_curvature *c)
         kfac_curvature_swap_kept(&c->f[i].A, &c->f[i].A_keep);
         kfac_curvature_swap_kept(&c->f[i].G, &c->f[i].G_keep);
     }
-    for (int i = 0; c->tri && i + 1 < c->n_blocks; i++) {
-        kfac_curvature_swap_kept(&c->tri[i].XA, &c->tri[i].XA_keep);
-        kfac_curvature_swap_kept(&c->tri[i].XG, &c->tri[i].XG_keep);
-    }
+    if (c->variant && c->variant->rollback)
+        c->variant->rollback(c);
     c->kept = 0;
 }
 
@@ -355,8 +342,8 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
                               k, f->layer, which, info);
         f->pi = pi_of(c->be, f, norm);
     }
-    if (c->tri)
-        kfac_curvature_decompose_tridiag(c);
+    if (c->variant && c->variant->decompose)
+        c->variant->decompose(c);
     c->inv_gamma = 0;
     return 0;
 }
@@ -379,13 +366,13 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
 {
     if (gamma == c->inv_gamma)
         return 0;
-    /* Block-tridiagonal needs the plain damped inverses of the last layer only. */
-    for (int i = c->tri ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
+    int last_only = c->variant && c->variant->last_inverse_only;
+    for (int i = last_only ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
         damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
         damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }
-    int rc = c->tri ? kfac_curvature_invert_tridiag(c, gamma, k) : 0;
+    int rc = c->variant && c->variant->invert ? c->variant->invert(c, gamma, k) : 0;
     c->inv_gamma = rc ? 0 : gamma;
     return rc;
 }
@@ -410,8 +397,8 @@ void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const fl
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,
                                  const float *V, float scale, float *out)
 {
-    if (c->tri) {
-        kfac_curvature_precondition_tridiag(c, net, V, scale, out);
+    if (c->variant && c->variant->precondition) {
+        c->variant->precondition(c, net, V, scale, out);
         return;
     }
     for (int i = 0; i < c->n_blocks; i++) {

@@ -18,50 +18,12 @@
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
-{
-    if (c->tri)
-        return;
-    int L = c->n_blocks;
-    size_t max_n = (size_t)c->eig.max_n;
-    c->tri = kfac_xcalloc(L > 1 ? (size_t)L - 1 : 1, sizeof *c->tri);
-    for (int i = 0; i + 1 < L; i++) {
-        struct kfac_coupling *t = &c->tri[i];
-        t->n_a = c->f[i].n_a;
-        t->n_g = c->f[i].n_g;
-        t->n_a1 = c->f[i + 1].n_a;
-        t->n_g1 = c->f[i + 1].n_g;
-        size_t xa = (size_t)t->n_a * t->n_a1, xg = (size_t)t->n_g * t->n_g1;
-        t->XA = kfac_xcalloc(xa, sizeof *t->XA);
-        t->XG = kfac_xcalloc(xg, sizeof *t->XG);
-        t->XA_keep = kfac_xcalloc(xa, sizeof *t->XA_keep);
-        t->XG_keep = kfac_xcalloc(xg, sizeof *t->XG_keep);
-        t->batch_XA = kfac_floats_new(xa);
-        t->batch_XG = kfac_floats_new(xg);
-        t->QA = kfac_xcalloc(xa, sizeof *t->QA);
-        t->QG = kfac_xcalloc(xg, sizeof *t->QG);
-        t->PA = kfac_xcalloc(xa, sizeof *t->PA);
-        t->PG = kfac_xcalloc(xg, sizeof *t->PG);
-        t->psi_A = kfac_floats_new(xa);
-        t->psi_G = kfac_floats_new(xg);
-        t->KA = kfac_floats_new((size_t)t->n_a * t->n_a);
-        t->KG = kfac_floats_new((size_t)t->n_g * t->n_g);
-        t->den = kfac_floats_new((size_t)t->n_g * t->n_a);
-    }
-    /* A layer's block and any product of two layers' sizes fit in tmp_n (the largest
-     * factor size squared is part of it). */
-    c->tmp2 = kfac_floats_new(c->tmp_n);
-    c->tri_work = kfac_xmalloc(2 * max_n * max_n * sizeof *c->tri_work);
-    c->s_A = kfac_xmalloc(max_n * sizeof *c->s_A);
-    c->s_G = kfac_xmalloc(max_n * sizeof *c->s_G);
-    c->inv_gamma = 0;
-}
-
-void kfac_curvature_free_tridiag(struct kfac_curvature *c)
+static void kfac_curvature_free_tridiag(struct kfac_curvature *c)
 {
     if (!c->tri)
         return;
@@ -93,7 +55,8 @@ void kfac_curvature_free_tridiag(struct kfac_curvature *c)
 /* The cross moments need no finiteness check of their own: kfac_curvature_update() has
  * found both layers' second moments finite, and by Cauchy–Schwarz |E[x yᵀ]_ab| ≤
  * sqrt(E[x_a²] E[y_b²]). */
-void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net, int m)
+static void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net,
+                                         int m)
 {
     const struct kfac_backend *be = c->be;
     for (int i = 0; i + 1 < c->n_blocks; i++) {
@@ -114,7 +77,7 @@ static void merge_full(size_t n, const double *X, const float *B, double eps, do
         out[j] = eps * X[j] + (1.0 - eps) * B[j];
 }
 
-void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps)
+static void kfac_curvature_merge_cross(struct kfac_curvature *c, double eps)
 {
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
@@ -134,7 +97,7 @@ static void rotate(const struct kfac_backend *be, int n, int n1, const double *X
     be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n1, n, 1.0, V_t, n, Q, n1, 0.0, P, n1);
 }
 
-void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
+static void kfac_curvature_decompose_tridiag(struct kfac_curvature *c)
 {
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
@@ -220,7 +183,7 @@ static int couple_side(struct kfac_curvature *c, int n, int n1, const double *V_
     return 0;
 }
 
-int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k)
+static int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k)
 {
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
@@ -248,8 +211,9 @@ int kfac_curvature_invert_tridiag(struct kfac_curvature *c, double gamma, long k
     return 0;
 }
 
-void kfac_curvature_precondition_tridiag(struct kfac_curvature *c, const struct kfac_net *net,
-                                         const float *V, float scale, float *out)
+static void kfac_curvature_precondition_tridiag(struct kfac_curvature *c,
+                                                const struct kfac_net *net, const float *V,
+                                                float scale, float *out)
 {
     const struct kfac_backend *be = c->be;
     int L = c->n_blocks;
@@ -279,4 +243,94 @@ void kfac_curvature_precondition_tridiag(struct kfac_curvature *c, const struct 
         be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, t->n_g1, t->n_a1, t->n_a, -1.0f, c->tmp, t->n_a,
                   t->psi_A, t->n_a1, 1.0f, out + off, t->n_a1);
     }
+}
+
+/* The couplings' checkpoint items. */
+/* A coupling's item of n finite values. */
+static void add(struct kfac_state *st, int i, const char *what, enum kfac_state_type type, void *p,
+                size_t n)
+{
+    kfac_curvature_state_add(st, i, what, type, p, n, -DBL_MAX, DBL_MAX);
+}
+
+static void tridiag_state(struct kfac_curvature *c, struct kfac_state *st)
+{
+    for (int i = 0; i < c->n_blocks - 1; i++) {
+        struct kfac_coupling *t = &c->tri[i];
+        size_t a = (size_t)t->n_a * t->n_a1, g = (size_t)t->n_g * t->n_g1;
+        add(st, i, "XA", KFAC_STATE_F64, t->XA, a);
+        add(st, i, "XG", KFAC_STATE_F64, t->XG, g);
+        add(st, i, "batch_XA", KFAC_STATE_F32, t->batch_XA, a);
+        add(st, i, "batch_XG", KFAC_STATE_F32, t->batch_XG, g);
+        add(st, i, "QA", KFAC_STATE_F64, t->QA, a);
+        add(st, i, "QG", KFAC_STATE_F64, t->QG, g);
+        add(st, i, "PA", KFAC_STATE_F64, t->PA, a);
+        add(st, i, "PG", KFAC_STATE_F64, t->PG, g);
+        add(st, i, "psi_A", KFAC_STATE_F32, t->psi_A, a);
+        add(st, i, "psi_G", KFAC_STATE_F32, t->psi_G, g);
+        add(st, i, "KA", KFAC_STATE_F32, t->KA, (size_t)t->n_a * t->n_a);
+        add(st, i, "KG", KFAC_STATE_F32, t->KG, (size_t)t->n_g * t->n_g);
+        add(st, i, "den", KFAC_STATE_F32, t->den, (size_t)t->n_g * t->n_a);
+    }
+}
+
+static void tridiag_rollback(struct kfac_curvature *c)
+{
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
+        kfac_curvature_swap_kept(&c->tri[i].XA, &c->tri[i].XA_keep);
+        kfac_curvature_swap_kept(&c->tri[i].XG, &c->tri[i].XG_keep);
+    }
+}
+
+static const struct kfac_curvature_variant tridiag = {
+    .name = "kfac-tridiag",
+    .statistics = kfac_curvature_cross_moments,
+    .merge = kfac_curvature_merge_cross,
+    .rollback = tridiag_rollback,
+    .decompose = kfac_curvature_decompose_tridiag,
+    .last_inverse_only = 1, /* the chain inverts every other layer with its coupling */
+    .invert = kfac_curvature_invert_tridiag,
+    .precondition = kfac_curvature_precondition_tridiag,
+    .state = tridiag_state,
+    .free = kfac_curvature_free_tridiag,
+};
+
+void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
+{
+    if (c->tri)
+        return;
+    int L = c->n_blocks;
+    size_t max_n = (size_t)c->eig.max_n;
+    c->tri = kfac_xcalloc(L > 1 ? (size_t)L - 1 : 1, sizeof *c->tri);
+    for (int i = 0; i + 1 < L; i++) {
+        struct kfac_coupling *t = &c->tri[i];
+        t->n_a = c->f[i].n_a;
+        t->n_g = c->f[i].n_g;
+        t->n_a1 = c->f[i + 1].n_a;
+        t->n_g1 = c->f[i + 1].n_g;
+        size_t xa = (size_t)t->n_a * t->n_a1, xg = (size_t)t->n_g * t->n_g1;
+        t->XA = kfac_xcalloc(xa, sizeof *t->XA);
+        t->XG = kfac_xcalloc(xg, sizeof *t->XG);
+        t->XA_keep = kfac_xcalloc(xa, sizeof *t->XA_keep);
+        t->XG_keep = kfac_xcalloc(xg, sizeof *t->XG_keep);
+        t->batch_XA = kfac_floats_new(xa);
+        t->batch_XG = kfac_floats_new(xg);
+        t->QA = kfac_xcalloc(xa, sizeof *t->QA);
+        t->QG = kfac_xcalloc(xg, sizeof *t->QG);
+        t->PA = kfac_xcalloc(xa, sizeof *t->PA);
+        t->PG = kfac_xcalloc(xg, sizeof *t->PG);
+        t->psi_A = kfac_floats_new(xa);
+        t->psi_G = kfac_floats_new(xg);
+        t->KA = kfac_floats_new((size_t)t->n_a * t->n_a);
+        t->KG = kfac_floats_new((size_t)t->n_g * t->n_g);
+        t->den = kfac_floats_new((size_t)t->n_g * t->n_a);
+    }
+    /* A layer's block and any product of two layers' sizes fit in tmp_n (the largest
+     * factor size squared is part of it). */
+    c->tmp2 = kfac_floats_new(c->tmp_n);
+    c->tri_work = kfac_xmalloc(2 * max_n * max_n * sizeof *c->tri_work);
+    c->s_A = kfac_xmalloc(max_n * sizeof *c->s_A);
+    c->s_G = kfac_xmalloc(max_n * sizeof *c->s_G);
+    c->inv_gamma = 0;
+    c->variant = &tridiag;
 }

@@ -123,8 +123,35 @@ struct kfac_eigen_work {
     int lwork, liwork;
 };
 
+struct kfac_curvature;
+
+/* A curvature variant: what it adds to each step of the block-diagonal factors, called by
+ * curvature.c through this table (NULL entries add nothing), so that the base knows no
+ * variant. Block-tridiagonal K-FAC (curvature_tridiag.c) is one; K-FOC replaces the
+ * statistics instead (kfac_curvature_update_kfoc()). */
+struct kfac_curvature_variant {
+    const char *name;
+    /* Its statistics of the first m cases, after the layers' were found finite, and their
+     * merge with decay eps (keeping what came before for rollback). */
+    void (*statistics)(struct kfac_curvature *c, const struct kfac_net *net, int m);
+    void (*merge)(struct kfac_curvature *c, double eps);
+    void (*rollback)(struct kfac_curvature *c);
+    /* After the layers' eigendecompositions. */
+    void (*decompose)(struct kfac_curvature *c);
+    /* The damped inverses for γ, of which the base forms the layers' plain ones (all of
+     * them, or the last one's only when last_inverse_only). */
+    int last_inverse_only;
+    int (*invert)(struct kfac_curvature *c, double gamma, long k);
+    /* out = scale · F̂⁻¹ V in place of the block-diagonal inverse. */
+    void (*precondition)(struct kfac_curvature *c, const struct kfac_net *net, const float *V,
+                         float scale, float *out);
+    void (*state)(struct kfac_curvature *c, struct kfac_state *st);
+    void (*free)(struct kfac_curvature *c);
+};
+
 struct kfac_curvature {
     const struct kfac_backend *be; /* the network's */
+    const struct kfac_curvature_variant *variant; /* NULL: block-diagonal K-FAC */
     int n_blocks;             /* the network's layers with parameters */
     struct kfac_factors *f;   /* n_blocks */
     struct kfac_coupling *tri; /* n_blocks − 1 from kfac_curvature_reserve_tridiag(); else NULL */
