@@ -213,39 +213,21 @@ static void print_summary(FILE *f, int L, const struct layer_cases *cases, int s
     }
 }
 
-int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *opts,
-                      FILE *summary, int *started)
+/* The studied layers, those with parameters within study.layers, into cases; their
+ * number in *L. */
+static int studied_layers(const struct kfac_config *c, const struct kfac_net *net,
+                          struct layer_cases *cases, int *L)
 {
-    *started = 0;
-    int sizes[KFAC_STUDY_MAX_SIZES], n_sizes;
-    int rc = kfac_config_validate(c);
-    if (rc || (rc = kfac_parse_batch_sizes(c->study_batch_sizes, sizes, KFAC_STUDY_MAX_SIZES,
-                                           &n_sizes)))
-        return rc;
-    struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
-    struct kfac_run run;
-    struct kfac_config cs = *c;
-    /* The first run is prepared before the table is opened: configuration and data errors
-     * leave no table behind. */
-    if ((rc = kfac_run_prepare(&run, &cs, &run_opts))) {
-        kfac_run_free(&run);
-        return rc;
-    }
-    /* The studied layers: those with parameters within study.layers. */
-    int first = 0, last = run.net->n_layers - 1;
-    if (c->study_layers && (rc = kfac_parse_layer_range("study.layers", c->study_layers,
-                                                        run.net->n_layers, &first, &last))) {
-        kfac_run_free(&run);
-        return rc;
-    }
-    size_t N = run.train.n;
-    struct layer_cases *cases = kfac_xcalloc((size_t)run.net->n_blocks, sizeof *cases);
-    int L = 0;
-    for (int b = 0; b < run.net->n_blocks; b++) {
-        const struct kfac_layer *l = run.net->blocks[b];
+    int first = 0, last = net->n_layers - 1;
+    int rc = c->study_layers ? kfac_parse_layer_range("study.layers", c->study_layers,
+                                                      net->n_layers, &first, &last)
+                             : 0;
+    *L = 0;
+    for (int b = 0; !rc && b < net->n_blocks; b++) {
+        const struct kfac_layer *l = net->blocks[b];
         if (l->index < first || l->index > last)
             continue;
-        struct layer_cases *lc = &cases[L++];
+        struct layer_cases *lc = &cases[(*L)++];
         lc->block = b;
         lc->layer = l->index + 1;
         char from[40], to[40];
@@ -257,29 +239,26 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         lc->n_g = l->d_out;
         lc->T = l->n_pos;
     }
-    if (L == 0) {
-        free(cases);
-        kfac_run_free(&run);
-        return kfac_error(KFAC_EINVAL, "study.layers = '%s' holds no layer with parameters",
-                          c->study_layers);
-    }
-    if (c->study_export && (rc = export_free(c, opts->force))) {
-        free(cases);
-        kfac_run_free(&run);
-        return rc;
-    }
+    if (!rc && *L == 0)
+        rc = kfac_error(KFAC_EINVAL, "study.layers = '%s' holds no layer with parameters",
+                        c->study_layers);
+    return rc;
+}
+
+/* Opens the table and writes its header: seed, batch_size, batches, the metric, then
+ * <method>_<layer>, tridiag_<i>_<i+1> and kfoc_iterations; its column count in *n_cols. */
+static int open_table(const struct kfac_config *c, int force, int L,
+                      const struct layer_cases *cases, struct kfac_log *table, int *n_cols)
+{
     int n_cross = 0;
     for (int i = 0; i + 1 < L; i++)
         n_cross += coupled(cases, i);
-    struct kfac_log table;
-    if ((rc = kfac_log_open(&table, c->log_file, opts->force, 0))) {
-        free(cases);
-        kfac_run_free(&run);
+    int rc = kfac_log_open(table, c->log_file, force, 0);
+    if (rc)
         return rc;
-    }
-    int n_cols = 5 + KFAC_FISHER_METHODS * L + n_cross;
-    const char **names = kfac_xmalloc((size_t)n_cols * sizeof *names);
-    char(*labels)[40] = kfac_xcalloc((size_t)n_cols, sizeof *labels);
+    *n_cols = 5 + KFAC_FISHER_METHODS * L + n_cross;
+    const char **names = kfac_xmalloc((size_t)*n_cols * sizeof *names);
+    char(*labels)[40] = kfac_xcalloc((size_t)*n_cols, sizeof *labels);
     char metric[40];
     snprintf(metric, sizeof metric, "train_%s", kfac_metric_name(c->data.task));
     int n = 0;
@@ -302,17 +281,28 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         n++;
     }
     names[n++] = "kfoc_iterations";
-    rc = kfac_log_header(&table, names, n_cols);
-    *started = 1;
+    rc = kfac_log_header(table, names, *n_cols);
     free(names);
     free(labels);
+    return rc;
+}
 
+/* The batch size that size s of the list means for N cases (0: all of them). */
+static int batch_of(int size, size_t N)
+{
+    return size == 0 || (size_t)size > N ? (int)N : size;
+}
+
+/* Each studied layer's ā, g (and per-case gradients) for N cases and the work space of its
+ * largest computation. */
+static void alloc_cases(int L, struct layer_cases *cases, size_t N, int n_sizes,
+                        const int *sizes)
+{
     for (int i = 0; i < L; i++) {
         int na = cases[i].n_a, ng = cases[i].n_g, T = cases[i].T;
         size_t work = 0;
         for (int s = 0; s < n_sizes; s++) {
-            int B = sizes[s] == 0 || (size_t)sizes[s] > N ? (int)N : sizes[s];
-            size_t w = kfac_fisher_batches_work_size((int)N, B, T, na, ng);
+            size_t w = kfac_fisher_batches_work_size((int)N, batch_of(sizes[s], N), T, na, ng);
             work = w > work ? w : work;
         }
         if (i + 1 < L && coupled(cases, i)) {
@@ -325,69 +315,111 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
         cases[i].X = T > 1 ? kfac_xmalloc(N * (size_t)na * ng * sizeof(double)) : NULL;
         cases[i].work = kfac_xmalloc(work * sizeof(double));
     }
-    double *results = kfac_xcalloc((size_t)c->study_seeds * n_sizes * L * KFAC_FISHER_METHODS,
-                                   sizeof *results);
-    double *cross = kfac_xcalloc((size_t)c->study_seeds * (L > 1 ? L - 1 : 1), sizeof *cross);
-    double *row = kfac_xmalloc((size_t)n_cols * sizeof *row);
-    for (int seed = 0; seed < c->study_seeds && !rc; seed++) {
+}
+
+/* One trained run's rows: for each batch size the errors of every layer, the coupling
+ * blocks' errors (cross, one per pair, all the cases) and the largest K-FOC iteration
+ * count; results: this seed's [size][layer][method]. */
+static int measure_run(const struct kfac_config *c, const struct kfac_run *run, int L,
+                       struct layer_cases *cases, int n_sizes, const int *sizes,
+                       double *results, double *cross, double *row, int n_cols,
+                       struct kfac_log *table)
+{
+    size_t N = run->train.n;
+    for (int i = 0; i < L; i++) {
+        struct layer_cases *lc = &cases[i];
+        kfac_fisher_block_init(&lc->fisher, run->net->be, (int)N, lc->T, lc->n_a, lc->A, lc->n_g,
+                               lc->G, lc->X, lc->work);
+    }
+    for (int i = 0; i + 1 < L; i++)
+        if (coupled(cases, i))
+            cross[i] = kfac_fisher_error_cross(&cases[i].fisher, &cases[i + 1].fisher,
+                                               cases[i].work);
+    int rc = 0;
+    for (int s = 0; s < n_sizes && !rc; s++) {
+        int B = batch_of(sizes[s], N), iterations = 0;
+        row[0] = (double)run->cfg->seed;
+        row[1] = B;
+        row[2] = (double)((N + (size_t)B - 1) / (size_t)B);
+        row[3] = run->final[0];
+        for (int i = 0; i < L; i++) {
+            struct kfac_kfoc_info info;
+            double *e = results + ((size_t)s * L + i) * KFAC_FISHER_METHODS;
+            kfac_fisher_batch_errors(&cases[i].fisher, B, c->study_kfoc_normalise,
+                                     c->optim.kfoc_max_iter, c->optim.kfoc_tol, cases[i].work, e,
+                                     &info);
+            memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
+            iterations = info.iterations > iterations ? info.iterations : iterations;
+        }
+        for (int i = 0, j = 4 + KFAC_FISHER_METHODS * L; i + 1 < L; i++)
+            if (coupled(cases, i))
+                row[j++] = cross[i];
+        row[n_cols - 1] = iterations;
+        rc = kfac_log_row(table, row);
+    }
+    return rc;
+}
+
+int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                      FILE *summary, int *started)
+{
+    *started = 0;
+    int sizes[KFAC_STUDY_MAX_SIZES], n_sizes;
+    int rc = kfac_config_validate(c);
+    if (rc || (rc = kfac_parse_batch_sizes(c->study_batch_sizes, sizes, KFAC_STUDY_MAX_SIZES,
+                                           &n_sizes)))
+        return rc;
+    struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
+    struct kfac_run run;
+    struct kfac_config cs = *c;
+    struct kfac_log table;
+    int table_open = 0, L = 0, n_cols = 0;
+    struct layer_cases *cases = NULL;
+    double *results = NULL, *cross = NULL, *row = NULL;
+    /* The first run is prepared before the table is opened: configuration and data errors
+     * leave no table behind. */
+    if ((rc = kfac_run_prepare(&run, &cs, &run_opts)))
+        goto done;
+    size_t N = run.train.n;
+    cases = kfac_xcalloc((size_t)run.net->n_blocks, sizeof *cases);
+    if ((rc = studied_layers(c, run.net, cases, &L)) ||
+        (c->study_export && (rc = export_free(c, opts->force))) ||
+        (rc = open_table(c, opts->force, L, cases, &table, &n_cols)))
+        goto done;
+    table_open = 1;
+    *started = 1;
+    alloc_cases(L, cases, N, n_sizes, sizes);
+    size_t per_seed = (size_t)n_sizes * L * KFAC_FISHER_METHODS, pairs = L > 1 ? L - 1 : 1;
+    results = kfac_xcalloc((size_t)c->study_seeds * per_seed, sizeof *results);
+    cross = kfac_xcalloc((size_t)c->study_seeds * pairs, sizeof *cross);
+    row = kfac_xmalloc((size_t)n_cols * sizeof *row);
+    for (int seed = 0; seed < c->study_seeds; seed++) {
         if (seed > 0) {
+            kfac_run_free(&run);
             cs.seed = c->seed + seed;
-            if ((rc = kfac_run_prepare(&run, &cs, &run_opts))) {
-                kfac_run_free(&run);
+            if ((rc = kfac_run_prepare(&run, &cs, &run_opts)))
                 break;
-            }
         }
         if (!opts->quiet && summary)
             fprintf(summary, "kfac-train: study run %d/%d (seed %ld): training\n", seed + 1,
                     c->study_seeds, cs.seed);
-        if ((rc = kfac_run_train(&run, NULL))) {
-            kfac_run_free(&run);
+        if ((rc = kfac_run_train(&run, NULL)) ||
+            (rc = sample_cases(c, &run, cs.seed, opts->force, L, cases)) ||
+            (rc = measure_run(c, &run, L, cases, n_sizes, sizes, results + seed * per_seed,
+                              cross + seed * pairs, row, n_cols, &table)))
             break;
-        }
-        if ((rc = sample_cases(c, &run, cs.seed, opts->force, L, cases))) {
-            kfac_run_free(&run);
-            break;
-        }
-        for (int i = 0; i < L; i++) {
-            struct layer_cases *lc = &cases[i];
-            kfac_fisher_block_init(&lc->fisher, run.net->be, (int)N, lc->T, lc->n_a, lc->A, lc->n_g,
-                                   lc->G, lc->X, lc->work);
-        }
-        /* The coupling blocks' errors use all the cases: one per seed. */
-        for (int i = 0; i + 1 < L; i++)
-            if (coupled(cases, i))
-                cross[(size_t)seed * (L - 1) + i] =
-                    kfac_fisher_error_cross(&cases[i].fisher, &cases[i + 1].fisher, cases[i].work);
-        for (int s = 0; s < n_sizes && !rc; s++) {
-            int B = sizes[s] == 0 || (size_t)sizes[s] > N ? (int)N : sizes[s];
-            row[0] = (double)cs.seed;
-            row[1] = B;
-            row[2] = (double)((N + (size_t)B - 1) / (size_t)B);
-            row[3] = run.final[0];
-            int iterations = 0;
-            for (int i = 0; i < L; i++) {
-                struct kfac_kfoc_info info;
-                double *e = results + (((size_t)seed * n_sizes + s) * L + i) * KFAC_FISHER_METHODS;
-                kfac_fisher_batch_errors(&cases[i].fisher, B, c->study_kfoc_normalise,
-                                         c->optim.kfoc_max_iter, c->optim.kfoc_tol,
-                                         cases[i].work, e, &info);
-                memcpy(row + 4 + i * KFAC_FISHER_METHODS, e, KFAC_FISHER_METHODS * sizeof *e);
-                iterations = info.iterations > iterations ? info.iterations : iterations;
-            }
-            for (int i = 0, j = 4 + KFAC_FISHER_METHODS * L; i + 1 < L; i++)
-                if (coupled(cases, i))
-                    row[j++] = cross[(size_t)seed * (L - 1) + i];
-            row[n_cols - 1] = iterations;
-            rc = kfac_log_row(&table, row);
-        }
-        kfac_run_free(&run);
     }
-    int close_rc = kfac_log_close(&table);
-    if (!rc)
-        rc = close_rc;
+done:
+    if (table_open) {
+        int close_rc = kfac_log_close(&table);
+        if (!rc)
+            rc = close_rc;
+    }
     if (!rc && !opts->quiet && summary)
-        print_summary(summary, L, cases, c->study_seeds, n_sizes, sizes, N, results, cross);
-    for (int i = 0; i < L; i++) {
+        print_summary(summary, L, cases, c->study_seeds, n_sizes, sizes, run.train.n, results,
+                      cross);
+    kfac_run_free(&run);
+    for (int i = 0; cases && i < L; i++) {
         free(cases[i].A);
         free(cases[i].G);
         free(cases[i].X);
@@ -491,142 +523,175 @@ static int block_of(int i, const int *bounds)
     return b;
 }
 
-int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
-                         const char *dir, FILE *summary, int *started)
+void kfac_kron_block(int na, int ma, const double *A, int nb, int mb, const double *B, double *M,
+                     size_t ld, int r0, int c0)
 {
-    *started = 0;
-    struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
-    struct kfac_run run;
-    int first, last, rc = kfac_run_prepare(&run, c, &run_opts);
-    if (rc || (rc = kfac_parse_layer_range("study.heatmap_layers", c->study_heatmap_layers,
-                                           run.net->n_layers, &first, &last))) {
-        kfac_run_free(&run);
+    for (int p = 0; p < na; p++)
+        for (int i = 0; i < nb; i++) {
+            double *row = M + (size_t)(r0 + p * nb + i) * ld + c0;
+            for (int q = 0; q < ma; q++)
+                for (int k = 0; k < mb; k++)
+                    row[q * mb + k] = A[(size_t)p * ma + q] * B[(size_t)i * mb + k];
+        }
+}
+
+/* The pictures' layers and cases, and what is computed for them. */
+struct pictures {
+    int first, last, n_blocks, K, D;
+    int bounds[KFAC_PICTURE_MAX_LAYERS + 1]; /* the blocks' first parameter, then D */
+    char paths[N_PICTURES][4096];
+    double *F, *Ft;            /* D × D: the exact Fisher, then each approximation */
+    double **A, **G, **XA, **XG; /* n_blocks: each layer's factors, each pair's cross factors */
+};
+
+/* Checks the layers, their size and the outputs before anything is trained. */
+static int pictures_check(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                          const char *dir, const struct kfac_net *net, int n_train,
+                          struct pictures *p)
+{
+    int rc = kfac_parse_layer_range("study.heatmap_layers", c->study_heatmap_layers,
+                                    net->n_layers, &p->first, &p->last);
+    if (rc)
         return rc;
-    }
-    for (int i = first; i <= last; i++)
-        if (!run.net->layers[i].ops->couples) {
-            kfac_run_free(&run);
+    for (int i = p->first; i <= p->last; i++)
+        if (!net->layers[i].ops->couples)
             return kfac_error(KFAC_EINVAL, "study.heatmap_layers: the pictures take dense layers "
                                            "only, but layer %d is %s",
-                              i + 1, run.net->layers[i].ops->name);
-        }
-    struct kfac_net *net = run.net;
-    int K = c->study_heatmap_cases < (long)run.train.n ? c->study_heatmap_cases : (int)run.train.n;
-    int n_blocks = last - first + 1, bounds[KFAC_PICTURE_MAX_LAYERS + 1], D = 0;
-    if (n_blocks > KFAC_PICTURE_MAX_LAYERS) {
-        kfac_run_free(&run);
+                              i + 1, net->layers[i].ops->name);
+    p->K = c->study_heatmap_cases < n_train ? c->study_heatmap_cases : n_train;
+    p->n_blocks = p->last - p->first + 1;
+    if (p->n_blocks > KFAC_PICTURE_MAX_LAYERS)
         return kfac_error(KFAC_EINVAL, "study.heatmap_layers: at most %d layers",
                           KFAC_PICTURE_MAX_LAYERS);
+    p->D = 0;
+    for (int i = p->first; i <= p->last; i++) {
+        p->bounds[i - p->first] = p->D;
+        p->D += (int)net->layers[i].n_params;
     }
-    for (int i = first; i <= last; i++) {
-        bounds[i - first] = D;
-        D += (int)net->layers[i].n_params;
-    }
-    bounds[n_blocks] = D;
-    if (D > KFAC_PICTURE_MAX) {
-        kfac_run_free(&run);
+    p->bounds[p->n_blocks] = p->D;
+    if (p->D > KFAC_PICTURE_MAX)
         return kfac_error(KFAC_EINVAL, "study.heatmap_layers = '%s' holds %d parameters; a "
                                        "picture of the %d x %d Fisher is limited to %d, so "
                                        "choose fewer or smaller layers",
-                          c->study_heatmap_layers, D, D, D, KFAC_PICTURE_MAX);
-    }
-    char paths[N_PICTURES][4096];
+                          c->study_heatmap_layers, p->D, p->D, p->D, KFAC_PICTURE_MAX);
     for (int i = 0; i < N_PICTURES; i++) {
-        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, picture_names[i]);
-        if (!opts->force && access(paths[i], F_OK) == 0) {
-            kfac_run_free(&run);
+        snprintf(p->paths[i], sizeof p->paths[i], "%s/%s", dir, picture_names[i]);
+        if (!opts->force && access(p->paths[i], F_OK) == 0)
             return kfac_error(KFAC_EEXIST, "%s exists; kfac-train never overwrites it (use "
                                            "--force)",
-                              paths[i]);
-        }
+                              p->paths[i]);
     }
-    if (access(dir, W_OK) != 0) {
-        kfac_run_free(&run);
+    if (access(dir, W_OK) != 0)
         return kfac_error(KFAC_EIO, "%s: cannot write there: %s", dir, strerror(errno));
-    }
-    *started = 1;
-    if (!opts->quiet && summary)
-        fprintf(summary, "kfac-train: training for the Fisher pictures\n");
-    if ((rc = kfac_run_train(&run, NULL))) {
-        kfac_run_free(&run);
-        return rc;
-    }
+    return 0;
+}
+
+/* F = (1/K) Σ_cases Σ_j v vᵀ over the first K training cases, v the gradient for the
+ * output-Fisher column j: the exact expectation over the model's targets; and the factors
+ * of each layer and the cross factors of each pair of consecutive ones. vec stacks
+ * columns (K-FAC's convention), so each block of F̃ is Ā ⊗ G. */
+static void exact_fisher(struct kfac_run *run, struct pictures *p)
+{
+    struct kfac_net *net = run->net;
+    int K = p->K, D = p->D, nb = p->n_blocks;
     kfac_net_reserve(net, K);
-    kfac_net_forward(net, K, run.train.x);
-    size_t DD = (size_t)D * D;
-    double *F = kfac_xcalloc(DD, sizeof *F), *Ft = kfac_xcalloc(DD, sizeof *Ft);
+    kfac_net_forward(net, K, run->train.x);
+    p->F = kfac_xcalloc((size_t)D * D, sizeof *p->F);
+    p->Ft = kfac_xcalloc((size_t)D * D, sizeof *p->Ft);
     double *V = kfac_xmalloc((size_t)K * D * sizeof *V);
     float *out = kfac_floats_new((size_t)K * net->d_out);
     memcpy(out, kfac_net_output(net), (size_t)K * net->d_out * sizeof *out);
-    /* The factors of each layer and the cross factors of each pair of consecutive ones
-     * (block b and b+1): Ā from the forward pass, G summed over the columns. */
-    double **A = kfac_xcalloc((size_t)n_blocks, sizeof *A), **G = kfac_xcalloc((size_t)n_blocks, sizeof *G);
-    double **XA = kfac_xcalloc((size_t)n_blocks, sizeof *XA), **XG = kfac_xcalloc((size_t)n_blocks, sizeof *XG);
-    for (int b = 0; b < n_blocks; b++) {
-        const struct kfac_layer *l = &net->layers[first + b];
+    p->A = kfac_xcalloc((size_t)nb, sizeof *p->A);
+    p->G = kfac_xcalloc((size_t)nb, sizeof *p->G);
+    p->XA = kfac_xcalloc((size_t)nb, sizeof *p->XA);
+    p->XG = kfac_xcalloc((size_t)nb, sizeof *p->XG);
+    for (int b = 0; b < nb; b++) {
+        const struct kfac_layer *l = &net->layers[p->first + b];
         int na = l->d_in + 1, ng = l->d_out;
-        A[b] = kfac_xcalloc((size_t)na * na, sizeof **A);
-        G[b] = kfac_xcalloc((size_t)ng * ng, sizeof **G);
+        p->A[b] = kfac_xcalloc((size_t)na * na, sizeof **p->A);
+        p->G[b] = kfac_xcalloc((size_t)ng * ng, sizeof **p->G);
         for (int k = 0; k < K; k++)
-            for (int p = 0; p < na; p++)
-                for (int q = 0; q < na; q++)
-                    A[b][p * na + q] += (double)l->abar[(size_t)k * na + p] * l->abar[(size_t)k * na + q] / K;
-        if (b + 1 < n_blocks) {
-            const struct kfac_layer *l1 = &net->layers[first + b + 1];
+            for (int i = 0; i < na; i++)
+                for (int j = 0; j < na; j++)
+                    p->A[b][i * na + j] +=
+                        (double)l->abar[(size_t)k * na + i] * l->abar[(size_t)k * na + j] / K;
+        if (b + 1 < nb) {
+            const struct kfac_layer *l1 = &net->layers[p->first + b + 1];
             int na1 = l1->d_in + 1;
-            XA[b] = kfac_xcalloc((size_t)na * na1, sizeof **XA);
-            XG[b] = kfac_xcalloc((size_t)ng * l1->d_out, sizeof **XG);
+            p->XA[b] = kfac_xcalloc((size_t)na * na1, sizeof **p->XA);
+            p->XG[b] = kfac_xcalloc((size_t)ng * l1->d_out, sizeof **p->XG);
             for (int k = 0; k < K; k++)
-                for (int p = 0; p < na; p++)
-                    for (int q = 0; q < na1; q++)
-                        XA[b][p * na1 + q] += (double)l->abar[(size_t)k * na + p] *
-                                              l1->abar[(size_t)k * na1 + q] / K;
+                for (int i = 0; i < na; i++)
+                    for (int j = 0; j < na1; j++)
+                        p->XA[b][i * na1 + j] += (double)l->abar[(size_t)k * na + i] *
+                                                 l1->abar[(size_t)k * na1 + j] / K;
         }
     }
-    /* F = (1/K) Σ_cases Σ_j v v ᵀ with v the gradient for the output-gradient column b_j:
-     * the exact expectation over the model's targets. vec stacks columns (K-FAC's
-     * convention), so each block of F̃ is Ā ⊗ G. */
     for (int j = 0; j < net->d_out; j++) {
-        kfac_loss_fisher_column(run.loss, K, net->d_out, out, j, kfac_net_output_grad(net));
+        kfac_loss_fisher_column(run->loss, K, net->d_out, out, j, kfac_net_output_grad(net));
         kfac_net_backward(net, K, 1.0f, 0);
-        for (int b = 0; b < n_blocks; b++) {
-            const struct kfac_layer *l = &net->layers[first + b];
+        for (int b = 0; b < nb; b++) {
+            const struct kfac_layer *l = &net->layers[p->first + b];
             int na = l->d_in + 1, ng = l->d_out;
             for (int k = 0; k < K; k++) {
                 const float *a = l->abar + (size_t)k * na, *g = l->g + (size_t)k * ng;
-                double *v = V + (size_t)k * D + bounds[b];
-                for (int p = 0; p < na; p++)
+                double *v = V + (size_t)k * D + p->bounds[b];
+                for (int q = 0; q < na; q++)
                     for (int i = 0; i < ng; i++)
-                        v[p * ng + i] = (double)g[i] * a[p] / sqrt((double)K);
+                        v[q * ng + i] = (double)g[i] * a[q] / sqrt((double)K);
                 for (int i = 0; i < ng; i++)
                     for (int q = 0; q < ng; q++)
-                        G[b][i * ng + q] += (double)g[i] * g[q] / K;
-                if (b + 1 < n_blocks) {
-                    const struct kfac_layer *l1 = &net->layers[first + b + 1];
+                        p->G[b][i * ng + q] += (double)g[i] * g[q] / K;
+                if (b + 1 < nb) {
+                    const struct kfac_layer *l1 = &net->layers[p->first + b + 1];
                     const float *g1 = l1->g + (size_t)k * l1->d_out;
                     for (int i = 0; i < ng; i++)
                         for (int q = 0; q < l1->d_out; q++)
-                            XG[b][i * l1->d_out + q] += (double)g[i] * g1[q] / K;
+                            p->XG[b][i * l1->d_out + q] += (double)g[i] * g1[q] / K;
                 }
             }
         }
-        net->be->dsyrk(KFAC_TRANS, D, K, 1.0, V, D, 1.0, F, D);
+        net->be->dsyrk(KFAC_TRANS, D, K, 1.0, V, D, 1.0, p->F, D);
     }
     for (int i = 1; i < D; i++)
         for (int j = 0; j < i; j++)
-            F[(size_t)i * D + j] = F[(size_t)j * D + i];
-    for (int b = 0; b < n_blocks; b++) {
-        const struct kfac_layer *l = &net->layers[first + b];
-        int na = l->d_in + 1, ng = l->d_out, o = bounds[b];
-        for (int p = 0; p < na; p++)
-            for (int i = 0; i < ng; i++)
-                for (int q = 0; q < na; q++)
-                    for (int k = 0; k < ng; k++)
-                        Ft[(size_t)(o + p * ng + i) * D + o + q * ng + k] =
-                            A[b][p * na + q] * G[b][i * ng + k];
+            p->F[(size_t)i * D + j] = p->F[(size_t)j * D + i];
+    free(V);
+    kfac_floats_free(out);
+}
+
+static void pictures_free(struct pictures *p)
+{
+    free(p->F);
+    free(p->Ft);
+    for (int b = 0; p->A && b < p->n_blocks; b++) {
+        free(p->A[b]);
+        free(p->G[b]);
+        free(p->XA[b]);
+        free(p->XG[b]);
     }
-    /* One scale for all three pictures: the 99th percentile of |F|. */
-    double *mag = kfac_xmalloc(DD * sizeof *mag), norm2 = 0, off2 = 0;
+    free(p->A);
+    free(p->G);
+    free(p->XA);
+    free(p->XG);
+}
+
+/* The four pictures, one scale for all (the 99th percentile of |F|), and the summary's
+ * figures: err2 (block-diagonal K-FAC), off2 (F off the diagonal blocks), tri2
+ * (block-tridiagonal K-FAC), couple2 and couple_err2 (F beside the diagonal, and the
+ * tridiagonal model's error there), norm2 = ‖F‖². */
+static int draw_pictures(const struct kfac_net *net, struct pictures *p, int force,
+                         double *scale_out, double fig[6])
+{
+    int D = p->D, nb = p->n_blocks;
+    size_t DD = (size_t)D * D;
+    double *F = p->F, *Ft = p->Ft;
+    for (int b = 0; b < nb; b++) {
+        const struct kfac_layer *l = &net->layers[p->first + b];
+        int na = l->d_in + 1, ng = l->d_out, o = p->bounds[b];
+        kfac_kron_block(na, na, p->A[b], ng, ng, p->G[b], Ft, (size_t)D, o, o);
+    }
+    double *mag = kfac_xmalloc(DD * sizeof *mag), norm2 = 0, off2 = 0, err2 = 0;
     for (size_t i = 0; i < DD; i++) {
         mag[i] = fabs(F[i]);
         norm2 += F[i] * F[i];
@@ -637,88 +702,95 @@ int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts
         scale = mag[DD - 1] > 0 ? mag[DD - 1] : 1.0;
     free(mag);
     unsigned char *rgb = kfac_xmalloc(DD * 3);
-    heatmap(D, F, scale, n_blocks, bounds, rgb);
-    rc = write_png(paths[0], D, D, rgb, opts->force);
-    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    heatmap(D, F, scale, nb, p->bounds, rgb);
+    int rc = write_png(p->paths[0], D, D, rgb, force);
+    heatmap(D, Ft, scale, nb, p->bounds, rgb);
     if (!rc)
-        rc = write_png(paths[1], D, D, rgb, opts->force);
-    double err2 = 0;
+        rc = write_png(p->paths[1], D, D, rgb, force);
     for (int i = 0; i < D; i++)
         for (int j = 0; j < D; j++) {
             size_t at = (size_t)i * D + j;
             Ft[at] = F[at] - Ft[at];
             err2 += Ft[at] * Ft[at];
-            if (block_of(i, bounds) != block_of(j, bounds))
+            if (block_of(i, p->bounds) != block_of(j, p->bounds))
                 off2 += F[at] * F[at];
         }
-    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    heatmap(D, Ft, scale, nb, p->bounds, rgb);
     if (!rc)
-        rc = write_png(paths[2], D, D, rgb, opts->force);
+        rc = write_png(p->paths[2], D, D, rgb, force);
     /* Block-tridiagonal K-FAC's model: the same diagonal blocks, and Ā_{i,i+1} ⊗ G_{i,i+1}
      * (and its transpose) beside them. */
     for (size_t i = 0; i < DD; i++)
         Ft[i] = F[i] - Ft[i];
-    for (int b = 0; b + 1 < n_blocks; b++) {
-        const struct kfac_layer *l = &net->layers[first + b], *l1 = &net->layers[first + b + 1];
+    for (int b = 0; b + 1 < nb; b++) {
+        const struct kfac_layer *l = &net->layers[p->first + b], *l1 = &net->layers[p->first + b + 1];
         int na = l->d_in + 1, ng = l->d_out, na1 = l1->d_in + 1, ng1 = l1->d_out;
-        int o = bounds[b], o1 = bounds[b + 1];
-        for (int p = 0; p < na; p++)
-            for (int i = 0; i < ng; i++)
-                for (int q = 0; q < na1; q++)
-                    for (int k = 0; k < ng1; k++) {
-                        double v = XA[b][p * na1 + q] * XG[b][i * ng1 + k];
-                        size_t r = (size_t)(o + p * ng + i), c1 = (size_t)(o1 + q * ng1 + k);
-                        Ft[r * D + c1] = Ft[c1 * D + r] = v;
-                    }
+        int o = p->bounds[b], o1 = p->bounds[b + 1];
+        kfac_kron_block(na, na1, p->XA[b], ng, ng1, p->XG[b], Ft, (size_t)D, o, o1);
+        for (int r = 0; r < na * ng; r++)
+            for (int q = 0; q < na1 * ng1; q++)
+                Ft[(size_t)(o1 + q) * D + o + r] = Ft[(size_t)(o + r) * D + o1 + q];
     }
-    heatmap(D, Ft, scale, n_blocks, bounds, rgb);
+    heatmap(D, Ft, scale, nb, p->bounds, rgb);
     if (!rc)
-        rc = write_png(paths[3], D, D, rgb, opts->force);
+        rc = write_png(p->paths[3], D, D, rgb, force);
     double tri2 = 0, couple2 = 0, couple_err2 = 0;
     for (int i = 0; i < D; i++)
         for (int j = 0; j < D; j++) {
             size_t at = (size_t)i * D + j;
             double e = F[at] - Ft[at];
             tri2 += e * e;
-            if (abs(block_of(i, bounds) - block_of(j, bounds)) == 1) {
+            if (abs(block_of(i, p->bounds) - block_of(j, p->bounds)) == 1) {
                 couple2 += F[at] * F[at];
                 couple_err2 += e * e;
             }
         }
     free(rgb);
+    *scale_out = scale;
+    fig[0] = err2, fig[1] = off2, fig[2] = tri2, fig[3] = couple2, fig[4] = couple_err2;
+    fig[5] = norm2;
+    return rc;
+}
+
+int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
+                         const char *dir, FILE *summary, int *started)
+{
+    *started = 0;
+    struct kfac_run_opts run_opts = {.quiet = 1, .no_log = 1};
+    struct kfac_run run;
+    struct pictures p = {0};
+    double scale = 0, fig[6];
+    int rc = kfac_run_prepare(&run, c, &run_opts);
+    if (rc || (rc = pictures_check(c, opts, dir, run.net, (int)run.train.n, &p)))
+        goto done;
+    *started = 1;
+    if (!opts->quiet && summary)
+        fprintf(summary, "kfac-train: training for the Fisher pictures\n");
+    if ((rc = kfac_run_train(&run, NULL)))
+        goto done;
+    exact_fisher(&run, &p);
+    rc = draw_pictures(run.net, &p, opts->force, &scale, fig);
     if (!rc && !opts->quiet && summary) {
         fprintf(summary, "kfac-train: after %ld iterations, train %s %.6g\n", run.iterations_done,
                 kfac_metric_name(c->data.task), run.final[0]);
         fprintf(summary, "kfac-train: the exact Fisher of layers %d-%d (%d parameters) over %d "
                          "cases, its block-diagonal K-FAC approximation, |difference| and the "
                          "block-tridiagonal K-FAC approximation: %s/{",
-                first + 1, last + 1, D, K, dir);
+                p.first + 1, p.last + 1, p.D, p.K, dir);
         for (int i = 0; i < N_PICTURES; i++)
             fprintf(summary, "%s%s", picture_names[i], i + 1 < N_PICTURES ? "," : "}\n");
         fprintf(summary, "kfac-train: black is |entry| >= %.4g (the 99th percentile of |F|); "
                          "relative Frobenius error %.4f, of which the blocks off the diagonal "
                          "carry %.4f\n",
-                scale, sqrt(err2 / norm2), sqrt(off2 / norm2));
-        if (n_blocks > 1)
+                scale, sqrt(fig[0] / fig[5]), sqrt(fig[1] / fig[5]));
+        if (p.n_blocks > 1)
             fprintf(summary, "kfac-train: block-tridiagonal K-FAC (A_{i,i+1} (x) G_{i,i+1} beside "
                              "the diagonal): relative Frobenius error %.4f on those blocks, "
                              "%.4f overall\n",
-                    couple2 > 0 ? sqrt(couple_err2 / couple2) : 0.0, sqrt(tri2 / norm2));
+                    fig[3] > 0 ? sqrt(fig[4] / fig[3]) : 0.0, sqrt(fig[2] / fig[5]));
     }
-    free(V);
-    free(out);
-    free(F);
-    free(Ft);
-    for (int b = 0; b < n_blocks; b++) {
-        free(A[b]);
-        free(G[b]);
-        free(XA[b]);
-        free(XG[b]);
-    }
-    free(A);
-    free(G);
-    free(XA);
-    free(XG);
+done:
+    pictures_free(&p);
     kfac_run_free(&run);
     return rc;
 }

@@ -10,6 +10,7 @@
  */
 #include <cblas.h>
 #include "kfac/curvature.h"
+#include "kfac/study.h"
 #include "kfac/loss.h"
 #include "kfac/mat.h"
 #include "kfac/optim.h"
@@ -798,6 +799,41 @@ START_TEST(exact_approximations_report_round_off)
 }
 END_TEST
 
+/* kfac_kron_block writes A ⊗ B in the vec order of the Fisher blocks: (A ⊗ B) vec(V) =
+ * vec(B V Aᵀ) with columns stacked, at the block's place in a wider matrix, nothing else. */
+START_TEST(kron_block_is_the_kronecker_product)
+{
+    enum { NA = 3, NB = 4, D = NA * NB, LD = D + 5, R0 = 2, C0 = 3 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 93);
+    double A[NA * NA], B[NB * NB], V[NB * NA], M[(D + R0) * LD];
+    for (int i = 0; i < NA * NA; i++)
+        A[i] = kfac_rng_normal(&r);
+    for (int i = 0; i < NB * NB; i++)
+        B[i] = kfac_rng_normal(&r);
+    for (int i = 0; i < NB * NA; i++)
+        V[i] = kfac_rng_normal(&r);
+    for (int i = 0; i < (D + R0) * LD; i++)
+        M[i] = -7;
+    kfac_kron_block(NA, NA, A, NB, NB, B, M, LD, R0, C0);
+    for (int row = 0; row < D + R0; row++)
+        for (int col = 0; col < LD; col++)
+            if (row < R0 || col < C0 || col >= C0 + D)
+                ck_assert_double_eq(M[row * LD + col], -7);
+    for (int q = 0; q < NA; q++)
+        for (int k = 0; k < NB; k++) {
+            double lhs = 0, rhs = 0;
+            for (int p = 0; p < NA; p++)
+                for (int i = 0; i < NB; i++)
+                    lhs += M[(R0 + q * NB + k) * LD + C0 + p * NB + i] * V[i * NA + p];
+            for (int i = 0; i < NB; i++)
+                for (int p = 0; p < NA; p++)
+                    rhs += B[k * NB + i] * V[i * NA + p] * A[q * NA + p];
+            ck_assert_double_eq_tol(lhs, rhs, 1e-12);
+        }
+}
+END_TEST
+
 /* A convolution's factors are KFC's (REFERENCE.md §2): Ā = T Ω̂ and G = Γ̂ from the patch
  * rows, checked against patches cut from the channel-major input by hand; the damped
  * inverse is T⁻¹ (Ω̂ + π'√(λ/T) I)⁻¹ ⊗ (Γ̂ + √(λ/T)/π' I)⁻¹ with λ = γ² and π' from Ω̂, Γ̂. */
@@ -1341,6 +1377,7 @@ static Suite *curvature_suite(void)
     tcase_add_loop_test(kfoc, batch_errors_match_dense_aggregation, 0, 4);
     tcase_add_test(kfoc, single_output_layer_is_fitted_exactly);
     tcase_add_test(kfoc, exact_approximations_report_round_off);
+    tcase_add_test(kfoc, kron_block_is_the_kronecker_product);
     tcase_add_test(kfoc, kfoc_update_fits_a_conv_block);
     suite_add_tcase(s, kfoc);
     TCase *tri = tcase_create("tridiagonal");

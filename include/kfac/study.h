@@ -48,6 +48,13 @@ int kfac_fisher_study(const struct kfac_config *c, const struct kfac_run_opts *o
 int kfac_fisher_pictures(const struct kfac_config *c, const struct kfac_run_opts *opts,
                          const char *dir, FILE *summary, int *started);
 
+/* The Kronecker product A ⊗ B (A: na × ma, B: nb × mb) as a block of M (leading dimension
+ * ld) at row r0, column c0, in K-FAC's vec order (columns stacked):
+ * M[r0 + p·nb + i][c0 + q·mb + k] = A[p][q] B[i][k], so that for a square block
+ * (A ⊗ B) vec(V) = vec(B V Aᵀ). */
+void kfac_kron_block(int na, int ma, const double *A, int nb, int mb, const double *B, double *M,
+                     size_t ld, int r0, int c0);
+
 /* Parses "FIRST-LAST" or "N" (1-based, within 1 … n_layers) into 0-based first and last;
  * an error names the key. */
 int kfac_parse_layer_range(const char *key, const char *spec, int n_layers, int *first,
