@@ -116,6 +116,7 @@ static const struct key keys[] = {
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
     {"log", "fisher_error_every", K_LONG, F(fisher_error_every), "0", 0, 1e12, NULL},
     {"log", "fisher_error_cases", K_INT, F(fisher_error_cases), "100", 1, 1e6, NULL},
+    {"log", "fisher_export", K_PATH, F(fisher_export), "", 0, 0, NULL},
     {"log", "progress", K_ENUM, F(progress), "auto", 0, 0, progress_choices},
     {"study", "seeds", K_INT, F(study_seeds), "10", 1, 1e5, NULL},
     {"study", "batch_sizes", K_STRING, F(study_batch_sizes), "1,10,100,full", 0, 0, NULL},

@@ -8,6 +8,7 @@
  */
 #include "kfac/study.h"
 #include "kfac/curvature.h"
+#include "kfac/export.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -15,7 +16,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <png.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,36 +38,6 @@ struct layer_cases {
     struct kfac_fisher_block fisher; /* the exact block of A, G (and X), for every batch size */
 };
 
-/* Writes DIR/seed-S/NAME.npy; 0 or an error naming the file. */
-static int export_npy(const char *dir, long seed, const char *name, const char *descr, int ndim,
-                      const size_t *dims, const void *data, size_t elem_size)
-{
-    char *path = kfac_xasprintf("%s/seed-%ld/%s.npy", dir, seed, name);
-    int rc = kfac_npy_write(path, descr, ndim, dims, data, elem_size);
-    free(path);
-    return rc;
-}
-
-/* Makes DIR and DIR/seed-S for what run `seed` uses; an existing seed directory is refused
- * unless force (nothing in it is replaced then but the study's own files). */
-static int export_dir(const char *dir, long seed, int force)
-{
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return kfac_error(KFAC_EIO, "study.export = %s: cannot make the directory: %s", dir,
-                          strerror(errno));
-    char *sub = kfac_xasprintf("%s/seed-%ld", dir, seed);
-    int rc = 0;
-    if (mkdir(sub, 0777) != 0) {
-        if (errno != EEXIST)
-            rc = kfac_error(KFAC_EIO, "%s: cannot make the directory: %s", sub, strerror(errno));
-        else if (!force)
-            rc = kfac_error(KFAC_EIO, "%s exists; give --force to replace the study's files in it",
-                            sub);
-    }
-    free(sub);
-    return rc;
-}
-
 /* Before anything is trained: no seed directory of the study is there already, unless
  * force. */
 static int export_free(const struct kfac_config *c, int force)
@@ -77,45 +47,21 @@ static int export_free(const struct kfac_config *c, int force)
         char *sub = kfac_xasprintf("%s/seed-%ld", c->study_export, c->seed + s);
         struct stat st;
         if (stat(sub, &st) == 0)
-            rc = kfac_error(KFAC_EINVAL, "%s exists; give --force to replace the study's files "
-                                         "in it",
+            rc = kfac_error(KFAC_EINVAL, "%s exists; give --force to replace the files in it",
                             sub);
         free(sub);
     }
     return rc;
 }
 
-/* What one study run used, for outside checks (study.export): the inputs in the study's
- * order, their rows in the training set, the sampled output gradients, and every layer's
- * trained weights. */
+/* What one study run used, for outside checks (study.export, export.h). */
 static int export_run(const struct kfac_config *c, const struct kfac_run *run, long seed,
                       const float *X, const size_t *order, int force)
 {
-    const struct kfac_net *net = run->net;
-    const char *dir = c->study_export;
-    size_t N = run->train.n;
-    int rc = export_dir(dir, seed, force);
-    size_t dims[2] = {N, (size_t)run->train.d_x};
-    if (!rc)
-        rc = export_npy(dir, seed, "inputs", "<f4", 2, dims, X, sizeof *X);
-    int64_t *rows = kfac_xmalloc(N * sizeof *rows);
-    for (size_t i = 0; i < N; i++)
-        rows[i] = (int64_t)order[i];
-    if (!rc)
-        rc = export_npy(dir, seed, "order", "<i8", 1, dims, rows, sizeof *rows);
-    free(rows);
-    dims[1] = (size_t)net->d_out;
-    if (!rc)
-        rc = export_npy(dir, seed, "output_grads", "<f4", 2, dims,
-                        kfac_net_output_grad((struct kfac_net *)net), sizeof(float));
-    for (int b = 0; b < net->n_blocks && !rc; b++) {
-        const struct kfac_layer *l = net->blocks[b];
-        char name[32];
-        snprintf(name, sizeof name, "weights-%d", l->index + 1);
-        size_t wd[2] = {(size_t)l->d_out, (size_t)l->d_in + 1};
-        rc = export_npy(dir, seed, name, "<f4", 2, wd, l->W, sizeof(float));
-    }
-    return rc;
+    char sub[32];
+    snprintf(sub, sizeof sub, "seed-%ld", seed);
+    int rc = kfac_export_dir(c->study_export, sub, "study.export", force);
+    return rc ? rc : kfac_export_measurement(c->study_export, sub, run->net, X, run->train.n, order);
 }
 
 /* Forward pass over the whole training set in a shuffled order, one target per case drawn

@@ -4,6 +4,7 @@
  * wall-clock budget (see train.h).
  */
 #include "kfac/train.h"
+#include "kfac/export.h"
 #include "kfac/file.h"
 #include "kfac/mat.h"
 #include "kfac/memory.h"
@@ -300,6 +301,11 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     }
     if ((rc = check_outputs(run, c)))
         return rc;
+    struct stat st;
+    if (c->fisher_export && !opts->force && !opts->resume && stat(c->fisher_export, &st) == 0)
+        return kfac_error(KFAC_EEXIST, "log.fisher_export = %s exists; give --force to write "
+                                       "into it",
+                          c->fisher_export);
     run->start = 1;
     if (c->inject_nan)
         kfac_parse_injection(c->inject_nan, &run->inject_at, &run->inject_times);
@@ -453,6 +459,20 @@ static void inject_nan(struct kfac_run *run, const struct kfac_batch *b, long k,
         run->batcher.x[b->x - run->batcher.x] = NAN;
 }
 
+/* What the Fisher probe of iteration k used (log.fisher_export/iter-K, export.h): the
+ * first cases of the batch, their rows, the sampled output gradients, the weights. */
+static int export_probe(struct kfac_run *run, const struct kfac_batch *b, long k)
+{
+    const char *dir = run->cfg->fisher_export;
+    char sub[32];
+    snprintf(sub, sizeof sub, "iter-%ld", k);
+    size_t n = (size_t)(b->m < run->probe->K ? b->m : run->probe->K);
+    int rc = kfac_export_dir(dir, sub, "log.fisher_export", 1);
+    /* The batch's rows are the batcher's order just before its position. */
+    const size_t *order = run->batcher.perm + run->batcher.pos - (size_t)b->m;
+    return rc ? rc : kfac_export_measurement(dir, sub, run->net, b->x, n, order);
+}
+
 /* After the last retry failed: the checkpoint of the last good iteration, and the error. */
 static int give_up(struct kfac_run *run)
 {
@@ -544,9 +564,12 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
             double *fe = ev + n_eval;
             for (int i = 0; i < 3 * run->net->n_blocks; i++)
                 fe[i] = NAN;
-            if (last || k % c->fisher_error_every == 0)
+            if (last || k % c->fisher_error_every == 0) {
                 kfac_fisher_probe_run(run->probe, run->net, run->loss, b.m, b.x, &run->rng_probe,
                                       fe);
+                if (c->fisher_export && (rc = export_probe(run, &b, k)))
+                    break;
+            }
         }
         run->row[0] = (double)k;
         run->row[1] = train_time;

@@ -80,6 +80,26 @@ for side in gradient activation; do
         sed 's/^/#   /' "$WORK/brute.err" "$WORK/brute" "$WORK/fs-exp.tsv" | head -12
     fi
 done
+# The training log's Fisher probe exports what it measured too, and the brute force
+# recomputes the log's figures (one batch of the probe's cases: K-FOC_running is the fit).
+expect_status 0 "the training log's Fisher probe exports what it used" -- "$KFAC" -q \
+    --log "$WORK/probe.tsv" --set log.fisher_error_every=10 --set log.fisher_error_cases=25 \
+    --set train.iterations=20 --set log.fisher_export="$WORK/probe" "$WORK/study.ini"
+if "$top_builddir/tests/fisher-brute" "$WORK/probe/iter-20" gradient relu linear -- 0 >"$WORK/pb" 2>"$WORK/pb.err" &&
+    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i }
+         END { print $(col["fisher_diag_1"]), $(col["fisher_kfac_1"]), $(col["fisher_kfoc_1"]),
+                     $(col["fisher_diag_2"]), $(col["fisher_kfac_2"]), $(col["fisher_kfoc_2"]) }' \
+        "$WORK/probe.tsv" >"$WORK/plog" &&
+    awk '{ print $2, $3, $5, $6, $7, $9 }' "$WORK/pb" | paste -d' ' - "$WORK/plog" |
+    awk '{ for (i = 1; i <= 6; i++) { d = $i - $(i + 6); if (d > 2e-5 || d < -2e-5) bad = 1 } } END { exit bad || NR != 1 }'; then
+    ok "and the brute force reproduces the logged Fisher errors"
+else
+    not_ok "and the brute force reproduces the logged Fisher errors"
+    sed 's/^/#   /' "$WORK/pb.err" "$WORK/pb" "$WORK/plog" | head
+fi
+expect_status 2 "an existing probe export is not written into" -- "$KFAC" -q --log "$WORK/probe2.tsv" \
+    --set log.fisher_error_every=10 --set log.fisher_export="$WORK/probe" "$WORK/study.ini"
+expect_grep "$WORK/err" "log.fisher_export = .*probe exists; give --force" "naming the key"
 ls "$WORK/export/seed-1" | tr '\n' ' ' >"$WORK/files"
 [ "$(cat "$WORK/files")" = "inputs.npy order.npy output_grads.npy weights-1.npy weights-2.npy " ] \
     && ok "the export holds inputs, order, output gradients and weights" \

@@ -44,6 +44,7 @@ struct kfac_config {
     int eval_batch;
     long fisher_error_every;         /* 0: no Fisher-approximation error columns */
     int fisher_error_cases;          /* K, the sampled cases the errors are measured on */
+    char *fisher_export;             /* directory for what each measurement used (NULL: none) */
     int progress;                    /* enum kfac_progress */
     int study_seeds;                 /* [study] the Fisher study's runs */
     char *study_batch_sizes;         /* its batch sizes: "1,10,100,full" */
