@@ -141,12 +141,6 @@ void kfac_curvature_free(struct kfac_curvature *c)
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
     free(c->dtmp);
-    free(c->kfoc.a);
-    free(c->kfoc.g);
-    free(c->kfoc.X);
-    free(c->kfoc.L);
-    free(c->kfoc.R);
-    free(c->kfoc.work);
     free(c);
 }
 
@@ -205,6 +199,8 @@ void kfac_curvature_symmetrise(struct kfac_curvature *c)
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k)
 {
+    if (c->variant && c->variant->update)
+        return c->variant->update(c, net, m, eps, k);
     for (int i = 0; i < c->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];

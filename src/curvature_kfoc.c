@@ -217,7 +217,8 @@ size_t kfac_kfoc_running_work_size(int na, int ng)
     return a2 + g2 + (a2 > g2 ? a2 : g2);
 }
 
-void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases)
+/* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
+static void reserve(struct kfac_curvature *c, int max_cases)
 {
     if (max_cases <= c->kfoc.max_cases)
         return;
@@ -324,4 +325,37 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
     }
     c->kept = 1;
     return 0;
+}
+
+static int kfoc_update(struct kfac_curvature *c, const struct kfac_net *net, int m, double eps,
+                       long k)
+{
+    return kfac_curvature_update_kfoc(c, net, m, eps, k, c->kfoc.side, c->kfoc.max_iter,
+                                      c->kfoc.tol, &c->kfoc.info);
+}
+
+static void kfoc_free(struct kfac_curvature *c)
+{
+    free(c->kfoc.a);
+    free(c->kfoc.g);
+    free(c->kfoc.X);
+    free(c->kfoc.L);
+    free(c->kfoc.R);
+    free(c->kfoc.work);
+}
+
+static const struct kfac_curvature_variant kfoc = {
+    .name = "kfoc",
+    .update = kfoc_update,
+    .free = kfoc_free,
+};
+
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, int max_iter,
+                             double tol)
+{
+    reserve(c, max_cases);
+    c->kfoc.side = side;
+    c->kfoc.max_iter = max_iter;
+    c->kfoc.tol = tol;
+    c->variant = &kfoc;
 }

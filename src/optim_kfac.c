@@ -109,18 +109,14 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
         kfac_net_backward(net, ms, 1.0f, 0);
     } /* else the layers still hold g of the real targets from the gradient pass */
     double eps = kfac_stats_decay(k, o->opts.stats_decay);
-    int rc;
-    if (o->opts.curvature == KFAC_CURVATURE_KFOC) {
-        struct kfac_kfoc_info info;
-        if (o->opts.kfoc_average == KFAC_KFOC_RUNNING)
-            eps = s->kfoc_cases / (s->kfoc_cases + ms);
-        rc = kfac_curvature_update_kfoc(s->curv, net, ms, eps, k, o->opts.kfoc_normalise,
-                                        o->opts.kfoc_max_iter, o->opts.kfoc_tol, &info);
-        figures[COL_KFOC_ITER] = rc ? NAN : info.iterations;
+    int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
+    if (kfoc && o->opts.kfoc_average == KFAC_KFOC_RUNNING)
+        eps = s->kfoc_cases / (s->kfoc_cases + ms);
+    int rc = kfac_curvature_update(s->curv, net, ms, eps, k);
+    if (kfoc) {
+        figures[COL_KFOC_ITER] = rc ? NAN : s->curv->kfoc.info.iterations;
         if (!rc)
             s->kfoc_cases += ms;
-    } else {
-        rc = kfac_curvature_update(s->curv, net, ms, eps, k);
     }
     double t1 = kfac_log_clock();
     if (!rc && (k <= 3 || k % o->opts.inverse_every == 0))
@@ -362,7 +358,8 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->rng = *rng;
     s->curv = kfac_curvature_new(net);
     if (opts->curvature == KFAC_CURVATURE_KFOC)
-        kfac_curvature_reserve_kfoc(s->curv, ceil_fraction(opts->stats_fraction, net->max_batch));
+        kfac_curvature_use_kfoc(s->curv, ceil_fraction(opts->stats_fraction, net->max_batch),
+                                opts->kfoc_normalise, opts->kfoc_max_iter, opts->kfoc_tol);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
     s->lambda = opts->lambda;

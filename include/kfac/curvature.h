@@ -127,10 +127,13 @@ struct kfac_curvature;
 
 /* A curvature variant: what it adds to each step of the block-diagonal factors, called by
  * curvature.c through this table (NULL entries add nothing), so that the base knows no
- * variant. Block-tridiagonal K-FAC (curvature_tridiag.c) is one; K-FOC replaces the
- * statistics instead (kfac_curvature_update_kfoc()). */
+ * variant: block-tridiagonal K-FAC (curvature_tridiag.c) and K-FOC's factors
+ * (curvature_kfoc.c), which replace the statistics. */
 struct kfac_curvature_variant {
     const char *name;
+    /* In place of the base's statistics and merge (K-FOC's fits). */
+    int (*update)(struct kfac_curvature *c, const struct kfac_net *net, int m, double eps,
+                  long k);
     /* Its statistics of the first m cases, after the layers' were found finite, and their
      * merge with decay eps (keeping what came before for rollback). */
     void (*statistics)(struct kfac_curvature *c, const struct kfac_net *net, int m);
@@ -165,12 +168,15 @@ struct kfac_curvature {
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
     int kept;                 /* the _keep factors hold those before the last update */
-    struct {                  /* K-FOC's, from kfac_curvature_reserve_kfoc(); else zero */
+    struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
         double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
         double *L, *R;        /* max n_a², max n_g²: one fit's factors */
         double *work;         /* kfac_kfoc_work_size() for the largest layer */
+        int side, max_iter;   /* kfac_curvature_use_kfoc()'s settings */
+        double tol;
+        struct kfac_kfoc_info info; /* how the last update's fits ended */
     } kfoc;
 };
 
@@ -210,15 +216,18 @@ void kfac_curvature_rollback(struct kfac_curvature *c);
  * fit L̂ ⊗ R̂ ← the best Kronecker approximation of ε L̂ ⊗ R̂ + (1−ε) L_p ⊗ R_p (Algorithm 1 on
  * the two terms; ε = 1 − 1/p gives the paper's plain average). L̂ and R̂
  * take the places of Ā and G, so the rest of K-FAC applies unchanged. Needs
- * kfac_curvature_reserve_kfoc() for at least m cases; max_iter and tol as for
+ * kfac_curvature_use_kfoc() for at least m cases; max_iter and tol as for
  * kfac_kron_fit(). *info receives the batch fits' largest iteration count (converged: all
  * of them). Refuses non-finite statistics as kfac_curvature_update() does. */
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
                                double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info);
 
-/* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
-void kfac_curvature_reserve_kfoc(struct kfac_curvature *c, int max_cases);
+/* Makes K-FOC's factors the curvature's variant: kfac_curvature_update() then runs
+ * kfac_curvature_update_kfoc() with these settings, leaving its fits' count in
+ * c->kfoc.info. Reserves the scratch for batches of up to max_cases cases. */
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, int max_iter,
+                             double tol);
 
 /* Switches c to block-tridiagonal K-FAC: allocates the cross factors (zero until the next
  * update) and the scratch. For networks of dense layers only (kfac_optim_new() refuses
