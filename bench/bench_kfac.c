@@ -10,9 +10,10 @@
  * quadratic model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
  * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
  * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
- * Last, block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
+ * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
  * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
- * preconditioning times.
+ * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's double
+ * GEMMs against cblas_dgemm and cblas_sgemm on a square product.
  *
  *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
@@ -21,6 +22,7 @@
 #include "kfac/mat.h"
 #include "kfac/net.h"
 #include "kfac/optim.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
     printf("# in multiply-adds per case: the two J.v passes of the model = %.2f x a gradient "
            "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
            2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
+    double sgemm_rate = bench_sgemm_gflops(2000, 3);
     printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s %8s %8s "
            "%8s\n",
            "batch", "sgd_s", "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model",
@@ -165,6 +168,19 @@ int main(int argc, char **argv)
                per[0][3], t_opt[0] - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3],
                t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
                per[2][0], per[2][1], per[2][2]);
+        /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
+         * ·(Ā + γπ I)⁻¹, in double, 2 (n_g² n_a + n_g n_a²) flops; one call an iteration and
+         * two more at each γ trial (every 20). */
+        double flops = 0;
+        for (int i = 0; i < net->n_blocks; i++) {
+            double na = net->blocks[i]->d_in + 1.0, ng = net->blocks[i]->d_out;
+            flops += 2 * (ng * ng * na + ng * na * na);
+        }
+        double calls = 1 + 2.0 / 20, dgemm = bench_gemm_gflops(2000, 3, 1);
+        double rate = flops * calls / per[0][2] * 1e-9;
+        printf("# batch %d: the preconditioning's double GEMMs run at %.1f GFLOP/s, %.2f of "
+               "cblas_dgemm's %.1f (2000^3) and %.2f of cblas_sgemm's %.1f\n",
+               m, rate, rate / dgemm, dgemm, rate / sgemm_rate, sgemm_rate);
         fflush(stdout);
         kfac_floats_free(X);
         kfac_net_free(net);
