@@ -63,7 +63,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     return c;
 }
 
-double kfac_curvature_bytes(const struct kfac_net *net, int tridiagonal)
+double kfac_curvature_bytes(const struct kfac_net *net)
 {
     double bytes = 0;
     for (int i = 0; i < net->n_blocks; i++) {
@@ -71,12 +71,6 @@ double kfac_curvature_bytes(const struct kfac_net *net, int tridiagonal)
         double na = l->d_in + 1.0, ng = l->d_out;
         /* A, A_keep, UA_t, A_inv in double, batch_A in float; the same for G. */
         bytes += (na * na + ng * ng) * (4 * sizeof(double) + sizeof(float));
-        if (tridiagonal && i + 1 < net->n_blocks) {
-            const struct kfac_layer *l1 = net->blocks[i + 1];
-            double xa = na * (l1->d_in + 1.0), xg = ng * l1->d_out;
-            /* XA, XA_keep, QA, PA in double, batch_XA and psi_A in float; the same for G. */
-            bytes += (xa + xg) * (4 * sizeof(double) + 2 * sizeof(float));
-        }
     }
     return bytes;
 }

@@ -22,6 +22,18 @@ void kfac_curvature_swap_kept(double **x, double **keep);
 void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const float *V,
                                        float scale, float *out);
 
+/* x·y and ‖x‖² over n doubles, through the backend. */
+static inline double kfac_inner(const struct kfac_backend *be, size_t n, const double *x,
+                                const double *y)
+{
+    return be->ddot((int)n, x, y);
+}
+
+static inline double kfac_frob2(const struct kfac_backend *be, size_t n, const double *x)
+{
+    return kfac_inner(be, n, x, x);
+}
+
 /* X (n_g × K × n_a) with X[o, k, :] = Σ_t G[kT + t, o] A[kT + t, :]: case k's gradient
  * X_k = G_kᵀ A_k for A (K·T × n_a) and G (K·T × n_g). */
 void kfac_case_gradients(const struct kfac_backend *be, int K, int T, int n_a, const double *A,

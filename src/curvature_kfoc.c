@@ -13,17 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* x·y and ‖x‖² over n doubles, through BLAS. */
-static double inner(const struct kfac_backend *be, size_t n, const double *x, const double *y)
-{
-    return be->ddot((int)n, x, y);
-}
-
-static double frob2(const struct kfac_backend *be, size_t n, const double *x)
-{
-    return inner(be, n, x, x);
-}
-
 /* X (n × n) = I/sqrt(n): a positive definite start of unit Frobenius norm. */
 static void unit_identity(int n, double *X)
 {
@@ -36,7 +25,7 @@ static void unit_identity(int n, double *X)
 static double normalise_step(const struct kfac_backend *be, int n, double *X, double *prev)
 {
     size_t n2 = (size_t)n * n;
-    double norm = sqrt(frob2(be, n2, X)), change = 0;
+    double norm = sqrt(kfac_frob2(be, n2, X)), change = 0;
     for (size_t i = 0; i < n2; i++) {
         X[i] = norm > 0 ? X[i] / norm : 0;
         change += (X[i] - prev[i]) * (X[i] - prev[i]);
@@ -57,7 +46,7 @@ static void power_iterate(const struct kfac_backend *be, const void *ctx, half_s
     double *N = side ? R : L, *S = side ? L : R;
     int nn = n[side];
     size_t n2 = (size_t)nn * nn;
-    double norm = warm ? sqrt(frob2(be, n2, N)) : 0;
+    double norm = warm ? sqrt(kfac_frob2(be, n2, N)) : 0;
     if (norm > 0 && isfinite(norm))
         be->dscal((int)n2, 1.0 / norm, N);
     else
@@ -93,7 +82,7 @@ static void explicit_half(const void *ctx, int from, const double *in, double *o
     size_t n_from = (size_t)t->n[from] * t->n[from], n_to = (size_t)t->n[to] * t->n[to];
     memset(out, 0, sizeof(double) * n_to);
     for (int k = 0; k < t->n_terms; k++)
-        t->be->daxpy((int)n_to, inner(t->be, n_from, t->terms[from][k], in), t->terms[to][k], out);
+        t->be->daxpy((int)n_to, kfac_inner(t->be, n_from, t->terms[from][k], in), t->terms[to][k], out);
 }
 
 void kfac_kron_fit(const struct kfac_backend *be, int n_terms, int nl, int nr,
@@ -130,7 +119,7 @@ void kfac_quadratic_forms(const struct kfac_backend *be, int K, int n, const dou
 {
     be->dsymm(KFAC_RIGHT, K, n, 1.0, M, n, X, n, 0.0, tmp, n);
     for (int k = 0; k < K; k++)
-        q[k] = inner(be, (size_t)n, X + (size_t)k * n, tmp + (size_t)k * n);
+        q[k] = kfac_inner(be, (size_t)n, X + (size_t)k * n, tmp + (size_t)k * n);
 }
 
 /* out (n × n) = (1/K) Σ_k w_k x_k x_kᵀ = (1/K) Xᵀ diag(w) X; tmp: K × n. */

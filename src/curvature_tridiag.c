@@ -295,6 +295,18 @@ static const struct kfac_curvature_variant tridiag = {
     .free = kfac_curvature_free_tridiag,
 };
 
+double kfac_curvature_tridiag_bytes(const struct kfac_net *net)
+{
+    double bytes = 0;
+    for (int i = 0; i + 1 < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i], *l1 = net->blocks[i + 1];
+        double xa = (l->d_in + 1.0) * (l1->d_in + 1.0), xg = (double)l->d_out * l1->d_out;
+        /* XA, XA_keep, QA, PA in double, batch_XA and psi_A in float; the same for G. */
+        bytes += (xa + xg) * (4 * sizeof(double) + 2 * sizeof(float));
+    }
+    return bytes;
+}
+
 void kfac_curvature_reserve_tridiag(struct kfac_curvature *c)
 {
     if (c->tri)

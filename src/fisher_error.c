@@ -162,18 +162,18 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
     int K = b->K;
     size_t na2 = (size_t)b->n_a * b->n_a, ng2 = (size_t)b->n_g * b->n_g;
     const struct kfac_backend *be = b->be;
-    double kron2 = be->ddot((int)(na2), L, L) * be->ddot((int)(ng2), R, R), err;
+    double kron2 = kfac_frob2(be, na2, L) * kfac_frob2(be, ng2, R), err;
     if (b->X) {
         /* ⟨F, L ⊗ R⟩ = ⟨L, (1/K) Σ_k X_kᵀ R X_k⟩: the half-step towards L. */
         double *LR = work + (size_t)K * b->n_a * b->n_g;
         kfac_case_half_step(be, K, b->n_a, b->n_g, b->X, 1, R, LR, work);
-        err = relative(b, b->norm2 - 2 * be->ddot((int)(na2), L, LR) + kron2);
+        err = relative(b, b->norm2 - 2 * kfac_inner(be, na2, L, LR) + kron2);
     } else {
         size_t n = (size_t)(b->n_a > b->n_g ? b->n_a : b->n_g);
         double *tmp = work, *qa = work + (size_t)K * n, *qg = qa + K;
         kfac_quadratic_forms(be, K, b->n_a, b->A, L, tmp, qa);
         kfac_quadratic_forms(be, K, b->n_g, b->G, R, tmp, qg);
-        double cross = be->ddot((int)((size_t)K), qa, qg) / K;
+        double cross = kfac_inner(be, (size_t)K, qa, qg) / K;
         err = relative(b, b->norm2 - 2 * cross + kron2);
     }
     if (err >= REFINE)
@@ -217,7 +217,7 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
                 for (int j = 0; j < na; j++)
                     d[j] += x[j] * x[j];
             }
-            d2 += b->be->ddot((int)((size_t)na), d, d) / ((double)K * K);
+            d2 += kfac_frob2(b->be, (size_t)na, d) / ((double)K * K);
         }
         double err = relative(b, b->norm2 - d2);
         return err >= REFINE ? err : diag_error_dd(b);
@@ -229,7 +229,7 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
         G2[i] = b->G[i] * b->G[i];
     /* F's diagonal, entry (i, j) of the d_out × n_a weight shape: (1/K) Σ_k g_ki² ā_kj². */
     be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0, D, na);
-    double err = relative(b, b->norm2 - be->ddot((int)((size_t)na * ng), D, D));
+    double err = relative(b, b->norm2 - kfac_frob2(be, (size_t)na * ng, D));
     return err >= REFINE ? err : diag_error_dd(b);
 }
 
@@ -275,11 +275,11 @@ double kfac_fisher_error_cross(const struct kfac_fisher_block *b1,
                   n2);
         be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, K, n2, n1, 1.0, X[f], n1, Ms[f], n2, 0.0, T, n2);
         for (int k = 0; k < K; k++)
-            qs[f][k] = be->ddot((int)((size_t)n2), T + (size_t)k * n2, X[f + 2] + (size_t)k * n2);
+            qs[f][k] = kfac_inner(be, (size_t)n2, T + (size_t)k * n2, X[f + 2] + (size_t)k * n2);
     }
-    double cross = be->ddot((int)((size_t)K), qa, qg) / K;
+    double cross = kfac_inner(be, (size_t)K, qa, qg) / K;
     double model2 =
-        be->ddot((int)((size_t)n[0] * n[2]), XA, XA) * be->ddot((int)((size_t)n[1] * n[3]), XG, XG);
+        kfac_frob2(be, (size_t)n[0] * n[2], XA) * kfac_frob2(be, (size_t)n[1] * n[3], XG);
     return norm2 > 0 ? sqrt(fmax(norm2 - 2 * cross + model2, 0.0) / norm2) : 0.0;
 }
 

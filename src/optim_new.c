@@ -34,5 +34,6 @@ double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_ne
         return 2 * n * sizeof(float); /* SGD's velocity and θ */
     /* δ, its candidate, the best one and the previous step; J·δ₀ and a scratch. */
     return (4 * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
-           kfac_curvature_bytes(net, opts->curvature == KFAC_CURVATURE_TRIDIAGONAL);
+           kfac_curvature_bytes(net) +
+           (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL ? kfac_curvature_tridiag_bytes(net) : 0);
 }

@@ -184,9 +184,9 @@ struct kfac_curvature {
  * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 
-/* A lower bound of the bytes kfac_curvature_new(net) allocates, and with tridiagonal
- * kfac_curvature_reserve_tridiag() too: the factors and their copies. */
-double kfac_curvature_bytes(const struct kfac_net *net, int tridiagonal);
+/* A lower bound of the bytes kfac_curvature_new(net) allocates: the factors and their
+ * copies. */
+double kfac_curvature_bytes(const struct kfac_net *net);
 void kfac_curvature_free(struct kfac_curvature *c);
 
 /* Lists the curvature's state for a checkpoint (checkpoint.h): every factor, the last
@@ -235,6 +235,10 @@ void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, 
  * factors, kfac_curvature_decompose() prepares their products with the eigenvectors and
  * kfac_curvature_invert()/kfac_curvature_precondition() apply F̂⁻¹ = Ξᵀ Λ Ξ. */
 void kfac_curvature_reserve_tridiag(struct kfac_curvature *c);
+
+/* A lower bound of what kfac_curvature_reserve_tridiag() adds for net: the cross factors
+ * and their copies. */
+double kfac_curvature_tridiag_bytes(const struct kfac_net *net);
 
 /* Copies each factor's upper triangle into its lower one, making A and G exactly
  * symmetric (kfac_curvature_decompose() does this first). */
