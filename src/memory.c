@@ -20,7 +20,8 @@ void kfac_memory_add(struct kfac_memory *m, const char *what, const char *key, d
     m->n++;
 }
 
-double kfac_memory_total(const struct kfac_memory *m)
+/* The bytes of all the items. */
+static double total_of(const struct kfac_memory *m)
 {
     double t = 0;
     for (int i = 0; i < m->n; i++)
@@ -64,7 +65,8 @@ double kfac_memory_available(void)
     return avail;
 }
 
-const char *kfac_memory_format(double bytes, char *buf, unsigned size)
+/* "12.3 GiB", "512.0 MiB", "100 bytes" into buf. */
+static const char *format(double bytes, char *buf, unsigned size)
 {
     static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
     if (bytes < 1024) {
@@ -80,14 +82,14 @@ const char *kfac_memory_format(double bytes, char *buf, unsigned size)
 
 int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key)
 {
-    double total = kfac_memory_total(m);
+    double total = total_of(m);
     char a[32], b[32], from[96];
     if (limit > 0) {
-        snprintf(from, sizeof from, "%s (%s)", limit_key, kfac_memory_format(limit, b, sizeof b));
+        snprintf(from, sizeof from, "%s (%s)", limit_key, format(limit, b, sizeof b));
     } else {
         limit = kfac_memory_available();
         snprintf(from, sizeof from, "the %s this machine lets the process use",
-                 kfac_memory_format(limit, b, sizeof b));
+                 format(limit, b, sizeof b));
     }
     if (limit <= 0 || total <= limit)
         return 0;
@@ -104,8 +106,8 @@ int kfac_memory_check(const struct kfac_memory *m, double limit, const char *lim
     for (int i = 0; i < m->n && used < sizeof list; i++) {
         const struct kfac_memory_item *it = &m->items[order[i]];
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s %s (%s)", i ? "; " : "",
-                                 it->what, kfac_memory_format(it->bytes, a, sizeof a), it->key);
+                                 it->what, format(it->bytes, a, sizeof a), it->key);
     }
     return kfac_error(KFAC_EINVAL, "the run needs at least %s, more than %s: %s; change %s first",
-                      kfac_memory_format(total, a, sizeof a), from, list, m->items[order[0]].key);
+                      format(total, a, sizeof a), from, list, m->items[order[0]].key);
 }

@@ -3,7 +3,7 @@
  * that cannot fit is refused before it allocates, with the bytes it needs and the key that
  * would shrink its largest item, instead of dying in malloc or in the kernel's OOM killer.
  *
- * The items are lower bounds of what their owners allocate (kfac_net_bytes(),
+ * The items are lower bounds of what their owners allocate (kfac_net_buffer_bytes(),
  * kfac_optim_bytes()): a refused run could never have fitted, and one that passes may
  * still need a little more (small buffers, the BLAS library's own).
  */
@@ -27,8 +27,6 @@ struct kfac_memory {
 /* Appends an item (at most KFAC_MEMORY_MAX_ITEMS). */
 void kfac_memory_add(struct kfac_memory *m, const char *what, const char *key, double bytes);
 
-double kfac_memory_total(const struct kfac_memory *m);
-
 /* The bytes this process may use: the least of the machine's physical memory, the
  * address-space limit (ulimit -v) and the cgroup's memory.max; 0 when none is known. */
 double kfac_memory_available(void);
@@ -37,8 +35,5 @@ double kfac_memory_available(void);
  * with the total, the limit and where it came from (limit_key when limit was given), and
  * every item with its bytes and key, largest first. */
 int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key);
-
-/* "12.3 GiB", "512.0 MiB", "100 bytes" into buf. */
-const char *kfac_memory_format(double bytes, char *buf, unsigned size);
 
 #endif
