@@ -98,6 +98,22 @@ static struct dd norm2_dd(const struct kfac_fisher_block *b)
     return dd_div(dd_div(sum, b->K), b->K);
 }
 
+/* ‖F‖² in double-double, computed on first need and kept for the block's other errors:
+ * the refinements of one block share it. */
+struct norm2_cache {
+    int have;
+    struct dd value;
+};
+
+static struct dd cached_norm2(const struct kfac_fisher_block *b, struct norm2_cache *c)
+{
+    if (!c->have) {
+        c->value = norm2_dd(b);
+        c->have = 1;
+    }
+    return c->value;
+}
+
 /* xᵀ M x in double-double for x (n) and M (n × n). */
 static struct dd quadratic_dd(int n, const double *x, const double *M)
 {
@@ -156,8 +172,9 @@ static double relative_dd(struct dd norm2, struct dd cross, struct dd model2)
     return norm2.hi > 0 ? sqrt(fmax(e.hi, 0.0) / norm2.hi) : 0.0;
 }
 
-double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
-                              double *work)
+/* kfac_fisher_error_kron() with the block's ‖F‖² cache. */
+static double kron_error(const struct kfac_fisher_block *b, const double *L, const double *R,
+                         double *work, struct norm2_cache *norm2)
 {
     int K = b->K;
     size_t na2 = (size_t)b->n_a * b->n_a, ng2 = (size_t)b->n_g * b->n_g;
@@ -178,12 +195,19 @@ double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L
     }
     if (err >= REFINE)
         return err;
-    return relative_dd(norm2_dd(b), cross_dd(b, L, R, work),
+    return relative_dd(cached_norm2(b, norm2), cross_dd(b, L, R, work),
                        dd_mul(dd_dot(na2, L, L), dd_dot(ng2, R, R)));
 }
 
+double kfac_fisher_error_kron(const struct kfac_fisher_block *b, const double *L, const double *R,
+                              double *work)
+{
+    struct norm2_cache norm2 = {0};
+    return kron_error(b, L, R, work, &norm2);
+}
+
 /* kfac_fisher_error_diag() in double-double: ‖F‖² − Σ_{o,j} F_{(o,j),(o,j)}². */
-static double diag_error_dd(const struct kfac_fisher_block *b)
+static double diag_error_dd(const struct kfac_fisher_block *b, struct norm2_cache *norm2)
 {
     int K = b->K, na = b->n_a, ng = b->n_g;
     struct dd d2 = {0, 0};
@@ -200,10 +224,12 @@ static double diag_error_dd(const struct kfac_fisher_block *b)
             d = dd_div(d, K);
             d2 = dd_add(d2, dd_mul(d, d));
         }
-    return relative_dd(norm2_dd(b), (struct dd){0, 0}, dd_scale(d2, -1));
+    return relative_dd(cached_norm2(b, norm2), (struct dd){0, 0}, dd_scale(d2, -1));
 }
 
-double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
+/* kfac_fisher_error_diag() with the block's ‖F‖² cache. */
+static double diag_error(const struct kfac_fisher_block *b, double *work,
+                         struct norm2_cache *norm2)
 {
     const struct kfac_backend *be = b->be;
     int K = b->K, na = b->n_a, ng = b->n_g;
@@ -220,7 +246,7 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
             d2 += kfac_frob2(b->be, (size_t)na, d) / ((double)K * K);
         }
         double err = relative(b, b->norm2 - d2);
-        return err >= REFINE ? err : diag_error_dd(b);
+        return err >= REFINE ? err : diag_error_dd(b, norm2);
     }
     double *A2 = work, *G2 = A2 + (size_t)K * na, *D = G2 + (size_t)K * ng;
     for (size_t i = 0; i < (size_t)K * na; i++)
@@ -230,7 +256,13 @@ double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
     /* F's diagonal, entry (i, j) of the d_out × n_a weight shape: (1/K) Σ_k g_ki² ā_kj². */
     be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, ng, na, K, 1.0 / K, G2, ng, A2, na, 0.0, D, na);
     double err = relative(b, b->norm2 - kfac_frob2(be, (size_t)na * ng, D));
-    return err >= REFINE ? err : diag_error_dd(b);
+    return err >= REFINE ? err : diag_error_dd(b, norm2);
+}
+
+double kfac_fisher_error_diag(const struct kfac_fisher_block *b, double *work)
+{
+    struct norm2_cache norm2 = {0};
+    return diag_error(b, work, &norm2);
 }
 
 size_t kfac_fisher_cross_work_size(int K, int n_a1, int n_g1, int n_a2, int n_g2)
@@ -302,13 +334,14 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
     double *L = work, *R = L + a2, *sum_L = R + g2, *sum_R = sum_L + a2, *run_L = sum_R + g2,
            *run_R = run_L + a2, *slice = run_R + g2;
     double *scratch = slice + (b->X ? (size_t)B * na * ng : 0);
-    errors[KFAC_FISHER_DIAG] = kfac_fisher_error_diag(b, scratch);
+    struct norm2_cache norm2 = {0};
+    errors[KFAC_FISHER_DIAG] = diag_error(b, scratch, &norm2);
     /* K-FAC's factors of all K cases, whatever the batches; for a convolution KFC's
      * T·Ω̂ ⊗ Γ̂ (REFERENCE.md §2), the sums over the K·T rows divided by K and K·T. */
     be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, na, na, K * T, 1.0 / K, b->A, na, b->A, na, 0.0, L, na);
     be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, ng, ng, K * T, 1.0 / ((double)K * T), b->G, ng, b->G, ng,
               0.0, R, ng);
-    errors[KFAC_FISHER_KFAC] = kfac_fisher_error_kron(b, L, R, scratch);
+    errors[KFAC_FISHER_KFAC] = kron_error(b, L, R, scratch, &norm2);
     memset(sum_L, 0, a2 * sizeof *sum_L);
     memset(sum_R, 0, g2 * sizeof *sum_R);
     int P = (K + B - 1) / B;
@@ -348,8 +381,8 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
                                   max_iter, tol, scratch);
         }
     }
-    errors[KFAC_FISHER_KFOC_APPROX] = kfac_fisher_error_kron(b, sum_L, sum_R, scratch);
-    errors[KFAC_FISHER_KFOC_RUNNING] = kfac_fisher_error_kron(b, run_L, run_R, scratch);
+    errors[KFAC_FISHER_KFOC_APPROX] = kron_error(b, sum_L, sum_R, scratch, &norm2);
+    errors[KFAC_FISHER_KFOC_RUNNING] = kron_error(b, run_L, run_R, scratch, &norm2);
 }
 
 struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side)
