@@ -1,6 +1,7 @@
 /*
- * backend_cpu.c: the CPU backend (backend.h): host memory, OpenBLAS for BLAS and LAPACKE
- * for the eigendecomposition. The only file of the library that calls BLAS or LAPACK.
+ * backend_cpu.c: the CPU backend (backend.h): host memory, OpenBLAS for BLAS, LAPACKE for
+ * the eigendecomposition, and the element-wise kernels of layer.c, loss.c, layer_conv.c
+ * and layer_pool.c. The only file of the library that calls BLAS or LAPACK.
  */
 #include "kfac/backend.h"
 #include "kfac/status.h"
@@ -29,6 +30,12 @@ static void cpu_copy(void *dst, const void *src, size_t bytes)
 {
     if (dst != src)
         memcpy(dst, src, bytes);
+}
+
+static void cpu_sfill(size_t n, float value, float *x)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = value;
 }
 
 static void cpu_set_threads(int n)
@@ -120,6 +127,7 @@ static const struct kfac_backend cpu = {
     .free = cpu_free,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .sfill = cpu_sfill,
     .set_threads = cpu_set_threads,
     .threads = cpu_threads,
     .sgemm = cpu_sgemm,
@@ -135,6 +143,20 @@ static const struct kfac_backend cpu = {
     .ddot = cpu_ddot,
     .dnrm2 = cpu_dnrm2,
     .dsyevd = cpu_dsyevd,
+    .activation_forward = kfac_activation_forward,
+    .activation_derivative_mul = kfac_activation_derivative_mul,
+    .loss_sum = kfac_loss_sum,
+    .loss_grad = kfac_loss_grad,
+    .loss_fisher_mul = kfac_loss_fisher_mul,
+    .loss_fisher_column = kfac_loss_fisher_column,
+    .loss_sample_grad = kfac_loss_sample_grad,
+    .im2col = kfac_im2col,
+    .col2im = kfac_col2im,
+    .pool_max = kfac_pool_max,
+    .pool_mean = kfac_pool_mean,
+    .pool_max_backward = kfac_pool_max_backward,
+    .pool_mean_backward = kfac_pool_mean_backward,
+    .pool_gather = kfac_pool_gather,
 };
 
 const struct kfac_backend *kfac_backend_cpu(void)

@@ -143,10 +143,10 @@ static void patch_product(struct kfac_layer *l, int rows, const float *B, float 
 /* ā (m·n_pos × (d_in+1)) = the patches of in; s (m·n_pos × d_out) = ā Wᵀ; out = φ(s). */
 static void conv_forward(struct kfac_layer *l, int m)
 {
-    kfac_im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->in, l->ld_in, l->abar,
-                l->d_in + 1);
+    l->be->im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->in, l->ld_in, l->abar,
+                  l->d_in + 1);
     patch_product(l, m * l->n_pos, l->W, l->s);
-    kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
+    l->be->activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
 /* Whether the output map has the input's size and positions (stride 1, kh = kw = 2·pad + 1
@@ -235,7 +235,7 @@ static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, f
     }
     l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, rows, l->d_in, l->d_out, 1.0f, l->g, l->d_out, l->W,
                  k, 0.0f, l->col, l->d_in);
-    kfac_col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din, ld_din);
+    l->be->col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din, ld_din);
 }
 
 /* r_s (m·n_pos × d_out) = ā Vᵀ + patches(r_in) · W[:, :d_in]ᵀ (the patches in col once
@@ -245,8 +245,8 @@ static void conv_jvp(struct kfac_layer *l, int m, const float *V, int input_vari
     int k = l->d_in + 1, rows = m * l->n_pos;
     patch_product(l, rows, V, l->r_s);
     if (input_varies) {
-        kfac_im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->r_in, l->ld_in, l->col,
-                    l->d_in);
+        l->be->im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->r_in, l->ld_in, l->col,
+                      l->d_in);
         l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, rows, l->d_out, l->d_in, 1.0f, l->col, l->d_in,
                      l->W, k, 1.0f, l->r_s, l->d_out);
     }

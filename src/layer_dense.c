@@ -12,7 +12,7 @@ static void dense_forward(struct kfac_layer *l, int m)
     int k = l->d_in + 1;
     l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->abar, k, l->W, k, 0.0f, l->s,
                  l->d_out);
-    kfac_activation_forward(l->act, m, l->d_out, l->s, l->d_out, l->out, l->ld_out);
+    l->be->activation_forward(l->act, m, l->d_out, l->s, l->d_out, l->out, l->ld_out);
 }
 
 /* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m) · ā (m × (d_in+1));

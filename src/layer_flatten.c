@@ -9,7 +9,7 @@
 static void flatten_forward(struct kfac_layer *l, int m)
 {
     kfac_mat_copy(m, l->in_size, l->in, l->ld_in, l->s, l->out_size);
-    kfac_activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
+    l->be->activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
 static void flatten_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,

@@ -560,8 +560,9 @@ void kfac_net_backward(struct kfac_net *net, int m, float scale, int want_grads)
         l->ops->backward(l, m, scale, want_grads && l->n_params ? l->dW : NULL,
                          prev ? prev->g : NULL, prev ? prev->out_size : 0);
         if (prev)
-            kfac_activation_derivative_mul(prev->act, m, prev->out_size, prev->out, prev->ld_out,
-                                           prev->g, prev->out_size, prev->g, prev->out_size);
+            net->be->activation_derivative_mul(prev->act, m, prev->out_size, prev->out,
+                                               prev->ld_out, prev->g, prev->out_size, prev->g,
+                                               prev->out_size);
     }
 }
 
@@ -574,8 +575,8 @@ const float *kfac_net_jvp(struct kfac_net *net, int m, const float *V)
         l->ops->jvp(l, m, v, i > first);
         v += l->n_params;
         if (i < net->n_layers - 1)
-            kfac_activation_derivative_mul(l->act, m, l->out_size, l->out, l->ld_out, l->r_s,
-                                           l->out_size, l->r_out, l->ld_out);
+            net->be->activation_derivative_mul(l->act, m, l->out_size, l->out, l->ld_out, l->r_s,
+                                               l->out_size, l->r_out, l->ld_out);
     }
     return net->layers[net->n_layers - 1].r_s;
 }

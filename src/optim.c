@@ -14,11 +14,11 @@ double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
 {
     int m = b->m, n = net->d_out;
     kfac_net_forward(net, m, b->x);
-    double h = kfac_loss_sum(loss, m, n, kfac_net_logits(net), b->t) / m;
+    double h = net->be->loss_sum(loss, m, n, kfac_net_logits(net), b->t) / m;
     if (l2 > 0)
         h += 0.5 * l2 * kfac_sumsq(net->n_params, net->params);
     if (want_grad) {
-        kfac_loss_grad(loss, m, n, kfac_net_output(net), b->t, kfac_net_output_grad(net));
+        net->be->loss_grad(loss, m, n, kfac_net_output(net), b->t, kfac_net_output_grad(net));
         kfac_net_backward(net, m, 1.0f / (float)m, 1);
         if (l2 > 0)
             net->be->saxpy((int)net->n_params, (float)l2, net->params, net->grads);

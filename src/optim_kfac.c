@@ -55,7 +55,7 @@ double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, c
                        const float *jw, float *scratch)
 {
     size_t n = (size_t)m * (size_t)net->d_out;
-    kfac_loss_fisher_mul(loss, m, net->d_out, kfac_net_output(net), jw, scratch);
+    net->be->loss_fisher_mul(loss, m, net->d_out, kfac_net_output(net), jw, scratch);
     return kfac_dot(n, jv, scratch) / m;
 }
 
@@ -104,8 +104,8 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     double t0 = kfac_log_clock();
     int ms = ceil_fraction(o->opts.stats_fraction, b->m);
     if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
-        kfac_loss_sample_grad(o->loss, ms, net->d_out, kfac_net_output(net), &s->rng,
-                              kfac_net_output_grad(net));
+        net->be->loss_sample_grad(o->loss, ms, net->d_out, kfac_net_output(net), &s->rng,
+                                  kfac_net_output_grad(net));
         kfac_net_backward(net, ms, 1.0f, 0);
     } /* else the layers still hold g of the real targets from the gradient pass */
     double eps = kfac_stats_decay(k, o->opts.stats_decay);

@@ -6,6 +6,8 @@
  * was. Today the CPU backend; a device backend joins the list.
  */
 #include "kfac/backend.h"
+#include "kfac/layer.h"
+#include "kfac/loss.h"
 #include "kfac/rng.h"
 #include "testutil.h"
 
@@ -312,7 +314,370 @@ START_TEST(eigendecomposition_is_one)
 }
 END_TEST
 
-/* Memory: what goes up comes down; the thread count can be set and read back. */
+/* φ(s) for one value, and φ' written through out = φ(s), by the textbook formulas. */
+static double act_ref(enum kfac_activation act, double s)
+{
+    switch (act) {
+    case KFAC_ACT_LOGISTIC: return 1 / (1 + exp(-s));
+    case KFAC_ACT_TANH: return tanh(s);
+    case KFAC_ACT_RELU: return s > 0 ? s : 0;
+    default: return s;
+    }
+}
+
+static double act_slope(enum kfac_activation act, double out)
+{
+    switch (act) {
+    case KFAC_ACT_LOGISTIC: return out * (1 - out);
+    case KFAC_ACT_TANH: return 1 - out * out;
+    case KFAC_ACT_RELU: return out > 0;
+    default: return 1;
+    }
+}
+
+/* Forward on rows with ld wider than n (the padding must stay), softmax row by row; the
+ * derivative product into a separate y and in place. */
+START_TEST(activations_match_the_loop)
+{
+    const struct kfac_backend *be = backends[_i]();
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    for (int act = KFAC_ACT_LINEAR; act <= KFAC_ACT_SOFTMAX; act++)
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) {
+                int m = sizes[a], n = sizes[b], ld = n + PAD;
+                size_t size = (size_t)m * ld;
+                float *S = random_floats(size, &r), *O = random_floats(size, &r);
+                float *X = random_floats(size, &r), *Y = random_floats(size, &r);
+                float *got = malloc(size * sizeof *got);
+                for (size_t i = 0; i < size; i++)
+                    S[i] *= 6; /* into logistic's and tanh's flat parts */
+                float *dS = on(be, S, size * sizeof *S), *dO = on(be, O, size * sizeof *O);
+                be->activation_forward(act, m, n, dS, ld, dO, ld);
+                be->download(got, dO, size * sizeof *got);
+                for (int i = 0; i < m; i++) {
+                    const float *si = S + (size_t)i * ld;
+                    double mx = si[0], sum = 0;
+                    for (int j = 0; j < n; j++)
+                        mx = si[j] > mx ? si[j] : mx;
+                    for (int j = 0; j < n; j++)
+                        sum += exp(si[j] - mx);
+                    for (int j = 0; j < ld; j++) {
+                        size_t k = (size_t)i * ld + j;
+                        double want = j >= n                    ? O[k]
+                                      : act == KFAC_ACT_SOFTMAX ? exp(si[j] - mx) / sum
+                                                                : act_ref(act, si[j]);
+                        ck_assert_msg(fabs(got[k] - want) <= 1e-6 * (1 + fabs(want)),
+                                      "%s forward %d×%d (%d, %d): %g, want %g",
+                                      kfac_activation_name(act), m, n, i, j, got[k], want);
+                    }
+                }
+                if (act != KFAC_ACT_SOFTMAX) {
+                    be->upload(dO, got, size * sizeof *got);
+                    float *dX = on(be, X, size * sizeof *X), *dY = on(be, Y, size * sizeof *Y);
+                    float *back = malloc(size * sizeof *back);
+                    for (int in_place = 0; in_place < 2; in_place++) {
+                        float *dst = in_place ? dX : dY;
+                        be->activation_derivative_mul(act, m, n, dO, ld, dX, ld, dst, ld);
+                        be->download(back, dst, size * sizeof *back);
+                        for (size_t k = 0; k < size; k++) {
+                            int j = (int)(k % (size_t)ld);
+                            double want =
+                                j >= n ? (in_place ? X : Y)[k] : X[k] * act_slope(act, got[k]);
+                            ck_assert_msg(fabs(back[k] - want) <= 1e-6 * (1 + fabs(want)),
+                                          "%s derivative %d×%d [%zu]%s: %g, want %g",
+                                          kfac_activation_name(act), m, n, k,
+                                          in_place ? " in place" : "", back[k], want);
+                        }
+                    }
+                    be->free(dX), be->free(dY);
+                    free(back);
+                }
+                be->free(dS), be->free(dO);
+                free(S), free(O), free(X), free(Y), free(got);
+            }
+}
+END_TEST
+
+/* Each loss's value, gradient, Fisher product and Fisher columns by their formulas (loss.h),
+ * and the sampled gradient against the same draws taken from a copy of the generator. */
+START_TEST(losses_match_the_loop)
+{
+    const struct kfac_backend *be = backends[_i]();
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 6);
+    for (int loss = KFAC_LOSS_BERNOULLI; loss <= KFAC_LOSS_SOFTMAX; loss++)
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) {
+                int m = sizes[a], n = sizes[b];
+                size_t size = (size_t)m * n;
+                float *Z = random_floats(size, &r), *T = random_floats(size, &r);
+                float *V = random_floats(size, &r), *Y = malloc(size * sizeof *Y);
+                float *got = malloc(size * sizeof *got);
+                double want_sum = 0;
+                for (int i = 0; i < m; i++) {
+                    float *zi = Z + (size_t)i * n, *ti = T + (size_t)i * n, *yi = Y + (size_t)i * n;
+                    double mx = zi[0], norm = 0;
+                    for (int j = 0; j < n; j++) {
+                        zi[j] *= 5;
+                        ti[j] = loss == KFAC_LOSS_SQUARED ? ti[j] : (ti[j] + 1) / 2;
+                        mx = zi[j] > mx ? zi[j] : mx;
+                    }
+                    for (int j = 0; j < n; j++)
+                        norm += exp(zi[j] - mx);
+                    for (int j = 0; j < n; j++) {
+                        double z = zi[j], t = ti[j];
+                        switch (loss) {
+                        case KFAC_LOSS_BERNOULLI:
+                            yi[j] = (float)(1 / (1 + exp(-z)));
+                            want_sum += log1p(exp(-fabs(z))) + (z > 0 ? z : 0) - t * z;
+                            break;
+                        case KFAC_LOSS_SQUARED:
+                            yi[j] = zi[j];
+                            want_sum += 0.5 * (z - t) * (z - t);
+                            break;
+                        case KFAC_LOSS_SOFTMAX:
+                            yi[j] = (float)(exp(z - mx) / norm);
+                            want_sum -= t * (z - mx - log(norm));
+                            break;
+                        }
+                    }
+                }
+                float *dZ = on(be, Z, size * sizeof *Z), *dT = on(be, T, size * sizeof *T),
+                      *dY = on(be, Y, size * sizeof *Y), *dV = on(be, V, size * sizeof *V),
+                      *dG = be->alloc(size * sizeof *dG);
+                const char *name = kfac_loss_name(loss);
+                ck_assert_msg(fabs(be->loss_sum(loss, m, n, dZ, dT) - want_sum) <=
+                                  1e-5 * (1 + fabs(want_sum)),
+                              "%s value %d×%d", name, m, n);
+                be->loss_grad(loss, m, n, dY, dT, dG);
+                be->download(got, dG, size * sizeof *got);
+                for (size_t k = 0; k < size; k++)
+                    ck_assert_float_eq_tol(got[k], Y[k] - T[k], 1e-6f);
+                be->loss_fisher_mul(loss, m, n, dY, dV, dG);
+                be->download(got, dG, size * sizeof *got);
+                for (int i = 0; i < m; i++) {
+                    const float *yi = Y + (size_t)i * n, *vi = V + (size_t)i * n;
+                    double pv = 0;
+                    for (int j = 0; j < n; j++)
+                        pv += (double)yi[j] * vi[j];
+                    for (int j = 0; j < n; j++) {
+                        double want = loss == KFAC_LOSS_BERNOULLI ? yi[j] * (1.0 - yi[j]) * vi[j]
+                                      : loss == KFAC_LOSS_SQUARED ? vi[j]
+                                                                  : yi[j] * (vi[j] - pv);
+                        ck_assert_msg(fabs(got[(size_t)i * n + j] - want) < 1e-6,
+                                      "%s Fisher product %d×%d (%d, %d)", name, m, n, i, j);
+                    }
+                }
+                for (int c = 0; c<n; c += n> 1 ? n - 1 : 1) {
+                    be->loss_fisher_column(loss, m, n, dY, c, dG);
+                    be->download(got, dG, size * sizeof *got);
+                    for (int i = 0; i < m; i++) {
+                        const float *yi = Y + (size_t)i * n;
+                        for (int j = 0; j < n; j++) {
+                            double want =
+                                loss == KFAC_LOSS_BERNOULLI ? (j == c) * sqrt(yi[c] * (1.0 - yi[c]))
+                                : loss == KFAC_LOSS_SQUARED ? (j == c)
+                                                            : sqrt(yi[c]) * (yi[j] - (j == c));
+                            ck_assert_msg(fabs(got[(size_t)i * n + j] - want) < 1e-6,
+                                          "%s Fisher column %d, %d×%d (%d, %d)", name, c, m, n, i,
+                                          j);
+                        }
+                    }
+                }
+                struct kfac_rng copy = r;
+                be->loss_sample_grad(loss, m, n, dY, &r, dG);
+                be->download(got, dG, size * sizeof *got);
+                for (int i = 0; i < m; i++) {
+                    const float *yi = Y + (size_t)i * n;
+                    int cls = n - 1;
+                    if (loss == KFAC_LOSS_SOFTMAX) {
+                        double u = kfac_rng_uniform(&copy), cum = 0;
+                        for (int j = 0; j < n && cls == n - 1; j++)
+                            if (u < (cum += yi[j]))
+                                cls = j;
+                    }
+                    for (int j = 0; j < n; j++) {
+                        double want = loss == KFAC_LOSS_BERNOULLI
+                                          ? yi[j] - (kfac_rng_uniform(&copy) < yi[j])
+                                      : loss == KFAC_LOSS_SQUARED ? -kfac_rng_normal(&copy)
+                                                                  : yi[j] - (j == cls);
+                        ck_assert_msg(fabs(got[(size_t)i * n + j] - want) < 1e-6,
+                                      "%s sampled gradient %d×%d (%d, %d)", name, m, n, i, j);
+                    }
+                }
+                ck_assert_mem_eq(&copy, &r, sizeof r); /* the same number of draws */
+                be->free(dZ), be->free(dT), be->free(dY), be->free(dV), be->free(dG);
+                free(Z), free(T), free(V), free(Y), free(got);
+            }
+}
+END_TEST
+
+/* The windows the kernels are tried on: (channels, height, width, kh, kw, stride, pad). */
+static const int windows[][7] = {
+    {1, 1, 1, 1, 1, 1, 0}, {1, 7, 7, 3, 3, 1, 1}, {3, 7, 5, 3, 2, 2, 0},
+    {2, 7, 7, 2, 2, 2, 0}, {3, 5, 7, 1, 3, 1, 0}, {1, 7, 7, 7, 7, 1, 0},
+};
+enum { N_WINDOWS = sizeof windows / sizeof *windows };
+
+/* x's value under output (oy, ox) at tap (ky, kx) of channel ch, 0 outside the map; or
+ * its offset, −1 outside. */
+static int tap_offset(const int *w, int oy, int ox, int ky, int kx, int ch)
+{
+    int iy = oy * w[5] - w[6] + ky, ix = ox * w[5] - w[6] + kx;
+    if (iy < 0 || iy >= w[1] || ix < 0 || ix >= w[2])
+        return -1;
+    return (iy * w[2] + ix) * w[0] + ch;
+}
+
+/* im2col puts tap (ky, kx, ch) of output (case, oy, ox) at its place and leaves the columns
+ * past kh·kw·c alone; col2im sums each patch entry back onto its tap. */
+START_TEST(patches_match_the_loop)
+{
+    const struct kfac_backend *be = backends[_i]();
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 7);
+    for (int a = 0; a < 3; a++)
+        for (int wi = 0; wi < N_WINDOWS; wi++) {
+            const int *w = windows[wi];
+            struct kfac_shape in = {w[0], w[1], w[2]};
+            int m = sizes[a], kh = w[3], kw = w[4], stride = w[5], pad = w[6];
+            int oh = kfac_window_out(in.h, kh, stride, pad),
+                ow = kfac_window_out(in.w, kw, stride, pad);
+            int in_size = in.c * in.h * in.w, ld_x = in_size + PAD, width = kh * kw * in.c;
+            int ld_p = width + PAD;
+            size_t nx = (size_t)m * ld_x, np = (size_t)m * oh * ow * ld_p;
+            float *X = random_floats(nx, &r), *P = random_floats(np, &r);
+            float *got_p = malloc(np * sizeof *got_p), *got_x = malloc(nx * sizeof *got_x);
+            double *want_x = malloc(nx * sizeof *want_x);
+            float *dX = on(be, X, nx * sizeof *X), *dP = on(be, P, np * sizeof *P);
+            be->im2col(m, &in, kh, kw, stride, pad, dX, ld_x, dP, ld_p);
+            be->download(got_p, dP, np * sizeof *got_p);
+            for (size_t k = 0; k < nx; k++)
+                want_x[k] = (int)(k % (size_t)ld_x) < in_size ? 0 : X[k];
+            for (int b = 0; b < m; b++)
+                for (int oy = 0; oy < oh; oy++)
+                    for (int ox = 0; ox < ow; ox++) {
+                        size_t row = ((size_t)b * oh * ow + (size_t)oy * ow + ox) * ld_p;
+                        for (int col = 0; col < ld_p; col++) {
+                            int ky = col / (kw * in.c), kx = col / in.c % kw, ch = col % in.c;
+                            int off = col < width ? tap_offset(w, oy, ox, ky, kx, ch) : -2;
+                            float want = off == -2   ? P[row + col]
+                                         : off == -1 ? 0.0f
+                                                     : X[(size_t)b * ld_x + off];
+                            ck_assert_msg(got_p[row + col] == want,
+                                          "im2col window %d, case %d (%d, %d) column %d", wi, b, oy,
+                                          ox, col);
+                            if (off >= 0)
+                                want_x[(size_t)b * ld_x + off] += P[row + col];
+                        }
+                    }
+            be->upload(dP, P, np * sizeof *P);
+            be->col2im(m, &in, kh, kw, stride, pad, dP, ld_p, dX, ld_x);
+            be->download(got_x, dX, nx * sizeof *got_x);
+            for (size_t k = 0; k < nx; k++)
+                ck_assert_msg(fabs(got_x[k] - want_x[k]) < 1e-5,
+                              "col2im window %d [%zu]: %g, want %g", wi, k, got_x[k], want_x[k]);
+            be->free(dX), be->free(dP);
+            free(X), free(P), free(got_p), free(got_x), free(want_x);
+        }
+}
+END_TEST
+
+/* Max pooling picks the first largest tap of each window (values on a coarse grid, so
+ * ties happen); mean pooling averages the taps; the backward passes route or spread g
+ * back and leave the padding of dx alone; gather reads x at the recorded taps. */
+START_TEST(pooling_matches_the_loop)
+{
+    const struct kfac_backend *be = backends[_i]();
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 8);
+    for (int a = 0; a < 3; a++)
+        for (int wi = 0; wi < N_WINDOWS; wi++) {
+            const int *w = windows[wi];
+            if (w[6])
+                continue; /* pooling has no padding */
+            struct kfac_shape in = {w[0], w[1], w[2]};
+            int m = sizes[a], kh = w[3], kw = w[4], stride = w[5];
+            int oh = kfac_window_out(in.h, kh, stride, 0),
+                ow = kfac_window_out(in.w, kw, stride, 0);
+            int in_size = in.c * in.h * in.w, ld_x = in_size + PAD, n = in.c * oh * ow;
+            size_t nx = (size_t)m * ld_x, no = (size_t)m * n;
+            float *X = random_floats(nx, &r), *G = random_floats(no, &r),
+                  *D = random_floats(nx, &r);
+            for (size_t k = 0; k < nx; k++)
+                X[k] = floorf(4 * X[k]) / 4;
+            float *got = malloc(no * sizeof *got), *got_d = malloc(nx * sizeof *got_d);
+            int *arg = malloc(no * sizeof *arg), *want_arg = malloc(no * sizeof *want_arg);
+            double *want_max = malloc(no * sizeof *want_max),
+                   *want_mean = malloc(no * sizeof *want_mean);
+            double *want_dmax = malloc(nx * sizeof *want_dmax),
+                   *want_dmean = malloc(nx * sizeof *want_dmean);
+            for (size_t k = 0; k < nx; k++)
+                want_dmax[k] = want_dmean[k] = (int)(k % (size_t)ld_x) < in_size ? 0 : D[k];
+            for (int b = 0; b < m; b++)
+                for (int oy = 0; oy < oh; oy++)
+                    for (int ox = 0; ox < ow; ox++)
+                        for (int ch = 0; ch < in.c; ch++) {
+                            size_t o = (size_t)b * n + ((size_t)oy * ow + ox) * in.c + ch;
+                            const float *xb = X + (size_t)b * ld_x;
+                            int best = -1;
+                            double sum = 0;
+                            for (int ky = 0; ky < kh; ky++)
+                                for (int kx = 0; kx < kw; kx++) {
+                                    int off = tap_offset(w, oy, ox, ky, kx, ch);
+                                    sum += xb[off];
+                                    if (best < 0 || xb[off] > xb[best])
+                                        best = off;
+                                }
+                            want_max[o] = xb[best], want_arg[o] = best;
+                            want_mean[o] = sum / (kh * kw);
+                            want_dmax[(size_t)b * ld_x + best] += G[o];
+                            for (int ky = 0; ky < kh; ky++)
+                                for (int kx = 0; kx < kw; kx++)
+                                    want_dmean[(size_t)b * ld_x +
+                                               tap_offset(w, oy, ox, ky, kx, ch)] +=
+                                        G[o] / (kh * kw);
+                        }
+            float *dX = on(be, X, nx * sizeof *X), *dO = be->alloc(no * sizeof *dO);
+            float *dG = on(be, G, no * sizeof *G), *dD = on(be, D, nx * sizeof *D);
+            int *dA = be->alloc(no * sizeof *dA);
+            be->pool_max(m, &in, kh, kw, stride, dX, ld_x, dO, dA);
+            be->download(got, dO, no * sizeof *got);
+            be->download(arg, dA, no * sizeof *arg);
+            for (size_t o = 0; o < no; o++) {
+                ck_assert_msg(got[o] == want_max[o] && arg[o] == want_arg[o],
+                              "max pool window %d [%zu]: %g at %d, want %g at %d", wi, o, got[o],
+                              arg[o], want_max[o], want_arg[o]);
+            }
+            be->pool_max_backward(m, &in, kh, kw, stride, dG, dA, dD, ld_x);
+            be->download(got_d, dD, nx * sizeof *got_d);
+            for (size_t k = 0; k < nx; k++)
+                ck_assert_msg(fabs(got_d[k] - want_dmax[k]) < 1e-5,
+                              "max pool backward window %d [%zu]", wi, k);
+            be->pool_gather(m, n, dD, ld_x, dA, dO);
+            be->download(got, dO, no * sizeof *got);
+            for (size_t o = 0; o < no; o++)
+                ck_assert_float_eq(got[o], got_d[(o / (size_t)n) * ld_x + (size_t)arg[o]]);
+            be->pool_mean(m, &in, kh, kw, stride, dX, ld_x, dO);
+            be->download(got, dO, no * sizeof *got);
+            for (size_t o = 0; o < no; o++)
+                ck_assert_msg(fabs(got[o] - want_mean[o]) < 1e-6, "mean pool window %d [%zu]", wi,
+                              o);
+            be->upload(dD, D, nx * sizeof *D);
+            be->pool_mean_backward(m, &in, kh, kw, stride, dG, dD, ld_x);
+            be->download(got_d, dD, nx * sizeof *got_d);
+            for (size_t k = 0; k < nx; k++)
+                ck_assert_msg(fabs(got_d[k] - want_dmean[k]) < 1e-5,
+                              "mean pool backward window %d [%zu]", wi, k);
+            be->free(dX), be->free(dO), be->free(dG), be->free(dD), be->free(dA);
+            free(X), free(G), free(D), free(got), free(got_d), free(arg), free(want_arg);
+            free(want_max), free(want_mean), free(want_dmax), free(want_dmean);
+        }
+}
+END_TEST
+
+/* Memory: what goes up comes down, fill fills n and no more; the thread count can be set and read back. */
 START_TEST(memory_and_threads)
 {
     const struct kfac_backend *be = backends[_i]();
@@ -325,6 +690,15 @@ START_TEST(memory_and_threads)
     be->download(back, d, sizeof back);
     ck_assert_mem_eq(host, back, sizeof host);
     be->free(d);
+    float x[7 + PAD];
+    for (int i = 0; i < 7 + PAD; i++)
+        x[i] = (float)i;
+    float *dx = on(be, x, sizeof x);
+    be->sfill(7, -2.5f, dx);
+    be->download(x, dx, sizeof x);
+    for (int i = 0; i < 7 + PAD; i++)
+        ck_assert_float_eq(x[i], i < 7 ? -2.5f : (float)i);
+    be->free(dx);
     int was = be->threads();
     ck_assert_int_ge(was, 1);
     be->set_threads(1);
@@ -343,6 +717,10 @@ static Suite *backend_suite(void)
     tcase_add_loop_test(tc, syrk_symm_transpose_match_the_loop, 0, N_BACKENDS);
     tcase_add_loop_test(tc, vector_operations_match_the_loop, 0, N_BACKENDS);
     tcase_add_loop_test(tc, eigendecomposition_is_one, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, activations_match_the_loop, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, losses_match_the_loop, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, patches_match_the_loop, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, pooling_matches_the_loop, 0, N_BACKENDS);
     tcase_add_loop_test(tc, memory_and_threads, 0, N_BACKENDS);
     suite_add_tcase(s, tc);
     return s;

@@ -1,9 +1,11 @@
 /*
  * backend.h: the compute backend, the one seam the numeric work goes through (after
  * ggml's backend tables): memory, BLAS-3 and BLAS-1 on whole arrays, and the symmetric
- * eigendecomposition of a factor. The CPU backend (backend_cpu.c: OpenBLAS, LAPACKE) is
- * the only file of the library that calls BLAS or LAPACK; a CUDA backend is a second
- * table of the same operations. The network holds the backend of the run (net->be), and
+ * eigendecomposition of a factor, and the element-wise kernels of the layers and losses
+ * (activations, losses, im2col/col2im, pooling). The CPU backend (backend_cpu.c: OpenBLAS,
+ * LAPACKE, and the kernels of layer.c, loss.c, layer_conv.c and layer_pool.c) is the only
+ * file of the library that calls BLAS or LAPACK; a CUDA backend is a second table of the
+ * same operations. The network holds the backend of the run (net->be), and
  * its layers, the curvature state and the optimiser take it from there, never from a
  * global.
  *
@@ -15,6 +17,9 @@
 #ifndef KFAC_BACKEND_H
 #define KFAC_BACKEND_H
 
+#include "kfac/layer.h"
+#include "kfac/loss.h"
+#include "kfac/rng.h"
 #include <stddef.h>
 
 enum { KFAC_NO_TRANS = 0, KFAC_TRANS = 1 };
@@ -28,6 +33,8 @@ struct kfac_backend {
     void (*free)(void *p);
     void (*upload)(void *device, const void *host, size_t bytes);
     void (*download)(void *host, const void *device, size_t bytes);
+    /* x (n floats, device) = value. */
+    void (*sfill)(size_t n, float value, float *x);
 
     /* The threads the backend's kernels use (0: the library's default). */
     void (*set_threads)(int n);
@@ -67,6 +74,40 @@ struct kfac_backend {
      * are returned in work[0] and iwork[0]. Returns LAPACK's info (0: success). */
     int (*dsyevd)(int n, double *A, double *w, double *work, int lwork, int *iwork,
                   int liwork);
+
+    /* The element-wise kernels, as layer.h and loss.h define them (all arrays device):
+     * out = φ(s) and y = φ'(s) ⊙ x, */
+    void (*activation_forward)(enum kfac_activation act, int m, int n, const float *s, int ld_s,
+                               float *out, int ld_out);
+    void (*activation_derivative_mul)(enum kfac_activation act, int m, int n, const float *out,
+                                      int ld_out, const float *x, int ld_x, float *y, int ld_y);
+    /* the loss's value (returned to the host), gradient, output-Fisher product, a column of
+     * the output Fisher's square root, and the gradient at a target drawn from the model's
+     * distribution (from rng, the host's stream: a device backend draws the same numbers
+     * on the host and uploads them, so that its runs follow the CPU's), */
+    double (*loss_sum)(enum kfac_loss loss, int m, int n, const float *z, const float *t);
+    void (*loss_grad)(enum kfac_loss loss, int m, int n, const float *y, const float *t, float *g);
+    void (*loss_fisher_mul)(enum kfac_loss loss, int m, int n, const float *y, const float *v,
+                            float *out);
+    void (*loss_fisher_column)(enum kfac_loss loss, int m, int n, const float *y, int j,
+                               float *out);
+    void (*loss_sample_grad)(enum kfac_loss loss, int m, int n, const float *y,
+                             struct kfac_rng *rng, float *g);
+    /* the patch matrix and its adjoint, */
+    void (*im2col)(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
+                   const float *x, int ld_x, float *out, int ld_out);
+    void (*col2im)(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
+                   const float *cols, int ld_cols, float *dx, int ld_x);
+    /* and pooling (arg: device ints). */
+    void (*pool_max)(int m, const struct kfac_shape *in, int kh, int kw, int stride, const float *x,
+                     int ld_x, float *out, int *arg);
+    void (*pool_mean)(int m, const struct kfac_shape *in, int kh, int kw, int stride,
+                      const float *x, int ld_x, float *out);
+    void (*pool_max_backward)(int m, const struct kfac_shape *in, int kh, int kw, int stride,
+                              const float *g, const int *arg, float *dx, int ld_dx);
+    void (*pool_mean_backward)(int m, const struct kfac_shape *in, int kh, int kw, int stride,
+                               const float *g, float *dx, int ld_dx);
+    void (*pool_gather)(int m, int n, const float *x, int ld_x, const int *arg, float *out);
 };
 
 /* The CPU backend: OpenBLAS and LAPACKE on host memory. */

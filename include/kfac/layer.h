@@ -21,7 +21,6 @@
 #ifndef KFAC_LAYER_H
 #define KFAC_LAYER_H
 
-#include "kfac/backend.h"
 #include "kfac/rng.h"
 #include <stddef.h>
 
@@ -43,7 +42,9 @@ enum kfac_init {
 const char *kfac_activation_name(enum kfac_activation act);
 int kfac_activation_parse(const char *name, enum kfac_activation *act);
 
-/* out (m × n, ld_out) = φ(s) (m × n, ld_s); softmax is taken along each row. */
+/* The CPU kernels of the activations, which the CPU backend's activation operations are
+ * (backend.h); the library calls them through its backend.
+ * out (m × n, ld_out) = φ(s) (m × n, ld_s); softmax is taken along each row. */
 void kfac_activation_forward(enum kfac_activation act, int m, int n, const float *s, int ld_s,
                              float *out, int ld_out);
 
@@ -66,6 +67,7 @@ struct kfac_shape {
     int c, h, w;
 };
 
+struct kfac_backend; /* backend.h */
 struct kfac_layer;
 
 struct kfac_layer_ops {
@@ -140,7 +142,8 @@ void kfac_set_ones_column(size_t rows, size_t cols, float *x);
  * not fit. */
 int kfac_window_out(int n, int k, int stride, int pad);
 
-/* Patch matrix of m cases of x (m × ld_x, each case an h × w × c map (position-major)):
+/* The CPU kernels of the window operations (the CPU backend's im2col, col2im and pool
+ * operations, backend.h). Patch matrix of m cases of x (m × ld_x, each case an h × w × c map (position-major)):
  * row (case, oy, ox) of out (m·oh·ow × ld_out) holds the kh × kw × c window at
  * (oy·stride − pad, ox·stride − pad) in (ky, kx, channel) order, zero outside the map.
  * Columns from kh·kw·c on are left alone (ā's ones). */
@@ -151,6 +154,24 @@ void kfac_im2col(int m, const struct kfac_shape *in, int kh, int kw, int stride,
  * patch row of cols (m·oh·ow × ld_cols) scattered back onto the map. */
 void kfac_col2im(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                  const float *cols, int ld_cols, float *dx, int ld_x);
+
+/* Pooling over the kh × kw windows (stride, no padding) of each channel of m maps x
+ * (m × ld_x, each in-shaped), into out (m × n, n = c·oh·ow, position-major):
+ * pool_max: each window's maximum (the first on ties) and, in arg (m × n), the offset of
+ * the input it came from within its case's row; pool_mean: each window's mean. */
+void kfac_pool_max(int m, const struct kfac_shape *in, int kh, int kw, int stride, const float *x,
+                   int ld_x, float *out, int *arg);
+void kfac_pool_mean(int m, const struct kfac_shape *in, int kh, int kw, int stride, const float *x,
+                    int ld_x, float *out);
+/* The adjoints: dx (m × ld_dx; its first c·h·w columns) = g (m × n) routed to each
+ * window's maximum (by arg, m × n), or spread evenly over each window. */
+void kfac_pool_max_backward(int m, const struct kfac_shape *in, int kh, int kw, int stride,
+                            const float *g, const int *arg, float *dx, int ld_dx);
+void kfac_pool_mean_backward(int m, const struct kfac_shape *in, int kh, int kw, int stride,
+                             const float *g, float *dx, int ld_dx);
+/* out (m × n) = x (m × ld_x) at the offsets arg (m × n): max pooling's forward-mode
+ * product, the tangent at each window's maximum. */
+void kfac_pool_gather(int m, int n, const float *x, int ld_x, const int *arg, float *out);
 
 /* Fills W (rows × (fan_in+1), bias last) by the scheme; sparse_k is the number of
  * incoming weights per unit for KFAC_INIT_SPARSE (all of them when fan_in ≤ sparse_k). */

@@ -9,6 +9,8 @@
  *   squared:   ℓ = ½‖z − t‖² (unit-variance Gaussian), F_R = I
  *   softmax:   ℓ = −Σ_j t_j log p_j,             F_R = diag(p) − p pᵀ
  * All matrices are row-major with one row per case: z, y, t, g, v are m × n.
+ * loss_sum, loss_grad, sample_grad, fisher_mul and fisher_column are the CPU kernels of
+ * the backend's loss operations (backend.h); the library calls them through its backend.
  */
 #ifndef KFAC_LOSS_H
 #define KFAC_LOSS_H

@@ -18,6 +18,7 @@
 #ifndef KFAC_NET_H
 #define KFAC_NET_H
 
+#include "kfac/backend.h"
 #include "kfac/layer.h"
 #include <stddef.h>
 
