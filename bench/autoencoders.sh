@@ -6,18 +6,27 @@
 # and 1000, and the time it took to reach the SGD run's final error, and plots the
 # training error of all runs against seconds and against iterations.
 #
-#   bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [SECONDS [OUTDIR]]
+#   bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [-t LEVELS [-u UNIT]]
+#                         [SECONDS [OUTDIR]]
 #
 #   SECONDS    training time per run (default 120; the K-FAC runs need about 800 s for
 #              1000 iterations of CURVES on two cores)
 #   OUTDIR     where logs, tables and plots go (default bench/out/autoencoders)
 #   -p         problems among "mnist curves faces" (default all three)
-#   -v         variants among "sgd kfac tridiag kfoc" (default all four): SGD with
-#              Nesterov momentum (configs/PROBLEM-autoencoder-sgd.ini), block-diagonal
-#              K-FAC (configs/PROBLEM-autoencoder.ini), block-tridiagonal K-FAC and K-FAC
-#              with K-FOC factors (the same configuration, optimizer.curvature changed)
+#   -v         variants among "sgd kfac paper tridiag kfoc" (default all but paper): SGD
+#              with Nesterov momentum (configs/PROBLEM-autoencoder-sgd.ini), block-diagonal
+#              K-FAC (configs/PROBLEM-autoencoder.ini), the same with the paper's λ
+#              schedule (no warm-up: optimizer.lambda_warmup = 1), block-tridiagonal K-FAC
+#              and K-FAC with K-FOC factors (optimizer.curvature changed)
 #   -d         data directory holding mnist/, curves/ and faces/ as the data scripts
 #              write them (default data/)
+#   -t         time to error: also print, for each run and each of the error levels in
+#              LEVELS (e.g. "25 6.5"), when it first reached it, in seconds and in units
+#              of the SGD iteration at batch 1000 on the MNIST autoencoder, which
+#              bench/bench_kfac measures in the same invocation (so that the figures
+#              compare across machines); writes OUTDIR/time-to-error.tsv, and the unit
+#              into OUTDIR/sgd-iteration.txt, which -r reuses
+#   -u         with -t: the SGD iteration's seconds, measured elsewhere, instead
 #   -r         report on the logs already in OUTDIR without training
 #
 # Writes OUTDIR/PROBLEM-VARIANT.tsv (the kfac-train logs), OUTDIR/summary.tsv (the
@@ -29,13 +38,15 @@ set -eu
 name=autoencoders
 . "$(dirname "$0")/lib.sh"
 shift $shift_r
-problems="mnist curves faces" variants="sgd kfac tridiag kfoc" datadir=$top/data
-while getopts p:v:d: opt; do
+problems="mnist curves faces" variants="sgd kfac tridiag kfoc" datadir=$top/data levels= unit=
+while getopts p:v:d:t:u: opt; do
     case $opt in
     p) problems=$OPTARG ;;
     v) variants=$OPTARG ;;
     d) datadir=$OPTARG ;;
-    *) echo "usage: bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [SECONDS [OUTDIR]]" >&2; exit 2 ;;
+    t) levels=$OPTARG ;;
+    u) unit=$OPTARG ;;
+    *) echo "usage: bench/autoencoders.sh [-r] [-p PROBLEMS] [-v VARIANTS] [-d DATADIR] [-t LEVELS [-u UNIT]] [SECONDS [OUTDIR]]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -65,8 +76,22 @@ for p in $problems; do
     [ "$report_only" = 1 ] || [ -r "$file" ] || { echo "$name: $p: $file is missing; $script makes it" >&2; exit 2; }
 done
 for v in $variants; do
-    case $v in sgd | kfac | tridiag | kfoc) ;; *) echo "$name: unknown variant '$v' (sgd, kfac, tridiag or kfoc)" >&2; exit 2 ;; esac
+    case $v in sgd | kfac | paper | tridiag | kfoc) ;; *) echo "$name: unknown variant '$v' (sgd, kfac, paper, tridiag or kfoc)" >&2; exit 2 ;; esac
 done
+# A number: digits with at most one point, and at least one digit.
+is_number() {
+    case $1 in '' | . | *[!0-9.]* | *.*.*) return 1 ;; esac
+}
+for l in $levels; do
+    is_number "$l" || { echo "$name: -t: '$l' is not an error level (a number)" >&2; exit 2; }
+done
+if [ -n "$unit" ]; then
+    [ -n "$levels" ] || { echo "$name: -u goes with -t" >&2; exit 2; }
+    is_number "$unit" && awk -v u="$unit" 'BEGIN { exit !(u > 0) }' ||
+        { echo "$name: -u: '$unit' is not a positive number of seconds" >&2; exit 2; }
+fi
+[ -z "$levels" ] || [ -n "$unit" ] || [ "$report_only" = 1 ] || [ -x "$top/bench/bench_kfac" ] ||
+    { echo "$name: -t needs bench/bench_kfac (make bench) or -u" >&2; exit 2; }
 mkdir -p "$out"
 
 [ "$report_only" = 1 ] || for p in $problems; do
@@ -74,6 +99,7 @@ mkdir -p "$out"
         case $v in
         sgd) cfg=$top/configs/$p-autoencoder-sgd.ini extra= every=100 ;;
         kfac) cfg=$top/configs/$p-autoencoder.ini extra= every=25 ;;
+        paper) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.start=paper" every=25 ;;
         tridiag) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfac-tridiag" every=25 ;;
         kfoc) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfoc" every=25 ;;
         esac
@@ -108,6 +134,36 @@ for p in $problems; do
 done
 echo "# training error (squared error per case); SGD's final error is each problem's target"
 column -t -s "$(printf '\t')" "$out/summary.tsv" 2>/dev/null || cat "$out/summary.tsv"
+
+# Time to error: the first evaluation at or below each level, in seconds and in SGD
+# iterations of the MNIST autoencoder at batch 1000 (bench_kfac's second column).
+if [ -n "$levels" ]; then
+    if [ -z "$unit" ] && [ "$report_only" = 1 ] && [ -r "$out/sgd-iteration.txt" ]; then
+        unit=$(cat "$out/sgd-iteration.txt")
+    elif [ -z "$unit" ]; then
+        [ -x "$top/bench/bench_kfac" ] || { echo "$name: -t needs bench/bench_kfac (make bench) or -u" >&2; exit 2; }
+        unit=$("$top/bench/bench_kfac" 1 1 1000 | awk '$1 == 1000 { print $2; exit }')
+    fi
+    is_number "$unit" || { echo "$name: no SGD iteration time (bench/bench_kfac printed '$unit')" >&2; exit 2; }
+    echo "$unit" >"$out/sgd-iteration.txt"
+    { printf 'problem\tvariant'
+      for l in $levels; do printf '\tseconds_to_%s\tsgd_units_to_%s' "$l" "$l"; done
+      printf '\n'
+      for p in $problems; do
+          for v in $variants; do
+              errors "$out/$p-$v.tsv" | awk -F'\t' -v p="$p" -v v="$v" -v u="$unit" -v levels="$levels" '
+                  BEGIN { n = split(levels, lv, " ") }
+                  { for (i = 1; i <= n; i++) if (!(i in at) && $3 <= lv[i] + 0) at[i] = $2 }
+                  END { printf "%s\t%s", p, v
+                        for (i = 1; i <= n; i++)
+                            if (i in at) printf "\t%.1f\t%.0f", at[i], at[i] / u
+                            else printf "\tnever\tnever"
+                        printf "\n" }'
+          done
+      done; } >"$out/time-to-error.tsv"
+    echo "# time to each error level: seconds, and SGD iterations (batch 1000, MNIST autoencoder: $unit s each)"
+    column -t -s "$(printf '\t')" "$out/time-to-error.tsv" 2>/dev/null || cat "$out/time-to-error.tsv"
+fi
 
 for p in $problems; do
     logs=

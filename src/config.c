@@ -41,6 +41,7 @@ static const char *const fisher_choices[] = {"sampled", "empirical", NULL};
 static const char *const step_choices[] = {"model", "fixed", NULL};
 static const char *const gamma_rule_choices[] = {"model", "objective", NULL};
 static const char *const pi_choices[] = {"trace", "frobenius", NULL};
+static const char *const start_choices[] = {"paper", "warmup", NULL};
 static const char *const schedule_choices[] = {"fixed", "exponential", NULL};
 static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
 static const char *const progress_choices[] = {"auto", "on", "off", NULL};
@@ -80,6 +81,9 @@ static const struct key keys[] = {
     {"optimizer", "lambda", K_DOUBLE, F(optim.lambda), "150", 0, 1e12, NULL},
     {"optimizer", "lambda_min", K_DOUBLE, F(optim.lambda_min), "0", 0, 1e12, NULL},
     {"optimizer", "lambda_every", K_LONG, F(optim.lambda_every), "5", 0, 1e12, NULL},
+    {"optimizer", "start", K_ENUM, F(optim.start), "warmup", 0, 0, start_choices},
+    {"optimizer", "lambda_warmup", K_DOUBLE, F(optim.lambda_warmup), "0.5", 1e-3, 1, NULL},
+    {"optimizer", "lambda_warmup_max", K_LONG, F(optim.lambda_warmup_max), "20", 1, 1e12, NULL},
     {"optimizer", "gamma", K_DOUBLE, F(optim.gamma), "0", 0, 1e12, NULL},
     {"optimizer", "gamma_min", K_DOUBLE, F(optim.gamma_min), "0", 0, 1e12, NULL},
     {"optimizer", "gamma_max", K_DOUBLE, F(optim.gamma_max), "1", 1e-30, 1e12, NULL},
@@ -538,7 +542,7 @@ int kfac_config_validate(const struct kfac_config *c)
         return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");
     const struct kfac_optim_opts *o = &c->optim;
     if (o->type == KFAC_OPTIM_KFAC) {
-        double gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
+        double gamma = kfac_gamma_start(o);
         double gamma_min = kfac_gamma_min(o);
         if (gamma_min > o->gamma_max)
             return kfac_error(KFAC_EINVAL, "optimizer.gamma_min (%g) exceeds optimizer.gamma_max "

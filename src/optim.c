@@ -33,6 +33,16 @@ double kfac_gamma_min(const struct kfac_optim_opts *o)
     return o->l2 > 0 ? sqrt(o->l2) : KFAC_GAMMA_MIN_NO_L2;
 }
 
+double kfac_gamma_start(const struct kfac_optim_opts *o)
+{
+    if (o->gamma > 0)
+        return o->gamma;
+    double gamma = sqrt(o->lambda + o->l2);
+    if (o->start == KFAC_START_WARMUP)
+        gamma = fmin(fmax(gamma, kfac_gamma_min(o)), o->gamma_max);
+    return gamma;
+}
+
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
 {
     if (o->momentum_schedule == KFAC_MOMENTUM_FIXED)

@@ -8,7 +8,8 @@
  *   3. for each γ tried (three every T2 iterations, else one), Δ = −F̂⁻¹∇h and the
  *      exact-Fisher quadratic model over span{Δ, δ₀} on the first ⌈τ2 m⌉ cases
  *      (forward-mode passes, no backward pass), which gives α, μ and M(δ) − M(0);
- *   4. θ ← θ + δ (never rejected), and every T1 iterations λ from ρ.
+ *   4. θ ← θ + δ (never rejected), and every T1 iterations λ from ρ; during the warm-up
+ *      (start = warmup, REFERENCE.md §5), every iteration until ρ ≤ 3/4.
  * Nothing non-finite reaches the parameters: the gradient, the statistics and the step
  * are checked, and a failure leaves θ as it was.
  */
@@ -30,6 +31,7 @@ struct kfac {
     double lambda, gamma, gamma_min;
     double kfoc_cases;         /* cases in K-FOC's running mean (kfoc_average = running) */
     int have_prev;             /* prev holds the previous step δ₀ */
+    int warm;                  /* λ's warm-up has not ended (start = warmup) */
     float *delta;              /* n_params: Δ for the γ being tried */
     float *cand;               /* n_params: δ for the γ being tried */
     float *best;               /* n_params: the chosen δ */
@@ -88,6 +90,17 @@ double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min)
     else if (rho > 0.75)
         lambda *= omega;
     return lambda > lambda_min ? lambda : lambda_min;
+}
+
+double kfac_lm_lambda_warmup(double lambda, double rho, double factor, long T1,
+                             double lambda_min, int *warm)
+{
+    if (rho > 0.75) {
+        lambda *= factor;
+        return lambda > lambda_min ? lambda : lambda_min;
+    }
+    *warm = 0;
+    return kfac_lm_lambda(lambda, rho, T1, lambda_min);
 }
 
 static int ceil_fraction(double fraction, int m)
@@ -273,11 +286,16 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         return undo(s, rc, &before);
     net->be->saxpy((int)n, 1.0f, s->best, net->params);
 
-    if (op->lambda_every > 0 && k % op->lambda_every == 0) {
+    if (op->lambda_every > 0 && (s->warm || k % op->lambda_every == 0)) {
         double h_new = kfac_objective(net, o->loss, op->l2, b, 0);
         double rho = h_new > h ? -INFINITY : (h_new - h) / change;
         figures[COL_RHO] = rho;
-        s->lambda = kfac_lm_lambda(s->lambda, rho, op->lambda_every, op->lambda_min);
+        if (s->warm) {
+            s->lambda = kfac_lm_lambda_warmup(s->lambda, rho, op->lambda_warmup, op->lambda_every,
+                                              op->lambda_min, &s->warm);
+            s->warm = s->warm && k < op->lambda_warmup_max;
+        } else
+            s->lambda = kfac_lm_lambda(s->lambda, rho, op->lambda_every, op->lambda_min);
     }
     if (op->use_momentum) {
         float *t = s->prev;
@@ -300,6 +318,7 @@ static double kfac_raise_damping(struct kfac_optim *o)
 {
     struct kfac *s = (struct kfac *)o;
     s->lambda *= 10;
+    s->warm = 0; /* the warm-up went too far: the paper's rule from here */
     return s->lambda;
 }
 
@@ -310,6 +329,7 @@ static void kfac_state(struct kfac_optim *o, struct kfac_state *st)
     kfac_state_add_range(st, "kfac.lambda", KFAC_STATE_F64, &s->lambda, 1, 0, DBL_MAX);
     kfac_state_add_range(st, "kfac.gamma", KFAC_STATE_F64, &s->gamma, 1, DBL_MIN, DBL_MAX);
     kfac_state_add_range(st, "kfac.have_prev", KFAC_STATE_INT, &s->have_prev, 1, 0, 1);
+    kfac_state_add_range(st, "kfac.warm", KFAC_STATE_INT, &s->warm, 1, 0, 1);
     kfac_state_add_range(st, "kfac.kfoc_cases", KFAC_STATE_F64, &s->kfoc_cases, 1, 0, DBL_MAX);
     kfac_state_add(st, "kfac.prev", KFAC_STATE_F32, s->prev, o->net->n_params);
     kfac_curvature_state(s->curv, st);
@@ -363,7 +383,8 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
     s->lambda = opts->lambda;
-    s->gamma = opts->gamma > 0 ? opts->gamma : sqrt(opts->lambda + opts->l2);
+    s->warm = opts->start == KFAC_START_WARMUP && opts->lambda_every > 0;
+    s->gamma = kfac_gamma_start(opts);
     s->gamma_min = kfac_gamma_min(opts);
     size_t n = net->n_params, jn = (size_t)net->max_batch * (size_t)net->d_out;
     s->delta = kfac_floats_new(n);

@@ -3,7 +3,8 @@
 # (same seed, same bytes; a different seed, different bytes; no silent overwrite; usage
 # errors), and bench/autoencoders.sh end to end on tiny data sets and a one-second
 # budget per run: every problem and variant trains, the summary has a row for each, the
-# plots are drawn when gnuplot is installed, and missing data is named with its script.
+# plots are drawn when gnuplot is installed, missing data is named with its script, and the
+# time-to-error table (-t) agrees with the logs.
 . "$top_srcdir/tests/lib.sh"
 GEN="$top_builddir/tools/kfac-datagen"
 D=$WORK/data
@@ -44,12 +45,24 @@ B="$top_srcdir/bench/autoencoders.sh"
 expect_status 2 "the benchmark names missing data and its script" -- sh "$B" -d "$WORK/none" -p curves 1 "$WORK/bench"
 expect_grep "$WORK/err" "curves-train-images-idx3-ubyte.gz is missing; data/make-curves.sh makes it" "before training"
 expect_status 2 "an unknown variant is refused" -- sh "$B" -d "$D" -v "sgd adam" 1 "$WORK/bench"
-expect_status 0 "the benchmark runs every problem and variant" -- sh "$B" -d "$D" 1 "$WORK/bench"
+expect_status 2 "a level that is not a number is refused" -- sh "$B" -d "$D" -t "25 six" -u 1 1 "$WORK/bench"
+expect_grep "$WORK/err" "'six' is not an error level" "and named"
+expect_status 2 "so is a unit that is not positive" -- sh "$B" -d "$D" -t 25 -u 0 1 "$WORK/bench"
+expect_status 0 "the benchmark runs every problem and variant" -- sh "$B" -d "$D" -v "sgd kfac paper tridiag kfoc" 1 "$WORK/bench"
 rows=$(awk -F'\t' 'NR > 1 && $3 >= 1 && $5 + 0 > 0' "$WORK/bench/summary.tsv" | wc -l)
-if [ "$rows" -eq 12 ]; then ok "12 runs in the summary, each with iterations and an error"; else
-    not_ok "12 runs in the summary (found $rows)"; sed 's/^/#   /' "$WORK/bench/summary.tsv"; fi
+if [ "$rows" -eq 15 ]; then ok "15 runs in the summary, each with iterations and an error"; else
+    not_ok "15 runs in the summary (found $rows)"; sed 's/^/#   /' "$WORK/bench/summary.tsv"; fi
+# The first iteration's rho: measured in the warm-up, not in the paper's schedule (k = 5).
+rho1() {
+    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "rho") r = i; next } NR == 2 { print $r; exit }' "$1"
+}
+if [ "$(rho1 "$WORK/bench/curves-paper.tsv")" = nan ] && [ "$(rho1 "$WORK/bench/curves-kfac.tsv")" != nan ]; then
+    ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
+else
+    not_ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
+fi
 for p in mnist curves faces; do
-    for v in sgd kfac tridiag kfoc; do
+    for v in sgd kfac paper tridiag kfoc; do
         [ -s "$WORK/bench/$p-$v.tsv" ] || { not_ok "$p-$v.tsv written"; continue 2; }
     done
     ok "$p: a log per variant"
@@ -66,4 +79,15 @@ expect_grep "$WORK/err" "no-such-gnuplot is not installed" "and it says why ther
 expect_status 0 "-r reports on the logs without training" -- sh "$B" -r -p curves -v "sgd kfac" 1 "$WORK/bench"
 if [ "$(wc -l <"$WORK/bench/summary.tsv")" -eq 3 ]; then ok "with the selected rows"; else
     not_ok "with the selected rows"; fi
+# Time to error, against the logs: a level above every error is reached at the first
+# evaluation, one below every error never; units are seconds / the SGD iteration.
+expect_status 2 "-t takes plain decimals" -- sh "$B" -r -p curves -v "sgd kfac" -t "1e9" -u 0.5 1 "$WORK/bench"
+expect_status 0 "-t reports the time to each error level" -- sh "$B" -r -p curves -v "sgd kfac" -t "1000000 0" -u 0.5 1 "$WORK/bench"
+first=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "seconds") s = i; if ($i == "train_recon") e = i } next }
+                     $e != "nan" { printf "%.1f\t%.0f\n", $s, $s / 0.5; exit }' "$WORK/bench/curves-kfac.tsv")
+row=$(awk -F'\t' '$2 == "kfac" { print $3 "\t" $4 "\t" $5 "\t" $6 }' "$WORK/bench/time-to-error.tsv")
+if [ "$row" = "$(printf '%s\tnever\tnever' "$first")" ]; then ok "at the first evaluation, and never"; else
+    not_ok "at the first evaluation, and never (got '$row', want '$first never never')"; fi
+expect_grep "$WORK/out" "SGD iterations (batch 1000, MNIST autoencoder: 0.5 s each)" "with its unit"
+[ "$(cat "$WORK/bench/sgd-iteration.txt")" = 0.5 ] && ok "the unit is kept for -r" || not_ok "the unit is kept for -r"
 finish

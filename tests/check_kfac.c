@@ -26,6 +26,7 @@
 #include "testutil.h"
 
 #include <lapacke.h>
+#include <float.h>
 #include <math.h>
 
 enum { TL = 3, TM = 12, TW = 9, TP = 160 }; /* layers, cases, widths (with the 1), params */
@@ -41,6 +42,7 @@ struct twin {
     double lambda, gamma, gamma_min;
     double prev[TP];
     int have_prev;
+    int warm; /* λ's warm-up is on */
 };
 
 /* What one iteration of the twin decided. */
@@ -79,8 +81,11 @@ static void twin_init(struct twin *t, const struct kfac_net *net, enum kfac_loss
     }
     t->tri = o->curvature == KFAC_CURVATURE_TRIDIAGONAL;
     t->lambda = o->lambda;
-    t->gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
+    t->warm = o->start == KFAC_START_WARMUP && o->lambda_every > 0;
     t->gamma_min = o->gamma_min > 0 ? o->gamma_min : o->l2 > 0 ? sqrt(o->l2) : 1e-4;
+    t->gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
+    if (o->gamma <= 0 && o->start == KFAC_START_WARMUP) /* γ0 kept in [γ_min, γ_max] */
+        t->gamma = fmin(fmax(t->gamma, t->gamma_min), o->gamma_max);
     for (int i = 0; i < t->L; i++)
         t->pi[i] = 1;
 }
@@ -444,14 +449,18 @@ static void twin_iteration(struct twin *t, const float *params, const struct kfa
     t->gamma = out->gamma;
     out->h = h;
     out->rho = NAN;
-    if (o->lambda_every > 0 && k % o->lambda_every == 0) {
+    if (o->lambda_every > 0 && (t->warm || k % o->lambda_every == 0)) {
         double th[TP];
         for (int p = 0; p < P; p++)
             th[p] = theta[p] + out->delta[p];
         double h1 = objective(t, th, m, b->x, b->t);
         out->rho = h1 > h ? -INFINITY : (h1 - h) / out->change;
         double w = pow(0.95, (double)o->lambda_every);
-        if (isnan(out->rho) || out->rho < 0.25)
+        int halve = t->warm && out->rho > 0.75;
+        t->warm = halve && k < o->lambda_warmup_max;
+        if (halve)
+            t->lambda *= o->lambda_warmup;
+        else if (isnan(out->rho) || out->rho < 0.25)
             t->lambda /= w;
         else if (out->rho > 0.75)
             t->lambda *= w;
@@ -570,8 +579,9 @@ static void side_by_side(const struct kfac_optim_opts *o, struct kfac_net *net,
         ck_assert_near(h, ts.h, 1e-6, 1e-9, "the objective", k);
         ck_assert_near(fig[1], ts.gamma, 1e-12, 0, "gamma", k);
         /* α and μ from float statistics and products: their error grows with the 2×2
-         * system's condition number (1e4 when Δ and δ₀ are nearly parallel). */
-        double ab = (1e-4 + 5e-8 * ts.cond) * fmax(fabs(ts.alpha), fabs(ts.mu));
+         * system's condition number (1e4 when Δ and δ₀ are nearly parallel), by up to
+         * float's ε times it. */
+        double ab = (1e-4 + 2 * FLT_EPSILON * ts.cond) * fmax(fabs(ts.alpha), fabs(ts.mu));
         ck_assert_near(fig[3], ts.alpha, 0, ab, "alpha", k);
         ck_assert_near(fig[4], ts.mu, 0, ab, "mu", k);
         ck_assert_near(fig[5], ts.change, 2e-4, 1e-9, "the model change", k);
@@ -716,6 +726,54 @@ START_TEST(fixed_step_matches_the_twin)
     struct tally tally;
     side_by_side(&o, net, KFAC_LOSS_SQUARED, &b, 12, 13, &tally);
     kfac_net_free(net);
+}
+END_TEST
+
+/* λ's warm-up: ρ every iteration and λ halved while ρ > 3/4, the paper's rule on the first
+ * ρ that is not and every T1 iterations after it; or at most up to lambda_warmup_max. */
+START_TEST(warmup_matches_the_twin)
+{
+    for (int cap = 0; cap < 2; cap++) {
+        struct kfac_rng r;
+        kfac_rng_seed(&r, 450 + cap);
+        struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
+        float X[TM * 3], T[TM * 4];
+        struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
+        struct kfac_optim_opts o = test_kfac_opts();
+        o.start = KFAC_START_WARMUP;
+        o.lambda_warmup = 0.5;
+        o.lambda_warmup_max = cap ? 4 : 100;
+        struct tally tally;
+        side_by_side(&o, net, KFAC_LOSS_BERNOULLI, &b, 25, 17, &tally);
+        /* λ moved at iterations the paper's rule would not have touched. */
+        ck_assert_double_eq_tol(tally.first[0], 75, 1e-12);
+        ck_assert_double_eq(tally.first[1], 1); /* sqrt(150) clipped to γ_max */
+        ck_assert_int_gt(tally.lambda_moves, 25 / 5);
+        kfac_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(warmup_rule_by_hand)
+{
+    int warm = 1;
+    /* ρ > 3/4: λ × f, the warm-up goes on; clipped at λ_min. */
+    ck_assert_double_eq(kfac_lm_lambda_warmup(150, 0.9, 0.5, 5, 0, &warm), 75);
+    ck_assert_int_eq(warm, 1);
+    ck_assert_double_eq(kfac_lm_lambda_warmup(1e-3, 2.0, 0.25, 5, 1e-3, &warm), 1e-3);
+    ck_assert_int_eq(warm, 1);
+    /* The first ρ ≤ 3/4 ends it and goes to the paper's rule: unchanged in [1/4, 3/4],
+     * × (20/19)^T1 below 1/4 and for NaN. */
+    ck_assert_double_eq(kfac_lm_lambda_warmup(8, 0.5, 0.5, 5, 0, &warm), 8);
+    ck_assert_int_eq(warm, 0);
+    warm = 1;
+    ck_assert_double_eq_tol(kfac_lm_lambda_warmup(8, 0.1, 0.5, 5, 0, &warm),
+                            8 / pow(0.95, 5), 1e-12);
+    ck_assert_int_eq(warm, 0);
+    warm = 1;
+    ck_assert_double_eq_tol(kfac_lm_lambda_warmup(8, NAN, 0.5, 5, 0, &warm), 8 / pow(0.95, 5),
+                            1e-12);
+    ck_assert_int_eq(warm, 0);
 }
 END_TEST
 
@@ -1027,9 +1085,11 @@ static Suite *kfac_suite(void)
     tcase_add_test(twin, steps_match_the_twin);
     tcase_add_test(twin, fixed_step_matches_the_twin);
     tcase_add_test(twin, lambda_branches_from_real_steps);
+    tcase_add_test(twin, warmup_matches_the_twin);
     suite_add_tcase(s, twin);
     TCase *hand = tcase_create("by hand");
     tcase_add_test(hand, gamma_candidates_by_hand);
+    tcase_add_test(hand, warmup_rule_by_hand);
     tcase_add_test(hand, model_solve_by_hand);
     suite_add_tcase(s, hand);
     TCase *guards = tcase_create("guards");

@@ -128,8 +128,21 @@ last=$(column_values "$WORK/kfac.tsv" train_recon | tail -n 1)
 if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
     ok "K-FAC lowers the reconstruction error ($first -> $last)"
 else not_ok "K-FAC lowers the reconstruction error ($first -> $last)"; fi
-n_rho=$(column_values "$WORK/kfac.tsv" rho | wc -l)
-[ "$n_rho" -eq 12 ] && ok "rho is reported every 5 iterations" || not_ok "rho reported $n_rho times in 60 iterations"
+# The warm-up start: rho at every iteration until the first rho <= 3/4 (or iteration 20),
+# then at every 5th only.
+bad_rho=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "rho") r = i; next }
+    { have = $r != "nan"; want = warm || $1 % 5 == 0
+      if (have != want) print $1
+      if (warm && (!have || $r + 0 <= 0.75 || $1 >= 20)) { warm = 0; ended = $1 } }
+    BEGIN { warm = 1 } END { if (!ended) print "no end" }' "$WORK/kfac.tsv")
+[ -z "$bad_rho" ] && ok "rho is reported through the warm-up, then every 5 iterations" ||
+    not_ok "rho is reported through the warm-up, then every 5 iterations (wrong at: $bad_rho)"
+expect_status 0 "the paper's start" -- "$KFAC" -q --log "$WORK/paper.tsv" --set optimizer.type=kfac \
+    --set optimizer.start=paper --set train.batch_size=50 --set train.iterations=12 "$WORK/ae.ini"
+[ "$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "rho") r = i; if ($i == "gamma") g = i } next }
+     $r != "nan" { printf "%s ", $1 } END { printf "%s", $g }' "$WORK/paper.tsv")" = "5 10 12.24745" ] &&
+    ok "reports rho every 5 iterations from the first, gamma from sqrt(150)" ||
+    not_ok "reports rho every 5 iterations from the first, gamma from sqrt(150)"
 # K-FAC with K-FOC factors.
 expect_status 0 "a K-FOC run succeeds" -- "$KFAC" -q --log "$WORK/kfoc.tsv" --set optimizer.type=kfac \
     --set optimizer.curvature=kfoc --set optimizer.lambda=1 --set train.batch_size=50 \
@@ -142,9 +155,11 @@ last=$(column_values "$WORK/kfoc.tsv" train_recon | tail -n 1)
 if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
     ok "K-FOC lowers the reconstruction error ($first -> $last)"
 else not_ok "K-FOC lowers the reconstruction error ($first -> $last)"; fi
-# Block-tridiagonal K-FAC.
+# Block-tridiagonal K-FAC, from the paper's start so that the first evaluation comes before
+# most of the descent.
 expect_status 0 "a block-tridiagonal K-FAC run succeeds" -- "$KFAC" -q --log "$WORK/tri.tsv" \
     --set optimizer.type=kfac --set optimizer.curvature=kfac-tridiag --set optimizer.lambda=1 \
+    --set optimizer.start=paper \
     --set train.batch_size=50 --set train.iterations=60 --set log.eval_every=20 "$WORK/ae.ini"
 first=$(column_values "$WORK/tri.tsv" train_recon | head -n 1)
 last=$(column_values "$WORK/tri.tsv" train_recon | tail -n 1)

@@ -43,6 +43,11 @@ enum kfac_gamma_rule {
     KFAC_GAMMA_OBJECTIVE    /* keep the γ whose step has the lowest h(θ + δ) */
 };
 
+enum kfac_start {
+    KFAC_START_PAPER,       /* λ0 and γ0 = sqrt(λ0 + η) as KFAC3 has them */
+    KFAC_START_WARMUP       /* λ's warm-up, and γ0 within [γ_min, γ_max] (REFERENCE.md §5) */
+};
+
 enum kfac_momentum_schedule {
     KFAC_MOMENTUM_FIXED,     /* μ = momentum */
     KFAC_MOMENTUM_SUTSKEVER  /* μ_k = min(1 − 2^(−1−log2(⌊k/250⌋+1)), momentum) */
@@ -62,6 +67,9 @@ struct kfac_optim_opts {
     double model_fraction;    /* τ2: the quadratic model on the first ⌈τ2 m⌉ cases */
     double stats_decay;       /* the cap on ε */
     long lambda_every;        /* T1 (0: λ fixed) */
+    int start;                /* enum kfac_start */
+    double lambda_warmup;     /* the warm-up's factor on λ while ρ > 3/4 */
+    long lambda_warmup_max;   /* the warm-up's last iteration at the latest */
     long gamma_every;         /* T2 (0: γ fixed) */
     long inverse_every;       /* T3 */
     double lambda;            /* λ0 */
@@ -91,6 +99,10 @@ double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
 /* γ_min: o->gamma_min when positive; else sqrt(η) (REFERENCE.md §5), or
  * KFAC_GAMMA_MIN_NO_L2 when η = 0. */
 double kfac_gamma_min(const struct kfac_optim_opts *o);
+
+/* γ0: o->gamma when positive; else sqrt(λ0 + η), which the warm-up start clips to
+ * [γ_min, γ_max], the range the γ rule keeps it in afterwards. */
+double kfac_gamma_start(const struct kfac_optim_opts *o);
 
 /* μ_k of the momentum schedule (k 1-based). */
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k);
@@ -164,6 +176,13 @@ double kfac_model_change(const double *C, const double *g, double alpha, double 
 /* The Levenberg–Marquardt rule applied every T1 iterations: ρ < 1/4 (or NaN) multiplies
  * λ by (20/19)^T1, ρ > 3/4 by (19/20)^T1; the result is at least lambda_min. */
 double kfac_lm_lambda(double lambda, double rho, long T1, double lambda_min);
+
+/* The warm-up's rule, before the paper's (REFERENCE.md §4): while *warm, every iteration's
+ * ρ > 3/4 multiplies λ by factor (< 1; the result at least lambda_min); the first ρ that
+ * is not (a NaN included) ends the warm-up (*warm = 0) and is taken by kfac_lm_lambda()
+ * with T1. Returns the new λ. */
+double kfac_lm_lambda_warmup(double lambda, double rho, double factor, long T1,
+                             double lambda_min, int *warm);
 
 /* The γ values K-FAC tries every T2 iterations (REFERENCE.md §5), in the order it tries
  * them: out[0] = max(ω₂γ, γ_min), out[1] = min(γ/ω₂, γ_max), out[2] = γ, with
