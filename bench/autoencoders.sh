@@ -12,7 +12,9 @@
 #   SECONDS    training time per run (default 120; the K-FAC runs need about 800 s for
 #              1000 iterations of CURVES on two cores)
 #   OUTDIR     where logs, tables and plots go (default bench/out/autoencoders)
-#   -p         problems among "mnist curves faces" (default all three)
+#   -p         problems among "mnist curves faces" (default all three) and "quickstart"
+#              (configs/quickstart.ini and its twin configs/quickstart-sgd.ini: the
+#              first-run comparison, e.g. -p quickstart -v "sgd kfac" 60)
 #   -v         variants among "sgd kfac paper tridiag kfoc" (default all but paper): SGD
 #              with Nesterov momentum (configs/PROBLEM-autoencoder-sgd.ini), block-diagonal
 #              K-FAC (configs/PROBLEM-autoencoder.ini), the same with the paper's λ
@@ -57,20 +59,24 @@ out=${2:-$top/bench/out/autoencoders}
 # beside it), and the kfac-train options that point at its data.
 train_file() {
     case $1 in
-    mnist) echo "$datadir/mnist/mnist-10k-images-idx3-ubyte.gz" ;;
+    mnist | quickstart) echo "$datadir/mnist/mnist-10k-images-idx3-ubyte.gz" ;;
     *) echo "$datadir/$1/$1-train-images-idx3-ubyte.gz" ;;
     esac
 }
 data_args() {
     echo "--set data.train=$(train_file "$1")"
-    [ "$1" = mnist ] || echo "--set data.test=$datadir/$1/$1-test-images-idx3-ubyte.gz"
+    case $1 in mnist | quickstart) ;; *) echo "--set data.test=$datadir/$1/$1-test-images-idx3-ubyte.gz" ;; esac
+}
+# A problem's K-FAC configuration, without .ini (its SGD one adds -sgd).
+config_of() {
+    case $1 in quickstart) echo "$top/configs/quickstart" ;; *) echo "$top/configs/$1-autoencoder" ;; esac
 }
 for p in $problems; do
     case $p in
-    mnist) script=data/fetch-mnist.sh ;;
+    mnist | quickstart) script=data/fetch-mnist.sh ;;
     curves) script=data/make-curves.sh ;;
     faces) script=data/fetch-faces.sh ;;
-    *) echo "$name: unknown problem '$p' (mnist, curves or faces)" >&2; exit 2 ;;
+    *) echo "$name: unknown problem '$p' (mnist, curves, faces or quickstart)" >&2; exit 2 ;;
     esac
     file=$(train_file "$p")
     [ "$report_only" = 1 ] || [ -r "$file" ] || { echo "$name: $p: $file is missing; $script makes it" >&2; exit 2; }
@@ -97,11 +103,11 @@ mkdir -p "$out"
 [ "$report_only" = 1 ] || for p in $problems; do
     for v in $variants; do
         case $v in
-        sgd) cfg=$top/configs/$p-autoencoder-sgd.ini extra= every=100 ;;
-        kfac) cfg=$top/configs/$p-autoencoder.ini extra= every=25 ;;
-        paper) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.start=paper" every=25 ;;
-        tridiag) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfac-tridiag" every=25 ;;
-        kfoc) cfg=$top/configs/$p-autoencoder.ini extra="--set optimizer.curvature=kfoc" every=25 ;;
+        sgd) cfg=$(config_of "$p")-sgd.ini extra= every=100 ;;
+        kfac) cfg=$(config_of "$p").ini extra= every=25 ;;
+        paper) cfg=$(config_of "$p").ini extra="--set optimizer.start=paper" every=25 ;;
+        tridiag) cfg=$(config_of "$p").ini extra="--set optimizer.curvature=kfac-tridiag" every=25 ;;
+        kfoc) cfg=$(config_of "$p").ini extra="--set optimizer.curvature=kfoc" every=25 ;;
         esac
         echo "$name: $p $v for $budget s ($(basename "$cfg"))" >&2
         # shellcheck disable=SC2046,SC2086 # the option lists are word lists

@@ -172,7 +172,7 @@ static void choices_list(const char *const *choices, char *buf, size_t size)
 static char *resolve_path(const char *value, const char *base)
 {
     const char *slash = base ? strrchr(base, '/') : NULL;
-    if (!*value || value[0] == '/' || !slash)
+    if (!*value || value[0] == '/' || !slash || strcmp(value, "-") == 0) /* "-": a stream */
         return kfac_xstrdup(value);
     size_t dir = (size_t)(slash - base) + 1, n = strlen(value);
     char *p = kfac_xmalloc(dir + n + 1);

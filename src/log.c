@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -166,12 +167,16 @@ void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     if (log->progress_drawn && t - log->drawn_at < 0.1)
         return;
     log->drawn_at = t;
+    /* One screen line: a line that wrapped could not be redrawn in place. */
+    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    fputc('\r', stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs("\033[K", stderr);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && ws.ws_col <= sizeof line)
+        line[ws.ws_col - 1] = '\0';
+    fprintf(stderr, "\r%s\033[K", line);
     fflush(stderr);
     log->progress_drawn = 1;
 }

@@ -8,10 +8,12 @@
 #include "kfac/study.h"
 #include "kfac/train.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
@@ -23,7 +25,9 @@ static void usage(FILE *f)
           "  -s, --set SECTION.KEY=VALUE  override a configuration key (repeatable)\n"
           "      --seed N                 same as --set train.seed=N\n"
           "  -j, --threads N              same as --set train.threads=N (OpenBLAS threads)\n"
-          "  -l, --log FILE               write the TSV log to FILE (same as --set log.file=FILE)\n"
+          "  -l, --log FILE               write the TSV log to FILE (same as --set log.file=FILE;\n"
+          "                               - for standard output; default: CONFIG's name with\n"
+          "                               .tsv in the working directory, or a numbered one)\n"
           "  -f, --force                  replace an existing log file\n"
           "  -q, --quiet                  no progress line and no summary\n"
           "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
@@ -58,6 +62,44 @@ static void add_set(char ***sets, int *n, const char *key, const char *value)
     char *s = kfac_xasprintf("%s%s%s", key ? key : "", key ? "=" : "", value);
     *sets = kfac_xrealloc(*sets, (size_t)(*n + 1) * sizeof **sets);
     (*sets)[(*n)++] = s;
+}
+
+/* Whether nothing at all is at path (not even a dangling link). */
+static int vacant(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) != 0 && errno == ENOENT;
+}
+
+/* The training log when none is given: a resumed run appends to the log beside its
+ * checkpoint (LOG.ckpt); a new run writes NAME.tsv in the working directory, NAME the
+ * configuration's file name without ".ini", or the first of NAME-2.tsv, NAME-3.tsv, …
+ * that neither a file nor its checkpoint (".ckpt") takes, so that nothing is overwritten.
+ * Returns a new string, or NULL (with the error set) when all are taken. */
+static char *default_log(const char *config, const char *resume)
+{
+    size_t n;
+    if (resume && (n = strlen(resume)) > 5 && strcmp(resume + n - 5, ".ckpt") == 0)
+        return kfac_xasprintf("%.*s", (int)(n - 5), resume);
+    const char *name = strrchr(config, '/');
+    name = name ? name + 1 : config;
+    n = strlen(name);
+    if (n > 4 && strcmp(name + n - 4, ".ini") == 0)
+        n -= 4;
+    for (int i = 1; i <= 999; i++) {
+        char *log = i == 1 ? kfac_xasprintf("%.*s.tsv", (int)n, name)
+                           : kfac_xasprintf("%.*s-%d.tsv", (int)n, name, i);
+        char *ckpt = kfac_xasprintf("%s.ckpt", log);
+        int free_ = vacant(log) && vacant(ckpt);
+        free(ckpt);
+        if (free_)
+            return log;
+        free(log);
+    }
+    kfac_error(KFAC_EEXIST, "%.*s.tsv through %.*s-999.tsv all exist; give the log a name with "
+                            "--log FILE (or --log - for standard output)",
+               (int)n, name, (int)n, name);
+    return NULL;
 }
 
 static int run(int argc, char **argv)
@@ -111,6 +153,15 @@ static int run(int argc, char **argv)
         for (int i = 0; i < n_sets && !status; i++)
             if (kfac_config_set(&cfg, sets[i]))
                 status = fail(EXIT_USAGE, NULL);
+    }
+    /* The log: "-" is standard output; none given, a file named after the run (training
+     * only: a study's table goes to standard output unless named). */
+    if (!status && cfg.log_file && strcmp(cfg.log_file, "-") == 0) {
+        free(cfg.log_file);
+        cfg.log_file = NULL;
+    } else if (!status && !cfg.log_file && !dry_run && !study && !pictures &&
+               !(cfg.log_file = default_log(argv[optind], opts.resume))) {
+        status = fail(EXIT_USAGE, NULL);
     }
     if (!status && dry_run) {
         struct kfac_net *net;

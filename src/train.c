@@ -494,6 +494,64 @@ static int give_up(struct kfac_run *run)
     return rc;
 }
 
+/* The optimiser's figure `name` in the row being written, or NAN when it has none. */
+static double optim_figure(const struct kfac_run *run, const char *name)
+{
+    const char *const *cols = run->optim->ops->columns;
+    for (int i = 0; cols[i]; i++)
+        if (strcmp(cols[i], name) == 0)
+            return run->row[4 + i];
+    return NAN;
+}
+
+/* s seconds as m:ss, or h:mm:ss from an hour. */
+static void format_duration(double s, char *buf, size_t size)
+{
+    long t = isfinite(s) && s > 0 ? lround(s) : 0;
+    if (t >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The terminal line after iteration k: how far the run is (in iterations, or in seconds of
+ * train.max_seconds when that end is nearer) with a bar, iterations per second and the
+ * training time left at that rate, the objective, the last evaluated error (a dash before
+ * the first evaluation) and K-FAC's λ and γ. since_k and since_s: the iteration and the
+ * training time this invocation started from. */
+static void draw_progress(struct kfac_run *run, long k, double objective, double error,
+                          double train_time, long since_k, double since_s)
+{
+    if (!run->log.progress)
+        return;
+    const struct kfac_config *c = run->cfg;
+    double f_iter = (double)k / (double)c->iterations;
+    double f_time = c->max_seconds > 0 ? train_time / c->max_seconds : 0;
+    int by_time = f_time > f_iter;
+    double f = fmin(by_time ? f_time : f_iter, 1.0);
+    double spent = train_time - since_s, rate = spent > 0 ? (double)(k - since_k + 1) / spent : 0;
+    double left = by_time ? c->max_seconds - train_time
+                          : rate > 0 ? (double)(c->iterations - k) / rate : NAN;
+    char where[64], bar[21], eta[24], err[32] = "-", damping[64] = "";
+    if (by_time)
+        snprintf(where, sizeof where, "%.0f/%.0f s", train_time, c->max_seconds);
+    else
+        snprintf(where, sizeof where, "iteration %ld/%ld", k, c->iterations);
+    int filled = (int)(f * 20);
+    for (int i = 0; i < 20; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[20] = '\0';
+    format_duration(left, eta, sizeof eta);
+    if (!isnan(error))
+        snprintf(err, sizeof err, "%.4g", error);
+    double lambda = optim_figure(run, "lambda"), gamma = optim_figure(run, "gamma");
+    if (!isnan(lambda) && !isnan(gamma))
+        snprintf(damping, sizeof damping, "  lambda %.3g gamma %.3g", lambda, gamma);
+    kfac_log_progress(&run->log, "%s [%s] %.1f it/s, %s left  objective %.5g  train %s %s%s",
+                      where, bar, rate, eta, objective, kfac_metric_name(c->data.task), err,
+                      damping);
+}
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig)
@@ -508,6 +566,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     int n_opt = kfac_optim_n_columns(run->optim), n_eval = run->avg ? 4 : 2;
     int rc = 0;
     double train_time = run->seconds, evals[4];
+    const double since_s = run->seconds;
     memcpy(evals, run->final, sizeof evals);
     if (run->start == 1)
         evals[0] = evals[1] = evals[2] = evals[3] = NAN;
@@ -577,9 +636,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         run->row[3] = objective;
         if ((rc = kfac_log_row(&run->log, run->row)))
             break;
-        kfac_log_progress(&run->log, "kfac-train: iteration %ld/%ld  objective %.5g  train %s %.5g  "
-                          "[%.1f s]",
-                          k, c->iterations, objective, metric, evals[0], train_time);
+        draw_progress(run, k, objective, evals[0], train_time, run->start, since_s);
         run->iterations_done = k;
         run->seconds = train_time;
         memcpy(run->final, evals, sizeof evals);
@@ -608,17 +665,28 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    char *log_path = run->log.path ? kfac_xstrdup(run->log.path) : NULL;
     int close_rc = kfac_log_close(&run->log);
     if (!rc)
         rc = close_rc;
     if (!rc && !run->opts.quiet && summary) {
-        fprintf(summary, "kfac-train: %ld iterations in %.2f s; train %s %.6g, test %s %.6g",
-                run->iterations_done, train_time, metric, evals[0], metric, evals[1]);
+        fprintf(summary, "kfac-train: %ld of %ld iterations in %.2f s of training; train %s %.6g, "
+                         "test %s %.6g",
+                run->iterations_done, c->iterations, train_time, metric, evals[0], metric,
+                evals[1]);
         if (run->avg && !isnan(evals[2]))
             fprintf(summary, "; averaged: train %s %.6g, test %s %.6g", metric, evals[2], metric,
                     evals[3]);
         fputc('\n', summary);
+        if (log_path && strcmp(log_path, "/dev/null") != 0) {
+            size_t n = strlen(log_path);
+            int stem = n > 4 && strcmp(log_path + n - 4, ".tsv") == 0 ? (int)(n - 4) : (int)n;
+            fprintf(summary, "kfac-train: the log is %s; plot it with tools/kfac-plot -a -o "
+                             "%.*s.png %s\n",
+                    log_path, stem, log_path, log_path);
+        }
     }
+    free(log_path);
     return rc;
 }
 

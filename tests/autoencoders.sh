@@ -68,6 +68,9 @@ for p in mnist curves faces; do
     ok "$p: a log per variant"
 done
 expect_grep "$WORK/out" "seconds_to_sgd_final" "the table is printed"
+expect_status 0 "the quickstart comparison runs" -- sh "$B" -d "$D" -p quickstart -v "sgd kfac" 1 "$WORK/qs"
+[ "$(awk -F'\t' 'NR > 1 && $1 == "quickstart" && $3 >= 1' "$WORK/qs/summary.tsv" | wc -l)" -eq 2 ] &&
+    ok "with a row for SGD and one for K-FAC" || not_ok "with a row for SGD and one for K-FAC"
 if command -v gnuplot >/dev/null 2>&1; then
     for f in curves-seconds curves-iterations faces-seconds mnist-iterations; do
         [ -s "$WORK/bench/$f.png" ] && ok "$f.png drawn" || not_ok "$f.png drawn"

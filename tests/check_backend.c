@@ -314,17 +314,7 @@ START_TEST(eigendecomposition_is_one)
 }
 END_TEST
 
-/* φ(s) for one value, and φ' written through out = φ(s), by the textbook formulas. */
-static double act_ref(enum kfac_activation act, double s)
-{
-    switch (act) {
-    case KFAC_ACT_LOGISTIC: return 1 / (1 + exp(-s));
-    case KFAC_ACT_TANH: return tanh(s);
-    case KFAC_ACT_RELU: return s > 0 ? s : 0;
-    default: return s;
-    }
-}
-
+/* φ' written through out = φ(s), by the textbook formulas. */
 static double act_slope(enum kfac_activation act, double out)
 {
     switch (act) {
@@ -366,7 +356,7 @@ START_TEST(activations_match_the_loop)
                         size_t k = (size_t)i * ld + j;
                         double want = j >= n                    ? O[k]
                                       : act == KFAC_ACT_SOFTMAX ? exp(si[j] - mx) / sum
-                                                                : act_ref(act, si[j]);
+                                                                : test_phi(act, si[j]);
                         ck_assert_msg(fabs(got[k] - want) <= 1e-6 * (1 + fabs(want)),
                                       "%s forward %d×%d (%d, %d): %g, want %g",
                                       kfac_activation_name(act), m, n, i, j, got[k], want);

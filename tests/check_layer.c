@@ -17,16 +17,6 @@
 static const enum kfac_activation hidden_acts[] = {KFAC_ACT_LINEAR, KFAC_ACT_LOGISTIC,
                                                    KFAC_ACT_TANH, KFAC_ACT_RELU};
 
-static double phi(enum kfac_activation a, double s)
-{
-    switch (a) {
-    case KFAC_ACT_LOGISTIC: return 1 / (1 + exp(-s));
-    case KFAC_ACT_TANH: return tanh(s);
-    case KFAC_ACT_RELU: return s > 0 ? s : 0;
-    default: return s;
-    }
-}
-
 /* A one-layer network gives the layer its buffers. */
 static struct kfac_net *one_layer(int d_in, int d_out, enum kfac_activation act, int m,
                                   struct kfac_rng *r)
@@ -56,7 +46,7 @@ START_TEST(dense_forward_matches_loops)
             for (int j = 0; j < din; j++)
                 s += (double)l->W[o * (din + 1) + j] * X[c * din + j];
             ck_assert_close(l->s[c * dout + o], s, 1e-5);
-            ck_assert_close(kfac_net_output(net)[c * dout + o], phi(act, s), 1e-5);
+            ck_assert_close(kfac_net_output(net)[c * dout + o], test_phi(act, s), 1e-5);
         }
     kfac_net_free(net);
 }
@@ -117,7 +107,7 @@ START_TEST(activation_derivative_by_finite_differences)
         x[j] = 1.0f;
     kfac_activation_derivative_mul(act, 1, 8, out, 8, x, 8, y, 8);
     for (int j = 0; j < 8; j++) {
-        double h = 1e-4, fd = (phi(act, s[j] + h) - phi(act, s[j] - h)) / (2 * h);
+        double h = 1e-4, fd = (test_phi(act, s[j] + h) - test_phi(act, s[j] - h)) / (2 * h);
         ck_assert_close(y[j], fd, 1e-4);
     }
 }

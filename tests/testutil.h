@@ -10,6 +10,7 @@
 #include "kfac/optim.h"
 #include "kfac/rng.h"
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@ static inline struct kfac_optim_opts test_kfac_opts(void)
         .model_fraction = 1, .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20,
         .inverse_every = 20, .lambda = 150, .gamma_max = 1, .use_momentum = 1,
         .kfoc_max_iter = KFAC_KFOC_MAX_ITER, .kfoc_tol = KFAC_KFOC_TOL};
+}
+
+/* φ(s) of a pointwise activation by its textbook formula (not softmax). */
+static inline double test_phi(enum kfac_activation act, double s)
+{
+    switch (act) {
+    case KFAC_ACT_LOGISTIC: return 1 / (1 + exp(-s));
+    case KFAC_ACT_TANH: return tanh(s);
+    case KFAC_ACT_RELU: return s > 0 ? s : 0;
+    default: return s;
+    }
 }
 
 /* A 3-4:tanh-3:OUT network with buffers for m cases and weights ~ U(−1, 1). */
