@@ -63,7 +63,7 @@ expect_status 0 "resumed without --log" -- sh -c "cd '$WORK/run' && '$KFAC_ABS' 
 [ "$(wc -l <"$WORK/run/r.tsv")" -eq 21 ] && ok "appends to r.tsv" || not_ok "appends to r.tsv ($(wc -l <"$WORK/run/r.tsv") lines)"
 
 # The progress line, on a terminal.
-if command -v script >/dev/null 2>&1; then
+if command -v script >/dev/null 2>&1 && script -qec true /dev/null >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     script -qec "cd '$WORK/run' && '$KFAC_ABS' $SHORT --log p.tsv '$Q'" "$WORK/tty" >/dev/null 2>&1
     tr '\r' '\n' <"$WORK/tty" >"$WORK/lines"
@@ -87,7 +87,7 @@ if command -v script >/dev/null 2>&1; then
     script -qec "cd '$WORK/run' && '$KFAC_ABS' -q $SHORT --log q.tsv '$Q'" "$WORK/tty" >/dev/null 2>&1
     grep -q "iteration 1/30" "$WORK/tty" && not_ok "--quiet draws no progress line" || ok "--quiet draws no progress line"
 else
-    echo "# script(1) not found: not checking the progress line"
+    echo "# script(1) not found or no pseudo-terminal: not checking the progress line"
 fi
 # shellcheck disable=SC2086
 expect_status 0 "without a terminal" -- sh -c "cd '$WORK/run' && '$KFAC_ABS' $SHORT --log n.tsv '$Q'"
