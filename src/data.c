@@ -5,6 +5,7 @@
  */
 #include "kfac/data.h"
 #include "kfac/checkpoint.h"
+#include "kfac/file.h"
 #include "kfac/mat.h"
 #include "kfac/status.h"
 
@@ -12,15 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int read_array(const char *path, struct kfac_array *a)
 {
-    if (ends_with(path, ".npy") || ends_with(path, ".npy.gz"))
+    if (kfac_file_has_suffix(path, ".npy") || kfac_file_has_suffix(path, ".npy.gz"))
         return kfac_npy_read(path, a);
     return kfac_idx_read(path, a);
 }
@@ -169,7 +164,8 @@ static int load_arrays(const struct kfac_data_opts *o, const char *path, const c
 {
     struct kfac_array a, b = {0};
     /* A .mat benchmark file holds both splits, and MNIST's labels beside its digits. */
-    int rc = ends_with(path, ".mat") ? kfac_matlab_read(path, split, &a, &b) : read_array(path, &a);
+    int rc = kfac_file_has_suffix(path, ".mat") ? kfac_matlab_read(path, split, &a, &b)
+                                                : read_array(path, &a);
     if (rc)
         return rc;
     if ((rc = resize_images(o, path, &a))) {
@@ -273,8 +269,8 @@ static int load_raw(const struct kfac_data_opts *o, const char *path, const char
                     int split, struct raw_set *r)
 {
     memset(r, 0, sizeof *r);
-    int rc = ends_with(path, ".csv") ? load_csv(o, path, r)
-                                     : load_arrays(o, path, targets, split, r);
+    int rc = kfac_file_has_suffix(path, ".csv") ? load_csv(o, path, r)
+                                                : load_arrays(o, path, targets, split, r);
     if (!rc)
         rc = check_raw(o, path, r);
     if (rc)

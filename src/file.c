@@ -19,6 +19,18 @@ char *kfac_file_dir(const char *path)
     return kfac_xasprintf("%.*s", slash == path ? 1 : (int)(slash - path), path);
 }
 
+int kfac_file_has_suffix(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && strcmp(path + n - k, suffix) == 0;
+}
+
+int kfac_file_stem(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), k = strlen(suffix);
+    return (int)(n > k && kfac_file_has_suffix(path, suffix) ? n - k : n);
+}
+
 int kfac_file_temp(const char *path, const char *what, char **tmp)
 {
     *tmp = kfac_xasprintf("%s.XXXXXX", path);

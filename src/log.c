@@ -159,14 +159,16 @@ double kfac_log_clock(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int kfac_log_progress_due(const struct kfac_log *log)
+{
+    return log->progress && (!log->progress_drawn || kfac_log_clock() - log->drawn_at >= 0.1);
+}
+
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
 {
-    if (!log->progress)
+    if (!kfac_log_progress_due(log))
         return;
-    double t = kfac_log_clock();
-    if (log->progress_drawn && t - log->drawn_at < 0.1)
-        return;
-    log->drawn_at = t;
+    log->drawn_at = kfac_log_clock();
     /* One screen line: a line that wrapped could not be redrawn in place. */
     char line[512];
     va_list ap;

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include "kfac/config.h"
+#include "kfac/file.h"
 #include "kfac/status.h"
 #include "kfac/study.h"
 #include "kfac/train.h"
@@ -78,17 +79,15 @@ static int vacant(const char *path)
  * Returns a new string, or NULL (with the error set) when all are taken. */
 static char *default_log(const char *config, const char *resume)
 {
-    size_t n;
-    if (resume && (n = strlen(resume)) > 5 && strcmp(resume + n - 5, ".ckpt") == 0)
-        return kfac_xasprintf("%.*s", (int)(n - 5), resume);
+    int stem = resume ? kfac_file_stem(resume, ".ckpt") : 0;
+    if (resume && resume[stem]) /* it ends with .ckpt */
+        return kfac_xasprintf("%.*s", stem, resume);
     const char *name = strrchr(config, '/');
     name = name ? name + 1 : config;
-    n = strlen(name);
-    if (n > 4 && strcmp(name + n - 4, ".ini") == 0)
-        n -= 4;
+    int n = kfac_file_stem(name, ".ini");
     for (int i = 1; i <= 999; i++) {
-        char *log = i == 1 ? kfac_xasprintf("%.*s.tsv", (int)n, name)
-                           : kfac_xasprintf("%.*s-%d.tsv", (int)n, name, i);
+        char *log = i == 1 ? kfac_xasprintf("%.*s.tsv", n, name)
+                           : kfac_xasprintf("%.*s-%d.tsv", n, name, i);
         char *ckpt = kfac_xasprintf("%s.ckpt", log);
         int free_ = vacant(log) && vacant(ckpt);
         free(ckpt);
@@ -96,9 +95,10 @@ static char *default_log(const char *config, const char *resume)
             return log;
         free(log);
     }
-    kfac_error(KFAC_EEXIST, "%.*s.tsv through %.*s-999.tsv all exist; give the log a name with "
-                            "--log FILE (or --log - for standard output)",
-               (int)n, name, (int)n, name);
+    kfac_error(KFAC_EEXIST,
+               "%.*s.tsv through %.*s-999.tsv all exist; give the log a name with "
+               "--log FILE (or --log - for standard output)",
+               n, name, n, name);
     return NULL;
 }
 

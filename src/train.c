@@ -514,22 +514,23 @@ static void format_duration(double s, char *buf, size_t size)
         snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
 }
 
-/* The terminal line after iteration k: how far the run is (in iterations, or in seconds of
- * train.max_seconds when that end is nearer) with a bar, iterations per second and the
- * training time left at that rate, the objective, the last evaluated error (a dash before
- * the first evaluation) and K-FAC's λ and γ. since_k and since_s: the iteration and the
- * training time this invocation started from. */
+/* The terminal line after iteration k, when one is due: how far the run is (in
+ * iterations, or in seconds of train.max_seconds when that end is nearer) with a bar,
+ * iterations per second and the training time left at that rate, the objective, the last
+ * evaluated error (a dash before the first evaluation) and K-FAC's λ and γ. since_s: the
+ * training time this invocation started from (at iteration run->start). */
 static void draw_progress(struct kfac_run *run, long k, double objective, double error,
-                          double train_time, long since_k, double since_s)
+                          double train_time, double since_s)
 {
-    if (!run->log.progress)
+    if (!kfac_log_progress_due(&run->log))
         return;
     const struct kfac_config *c = run->cfg;
     double f_iter = (double)k / (double)c->iterations;
     double f_time = c->max_seconds > 0 ? train_time / c->max_seconds : 0;
     int by_time = f_time > f_iter;
     double f = fmin(by_time ? f_time : f_iter, 1.0);
-    double spent = train_time - since_s, rate = spent > 0 ? (double)(k - since_k + 1) / spent : 0;
+    double spent = train_time - since_s,
+           rate = spent > 0 ? (double)(k - run->start + 1) / spent : 0;
     double left = by_time ? c->max_seconds - train_time
                           : rate > 0 ? (double)(c->iterations - k) / rate : NAN;
     char where[64], bar[21], eta[24], err[32] = "-", damping[64] = "";
@@ -636,7 +637,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         run->row[3] = objective;
         if ((rc = kfac_log_row(&run->log, run->row)))
             break;
-        draw_progress(run, k, objective, evals[0], train_time, run->start, since_s);
+        draw_progress(run, k, objective, evals[0], train_time, since_s);
         run->iterations_done = k;
         run->seconds = train_time;
         memcpy(run->final, evals, sizeof evals);
@@ -679,8 +680,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
                     evals[3]);
         fputc('\n', summary);
         if (log_path && strcmp(log_path, "/dev/null") != 0) {
-            size_t n = strlen(log_path);
-            int stem = n > 4 && strcmp(log_path + n - 4, ".tsv") == 0 ? (int)(n - 4) : (int)n;
+            int stem = kfac_file_stem(log_path, ".tsv");
             fprintf(summary, "kfac-train: the log is %s; plot it with tools/kfac-plot -a -o "
                              "%.*s.png %s\n",
                     log_path, stem, log_path, log_path);

@@ -2,7 +2,8 @@
  * file.h: files the program writes whole (checkpoints, generated data sets), written so
  * that neither a failure nor a hostile directory can cost the user a file: a temporary
  * made with mkstemp(3) beside the target (a new name, mode 0600, never a link that was
- * planted there), synced, renamed over the target, and the directory synced after it.
+ * planted there), synced, renamed over the target, and the directory synced after it;
+ * and the few things done to path names (directory, suffix).
  */
 #ifndef KFAC_FILE_H
 #define KFAC_FILE_H
@@ -10,6 +11,13 @@
 /* The directory path names a file in (caller frees): "." for a bare name, "/" for a file
  * at the root. */
 char *kfac_file_dir(const char *path);
+
+/* Whether path ends with suffix (".npy", ".ckpt", ...). */
+int kfac_file_has_suffix(const char *path, const char *suffix);
+
+/* The length of path without suffix when it ends with it and is longer, else its length:
+ * the stem that "%.*s" prints. */
+int kfac_file_stem(const char *path, const char *suffix);
 
 /* A new temporary "PATH.XXXXXX" in path's directory, open for writing: its descriptor,
  * its name in *tmp (caller frees). -1 with KFAC_EIO naming path and what it is ("the

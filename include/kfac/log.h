@@ -40,8 +40,13 @@ int kfac_log_row(struct kfac_log *log, const double *values);
 /* Hands the rows written so far to the system; reports a failed write. */
 int kfac_log_flush(struct kfac_log *log);
 
+/* Whether a progress line would be drawn now: it is enabled and none was drawn in the
+ * last tenth of a second. */
+int kfac_log_progress_due(const struct kfac_log *log);
+
 /* Redraws the progress line (when enabled) with printf-style text, at most ten times a
- * second: calls in between are dropped. */
+ * second: calls in between are dropped (callers that format much ask
+ * kfac_log_progress_due() first). */
 void kfac_log_progress(struct kfac_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
