@@ -12,8 +12,8 @@
  * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
  * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
  * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
- * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's double
- * GEMMs against cblas_dgemm and cblas_sgemm on a square product.
+ * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's GEMMs
+ * against cblas_sgemm on a square product.
  *
  *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
@@ -169,18 +169,17 @@ int main(int argc, char **argv)
                t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
                per[2][0], per[2][1], per[2][2]);
         /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
-         * ·(Ā + γπ I)⁻¹, in double, 2 (n_g² n_a + n_g n_a²) flops; one call an iteration and
+         * ·(Ā + γπ I)⁻¹, in float, 2 (n_g² n_a + n_g n_a²) flops; one call an iteration and
          * two more at each γ trial (every 20). */
         double flops = 0;
         for (int i = 0; i < net->n_blocks; i++) {
             double na = net->blocks[i]->d_in + 1.0, ng = net->blocks[i]->d_out;
             flops += 2 * (ng * ng * na + ng * na * na);
         }
-        double calls = 1 + 2.0 / 20, dgemm = bench_gemm_gflops(2000, 3, 1);
-        double rate = flops * calls / per[0][2] * 1e-9;
-        printf("# batch %d: the preconditioning's double GEMMs run at %.1f GFLOP/s, %.2f of "
-               "cblas_dgemm's %.1f (2000^3) and %.2f of cblas_sgemm's %.1f\n",
-               m, rate, rate / dgemm, dgemm, rate / sgemm_rate, sgemm_rate);
+        double calls = 1 + 2.0 / 20, rate = flops * calls / per[0][2] * 1e-9;
+        printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
+               "cblas_sgemm's %.1f (2000^3)\n",
+               m, rate, rate / sgemm_rate, sgemm_rate);
         fflush(stdout);
         kfac_floats_free(X);
         kfac_net_free(net);

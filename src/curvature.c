@@ -40,8 +40,8 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
         f->UG_t = kfac_xcalloc(ng2, sizeof *f->UG_t);
         f->eig_A = kfac_xcalloc((size_t)f->n_a, sizeof *f->eig_A);
         f->eig_G = kfac_xcalloc((size_t)f->n_g, sizeof *f->eig_G);
-        f->A_inv = kfac_xcalloc(na2, sizeof *f->A_inv);
-        f->G_inv = kfac_xcalloc(ng2, sizeof *f->G_inv);
+        f->A_inv = kfac_floats_new(na2);
+        f->G_inv = kfac_floats_new(ng2);
         /* Until the first decomposition the inverse is that of the damping alone. */
         for (int j = 0; j < f->n_a; j++)
             f->UA_t[(size_t)j * f->n_a + j] = 1.0;
@@ -69,8 +69,8 @@ double kfac_curvature_bytes(const struct kfac_net *net)
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         double na = l->d_in + 1.0, ng = l->d_out;
-        /* A, A_keep, UA_t, A_inv in double, batch_A in float; the same for G. */
-        bytes += (na * na + ng * ng) * (4 * sizeof(double) + sizeof(float));
+        /* A, A_keep, UA_t in double, batch_A and A_inv in float; the same for G. */
+        bytes += (na * na + ng * ng) * (3 * sizeof(double) + 2 * sizeof(float));
     }
     return bytes;
 }
@@ -102,8 +102,8 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
         kfac_curvature_state_add(st, i, "eig_G", KFAC_STATE_F64, f->eig_G, (size_t)f->n_g, 0,
                                  DBL_MAX);
         kfac_curvature_state_add(st, i, "pi", KFAC_STATE_F64, &f->pi, 1, DBL_MIN, DBL_MAX);
-        kfac_curvature_state_add(st, i, "A_inv", KFAC_STATE_F64, f->A_inv, a2, -DBL_MAX, DBL_MAX);
-        kfac_curvature_state_add(st, i, "G_inv", KFAC_STATE_F64, f->G_inv, g2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "A_inv", KFAC_STATE_F32, f->A_inv, a2, -FLT_MAX, FLT_MAX);
+        kfac_curvature_state_add(st, i, "G_inv", KFAC_STATE_F32, f->G_inv, g2, -FLT_MAX, FLT_MAX);
     }
     kfac_state_add_range(st, "curv.inv_gamma", KFAC_STATE_F64, &c->inv_gamma, 1, 0, DBL_MAX);
     if (c->variant && c->variant->state)
@@ -338,10 +338,12 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     return 0;
 }
 
-/* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors); tmp: n × n. */
+/* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors), formed in
+ * double and rounded once; tmp: 2 n × n doubles. */
 static void damped_inverse(const struct kfac_backend *be, int n, const double *U_t,
-                           const double *eig, double d, double *tmp, double *inv)
+                           const double *eig, double d, double *tmp, float *inv)
 {
+    double *dinv = tmp + (size_t)n * n;
     for (int j = 0; j < n; j++) {
         double s = 1.0 / (eig[j] + d);
         const double *u = U_t + (size_t)j * n;
@@ -349,7 +351,9 @@ static void damped_inverse(const struct kfac_backend *be, int n, const double *U
         for (int r = 0; r < n; r++)
             t[r] = s * u[r];
     }
-    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n, n, n, 1.0, U_t, n, tmp, n, 0.0, inv, n);
+    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n, n, n, 1.0, U_t, n, tmp, n, 0.0, dinv, n);
+    for (size_t j = 0; j < (size_t)n * n; j++)
+        inv[j] = (float)dinv[j];
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
@@ -374,14 +378,10 @@ void kfac_curvature_precondition_layer(struct kfac_curvature *c, int i, const fl
     const struct kfac_backend *be = c->be;
     const struct kfac_factors *f = &c->f[i];
     int na = f->n_a, ng = f->n_g;
-    size_t n = (size_t)na * ng;
-    double *v = c->dtmp, *half = c->dtmp + c->tmp_n;
-    kfac_floats_to_doubles(n, V, v);
-    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, ng, 1.0, f->G_inv, ng, v, na, 0.0, half, na);
-    be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, na, (double)scale, half, na, f->A_inv, na, 0.0,
-              v, na);
-    for (size_t j = 0; j < n; j++)
-        out[j] = (float)v[j];
+    float *half = c->tmp;
+    be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, ng, 1.0f, f->G_inv, ng, V, na, 0.0f, half, na);
+    be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, na, scale, half, na, f->A_inv, na, 0.0f, out,
+              na);
 }
 
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,

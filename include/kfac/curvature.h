@@ -75,11 +75,12 @@ struct kfac_factors {
     double *eig_A;       /* n_a: Ā's eigenvalues, ascending, clipped at 0 */
     double *eig_G;       /* n_g */
     double pi;           /* π of the decomposed factors */
-    /* The damped inverses for the γ of the last kfac_curvature_invert(), formed and applied
-     * in double: in float the preconditioned gradient of an ill-conditioned factor is off by
-     * more than the condition number times float's rounding (tests/check_kfac.c). */
-    double *A_inv;       /* n_a × n_a: (Ā + γπ I)⁻¹ */
-    double *G_inv;       /* n_g × n_g: (G + γ/π I)⁻¹ */
+    /* The damped inverses for the γ of the last kfac_curvature_invert(): formed in double
+     * from the eigendecomposition, kept and applied in float (cblas_sgemm). Their error is
+     * of the order of what rounding the float gradient already causes (tests/check_kfac.c,
+     * damped_inverse_precision). */
+    float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
+    float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
 };
 
 /* Block-tridiagonal K-FAC: the coupling of layer i (sizes n_a, n_g) to layer i+1 (sizes
@@ -162,7 +163,7 @@ struct kfac_curvature {
     struct kfac_eigen_work eig;
     size_t tmp_n;             /* max d_out × (d_in+1) and max factor size squared */
     float *tmp;               /* tmp_n */
-    double *dtmp;             /* 2 tmp_n: a layer's block and its half-preconditioned copy */
+    double *dtmp;             /* 2 tmp_n: a damped inverse in double and its scratch */
     float *tmp2;              /* block-tridiagonal only: tmp_n */
     double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
