@@ -93,7 +93,7 @@ int main(int argc, char **argv)
             double t = kfac_log_clock();
             l->ops->forward(l, m);
             double t1 = kfac_log_clock();
-            l->ops->backward(l, m, 1.0f, l->dW, i > 0 ? layer_din : NULL, l->in_size);
+            l->ops->backward(l, m, 1.0f, l->dW, 0.0f, i > 0 ? layer_din : NULL, l->in_size);
             double t2 = kfac_log_clock();
             if (r > 0) {
                 fwd = t1 - t < fwd ? t1 - t : fwd;
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->d_out, rows, k, 1.0f,
                             l->W, k, l->abar, k, 0.0f, l->col, rows);
             if (part == WHOLE || part == DW || part == DIN)
-                l->ops->backward(l, mw, 1.0f, part == DIN ? NULL : l->dW,
+                l->ops->backward(l, mw, 1.0f, part == DIN ? NULL : l->dW, 0.0f,
                                  part == DW ? NULL : din, l->in_size);
             t = kfac_log_clock() - t;
             if (r > 0 && t < part_best[part])

@@ -20,7 +20,8 @@
 /* More than any configuration needs; a bigger file is something else. */
 enum { MAX_CONFIG_BYTES = 1 << 20 };
 
-enum key_type { K_INT, K_LONG, K_DOUBLE, K_BYTES, K_BOOL, K_STRING, K_PATH, K_ENUM };
+/* K_CASES: an int, or "auto" for 0. */
+enum key_type { K_INT, K_LONG, K_DOUBLE, K_BYTES, K_BOOL, K_STRING, K_PATH, K_ENUM, K_CASES };
 
 struct key {
     const char *section, *name;
@@ -115,6 +116,7 @@ static const struct key keys[] = {
     {"train", "checkpoint_keep", K_INT, F(checkpoint_keep), "2", 1, 1000, NULL},
     {"train", "inject_nan", K_STRING, F(inject_nan), "", 0, 0, NULL},
     {"train", "memory_limit", K_BYTES, F(memory_limit), "0", 0, 1125899906842624.0, NULL},
+    {"train", "chunk_size", K_CASES, F(chunk_size), "auto", 0, 1e7, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -190,13 +192,20 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
     char *end;
     errno = 0;
     switch (k->type) {
+    case K_CASES:
+        if (strcmp(value, "auto") == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+        /* fall through */
     case K_INT:
     case K_LONG: {
         long long v = strtoll(value, &end, 10);
         if (end == value || *end || errno || v < k->min || v > k->max)
-            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected an integer from %.0f to %.0f",
-                              k->section, k->name, value, k->min, k->max);
-        if (k->type == K_INT)
+            return kfac_error(KFAC_EINVAL, "%s.%s = '%s': expected %san integer from %.0f to %.0f",
+                              k->section, k->name, value, k->type == K_CASES ? "auto or " : "",
+                              k->min, k->max);
+        if (k->type != K_LONG)
             *(int *)field = (int)v;
         else
             *(long *)field = (long)v;
@@ -562,6 +571,12 @@ static void print_value(const struct key *k, const struct kfac_config *c, FILE *
     fprintf(f, "%s = ", k->name);
     switch (k->type) {
     case K_INT: fprintf(f, "%d\n", *(const int *)field); break;
+    case K_CASES:
+        if (*(const int *)field)
+            fprintf(f, "%d\n", *(const int *)field);
+        else
+            fputs("auto\n", f);
+        break;
     case K_LONG: fprintf(f, "%ld\n", *(const long *)field); break;
     case K_DOUBLE: fprintf(f, "%.15g\n", *(const double *)field); break;
     case K_BYTES: {
@@ -604,7 +619,7 @@ static int run_control(const struct key *k)
     static const char *const train_keys[] = {
         "iterations",       "max_seconds",        "checkpoint",
         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep",
-        "memory_limit",     "inject_nan",         NULL};
+        "memory_limit",     "chunk_size",         "inject_nan",         NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

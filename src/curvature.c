@@ -144,13 +144,18 @@ double kfac_stats_decay(long k, double cap)
     return eps < cap ? eps : cap;
 }
 
-/* Upper triangle of out (n × n) = scale · xᵀx for x (rows × n, ld); NaN-free iff finite. */
-static int second_moment(const struct kfac_backend *be, int rows, int n, const float *x, int ld,
-                         double scale, float *out)
+/* Upper triangle of out (n × n) = scale · xᵀx + beta · out for x (rows × n, ld). */
+static void second_moment(const struct kfac_backend *be, int rows, int n, const float *x, int ld,
+                          double scale, float beta, float *out)
 {
-    be->ssyrk(KFAC_TRANS, n, rows, (float)scale, x, ld, 0.0f, out, n);
+    be->ssyrk(KFAC_TRANS, n, rows, (float)scale, x, ld, beta, out, n);
+}
+
+/* Whether the upper triangle of X (n × n) is finite. */
+static int upper_finite(int n, const float *X)
+{
     for (int i = 0; i < n; i++)
-        if (!kfac_all_finite((size_t)(n - i), out + (size_t)i * n + i))
+        if (!kfac_all_finite((size_t)(n - i), X + (size_t)i * n + i))
             return 0;
     return 1;
 }
@@ -190,27 +195,45 @@ void kfac_curvature_symmetrise(struct kfac_curvature *c)
     }
 }
 
+void kfac_curvature_accumulate(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                              int total, int first)
+{
+    float beta = first ? 0.0f : 1.0f;
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        struct kfac_factors *f = &c->f[i];
+        /* Ā = |T| Ω̂ and G = Γ̂ over the total·|T| rows (see curvature.h). */
+        int rows = m * f->n_pos;
+        second_moment(c->be, rows, f->n_a, l->abar, f->n_a, 1.0 / total, beta, f->batch_A);
+        second_moment(c->be, rows, f->n_g, l->g, f->n_g, 1.0 / ((double)total * f->n_pos), beta,
+                      f->batch_G);
+    }
+    if (c->variant && c->variant->statistics)
+        c->variant->statistics(c, net, m, total, first);
+}
+
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k)
 {
     if (c->variant && c->variant->update)
         return c->variant->update(c, net, m, eps, k);
+    kfac_curvature_accumulate(c, net, m, m, 1);
+    return kfac_curvature_merge_batch(c, eps, k);
+}
+
+int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k)
+{
     for (int i = 0; i < c->n_blocks; i++) {
-        const struct kfac_layer *l = net->blocks[i];
-        struct kfac_factors *f = &c->f[i];
-        /* Ā = |T| Ω̂ and G = Γ̂ over the m·|T| rows (see curvature.h). */
-        int rows = m * f->n_pos;
-        if (!second_moment(c->be, rows, f->n_a, l->abar, f->n_a, 1.0 / m, f->batch_A))
+        const struct kfac_factors *f = &c->f[i];
+        if (!upper_finite(f->n_a, f->batch_A))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activation statistics "
                                              "(the factor A) are not finite; nothing was updated",
                               k, f->layer);
-        if (!second_moment(c->be, rows, f->n_g, l->g, f->n_g, 1.0 / rows, f->batch_G))
+        if (!upper_finite(f->n_g, f->batch_G))
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's gradient statistics "
                                              "(the factor G) are not finite; nothing was updated",
                               k, f->layer);
     }
-    if (c->variant && c->variant->statistics)
-        c->variant->statistics(c, net, m);
     /* The merged factors go into the kept buffers, which are then swapped in: the
      * factors before the update stay whole until the next one, at no copy. */
     for (int i = 0; i < c->n_blocks; i++) {

@@ -52,21 +52,21 @@ static void kfac_curvature_free_tridiag(struct kfac_curvature *c)
     free(c->s_G);
 }
 
-/* The cross moments need no finiteness check of their own: kfac_curvature_update() has
- * found both layers' second moments finite, and by Cauchy–Schwarz |E[x yᵀ]_ab| ≤
+/* The cross moments need no finiteness check of their own: the merge waits until both
+ * layers' second moments are found finite, and by Cauchy–Schwarz |E[x yᵀ]_ab| ≤
  * sqrt(E[x_a²] E[y_b²]). */
 static void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct kfac_net *net,
-                                         int m)
+                                         int m, int total, int first)
 {
     const struct kfac_backend *be = c->be;
+    float w = 1.0f / (float)total, beta = first ? 0.0f : 1.0f;
     for (int i = 0; i + 1 < c->n_blocks; i++) {
         struct kfac_coupling *t = &c->tri[i];
         const struct kfac_layer *l = &net->layers[i], *l1 = &net->layers[i + 1];
-        float w = 1.0f / (float)m;
         be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, t->n_a, t->n_a1, m, w, l->abar, t->n_a, l1->abar,
-                  t->n_a1, 0.0f, t->batch_XA, t->n_a1);
+                  t->n_a1, beta, t->batch_XA, t->n_a1);
         be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, t->n_g, t->n_g1, m, w, l->g, t->n_g, l1->g, t->n_g1,
-                  0.0f, t->batch_XG, t->n_g1);
+                  beta, t->batch_XG, t->n_g1);
     }
 }
 

@@ -426,7 +426,7 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
     kfac_net_forward(net, K, X);
     net->be->loss_sample_grad(loss, K, net->d_out, kfac_net_output(net), rng,
                               kfac_net_output_grad(net));
-    kfac_net_backward(net, K, 1.0f, 0);
+    kfac_net_backward(net, K, 1.0f, KFAC_GRADS_NONE);
     p->kfoc_iterations = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];

@@ -218,15 +218,15 @@ static void conv_input_grad_same(struct kfac_layer *l, int m, float *din)
         }
 }
 
-/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m·n_pos) · ā; din (m × ld_din) =
+/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m·n_pos) · ā + beta · dW; din (m × ld_din) =
  * col2im(g · W[:, :d_in]), the col2im folded into the GEMMs for a same-size convolution. */
-static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
-                          int ld_din)
+static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, float beta,
+                          float *din, int ld_din)
 {
     int k = l->d_in + 1, rows = m * l->n_pos;
     if (dW)
         l->be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, l->d_out, k, rows, scale, l->g, l->d_out, l->abar,
-                     k, 0.0f, dW, k);
+                     k, beta, dW, k);
     if (!din)
         return;
     if (conv_is_same(l) && ld_din == l->in_size) {

@@ -15,15 +15,15 @@ static void dense_forward(struct kfac_layer *l, int m)
     l->be->activation_forward(l->act, m, l->d_out, l->s, l->d_out, l->out, l->ld_out);
 }
 
-/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m) · ā (m × (d_in+1));
+/* dW (d_out × (d_in+1)) = scale · gᵀ (d_out × m) · ā (m × (d_in+1)) + beta · dW;
  * din (m × d_in) = g (m × d_out) · W[:, :d_in]. */
-static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
-                           int ld_din)
+static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, float beta,
+                           float *din, int ld_din)
 {
     int k = l->d_in + 1;
     if (dW)
         l->be->sgemm(KFAC_TRANS, KFAC_NO_TRANS, l->d_out, k, m, scale, l->g, l->d_out, l->abar, k,
-                     0.0f, dW, k);
+                     beta, dW, k);
     if (din)
         l->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, m, l->d_in, l->d_out, 1.0f, l->g, l->d_out, l->W,
                      k, 0.0f, din, ld_din);

@@ -12,10 +12,10 @@ static void flatten_forward(struct kfac_layer *l, int m)
     l->be->activation_forward(l->act, m, l->out_size, l->s, l->out_size, l->out, l->ld_out);
 }
 
-static void flatten_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
-                             int ld_din)
+static void flatten_backward(struct kfac_layer *l, int m, float scale, float *dW, float beta,
+                             float *din, int ld_din)
 {
-    (void)scale, (void)dW;
+    (void)scale, (void)dW, (void)beta;
     if (din)
         kfac_mat_copy(m, l->in_size, l->g, l->out_size, din, ld_din);
 }

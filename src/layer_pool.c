@@ -164,10 +164,10 @@ static void maxpool_forward(struct kfac_layer *l, int m)
 }
 
 /* din (m × in_size) = g routed to each window's maximum. */
-static void maxpool_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
-                             int ld_din)
+static void maxpool_backward(struct kfac_layer *l, int m, float scale, float *dW, float beta,
+                             float *din, int ld_din)
 {
-    (void)scale, (void)dW;
+    (void)scale, (void)dW, (void)beta;
     if (din)
         l->be->pool_max_backward(m, &l->in_shape, l->kh, l->kw, l->stride, l->g, l->argmax, din,
                                  ld_din);
@@ -190,10 +190,10 @@ static void avgpool_forward(struct kfac_layer *l, int m)
 }
 
 /* din (m × in_size) = g spread evenly over each window. */
-static void avgpool_backward(struct kfac_layer *l, int m, float scale, float *dW, float *din,
-                             int ld_din)
+static void avgpool_backward(struct kfac_layer *l, int m, float scale, float *dW, float beta,
+                             float *din, int ld_din)
 {
-    (void)scale, (void)dW;
+    (void)scale, (void)dW, (void)beta;
     if (din)
         l->be->pool_mean_backward(m, &l->in_shape, l->kh, l->kw, l->stride, l->g, din, ld_din);
 }

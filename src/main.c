@@ -31,7 +31,8 @@ static void usage(FILE *f)
           "                               .tsv in the working directory, or a numbered one)\n"
           "  -f, --force                  replace an existing log file\n"
           "  -q, --quiet                  no progress line and no summary\n"
-          "  -n, --dry-run                print the resolved configuration and the model, then exit\n"
+          "  -n, --dry-run                print the resolved configuration, the model and the\n"
+          "                               memory the run needs, then exit\n"
           "  -r, --resume FILE            continue the run a checkpoint holds (its log is appended)\n"
           "      --force-resume           resume even with a configuration that differs from the\n"
           "                               checkpoint's\n"
@@ -173,6 +174,19 @@ static int run(int argc, char **argv)
             putchar('\n');
             kfac_model_summary(net, loss, stdout);
             kfac_net_free(net);
+            /* The memory plan needs the data's size: without the data it is left out, and
+             * any other failure once the data are read is the configuration's. */
+            struct kfac_run r;
+            struct kfac_run_opts plan = opts;
+            plan.plan_only = 1;
+            putchar('\n');
+            if (!kfac_run_prepare(&r, &cfg, &plan))
+                kfac_run_print_plan(&r, stdout);
+            else if (r.train.n == 0)
+                printf("# memory: not planned without the data (%s)\n", kfac_last_error());
+            else
+                status = fail(EXIT_USAGE, argv[optind]);
+            kfac_run_free(&r);
         }
     } else if (!status && opts.resume && (study || pictures)) {
         fputs("kfac-train: --resume continues a training run, not a Fisher study or pictures\n",

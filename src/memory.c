@@ -80,26 +80,66 @@ static const char *format(double bytes, char *buf, unsigned size)
     return buf;
 }
 
-int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key)
+/* The limit in force (limit, or kfac_memory_available() when 0) and where it came from,
+ * into from (size bytes). */
+static double limit_of(double limit, const char *limit_key, char *from, unsigned size)
 {
-    double total = total_of(m);
-    char a[32], b[32], from[96];
+    char b[32];
     if (limit > 0) {
-        snprintf(from, sizeof from, "%s (%s)", limit_key, format(limit, b, sizeof b));
-    } else {
-        limit = kfac_memory_available();
-        snprintf(from, sizeof from, "the %s this machine lets the process use",
-                 format(limit, b, sizeof b));
+        snprintf(from, size, "%s (%s)", limit_key, format(limit, b, sizeof b));
+        return limit;
     }
-    if (limit <= 0 || total <= limit)
-        return 0;
-    int order[KFAC_MEMORY_MAX_ITEMS];
+    limit = kfac_memory_available();
+    snprintf(from, size, "the %s this machine lets the process use", format(limit, b, sizeof b));
+    return limit;
+}
+
+/* order (m->n) = the items' indices, largest first. */
+static void sort_items(const struct kfac_memory *m, int *order)
+{
     for (int i = 0; i < m->n; i++) {
         int j = i;
         for (; j > 0 && m->items[order[j - 1]].bytes < m->items[i].bytes; j--)
             order[j] = order[j - 1];
         order[j] = i;
     }
+}
+
+double kfac_memory_total(const struct kfac_memory *m)
+{
+    return total_of(m);
+}
+
+int kfac_memory_fits(const struct kfac_memory *m, double limit)
+{
+    if (limit <= 0)
+        limit = kfac_memory_available();
+    return limit <= 0 || total_of(m) <= limit;
+}
+
+void kfac_memory_print(const struct kfac_memory *m, double limit, const char *limit_key, FILE *f)
+{
+    int order[KFAC_MEMORY_MAX_ITEMS];
+    char a[32], from[96];
+    sort_items(m, order);
+    for (int i = 0; i < m->n; i++) {
+        const struct kfac_memory_item *it = &m->items[order[i]];
+        fprintf(f, "#   %-40s %12s  (%s)\n", it->what, format(it->bytes, a, sizeof a), it->key);
+    }
+    limit = limit_of(limit, limit_key, from, sizeof from);
+    fprintf(f, "#   %-40s %12s  of %s\n", "total, at least", format(total_of(m), a, sizeof a),
+            limit > 0 ? from : "an unknown limit");
+}
+
+int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key)
+{
+    double total = total_of(m);
+    char a[32], from[96];
+    limit = limit_of(limit, limit_key, from, sizeof from);
+    if (limit <= 0 || total <= limit)
+        return 0;
+    int order[KFAC_MEMORY_MAX_ITEMS];
+    sort_items(m, order);
     char list[1024];
     size_t used = 0;
     list[0] = '\0';

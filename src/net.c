@@ -550,15 +550,16 @@ float *kfac_net_output_grad(struct kfac_net *net)
     return net->layers[net->n_layers - 1].g;
 }
 
-void kfac_net_backward(struct kfac_net *net, int m, float scale, int want_grads)
+void kfac_net_backward(struct kfac_net *net, int m, float scale, enum kfac_grads grads)
 {
     /* Below the first layer with parameters no gradient is needed. */
     int first = net->blocks[0]->index;
     for (int i = net->n_layers - 1; i >= first; i--) {
         struct kfac_layer *l = &net->layers[i];
         struct kfac_layer *prev = i > first ? &net->layers[i - 1] : NULL;
-        l->ops->backward(l, m, scale, want_grads && l->n_params ? l->dW : NULL,
-                         prev ? prev->g : NULL, prev ? prev->out_size : 0);
+        l->ops->backward(l, m, scale, grads != KFAC_GRADS_NONE && l->n_params ? l->dW : NULL,
+                         grads == KFAC_GRADS_ADD ? 1.0f : 0.0f, prev ? prev->g : NULL,
+                         prev ? prev->out_size : 0);
         if (prev)
             net->be->activation_derivative_mul(prev->act, m, prev->out_size, prev->out,
                                                prev->ld_out, prev->g, prev->out_size, prev->g,

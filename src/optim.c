@@ -12,17 +12,26 @@
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad)
 {
-    int m = b->m, n = net->d_out;
-    kfac_net_forward(net, m, b->x);
-    double h = net->be->loss_sum(loss, m, n, kfac_net_logits(net), b->t) / m;
+    int m = b->m, n = net->d_out, chunk = net->max_batch;
+    double sum = 0;
+    /* The last chunk first, so that the buffers end with the first cases, which the
+     * statistics and the quadratic model start from. */
+    for (int first = (m - 1) / chunk * chunk; first >= 0; first -= chunk) {
+        int mc = m - first < chunk ? m - first : chunk;
+        const float *x = b->x + (size_t)first * net->d_in, *t = b->t + (size_t)first * n;
+        kfac_net_forward(net, mc, x);
+        sum += net->be->loss_sum(loss, mc, n, kfac_net_logits(net), t);
+        if (want_grad) {
+            net->be->loss_grad(loss, mc, n, kfac_net_output(net), t, kfac_net_output_grad(net));
+            kfac_net_backward(net, mc, 1.0f / (float)m,
+                              first + mc == m ? KFAC_GRADS_SET : KFAC_GRADS_ADD);
+        }
+    }
+    double h = sum / m;
     if (l2 > 0)
         h += 0.5 * l2 * kfac_sumsq(net->n_params, net->params);
-    if (want_grad) {
-        net->be->loss_grad(loss, m, n, kfac_net_output(net), b->t, kfac_net_output_grad(net));
-        kfac_net_backward(net, m, 1.0f / (float)m, 1);
-        if (l2 > 0)
-            net->be->saxpy((int)net->n_params, (float)l2, net->params, net->grads);
-    }
+    if (want_grad && l2 > 0)
+        net->be->saxpy((int)net->n_params, (float)l2, net->params, net->grads);
     return h;
 }
 
@@ -73,20 +82,30 @@ static int rows_finite(int m, int n, const float *x, int ld)
     return 1;
 }
 
-int kfac_objective_error(const struct kfac_net *net, const struct kfac_batch *b, long k)
+int kfac_objective_error(struct kfac_net *net, const struct kfac_batch *b, long k)
 {
     const char *tail = "; the parameters were left unchanged";
     if (!rows_finite(b->m, net->d_in, b->x, net->d_in))
         return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
                                          "batch's inputs are not%s",
                           k, tail);
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct kfac_layer *l = &net->layers[i];
-        if (!rows_finite(b->m, l->out_size, l->out, l->ld_out))
-            return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
-                                             "outputs of layer %d are the first that are not%s",
-                              k, l->index + 1, tail);
+    /* The lowest layer with a non-finite output in any chunk. */
+    int bad = net->n_layers, chunk = net->max_batch;
+    for (int first = 0; first < b->m && bad > 0; first += chunk) {
+        int mc = b->m - first < chunk ? b->m - first : chunk;
+        kfac_net_forward(net, mc, b->x + (size_t)first * net->d_in);
+        for (int i = 0; i < bad; i++) {
+            const struct kfac_layer *l = &net->layers[i];
+            if (!rows_finite(mc, l->out_size, l->out, l->ld_out)) {
+                bad = i;
+                break;
+            }
+        }
     }
+    if (bad < net->n_layers)
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
+                                         "outputs of layer %d are the first that are not%s",
+                          k, net->layers[bad].index + 1, tail);
     if (!rows_finite(b->m, net->d_out, b->t, net->d_out))
         return kfac_error(KFAC_ENUMERIC, "iteration %ld: the objective is not finite: the "
                                          "batch's targets are not%s",

@@ -5,13 +5,18 @@
  *   2. Kronecker-factor statistics from the first ⌈τ1 m⌉ cases, with output gradients
  *      drawn from the model (or the real ones: the empirical Fisher), averaged with
  *      ε = min(1 − 1/k, cap); eigendecompositions on k ≤ 3 and every T3 iterations;
- *   3. for each γ tried (three every T2 iterations, else one), Δ = −F̂⁻¹∇h and the
- *      exact-Fisher quadratic model over span{Δ, δ₀} on the first ⌈τ2 m⌉ cases
- *      (forward-mode passes, no backward pass), which gives α, μ and M(δ) − M(0);
+ *   3. for each γ tried (three every T2 iterations, else one), Δ = −F̂⁻¹∇h, then the
+ *      exact-Fisher quadratic model over span{Δ, δ₀} on the first ⌈τ2 m⌉ cases for all
+ *      of them in one pass (forward-mode products, no backward pass), which gives α, μ
+ *      and M(δ) − M(0) for each;
  *   4. θ ← θ + δ (never rejected), and every T1 iterations λ from ρ; during the warm-up
  *      (start = warmup, REFERENCE.md §5), every iteration until ρ ≤ 3/4.
  * Nothing non-finite reaches the parameters: the gradient, the statistics and the step
  * are checked, and a failure leaves θ as it was.
+ * Every pass takes chunks of at most the network's max_batch cases (train.chunk_size):
+ * sums (the gradient, the statistics, the model's inner products) add up over chunks, and
+ * a chunk whose forward pass the layer buffers still hold is not run again, so a batch
+ * that fits in one chunk costs what it did before chunks.
  */
 #include "kfac/curvature.h"
 #include "kfac/log.h"
@@ -32,13 +37,18 @@ struct kfac {
     double kfoc_cases;         /* cases in K-FOC's running mean (kfoc_average = running) */
     int have_prev;             /* prev holds the previous step δ₀ */
     int warm;                  /* λ's warm-up has not ended (start = warmup) */
-    float *delta;              /* n_params: Δ for the γ being tried */
+    float *delta[3];           /* n_params each: Δ for each γ tried (one unless T2 > 0) */
     float *cand;               /* n_params: δ for the γ being tried */
     float *best;               /* n_params: the chosen δ */
     float *prev;               /* n_params: δ₀ */
     float *theta;              /* n_params: θ while candidates are evaluated (objective rule) */
-    float *j_prev;             /* max_batch × d_out: J δ₀ */
-    float *scratch;            /* max_batch × d_out */
+    int chunk;                 /* the network's max_batch when this was made: the most
+                                * cases the statistics and the model take per pass */
+    float *j_prev;             /* chunk × d_out: J δ₀ of a chunk */
+    float *scratch;            /* chunk × d_out */
+    /* The cases of the batch whose forward pass the layer buffers hold: [held, held +
+     * n_held) at the step's θ, with g of the real targets when real_g. */
+    int held, n_held, real_g;
 };
 
 /* K-FOC logs one more column: the largest power-iteration count of the batch's fits. */
@@ -53,12 +63,19 @@ enum { COL_LAMBDA, COL_GAMMA, COL_RHO, COL_ALPHA, COL_MU, COL_MODEL, COL_STEP, C
 
 /* --- The quadratic model and λ's rule (optim.h). */
 
-double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
-                       const float *jw, float *scratch)
+/* Σ_cases (J v)ᵀ F_R (J w) over the first m cases of the layer buffers. */
+static double fisher_sum(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
+                         const float *jw, float *scratch)
 {
     size_t n = (size_t)m * (size_t)net->d_out;
     net->be->loss_fisher_mul(loss, m, net->d_out, kfac_net_output(net), jw, scratch);
-    return kfac_dot(n, jv, scratch) / m;
+    return kfac_dot(n, jv, scratch);
+}
+
+double kfac_fisher_dot(const struct kfac_net *net, enum kfac_loss loss, int m, const float *jv,
+                       const float *jw, float *scratch)
+{
+    return fisher_sum(net, loss, m, jv, jw, scratch) / m;
 }
 
 double kfac_model_change(const double *C, const double *g, double alpha, double mu)
@@ -109,23 +126,54 @@ static int ceil_fraction(double fraction, int m)
     return n < 1 ? 1 : n > m ? m : n;
 }
 
-/* Step 2: statistics, merged into the factors; decompositions when due. */
+/* Makes the layer buffers hold the forward pass of the batch's cases [first, first + mc)
+ * at the current θ, running it unless they already do. */
+static void hold(struct kfac *s, const struct kfac_batch *b, int first, int mc)
+{
+    struct kfac_net *net = s->base.net;
+    if (first == s->held && mc <= s->n_held)
+        return;
+    kfac_net_forward(net, mc, b->x + (size_t)first * net->d_in);
+    s->held = first;
+    s->n_held = mc;
+    s->real_g = 0;
+}
+
+/* Step 2: statistics of the first ms cases, chunk by chunk, merged into the factors;
+ * decompositions when due. */
 static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, double *figures)
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
     double t0 = kfac_log_clock();
-    int ms = ceil_fraction(o->opts.stats_fraction, b->m);
-    if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
-        net->be->loss_sample_grad(o->loss, ms, net->d_out, kfac_net_output(net), &s->rng,
-                                  kfac_net_output_grad(net));
-        kfac_net_backward(net, ms, 1.0f, 0);
-    } /* else the layers still hold g of the real targets from the gradient pass */
-    double eps = kfac_stats_decay(k, o->opts.stats_decay);
+    int ms = ceil_fraction(o->opts.stats_fraction, b->m), chunk = s->chunk;
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
+    if (kfoc && ms > chunk)
+        return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
+                                       "one chunk, and train.chunk_size is %d",
+                          k, ms, chunk);
+    for (int first = 0; first < ms; first += chunk) {
+        int mc = ms - first < chunk ? ms - first : chunk;
+        hold(s, b, first, mc);
+        if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
+            net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), &s->rng,
+                                      kfac_net_output_grad(net));
+            kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
+            s->real_g = 0;
+        } else if (!s->real_g) { /* the empirical Fisher: g of the real targets */
+            net->be->loss_grad(o->loss, mc, net->d_out, kfac_net_output(net),
+                               b->t + (size_t)first * net->d_out, kfac_net_output_grad(net));
+            kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
+            s->real_g = 1;
+        }
+        if (ms > chunk)
+            kfac_curvature_accumulate(s->curv, net, mc, ms, first == 0);
+    }
+    double eps = kfac_stats_decay(k, o->opts.stats_decay);
     if (kfoc && o->opts.kfoc_average == KFAC_KFOC_RUNNING)
         eps = s->kfoc_cases / (s->kfoc_cases + ms);
-    int rc = kfac_curvature_update(s->curv, net, ms, eps, k);
+    int rc = ms > chunk ? kfac_curvature_merge_batch(s->curv, eps, k)
+                        : kfac_curvature_update(s->curv, net, ms, eps, k);
     if (kfoc) {
         figures[COL_KFOC_ITER] = rc ? NAN : s->curv->kfoc.info.iterations;
         if (!rc)
@@ -139,34 +187,55 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     return rc;
 }
 
-/* The step for one γ: cand = αΔ + μδ₀ with its model change; *score ranks candidates.
- * Fails only if the inverse cannot be formed. */
-static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double gamma,
-                     double c_prev, double g_prev, double *alpha, double *mu, double *change,
-                     double *score, double *figures)
+/* The quadratic model's Fisher sums over the first mq cases, chunk by chunk, for the
+ * n_gamma proposals s->delta: dd[i] = Σ (JΔ_i)ᵀ F_R (JΔ_i), dp[i] = Σ (JΔ_i)ᵀ F_R (Jδ₀) and
+ * *pp = Σ (Jδ₀)ᵀ F_R (Jδ₀) (the last two only after a first step). One forward pass per
+ * chunk serves every tangent. */
+static void model_sums(struct kfac *s, const struct kfac_batch *b, int mq, int n_gamma,
+                       double *dd, double *dp, double *pp)
+{
+    struct kfac_net *net = s->base.net;
+    enum kfac_loss loss = s->base.loss;
+    int chunk = s->chunk;
+    *pp = 0;
+    for (int i = 0; i < n_gamma; i++)
+        dd[i] = dp[i] = 0;
+    for (int first = 0; first < mq; first += chunk) {
+        int mc = mq - first < chunk ? mq - first : chunk;
+        hold(s, b, first, mc);
+        if (s->have_prev) {
+            const float *j = kfac_net_jvp(net, mc, s->prev);
+            memcpy(s->j_prev, j, (size_t)mc * net->d_out * sizeof *j);
+            *pp += fisher_sum(net, loss, mc, s->j_prev, s->j_prev, s->scratch);
+        }
+        for (int i = 0; i < n_gamma; i++) {
+            const float *j = kfac_net_jvp(net, mc, s->delta[i]);
+            dd[i] += fisher_sum(net, loss, mc, j, j, s->scratch);
+            if (s->have_prev)
+                dp[i] += fisher_sum(net, loss, mc, j, s->j_prev, s->scratch);
+        }
+    }
+}
+
+/* The step for the proposal Δ (s->delta[i]) with the model's sums for it: cand = αΔ + μδ₀
+ * with its model change; *score ranks candidates. */
+static void try_gamma(struct kfac *s, const struct kfac_batch *b, int i, double mq, double dd,
+                      double dp, double c_prev, double g_prev, double *alpha, double *mu,
+                      double *change, double *score)
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
     size_t n = net->n_params;
-    int mq = ceil_fraction(o->opts.model_fraction, b->m);
+    const float *delta = s->delta[i];
     double damping = s->lambda + o->opts.l2;
-    double t_inv = kfac_log_clock();
-    int rc = kfac_curvature_invert(s->curv, gamma, k);
-    if (rc)
-        return rc;
-    double t0 = kfac_log_clock();
-    kfac_curvature_precondition(s->curv, net, net->grads, -1.0f, s->delta);
-    double t1 = kfac_log_clock();
-    const float *j_delta = kfac_net_jvp(net, mq, s->delta);
     /* ΔᵀΔ, ∇hᵀΔ and δ₀ᵀΔ in one pass over the parameters. */
-    const float *ys[3] = {s->delta, net->grads, s->prev};
+    const float *ys[3] = {delta, net->grads, s->prev};
     double dots[3], C[4], g[2];
-    kfac_dots(n, s->delta, s->have_prev ? 3 : 2, ys, dots);
-    C[0] = kfac_fisher_dot(net, o->loss, mq, j_delta, j_delta, s->scratch) + damping * dots[0];
+    kfac_dots(n, delta, s->have_prev ? 3 : 2, ys, dots);
+    C[0] = dd / mq + damping * dots[0];
     g[0] = dots[1];
     if (s->have_prev) {
-        C[1] = C[2] = kfac_fisher_dot(net, o->loss, mq, j_delta, s->j_prev, s->scratch) +
-                      damping * dots[2];
+        C[1] = C[2] = dp / mq + damping * dots[2];
         C[3] = c_prev;
         g[1] = g_prev;
     } else {
@@ -180,23 +249,18 @@ static int try_gamma(struct kfac *s, const struct kfac_batch *b, long k, double 
         *change = kfac_model_change(C, g, *alpha, *mu);
     }
     float a = (float)*alpha, u = (float)*mu;
-    for (size_t i = 0; i < n; i++) /* δ = αΔ + μδ₀ (δ₀ is zero before the first step) */
-        s->cand[i] = a * s->delta[i] + u * s->prev[i];
+    for (size_t j = 0; j < n; j++) /* δ = αΔ + μδ₀ (δ₀ is zero before the first step) */
+        s->cand[j] = a * delta[j] + u * s->prev[j];
     *score = *change;
     if (o->opts.gamma_rule == KFAC_GAMMA_OBJECTIVE) {
-        /* h(θ + δ) overwrites the forward pass at θ, which the next candidate's J·Δ needs. */
         memcpy(s->theta, net->params, n * sizeof *s->theta);
         net->be->saxpy((int)n, 1.0f, s->cand, net->params);
         *score = kfac_objective(net, o->loss, o->opts.l2, b, 0);
         if (isnan(*score))
             *score = INFINITY;
         memcpy(net->params, s->theta, n * sizeof *s->theta);
-        kfac_net_forward(net, mq, b->x);
+        s->n_held = 0; /* the buffers hold θ + δ's passes now */
     }
-    figures[COL_T_INVERSE] += t0 - t_inv;
-    figures[COL_T_PRECOND] += t1 - t0;
-    figures[COL_T_MODEL] += kfac_log_clock() - t1;
-    return 0;
 }
 
 /* What an attempt may change besides the factors, as it was before the attempt. */
@@ -237,6 +301,9 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     figures[COL_RHO] = NAN;
 
     double h = kfac_objective(net, o->loss, op->l2, b, 1);
+    s->held = 0;
+    s->n_held = b->m < net->max_batch ? b->m : net->max_batch;
+    s->real_g = 1;
     if (!isfinite(h))
         return kfac_objective_error(net, b, k);
     int rc = kfac_check_finite(net, net->grads, k, "gradient");
@@ -246,21 +313,6 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     if (rc || (rc = update_curvature(s, b, k, figures)))
         return undo(s, rc, &before);
 
-    /* The previous step's part of the model does not depend on γ. */
-    double t0 = kfac_log_clock(), c_prev = 0, g_prev = 0;
-    int mq = ceil_fraction(op->model_fraction, b->m);
-    if (s->have_prev) {
-        const float *j = kfac_net_jvp(net, mq, s->prev);
-        memcpy(s->j_prev, j, (size_t)mq * net->d_out * sizeof *j);
-        const float *ys[2] = {s->prev, net->grads};
-        double dots[2];
-        kfac_dots(n, s->prev, 2, ys, dots);
-        c_prev = kfac_fisher_dot(net, o->loss, mq, s->j_prev, s->j_prev, s->scratch) +
-                 (s->lambda + op->l2) * dots[0];
-        g_prev = dots[1];
-    }
-    figures[COL_T_MODEL] += kfac_log_clock() - t0;
-
     /* The current γ goes last: when it is kept, its inverses are still in place next time
      * (which matters for the block-tridiagonal variant's eigendecompositions). */
     double gammas[3] = {s->gamma, 0, 0};
@@ -268,11 +320,30 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     if (op->gamma_every > 0 && k % op->gamma_every == 0)
         n_gamma = kfac_gamma_candidates(s->gamma, op->gamma_every, s->gamma_min, op->gamma_max,
                                         gammas);
+    for (int i = 0; i < n_gamma; i++) {
+        double t0 = kfac_log_clock();
+        if ((rc = kfac_curvature_invert(s->curv, gammas[i], k)))
+            return undo(s, rc, &before);
+        double t1 = kfac_log_clock();
+        kfac_curvature_precondition(s->curv, net, net->grads, -1.0f, s->delta[i]);
+        figures[COL_T_INVERSE] += t1 - t0;
+        figures[COL_T_PRECOND] += kfac_log_clock() - t1;
+    }
+
+    double t0 = kfac_log_clock(), dd[3], dp[3], pp, c_prev = 0, g_prev = 0;
+    int mq = ceil_fraction(op->model_fraction, b->m);
+    model_sums(s, b, mq, n_gamma, dd, dp, &pp);
+    if (s->have_prev) { /* the previous step's part of the model does not depend on γ */
+        const float *ys[2] = {s->prev, net->grads};
+        double dots[2];
+        kfac_dots(n, s->prev, 2, ys, dots);
+        c_prev = pp / mq + (s->lambda + op->l2) * dots[0];
+        g_prev = dots[1];
+    }
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
         double a, u, c, score;
-        if ((rc = try_gamma(s, b, k, gammas[i], c_prev, g_prev, &a, &u, &c, &score, figures)))
-            return undo(s, rc, &before);
+        try_gamma(s, b, i, mq, dd[i], dp[i], c_prev, g_prev, &a, &u, &c, &score);
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
@@ -282,6 +353,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
             s->gamma = gammas[i];
         }
     }
+    figures[COL_T_MODEL] += kfac_log_clock() - t0;
     if ((rc = kfac_check_finite(net, s->best, k, "step")))
         return undo(s, rc, &before);
     net->be->saxpy((int)n, 1.0f, s->best, net->params);
@@ -339,7 +411,8 @@ static void kfac_free(struct kfac_optim *o)
 {
     struct kfac *s = (struct kfac *)o;
     kfac_curvature_free(s->curv);
-    kfac_floats_free(s->delta);
+    for (int i = 0; i < 3; i++)
+        kfac_floats_free(s->delta[i]);
     kfac_floats_free(s->cand);
     kfac_floats_free(s->best);
     kfac_floats_free(s->prev);
@@ -377,17 +450,21 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->base.opts = *opts;
     s->rng = *rng;
     s->curv = kfac_curvature_new(net);
+    s->chunk = net->max_batch;
+    /* K-FOC's fits take a batch's statistics cases at once: scratch for a chunk, which
+     * must hold them all (update_curvature() refuses a batch whose do not fit). */
     if (opts->curvature == KFAC_CURVATURE_KFOC)
-        kfac_curvature_use_kfoc(s->curv, ceil_fraction(opts->stats_fraction, net->max_batch),
-                                opts->kfoc_normalise, opts->kfoc_max_iter, opts->kfoc_tol);
+        kfac_curvature_use_kfoc(s->curv, s->chunk, opts->kfoc_normalise,
+                                opts->kfoc_max_iter, opts->kfoc_tol);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
     s->lambda = opts->lambda;
     s->warm = opts->start == KFAC_START_WARMUP && opts->lambda_every > 0;
     s->gamma = kfac_gamma_start(opts);
     s->gamma_min = kfac_gamma_min(opts);
-    size_t n = net->n_params, jn = (size_t)net->max_batch * (size_t)net->d_out;
-    s->delta = kfac_floats_new(n);
+    size_t n = net->n_params, jn = (size_t)s->chunk * (size_t)net->d_out;
+    for (int i = 0; i < (opts->gamma_every > 0 ? 3 : 1); i++)
+        s->delta[i] = kfac_floats_new(n);
     s->cand = kfac_floats_new(n);
     s->best = kfac_floats_new(n);
     s->prev = kfac_floats_new(n);

@@ -32,8 +32,10 @@ double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_ne
     double n = (double)net->n_params;
     if (opts->type != KFAC_OPTIM_KFAC)
         return 2 * n * sizeof(float); /* SGD's velocity and θ */
-    /* δ, its candidate, the best one and the previous step; J·δ₀ and a scratch. */
-    return (4 * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
+    /* Δ for each γ tried, δ's candidate, the best one and the previous step; J·δ₀ and a
+     * scratch for a chunk. */
+    double proposals = opts->gamma_every > 0 ? 3 : 1;
+    return ((proposals + 3) * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
            kfac_curvature_bytes(net) +
            (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL ? kfac_curvature_tridiag_bytes(net) : 0);
 }

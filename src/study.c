@@ -85,7 +85,7 @@ static int sample_cases(const struct kfac_config *c, struct kfac_run *run, long 
     net->be->loss_sample_grad(run->loss, (int)N, net->d_out, kfac_net_output(net), &run->rng_probe,
                               kfac_net_output_grad(net));
     int rc = c->study_export ? export_run(c, run, seed, X, order, force) : 0;
-    kfac_net_backward(net, (int)N, 1.0f, 0);
+    kfac_net_backward(net, (int)N, 1.0f, KFAC_GRADS_NONE);
     for (int i = 0; i < L; i++) {
         const struct kfac_layer *l = net->blocks[cases[i].block];
         size_t rows = N * (size_t)cases[i].T;
@@ -575,7 +575,7 @@ static void exact_fisher(struct kfac_run *run, struct pictures *p)
     }
     for (int j = 0; j < net->d_out; j++) {
         net->be->loss_fisher_column(run->loss, K, net->d_out, out, j, kfac_net_output_grad(net));
-        kfac_net_backward(net, K, 1.0f, 0);
+        kfac_net_backward(net, K, 1.0f, KFAC_GRADS_NONE);
         for (int b = 0; b < nb; b++) {
             const struct kfac_layer *l = &net->layers[p->first + b];
             int na = l->d_in + 1, ng = l->d_out;

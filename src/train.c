@@ -212,30 +212,81 @@ static int check_outputs(const struct kfac_run *run, const struct kfac_config *c
     return rc;
 }
 
-/* Refuses a run whose data, network, buffers for max_batch cases and optimiser need more
- * memory than train.memory_limit or the machine allows, before any of it is allocated. */
-static int check_memory(const struct kfac_run *run, const struct kfac_config *c, int train_batch,
-                        int max_batch)
+/* The tally of what the run will hold with layer buffers for chunk cases: the data,
+ * the network, the batch, the buffers and the optimiser. */
+static void tally_memory(const struct kfac_run *run, const struct kfac_config *c, int train_batch,
+                         int chunk, struct kfac_memory *need)
 {
     const struct kfac_net *net = run->net;
-    struct kfac_memory need = {0};
     double cases = (double)(run->train.n + run->test.n), n = (double)net->n_params;
     int own_t = run->train.t != run->train.x;
-    kfac_memory_add(&need, "the data", "data.max_cases",
+    memset(need, 0, sizeof *need);
+    kfac_memory_add(need, "the data", "data.max_cases",
                     cases * (run->train.d_x + own_t * run->train.d_t) * sizeof(float));
-    kfac_memory_add(&need, "parameters and gradients", "model.layers", 2 * n * sizeof(float));
+    kfac_memory_add(need, "parameters and gradients", "model.layers", 2 * n * sizeof(float));
     char what[64];
-    snprintf(what, sizeof what, "layer buffers for %d cases", max_batch);
-    kfac_memory_add(&need, what, max_batch > train_batch ? "log.eval_batch" : "train.batch_size",
-                    kfac_net_buffer_bytes(net, max_batch));
-    kfac_memory_add(&need, "the batch", "train.batch_size",
+    snprintf(what, sizeof what, "layer buffers for %d case%s", chunk, chunk == 1 ? "" : "s");
+    kfac_memory_add(need, what, "train.chunk_size", kfac_net_buffer_bytes(net, chunk));
+    kfac_memory_add(need, "the batch", "train.batch_size",
                     (double)train_batch * (run->train.d_x + own_t * run->train.d_t) * sizeof(float));
-    kfac_memory_add(&need, c->optim.type == KFAC_OPTIM_KFAC ? "K-FAC's factors and vectors"
+    kfac_memory_add(need, c->optim.type == KFAC_OPTIM_KFAC ? "K-FAC's factors and vectors"
                                                             : "SGD's vectors",
-                    "model.layers", kfac_optim_bytes(&c->optim, net, max_batch));
+                    "model.layers", kfac_optim_bytes(&c->optim, net, chunk));
     if (c->polyak_start > 0)
-        kfac_memory_add(&need, "the Polyak average", "train.polyak_start", 2 * n * sizeof(float));
-    return kfac_memory_check(&need, c->memory_limit, "train.memory_limit");
+        kfac_memory_add(need, "the Polyak average", "train.polyak_start", 2 * n * sizeof(float));
+}
+
+/* Chooses the cases per pass (run->chunk) and refuses a run that needs more memory than
+ * train.memory_limit or the machine allows, before any of it is allocated. The chunk is
+ * train.chunk_size, or under auto the largest batch a pass takes (training or evaluation)
+ * when that fits, else the most cases that fit. Passes that need their cases at once
+ * (K-FOC's statistics, the Fisher-error probe) set the least chunk. */
+static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int train_batch)
+{
+    int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
+    const char *least_why = NULL;
+    if (c->optim.type == KFAC_OPTIM_KFAC && c->optim.curvature == KFAC_CURVATURE_KFOC) {
+        least = (int)ceil(c->optim.stats_fraction * train_batch - 1e-9);
+        least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
+    }
+    if (c->fisher_error_every > 0) {
+        int cases = c->fisher_error_cases < train_batch ? c->fisher_error_cases : train_batch;
+        if (cases > least)
+            least = cases, least_why = "the Fisher-error probe (log.fisher_error_cases)";
+    }
+    int chunk = c->chunk_size > 0 && c->chunk_size < whole ? c->chunk_size : whole;
+    tally_memory(run, c, train_batch, chunk, &run->memory);
+    if (c->chunk_size == 0 && !kfac_memory_fits(&run->memory, c->memory_limit)) {
+        /* The need grows with the chunk: the most cases that fit, by bisection. */
+        int lo = 1, hi = whole;
+        while (lo < hi) {
+            int mid = lo + (hi - lo + 1) / 2;
+            tally_memory(run, c, train_batch, mid, &run->memory);
+            if (kfac_memory_fits(&run->memory, c->memory_limit))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        chunk = lo > least ? lo : least;
+        tally_memory(run, c, train_batch, chunk, &run->memory);
+    }
+    if (chunk < least)
+        return kfac_error(KFAC_EINVAL, "train.chunk_size = %d: %s needs all its %d cases in one "
+                                       "chunk",
+                          chunk, least_why, least);
+    run->chunk = chunk;
+    return kfac_memory_check(&run->memory, c->memory_limit, "train.memory_limit");
+}
+
+void kfac_run_print_plan(const struct kfac_run *run, FILE *f)
+{
+    const struct kfac_config *c = run->cfg;
+    fprintf(f, "# memory: %d cases per pass (train.chunk_size = ", run->chunk);
+    if (c->chunk_size)
+        fprintf(f, "%d)\n", c->chunk_size);
+    else
+        fputs("auto)\n", f);
+    kfac_memory_print(&run->memory, c->memory_limit, "train.memory_limit", f);
 }
 
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
@@ -282,10 +333,11 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     /* Evaluation passes need no more than the larger set. */
     size_t largest = run->train.n > run->test.n ? run->train.n : run->test.n;
     run->eval_batch = (size_t)c->eval_batch < largest ? c->eval_batch : (int)largest;
-    int max_batch = train_batch > run->eval_batch ? train_batch : run->eval_batch;
-    if ((rc = check_memory(run, c, train_batch, max_batch)))
+    if ((rc = plan_memory(run, c, train_batch)) || opts->plan_only)
         return rc;
-    kfac_net_reserve(run->net, max_batch);
+    if (run->eval_batch > run->chunk)
+        run->eval_batch = run->chunk;
+    kfac_net_reserve(run->net, run->chunk);
     kfac_net_init(run->net, (enum kfac_init)c->init, c->sparse_connections, &run->rng_init);
     if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->rng_optim, &run->optim)))
         return rc;

@@ -76,7 +76,7 @@ START_TEST(factors_match_brute_force)
         fill_uniform(X, M * 3, &r, -2, 2);
         kfac_net_forward(net, M, X);
         fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
-        kfac_net_backward(net, M, 1.0f, 0);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
         double eps = kfac_stats_decay(round + 1, 0.95); /* 0, then 1/2 */
         ck_assert_int_eq(kfac_curvature_update(c, net, M, eps, round + 1), 0);
         kfac_curvature_symmetrise(c);
@@ -118,7 +118,7 @@ START_TEST(nonfinite_statistics_are_rejected)
     fill_uniform(X, M * 3, &r, -1, 1);
     kfac_net_forward(net, M, X);
     fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
-    kfac_net_backward(net, M, 1.0f, 0);
+    kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
     ck_assert_int_eq(kfac_curvature_update(c, net, M, 0, 1), 0);
     double A0 = c->f[0].A[0], G1 = c->f[1].G[0], XA = c->tri[0].XA[0], XG = c->tri[0].XG[0];
     net->layers[1].g[2] = INFINITY;
@@ -147,7 +147,7 @@ static void exact_G(struct kfac_net *net, int m, int layer, double *G)
         for (int c = 0; c < m; c++)
             for (int o = 0; o < n; o++)
                 go[c * n + o] = o == j ? sqrtf(y[c * n + j] * (1 - y[c * n + j])) : 0.0f;
-        kfac_net_backward(net, m, 1.0f, 0);
+        kfac_net_backward(net, m, 1.0f, KFAC_GRADS_NONE);
         const float *g = net->layers[layer].g;
         for (int c = 0; c < m; c++)
             for (int a = 0; a < d; a++)
@@ -178,7 +178,7 @@ START_TEST(sampled_G_converges_to_exact)
         kfac_net_forward(net, m, X);
         kfac_loss_sample_grad(KFAC_LOSS_BERNOULLI, m, 3, kfac_net_output(net), &r,
                               kfac_net_output_grad(net));
-        kfac_net_backward(net, m, 1.0f, 0);
+        kfac_net_backward(net, m, 1.0f, KFAC_GRADS_NONE);
         ck_assert_int_eq(kfac_curvature_update(c, net, m, 0, 1), 0);
         kfac_curvature_symmetrise(c);
         for (int i = 0; i < 2; i++)
@@ -228,7 +228,7 @@ static void check_precondition(enum kfac_pi_norm norm)
         fill_uniform(X, M * 3, &r, -1, 1);
         kfac_net_forward(net, M, X);
         fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
-        kfac_net_backward(net, M, 1.0f, 0);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
         ck_assert_int_eq(kfac_curvature_update(c, net, M, kfac_stats_decay(k, 0.95), k), 0);
     }
     ck_assert_int_eq(kfac_curvature_decompose(c, norm, 3), 0);
@@ -521,7 +521,7 @@ START_TEST(kfoc_update_is_the_running_fit)
         fill_uniform(X, M * 3, &r, -2, 2);
         kfac_net_forward(net, M, X);
         fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
-        kfac_net_backward(net, M, 1.0f, 0);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
         double eps = round == 0 ? 0.0 : 0.3;
         struct kfac_kfoc_info info;
         ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, eps, round + 1, side, 500, 1e-13,
@@ -851,7 +851,7 @@ START_TEST(conv_factors_are_kfc)
     fill_uniform(X, M * 40, &r, -1, 1);
     kfac_net_forward(net, M, X);
     fill_uniform(kfac_net_output_grad(net), M * 2, &r, -1, 1);
-    kfac_net_backward(net, M, 1.0f, 0);
+    kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
     struct kfac_curvature *c = kfac_curvature_new(net);
     ck_assert_int_eq(c->n_blocks, 2);
     ck_assert_int_eq(c->f[1].layer, 3);
@@ -932,7 +932,7 @@ START_TEST(kfoc_update_fits_a_conv_block)
     fill_uniform(X, M * 16, &r, -1, 1);
     kfac_net_forward(net, M, X);
     fill_uniform(kfac_net_output_grad(net), M * 2, &r, -1, 1);
-    kfac_net_backward(net, M, 1.0f, 0);
+    kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
     struct kfac_kfoc_info info;
     ck_assert_int_eq(kfac_curvature_update_kfoc(c, net, M, 0.0, 1, KFAC_KFOC_GRADIENT, 1000,
                                                 1e-13, &info),
@@ -1151,7 +1151,7 @@ static void check_tridiagonal(int n_layers)
         fill_uniform(X, M * 3, &r, -1, 1);
         kfac_net_forward(net, M, X);
         fill_uniform(kfac_net_output_grad(net), (size_t)M * d_out, &r, -1, 1);
-        kfac_net_backward(net, M, 1.0f, 0);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
         double eps = kfac_stats_decay(k, 0.95);
         ck_assert_int_eq(kfac_curvature_update(c, net, M, eps, k), 0);
         /* The first coupling's cross factors: ε times the previous plus (1 − ε) E[·]. */

@@ -648,9 +648,15 @@ static struct kfac_batch make_batch(struct kfac_rng *r, int d_in, int d_out, enu
     return (struct kfac_batch){TM, X, T};
 }
 
-static struct kfac_net *net_of(const char *spec, struct kfac_rng *r)
+/* The chunks the twin tests run in, by their loop index: the whole batch, a chunk that
+ * does not divide it, and one case. Every pass then goes chunk by chunk, and the results
+ * must be the twin's, which sees the whole batch at once. */
+static const int chunks[3] = {TM, 5, 1};
+
+/* The network of spec with buffers for chunk cases (its passes' chunk). */
+static struct kfac_net *net_of(const char *spec, int chunk, struct kfac_rng *r)
 {
-    struct kfac_net *net = spec_net(spec, TM, r);
+    struct kfac_net *net = spec_net(spec, chunk, r);
     for (size_t p = 0; p < net->n_params; p++)
         net->params[p] *= 0.8f;
     return net;
@@ -665,7 +671,7 @@ START_TEST(statistics_match_the_twin)
         for (int fi = 0; fi < 2; fi++) {
             struct kfac_rng r;
             kfac_rng_seed(&r, 100 + 2 * empirical + fi);
-            struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
+            struct kfac_net *net = net_of("3-5:tanh-4:logistic", chunks[_i], &r);
             float X[TM * 3], T[TM * 4];
             struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
             struct kfac_optim_opts o = test_kfac_opts();
@@ -686,7 +692,7 @@ START_TEST(schedules_match_the_twin)
 {
     struct kfac_rng r;
     kfac_rng_seed(&r, 200);
-    struct kfac_net *net = net_of("3-5:tanh-4:linear", &r);
+    struct kfac_net *net = net_of("3-5:tanh-4:linear", chunks[_i], &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X, T);
     struct kfac_optim_opts o = test_kfac_opts();
@@ -719,7 +725,7 @@ START_TEST(steps_match_the_twin)
     for (int v = 0; v < 2; v++) {
         struct kfac_rng r;
         kfac_rng_seed(&r, 300 + v);
-        struct kfac_net *net = net_of("4-5:tanh-3:logistic-3:softmax", &r);
+        struct kfac_net *net = net_of("4-5:tanh-3:logistic-3:softmax", chunks[_i], &r);
         float X[TM * 4], T[TM * 3];
         struct kfac_batch b = make_batch(&r, 4, 3, KFAC_LOSS_SOFTMAX, X, T);
         struct kfac_optim_opts o = test_kfac_opts();
@@ -741,7 +747,7 @@ START_TEST(fixed_step_matches_the_twin)
 {
     struct kfac_rng r;
     kfac_rng_seed(&r, 400);
-    struct kfac_net *net = net_of("3-5:tanh-4:linear", &r);
+    struct kfac_net *net = net_of("3-5:tanh-4:linear", chunks[_i], &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X, T);
     struct kfac_optim_opts o = test_kfac_opts();
@@ -764,7 +770,7 @@ START_TEST(warmup_matches_the_twin)
     for (int cap = 0; cap < 2; cap++) {
         struct kfac_rng r;
         kfac_rng_seed(&r, 450 + cap);
-        struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
+        struct kfac_net *net = net_of("3-5:tanh-4:logistic", chunks[_i], &r);
         float X[TM * 3], T[TM * 4];
         struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
         struct kfac_optim_opts o = test_kfac_opts();
@@ -870,7 +876,7 @@ START_TEST(lambda_branches_from_real_steps)
     for (int i = 0; i < 48; i++) {
         struct kfac_rng r;
         kfac_rng_seed(&r, 500);
-        struct kfac_net *net = net_of("3-6:tanh-4:logistic", &r);
+        struct kfac_net *net = net_of("3-6:tanh-4:logistic", chunks[_i], &r);
         float X[TM * 3], T[TM * 4];
         struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
         struct kfac_optim_opts o = test_kfac_opts();
@@ -907,7 +913,7 @@ START_TEST(lambda_branches_from_real_steps)
     /* The reference figure: one lowering from λ0 = 150 at k = 5. */
     struct kfac_rng r;
     kfac_rng_seed(&r, 510);
-    struct kfac_net *net = net_of("3-5:tanh-4:logistic", &r);
+    struct kfac_net *net = net_of("3-5:tanh-4:logistic", chunks[_i], &r);
     float X[TM * 3], T[TM * 4];
     struct kfac_batch b = make_batch(&r, 3, 4, KFAC_LOSS_BERNOULLI, X, T);
     struct kfac_optim_opts o = test_kfac_opts();
@@ -937,7 +943,7 @@ START_TEST(a_failed_attempt_leaves_no_statistics)
     for (int v = 0; v < 3; v++) {
         struct kfac_rng r;
         kfac_rng_seed(&r, 600);
-        struct kfac_net *a = net_of("3-5:tanh-4:linear", &r);
+        struct kfac_net *a = net_of("3-5:tanh-4:linear", TM, &r);
         float X1[TM * 3], T1[TM * 4], X2[TM * 3], T2[TM * 4], Tp[TM * 4];
         struct kfac_batch b1 = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X1, T1);
         struct kfac_batch b2 = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X2, T2);
@@ -1119,12 +1125,12 @@ static Suite *kfac_suite(void)
     Suite *s = suite_create("kfac");
     TCase *twin = tcase_create("twin");
     tcase_set_timeout(twin, 120);
-    tcase_add_test(twin, statistics_match_the_twin);
-    tcase_add_test(twin, schedules_match_the_twin);
-    tcase_add_test(twin, steps_match_the_twin);
-    tcase_add_test(twin, fixed_step_matches_the_twin);
-    tcase_add_test(twin, lambda_branches_from_real_steps);
-    tcase_add_test(twin, warmup_matches_the_twin);
+    tcase_add_loop_test(twin, statistics_match_the_twin, 0, 3);
+    tcase_add_loop_test(twin, schedules_match_the_twin, 0, 3);
+    tcase_add_loop_test(twin, steps_match_the_twin, 0, 3);
+    tcase_add_loop_test(twin, fixed_step_matches_the_twin, 0, 3);
+    tcase_add_loop_test(twin, lambda_branches_from_real_steps, 0, 3);
+    tcase_add_loop_test(twin, warmup_matches_the_twin, 0, 3);
     suite_add_tcase(s, twin);
     TCase *hand = tcase_create("by hand");
     tcase_add_test(hand, gamma_candidates_by_hand);

@@ -64,7 +64,7 @@ START_TEST(dense_backward_and_jvp_match_loops)
     fill_uniform(V, 24, &r, -1, 1);
     kfac_net_forward(net, m, X);
     fill_uniform(l->g, (size_t)m * dout, &r, -1, 1);
-    l->ops->backward(l, m, 0.5f, l->dW, din_buf, din);
+    l->ops->backward(l, m, 0.5f, l->dW, 0.0f, din_buf, din);
     for (int o = 0; o < dout; o++)
         for (int j = 0; j < k; j++) {
             double want = 0;
@@ -302,7 +302,7 @@ START_TEST(conv_input_gradient_matches_direct_sum)
     fill_uniform(l->g, (size_t)m * l->out_size, &r, -1, 1);
     for (size_t i = 0; i < (size_t)m * l->in_size; i++)
         din[i] = NAN;
-    l->ops->backward(l, m, 1.0f, NULL, din, l->in_size);
+    l->ops->backward(l, m, 1.0f, NULL, 0.0f, din, l->in_size);
     for (int b = 0; b < m; b++)
         for (int iy = 0; iy < H; iy++)
             for (int ix = 0; ix < Wd; ix++)

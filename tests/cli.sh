@@ -81,13 +81,35 @@ expect_status 2 "K-FAC factors beyond any machine's memory are refused" -- "$KFA
 expect_grep "$WORK/err" "needs at least 2.3 TiB, .*: K-FAC's factors and vectors 2.3 TiB (model.layers)" \
     "naming the factors"
 expect_status 2 "a run over train.memory_limit is refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
-    --set train.memory_limit=1M --set train.batch_size=480 "$WORK/ae.ini"
-expect_grep "$WORK/err" "more than train.memory_limit (1.0 MiB): layer buffers for 480 cases 997.5 KiB (train.batch_size)" \
+    --set train.memory_limit=1M --set train.batch_size=480 --set train.chunk_size=480 "$WORK/ae.ini"
+expect_grep "$WORK/err" "more than train.memory_limit (1.0 MiB): layer buffers for 480 cases 997.5 KiB (train.chunk_size)" \
     "naming the limit and the largest item"
+expect_status 2 "a limit too small for one case is refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
+    --set train.memory_limit=100K "$WORK/ae.ini"
+expect_grep "$WORK/err" "the run needs at least 197.8 KiB, more than train.memory_limit (100.0 KiB): .*layer buffers for 1 case 2.1 KiB (train.chunk_size)" \
+    "saying how much is needed"
 [ -e "$WORK/big.tsv" ] && not_ok "no log is left by the refusals" || ok "no log is left by the refusals"
 # 10,000,000 cases of buffers for 480 cases to evaluate: now as many as there are.
 expect_status 0 "log.eval_batch beyond the data set is clamped to it" -- "$KFAC" -q --log "$WORK/eval.tsv" \
     --set log.eval_batch=10000000 --set train.memory_limit=64M --set train.iterations=3 "$WORK/ae.ini"
+# Under train.chunk_size = auto a limit below the whole batch's needs takes chunks.
+expect_status 0 "the dry run plans the memory" -- "$KFAC" -n "$WORK/ae.ini"
+expect_grep "$WORK/out" "^# memory: 480 cases per pass (train.chunk_size = auto)" "with the chunk it chose"
+expect_grep "$WORK/out" "^#   the data  *150.0 KiB  (data.max_cases)" "and the data"
+expect_status 0 "a tighter limit" -- "$KFAC" -n --set train.memory_limit=1M --set train.batch_size=480 "$WORK/ae.ini"
+expect_grep "$WORK/out" "^# memory: 346 cases per pass (train.chunk_size = auto)" "takes chunks that fit"
+expect_grep "$WORK/out" "^#   total, at least  *1022.3 KiB  of train.memory_limit (1.0 MiB)" "within it"
+expect_status 0 "and trains in them" -- "$KFAC" -q --log "$WORK/chunked.tsv" --set train.memory_limit=1M \
+    --set train.batch_size=480 --set train.iterations=3 "$WORK/ae.ini"
+expect_status 0 "an explicit chunk" -- "$KFAC" -n --set train.chunk_size=100 "$WORK/ae.ini"
+expect_grep "$WORK/out" "^# memory: 100 cases per pass (train.chunk_size = 100)" "is taken"
+expect_grep "$WORK/out" "^chunk_size = 100" "and printed back"
+expect_status 2 "a chunk that is not a number is refused" -- "$KFAC" -n --set train.chunk_size=big "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.chunk_size = 'big': expected auto or an integer from 0 to 10000000" "naming the key"
+expect_status 2 "K-FOC's statistics in chunks are refused" -- "$KFAC" -n --set optimizer.type=kfac \
+    --set optimizer.curvature=kfoc --set optimizer.stats_fraction=1 --set train.chunk_size=20 "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.chunk_size = 20: K-FOC's statistics (optimizer.stats_fraction of train.batch_size) needs all its 50 cases in one chunk" \
+    "saying why"
 expect_status 0 "train.memory_limit takes K, M, G and T" -- "$KFAC" -n --set train.memory_limit=1.5G "$WORK/ae.ini"
 expect_grep "$WORK/out" "^memory_limit = 1536M" "and prints the size back in the largest whole unit"
 expect_status 2 "a memory limit that is not a size is refused" -- "$KFAC" -n --set train.memory_limit=2Q "$WORK/ae.ini"

@@ -135,9 +135,11 @@ struct kfac_curvature_variant {
     /* In place of the base's statistics and merge (K-FOC's fits). */
     int (*update)(struct kfac_curvature *c, const struct kfac_net *net, int m, double eps,
                   long k);
-    /* Its statistics of the first m cases, after the layers' were found finite, and their
-     * merge with decay eps (keeping what came before for rollback). */
-    void (*statistics)(struct kfac_curvature *c, const struct kfac_net *net, int m);
+    /* Its statistics of the first m cases of the layer buffers, added as those of
+     * kfac_curvature_accumulate() are, and their merge with decay eps (keeping what came
+     * before for rollback), after the layers' were found finite. */
+    void (*statistics)(struct kfac_curvature *c, const struct kfac_net *net, int m, int total,
+                       int first);
     void (*merge)(struct kfac_curvature *c, double eps);
     void (*rollback)(struct kfac_curvature *c);
     /* After the layers' eigendecompositions. */
@@ -199,9 +201,21 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st);
  * and g (from the last backward pass), merged as X ← εX + (1−ε) X_batch for every factor
  * (a convolution's m·|T| rows scaled as above).
  * Nothing is merged unless every layer's statistics are finite: otherwise KFAC_ENUMERIC
- * with a message naming the iteration k, the layer and the factor. */
+ * with a message naming the iteration k, the layer and the factor. The same as
+ * kfac_curvature_accumulate(c, net, m, m, 1) then kfac_curvature_merge_batch(), except
+ * with K-FOC's factors, whose fits need all m cases at once. */
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k);
+
+/* A batch's statistics chunk by chunk (not for K-FOC's factors): adds those of the first m
+ * cases of the layer buffers to the batch's, each scaled for a batch of `total` cases (the
+ * chunks' m add up to it); `first` starts the batch's afresh. */
+void kfac_curvature_accumulate(struct kfac_curvature *c, const struct kfac_net *net, int m,
+                               int total, int first);
+
+/* Merges the batch's statistics from kfac_curvature_accumulate() as
+ * kfac_curvature_update() does, with its checks and messages. */
+int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k);
 
 /* Undoes the last kfac_curvature_update() or kfac_curvature_update_kfoc(): every factor
  * (and cross factor) is again what it was before it, to the bit. For an iteration whose

@@ -88,10 +88,12 @@ struct kfac_layer_ops {
     void (*bind)(struct kfac_layer *l, size_t m, float **p, float *shared, int **q);
     /* s and out = φ(s) for the first m cases. */
     void (*forward)(struct kfac_layer *l, int m);
-    /* From g = ∂ℓ/∂s (m × out_size): dW (d_out × (d_in+1)) = scale · gᵀ ā over the m·n_pos
-     * rows when dW is not NULL (and the layer has parameters); din (m × in_size, ld_din) =
-     * the gradient for the input, when din is not NULL. */
-    void (*backward)(struct kfac_layer *l, int m, float scale, float *dW, float *din, int ld_din);
+    /* From g = ∂ℓ/∂s (m × out_size): dW (d_out × (d_in+1)) = scale · gᵀ ā + beta · dW over
+     * the m·n_pos rows when dW is not NULL (and the layer has parameters; beta 0 or 1, 1
+     * adding a chunk's part to the earlier chunks'); din (m × in_size, ld_din) = the gradient
+     * for the input, when din is not NULL. */
+    void (*backward)(struct kfac_layer *l, int m, float scale, float *dW, float beta, float *din,
+                     int ld_din);
     /* Forward mode: r_s = ∂s/∂in · r_in + ∂s/∂W · V for a direction V (d_out × (d_in+1)).
      * When input_varies is 0 the input does not depend on the parameters and r_in is unused. */
     void (*jvp)(struct kfac_layer *l, int m, const float *V, int input_varies);

@@ -10,6 +10,8 @@
 #ifndef KFAC_MEMORY_H
 #define KFAC_MEMORY_H
 
+#include <stdio.h>
+
 enum { KFAC_MEMORY_MAX_ITEMS = 8 };
 
 struct kfac_memory_item {
@@ -35,5 +37,15 @@ double kfac_memory_available(void);
  * with the total, the limit and where it came from (limit_key when limit was given), and
  * every item with its bytes and key, largest first. */
 int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key);
+
+/* The bytes of all the items. */
+double kfac_memory_total(const struct kfac_memory *m);
+
+/* Whether the tally fits in limit bytes (0: kfac_memory_available()), setting no error. */
+int kfac_memory_fits(const struct kfac_memory *m, double limit);
+
+/* The tally as comment lines ("# ..."), largest item first, then the total against the
+ * limit (limit and limit_key as for kfac_memory_check()). */
+void kfac_memory_print(const struct kfac_memory *m, double limit, const char *limit_key, FILE *f);
 
 #endif

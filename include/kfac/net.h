@@ -99,9 +99,16 @@ const float *kfac_net_logits(const struct kfac_net *net);
 /* m × d_out buffer for ∂ℓ/∂s at the output: filled by the caller (the loss) before backward. */
 float *kfac_net_output_grad(struct kfac_net *net);
 
-/* Backward pass after a forward pass of the same m cases: every layer's g = ∂ℓ/∂s, and when
- * want_grads is set, grads = scale · Σ_cases ∂ℓ/∂θ (scale = 1/m gives the mean). */
-void kfac_net_backward(struct kfac_net *net, int m, float scale, int want_grads);
+/* What kfac_net_backward() does with the gradient block. */
+enum kfac_grads {
+    KFAC_GRADS_NONE,  /* leaves it alone */
+    KFAC_GRADS_SET,   /* grads = scale · Σ_cases ∂ℓ/∂θ (scale = 1/m gives the mean) */
+    KFAC_GRADS_ADD    /* grads += the same: a chunk of a batch after the earlier chunks */
+};
+
+/* Backward pass after a forward pass of the same m cases: every layer's g = ∂ℓ/∂s, and the
+ * gradient block as `grads` says. */
+void kfac_net_backward(struct kfac_net *net, int m, float scale, enum kfac_grads grads);
 
 /* Forward-mode pass after a forward pass of the same m cases: J·V at the output
  * pre-activations for a parameter direction V (n_params), returned (m × d_out). */

@@ -88,7 +88,9 @@ struct kfac_optim_opts {
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
- * network's gradient block receives ∇h. b->m must not exceed the network's max_batch. */
+ * network's gradient block receives ∇h. The passes take chunks of at most the network's
+ * max_batch cases, the last chunk first: afterwards the layer buffers hold the passes of
+ * the batch's first min(m, max_batch) cases (forward, and backward with want_grad). */
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad);
 
@@ -153,10 +155,10 @@ int kfac_optim_n_columns(const struct kfac_optim *o);
  * when all of v is finite. */
 int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what);
 
-/* KFAC_ENUMERIC for a non-finite objective of batch b at iteration k, after the forward
- * pass: the message names what went first: the batch's inputs, a layer's outputs, the
- * batch's targets, or the loss itself. */
-int kfac_objective_error(const struct kfac_net *net, const struct kfac_batch *b, long k);
+/* KFAC_ENUMERIC for a non-finite objective of batch b at iteration k: the message names
+ * what went first: the batch's inputs, a layer's outputs (found by running the forward
+ * pass again, chunk by chunk), the batch's targets, or the loss itself. */
+int kfac_objective_error(struct kfac_net *net, const struct kfac_batch *b, long k);
 
 /* The quadratic model (REFERENCE.md §4). (1/m) Σ_cases (J v)ᵀ F_R (J w) for the first m
  * cases of the last forward pass: jv and jw (m × d_out) are J·v and J·w at the logits

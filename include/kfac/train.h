@@ -14,6 +14,7 @@
 #include "kfac/data.h"
 #include "kfac/log.h"
 #include "kfac/loss.h"
+#include "kfac/memory.h"
 #include "kfac/net.h"
 #include "kfac/optim.h"
 #include "kfac/rng.h"
@@ -40,6 +41,7 @@ struct kfac_run_opts {
     int no_log;         /* discard the TSV log (runs inside a study) */
     const char *resume; /* continue from this checkpoint, or NULL */
     int force_resume;   /* resume even where the trajectory keys differ */
+    int plan_only;      /* kfac_run_prepare() stops once the memory is planned (--dry-run) */
 };
 
 struct kfac_run {
@@ -60,7 +62,9 @@ struct kfac_run {
                            ".ckpt"), or NULL */
     long start;         /* the first iteration to run: 1, or the checkpoint's next */
     long inject_at, inject_times; /* train.inject_nan, parsed (0: none) */
-    int eval_batch;     /* log.eval_batch, at most the larger data set */
+    int eval_batch;     /* log.eval_batch, at most the larger data set and the chunk */
+    int chunk;          /* cases per pass: the layer buffers' size (train.chunk_size) */
+    struct kfac_memory memory; /* what the run holds, as planned */
     long iterations_done;
     double seconds;     /* training time, evaluations excluded */
     double final[4];    /* train, test, averaged train, averaged test metric (nan if none) */
@@ -68,6 +72,9 @@ struct kfac_run {
 
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts);
+
+/* After kfac_run_prepare(): the chunk and the memory tally as "# " comment lines. */
+void kfac_run_print_plan(const struct kfac_run *run, FILE *f);
 
 /* Lists the run's state for a checkpoint: its iteration, training time and last
  * evaluations, its random streams, the batch order, the parameters, the Polyak average
