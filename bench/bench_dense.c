@@ -16,20 +16,14 @@
 int main(int argc, char **argv)
 {
     int m = argc > 1 ? atoi(argv[1]) : 1000, repeats = argc > 2 ? atoi(argv[2]) : 10;
-    static const struct kfac_layer_spec specs[] = {
-        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC}, {.d_out = 250, .act = KFAC_ACT_LOGISTIC},
-        {.d_out = 30, .act = KFAC_ACT_LINEAR},     {.d_out = 250, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
-        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 784, .act = KFAC_ACT_LOGISTIC}};
-    int n_layers = (int)(sizeof specs / sizeof *specs);
-    struct kfac_net *net;
-    if (m < 1 || repeats < 1 || kfac_net_new(784, specs, n_layers, &net)) {
+    if (m < 1 || repeats < 1) {
         fprintf(stderr, "usage: bench_dense [BATCH [REPEATS]]\n");
         return 2;
     }
-    kfac_net_reserve(net, m);
+    struct kfac_net *net = bench_mnist_autoencoder(m);
+    int n_layers = net->n_layers;
     struct kfac_rng rng;
     kfac_rng_seed(&rng, 1);
-    kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
     float *X = kfac_floats_new((size_t)m * 784);
     for (size_t i = 0; i < (size_t)m * 784; i++)
         X[i] = (float)kfac_rng_uniform(&rng);

@@ -28,24 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct kfac_layer_spec specs[] = {
-    {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC}, {.d_out = 250, .act = KFAC_ACT_LOGISTIC},
-    {.d_out = 30, .act = KFAC_ACT_LINEAR},     {.d_out = 250, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
-    {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 784, .act = KFAC_ACT_LOGISTIC}};
-enum { N_LAYERS = sizeof specs / sizeof *specs };
-
-static struct kfac_net *make_net(int m)
-{
-    struct kfac_net *net;
-    if (kfac_net_new(784, specs, N_LAYERS, &net))
-        abort();
-    kfac_net_reserve(net, m);
-    struct kfac_rng rng;
-    kfac_rng_seed(&rng, 1);
-    kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
-    return net;
-}
-
 /* The index of a named column of o's figures (it must exist). */
 static int column(const struct kfac_optim *o, const char *name)
 {
@@ -103,7 +85,7 @@ int main(int argc, char **argv)
            tau2, periods);
     /* The floor the exact-Fisher model sets: two forward-mode passes (J·Δ and J·δ₀) on τ2·m
      * cases against one gradient pass (forward, dW, and din for all but the first layer). */
-    struct kfac_net *shape = make_net(1);
+    struct kfac_net *shape = bench_mnist_autoencoder(1);
     double grad_flops = 0, jvp_flops = 0;
     for (int i = 0; i < shape->n_layers; i++) {
         double one = (double)shape->layers[i].n_params;
@@ -126,12 +108,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_kfac: batch sizes must be positive\n");
             return 2;
         }
-        struct kfac_net *net = make_net(m);
+        struct kfac_net *net = bench_mnist_autoencoder(m);
         struct kfac_rng rng;
         kfac_rng_seed(&rng, 2);
-        float *X = kfac_floats_new((size_t)m * 784);
-        for (size_t i = 0; i < (size_t)m * 784; i++)
-            X[i] = kfac_rng_uniform(&rng) < 0.2 ? (float)kfac_rng_uniform(&rng) : 0.0f;
+        float *X = bench_mnist_inputs(m, &rng);
         struct kfac_batch b = {m, X, X};
         long iters = 20L * periods;
 

@@ -1,6 +1,7 @@
 /*
- * bench_util.h: what the benchmarks share: the reference throughput of cblas_sgemm on a
- * square product, measured in the same run as the figure it is compared with.
+ * bench_util.h: what the benchmarks share: the MNIST deep autoencoder they time, its
+ * inputs, and the reference throughput of cblas_sgemm on a square product, measured in
+ * the same run as the figure it is compared with.
  */
 #ifndef KFAC_BENCH_UTIL_H
 #define KFAC_BENCH_UTIL_H
@@ -8,8 +9,37 @@
 #include <cblas.h>
 #include "kfac/log.h"
 #include "kfac/mat.h"
+#include "kfac/net.h"
 #include "kfac/status.h"
 #include <stdlib.h>
+
+/* The MNIST deep autoencoder 784-1000-500-250-30-250-500-1000-784 (logistic, linear code
+ * layer) with buffers for m cases and the paper's sparse initialisation. */
+static inline struct kfac_net *bench_mnist_autoencoder(int m)
+{
+    static const struct kfac_layer_spec specs[] = {
+        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
+        {.d_out = 250, .act = KFAC_ACT_LOGISTIC},  {.d_out = 30, .act = KFAC_ACT_LINEAR},
+        {.d_out = 250, .act = KFAC_ACT_LOGISTIC},  {.d_out = 500, .act = KFAC_ACT_LOGISTIC},
+        {.d_out = 1000, .act = KFAC_ACT_LOGISTIC}, {.d_out = 784, .act = KFAC_ACT_LOGISTIC}};
+    struct kfac_net *net;
+    if (kfac_net_new(784, specs, (int)(sizeof specs / sizeof *specs), &net))
+        abort();
+    kfac_net_reserve(net, m);
+    struct kfac_rng rng;
+    kfac_rng_seed(&rng, 1);
+    kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
+    return net;
+}
+
+/* m × 784 inputs like MNIST's: a fifth of the pixels lit, uniformly. */
+static inline float *bench_mnist_inputs(int m, struct kfac_rng *rng)
+{
+    float *X = kfac_floats_new((size_t)m * 784);
+    for (size_t i = 0; i < (size_t)m * 784; i++)
+        X[i] = kfac_rng_uniform(rng) < 0.2 ? (float)kfac_rng_uniform(rng) : 0.0f;
+    return X;
+}
 
 /* GFLOP/s of the best of `repeats` cblas_sgemm square products of size n. */
 static inline double bench_sgemm_gflops(int n, int repeats)

@@ -65,13 +65,20 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
 
 double kfac_curvature_bytes(const struct kfac_net *net)
 {
-    double bytes = 0;
+    double bytes = 0, max_n = 0, max_block = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         double na = l->d_in + 1.0, ng = l->d_out;
         /* A, A_keep, UA_t in double, batch_A and A_inv in float; the same for G. */
         bytes += (na * na + ng * ng) * (3 * sizeof(double) + 2 * sizeof(float));
+        max_n = fmax(max_n, fmax(na, ng));
+        max_block = fmax(max_block, (double)l->n_params);
     }
+    /* The scratch kfac_curvature_new() sizes for the largest layer: the eigensolver's
+     * matrix and LAPACK's documented workspace (1 + 6n + 2n² doubles), tmp and dtmp. */
+    max_block = fmax(max_block, max_n * max_n);
+    bytes += (max_n * max_n + 1 + 6 * max_n + 2 * max_n * max_n) * sizeof(double) +
+             max_block * (sizeof(float) + 2 * sizeof(double));
     return bytes;
 }
 

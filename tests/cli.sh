@@ -78,7 +78,7 @@ expect_grep "$WORK/err" "model.layers: the run needs at least 7.3 TiB, more than
     "naming the bytes and the key"
 expect_status 2 "K-FAC factors beyond any machine's memory are refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
     --set optimizer.type=kfac --set 'model.layers=64-200000:logistic-64:logistic' "$WORK/ae.ini"
-expect_grep "$WORK/err" "needs at least 2.3 TiB, .*: K-FAC's factors and vectors 2.3 TiB (model.layers)" \
+expect_grep "$WORK/err" "needs at least 3.9 TiB, .*: K-FAC's factors and vectors 3.9 TiB (model.layers)" \
     "naming the factors"
 expect_status 2 "a run over train.memory_limit is refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
     --set train.memory_limit=1M --set train.batch_size=480 --set train.chunk_size=480 "$WORK/ae.ini"
@@ -97,8 +97,8 @@ expect_status 0 "the dry run plans the memory" -- "$KFAC" -n "$WORK/ae.ini"
 expect_grep "$WORK/out" "^# memory: 480 cases per pass (train.chunk_size = auto)" "with the chunk it chose"
 expect_grep "$WORK/out" "^#   the data  *150.0 KiB  (data.max_cases)" "and the data"
 expect_status 0 "a tighter limit" -- "$KFAC" -n --set train.memory_limit=1M --set train.batch_size=480 "$WORK/ae.ini"
-expect_grep "$WORK/out" "^# memory: 346 cases per pass (train.chunk_size = auto)" "takes chunks that fit"
-expect_grep "$WORK/out" "^#   total, at least  *1022.3 KiB  of train.memory_limit (1.0 MiB)" "within it"
+expect_grep "$WORK/out" "^# memory: 322 cases per pass (train.chunk_size = auto)" "takes chunks that fit in 95% of it"
+expect_grep "$WORK/out" "^#   total, at least  *972.4 KiB  of train.memory_limit (1.0 MiB)" "within it"
 expect_status 0 "and trains in them" -- "$KFAC" -q --log "$WORK/chunked.tsv" --set train.memory_limit=1M \
     --set train.batch_size=480 --set train.iterations=3 "$WORK/ae.ini"
 expect_status 0 "an explicit chunk" -- "$KFAC" -n --set train.chunk_size=100 "$WORK/ae.ini"

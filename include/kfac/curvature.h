@@ -187,8 +187,8 @@ struct kfac_curvature {
  * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 
-/* A lower bound of the bytes kfac_curvature_new(net) allocates: the factors and their
- * copies. */
+/* A lower bound of the bytes kfac_curvature_new(net) allocates: the factors, their
+ * copies and the scratch for the largest layer. */
 double kfac_curvature_bytes(const struct kfac_net *net);
 void kfac_curvature_free(struct kfac_curvature *c);
 
