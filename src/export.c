@@ -40,7 +40,8 @@ static int write(const char *dir, const char *sub, const char *name, const char 
 }
 
 int kfac_export_measurement(const char *dir, const char *sub, const struct kfac_net *net,
-                            const float *X, size_t n, const size_t *order)
+                            const float *X, const float *out_grads, size_t n,
+                            const size_t *order)
 {
     size_t dims[2] = {n, (size_t)net->d_in};
     int rc = write(dir, sub, "inputs", "<f4", 2, dims, X, sizeof *X);
@@ -52,8 +53,7 @@ int kfac_export_measurement(const char *dir, const char *sub, const struct kfac_
     free(rows);
     dims[1] = (size_t)net->d_out;
     if (!rc)
-        rc = write(dir, sub, "output_grads", "<f4", 2, dims,
-                   kfac_net_output_grad((struct kfac_net *)net), sizeof(float));
+        rc = write(dir, sub, "output_grads", "<f4", 2, dims, out_grads, sizeof(float));
     for (int b = 0; b < net->n_blocks && !rc; b++) {
         const struct kfac_layer *l = net->blocks[b];
         char name[32];

@@ -56,23 +56,26 @@ static int export_free(const struct kfac_config *c, int force)
 
 /* What one study run used, for outside checks (study.export, export.h). */
 static int export_run(const struct kfac_config *c, const struct kfac_run *run, long seed,
-                      const float *X, const size_t *order, int force)
+                      const float *X, const float *out_grads, const size_t *order, int force)
 {
     char sub[32];
     snprintf(sub, sizeof sub, "seed-%ld", seed);
     int rc = kfac_export_dir(c->study_export, sub, "study.export", force);
-    return rc ? rc : kfac_export_measurement(c->study_export, sub, run->net, X, run->train.n, order);
+    return rc ? rc
+              : kfac_export_measurement(c->study_export, sub, run->net, X, out_grads,
+                                        run->train.n, order);
 }
 
-/* Forward pass over the whole training set in a shuffled order, one target per case drawn
- * from the model, a backward pass; copies the ā and g of the L studied layers into cases,
- * and with study.export writes what was used. */
+/* Forward passes over the whole training set in a shuffled order, in the run's chunks,
+ * one target per case drawn from the model, backward passes; copies the ā and g of the L
+ * studied layers into cases, and with study.export writes what was used. */
 static int sample_cases(const struct kfac_config *c, struct kfac_run *run, long seed, int force,
                         int L, struct layer_cases *cases)
 {
     struct kfac_net *net = run->net;
     const struct kfac_dataset *ds = &run->train;
-    size_t N = ds->n, d = (size_t)ds->d_x;
+    size_t N = ds->n, d = (size_t)ds->d_x, d_out = (size_t)net->d_out;
+    size_t chunk = (size_t)net->max_batch;
     size_t *order = kfac_xmalloc(N * sizeof *order);
     for (size_t i = 0; i < N; i++)
         order[i] = i;
@@ -80,18 +83,25 @@ static int sample_cases(const struct kfac_config *c, struct kfac_run *run, long 
     float *X = kfac_floats_new(N * d);
     for (size_t i = 0; i < N; i++)
         memcpy(X + i * d, ds->x + order[i] * d, d * sizeof *X);
-    kfac_net_reserve(net, (int)N);
-    kfac_net_forward(net, (int)N, X);
-    net->be->loss_sample_grad(run->loss, (int)N, net->d_out, kfac_net_output(net), &run->rng_probe,
-                              kfac_net_output_grad(net));
-    int rc = c->study_export ? export_run(c, run, seed, X, order, force) : 0;
-    kfac_net_backward(net, (int)N, 1.0f, KFAC_GRADS_NONE);
-    for (int i = 0; i < L; i++) {
-        const struct kfac_layer *l = net->blocks[cases[i].block];
-        size_t rows = N * (size_t)cases[i].T;
-        kfac_floats_to_doubles(rows * (size_t)cases[i].n_a, l->abar, cases[i].A);
-        kfac_floats_to_doubles(rows * (size_t)cases[i].n_g, l->g, cases[i].G);
+    float *out_grads = c->study_export ? kfac_floats_new(N * d_out) : NULL;
+    for (size_t first = 0; first < N; first += chunk) {
+        int mc = (int)(N - first < chunk ? N - first : chunk);
+        kfac_net_forward(net, mc, X + first * d);
+        net->be->loss_sample_grad(run->loss, mc, net->d_out, kfac_net_output(net),
+                                  &run->rng_probe, kfac_net_output_grad(net));
+        if (out_grads)
+            memcpy(out_grads + first * d_out, kfac_net_output_grad(net),
+                   (size_t)mc * d_out * sizeof *out_grads);
+        kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
+        for (int i = 0; i < L; i++) {
+            const struct kfac_layer *l = net->blocks[cases[i].block];
+            size_t rows = (size_t)mc * cases[i].T, at = first * cases[i].T;
+            kfac_floats_to_doubles(rows * cases[i].n_a, l->abar, cases[i].A + at * cases[i].n_a);
+            kfac_floats_to_doubles(rows * cases[i].n_g, l->g, cases[i].G + at * cases[i].n_g);
+        }
     }
+    int rc = out_grads ? export_run(c, run, seed, X, out_grads, order, force) : 0;
+    kfac_floats_free(out_grads);
     kfac_floats_free(X);
     free(order);
     return rc;

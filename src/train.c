@@ -526,7 +526,8 @@ static int export_probe(struct kfac_run *run, const struct kfac_batch *b, long k
     int rc = kfac_export_dir(dir, sub, "log.fisher_export", 1);
     /* The batch's rows are the batcher's order just before its position. */
     const size_t *order = run->batcher.perm + run->batcher.pos - (size_t)b->m;
-    return rc ? rc : kfac_export_measurement(dir, sub, run->net, b->x, n, order);
+    return rc ? rc : kfac_export_measurement(dir, sub, run->net, b->x,
+                                             kfac_net_output_grad(run->net), n, order);
 }
 
 /* After the last retry failed: the checkpoint of the last good iteration, and the error. */

@@ -19,8 +19,10 @@
 int kfac_export_dir(const char *dir, const char *sub, const char *key, int force);
 
 /* Writes the files above into DIR/SUB for the first n cases X (n × net->d_in) whose rows
- * in the training set are order (n), with net's output-gradient buffer and weights. */
+ * in the training set are order (n), with their sampled output gradients out_grads
+ * (n × net->d_out) and net's weights. */
 int kfac_export_measurement(const char *dir, const char *sub, const struct kfac_net *net,
-                            const float *X, size_t n, const size_t *order);
+                            const float *X, const float *out_grads, size_t n,
+                            const size_t *order);
 
 #endif
