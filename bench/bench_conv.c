@@ -12,6 +12,7 @@
  *   bench/bench_conv [LENET_BATCH [WIDE_BATCH [REPEATS]]]
  */
 #include "bench_util.h"
+#include <cblas.h>
 #include "kfac/net.h"
 #include "kfac/optim.h"
 #include "kfac/status.h"
@@ -145,7 +146,7 @@ int main(int argc, char **argv)
         }
     }
     double wide = flops / part_best[WHOLE] * 1e-9;
-    double ref = bench_sgemm_gflops(2000, repeats);
+    double ref = bench_sgemm_gflops(kfac_backend_cpu(), 2000, repeats);
     printf("conv 64->64 3x3 pad 1 on 32x32, forward+backward with din, batch %d: %.2f ms, "
            "%.2f GFLOP/s\n",
            mw, part_best[WHOLE] * 1e3, wide);

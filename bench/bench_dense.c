@@ -1,10 +1,11 @@
 /*
  * bench_dense.c: throughput of one forward+backward pass (objective and gradient) of the
  * MNIST deep autoencoder, 784-1000-500-250-30-250-500-1000-784, at batch 1000, against
- * cblas_sgemm on a square product measured in the same run. Prints achieved GFLOP/s and
- * the ratio; the target on a 2-core machine is a ratio of at least 0.6.
+ * the backend's sgemm on a square product measured in the same run (cblas_sgemm; with
+ * --device cuda, cublasSgemm). Prints achieved GFLOP/s and the ratio; the target on a
+ * 2-core machine is a ratio of at least 0.6.
  *
- *   bench/bench_dense [BATCH [REPEATS]]
+ *   bench/bench_dense [--device DEVICE] [BATCH [REPEATS]]
  */
 #include "bench_util.h"
 #include "kfac/net.h"
@@ -15,12 +16,14 @@
 
 int main(int argc, char **argv)
 {
+    const struct kfac_backend *be = bench_device("bench_dense", &argc, &argv);
     int m = argc > 1 ? atoi(argv[1]) : 1000, repeats = argc > 2 ? atoi(argv[2]) : 10;
     if (m < 1 || repeats < 1) {
-        fprintf(stderr, "usage: bench_dense [BATCH [REPEATS]]\n");
+        fprintf(stderr, "usage: bench_dense [--device DEVICE] [BATCH [REPEATS]]\n");
         return 2;
     }
     struct kfac_net *net = bench_mnist_autoencoder(m);
+    kfac_net_set_backend(net, be);
     int n_layers = net->n_layers;
     struct kfac_rng rng;
     kfac_rng_seed(&rng, 1);
@@ -44,10 +47,10 @@ int main(int argc, char **argv)
         if (r > 0 && t < best)
             best = t;
     }
-    double net_gflops = flops / best * 1e-9, ref = bench_sgemm_gflops(2000, repeats);
-    printf("mnist autoencoder forward+backward, batch %d: %.1f ms, %.2f GFLOP/s\n", m, best * 1e3,
-           net_gflops);
-    printf("cblas_sgemm 2000x2000x2000: %.2f GFLOP/s\n", ref);
+    double net_gflops = flops / best * 1e-9, ref = bench_sgemm_gflops(be, 2000, repeats);
+    printf("mnist autoencoder forward+backward on %s, batch %d: %.1f ms, %.2f GFLOP/s\n", be->name,
+           m, best * 1e3, net_gflops);
+    printf("%s sgemm 2000x2000x2000: %.2f GFLOP/s\n", be->name, ref);
     printf("ratio: %.3f (target >= 0.6)\n", net_gflops / ref);
     kfac_floats_free(X);
     kfac_net_free(net);

@@ -13,9 +13,9 @@
  * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
  * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
  * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's GEMMs
- * against cblas_sgemm on a square product.
+ * against the backend's sgemm on a square product (--device: the device's).
  *
- *   bench/bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]
+ *   bench/bench_kfac [--device DEVICE] [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
  */
 #include "kfac/log.h"
@@ -66,11 +66,13 @@ static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, lon
 
 int main(int argc, char **argv)
 {
+    const struct kfac_backend *be = bench_device("bench_kfac", &argc, &argv);
     double tau2 = argc > 1 ? atof(argv[1]) : 1.0;
     int periods = argc > 2 ? atoi(argv[2]) : 1;
     int default_batches[] = {1000, 4000}, n_batches = argc > 3 ? argc - 3 : 2;
     if (tau2 <= 0 || tau2 > 1 || periods < 1) {
-        fprintf(stderr, "usage: bench_kfac [MODEL_FRACTION [PERIODS [BATCH...]]]\n");
+        fprintf(stderr,
+                "usage: bench_kfac [--device DEVICE] [MODEL_FRACTION [PERIODS [BATCH...]]]\n");
         return 2;
     }
     struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = 1e-3, .momentum = 0.9,
@@ -80,9 +82,9 @@ int main(int argc, char **argv)
         .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20, .inverse_every = 20,
         .lambda = 150, .gamma_max = 1, .use_momentum = 1, .kfoc_max_iter = KFAC_KFOC_MAX_ITER,
         .kfoc_tol = KFAC_KFOC_TOL};
-    printf("# K-FAC against SGD (Nesterov) per iteration, MNIST autoencoder, tau2 = %g, "
+    printf("# K-FAC against SGD (Nesterov) per iteration on %s, MNIST autoencoder, tau2 = %g, "
            "amortised over %d x T3 = 20 iterations\n",
-           tau2, periods);
+           be->name, tau2, periods);
     /* The floor the exact-Fisher model sets: two forward-mode passes (J·Δ and J·δ₀) on τ2·m
      * cases against one gradient pass (forward, dW, and din for all but the first layer). */
     struct kfac_net *shape = bench_mnist_autoencoder(1);
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
     printf("# in multiply-adds per case: the two J.v passes of the model = %.2f x a gradient "
            "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
            2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
-    double sgemm_rate = bench_sgemm_gflops(2000, 3);
+    double sgemm_rate = bench_sgemm_gflops(be, 2000, 3);
     printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s %8s %8s "
            "%8s\n",
            "batch", "sgd_s", "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model",
@@ -109,6 +111,7 @@ int main(int argc, char **argv)
             return 2;
         }
         struct kfac_net *net = bench_mnist_autoencoder(m);
+        kfac_net_set_backend(net, be);
         struct kfac_rng rng;
         kfac_rng_seed(&rng, 2);
         float *X = bench_mnist_inputs(m, &rng);
@@ -158,7 +161,7 @@ int main(int argc, char **argv)
         }
         double calls = 1 + 2.0 / 20, rate = flops * calls / per[0][2] * 1e-9;
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
-               "cblas_sgemm's %.1f (2000^3)\n",
+               "the backend's sgemm's %.1f (2000^3)\n",
                m, rate, rate / sgemm_rate, sgemm_rate);
         fflush(stdout);
         kfac_floats_free(X);

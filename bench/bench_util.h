@@ -1,17 +1,20 @@
 /*
  * bench_util.h: what the benchmarks share: the MNIST deep autoencoder they time, its
- * inputs, and the reference throughput of cblas_sgemm on a square product, measured in
- * the same run as the figure it is compared with.
+ * inputs, the backend a --device option names, and the reference throughput of that
+ * backend's sgemm on a square product, measured in the same run as the figure it is
+ * compared with.
  */
 #ifndef KFAC_BENCH_UTIL_H
 #define KFAC_BENCH_UTIL_H
 
-#include <cblas.h>
+#include "kfac/backend.h"
 #include "kfac/log.h"
 #include "kfac/mat.h"
 #include "kfac/net.h"
 #include "kfac/status.h"
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The MNIST deep autoencoder 784-1000-500-250-30-250-500-1000-784 (logistic, linear code
  * layer) with buffers for m cases and the paper's sparse initialisation. */
@@ -41,8 +44,27 @@ static inline float *bench_mnist_inputs(int m, struct kfac_rng *rng)
     return X;
 }
 
-/* GFLOP/s of the best of `repeats` cblas_sgemm square products of size n. */
-static inline double bench_sgemm_gflops(int n, int repeats)
+/* A leading "--device DEVICE" in argv (train.device's names): the backend it selects, with
+ * *argc and *argv moved past it; else the CPU's. Exits with status 2 and the reason when
+ * the device cannot be had. */
+static inline const struct kfac_backend *bench_device(const char *prog, int *argc, char ***argv)
+{
+    if (*argc < 3 || strcmp((*argv)[1], "--device") != 0)
+        return kfac_backend_cpu();
+    const struct kfac_backend *be;
+    if (kfac_backend_select((*argv)[2], "--device", &be)) {
+        fprintf(stderr, "%s: %s\n", prog, kfac_last_error());
+        exit(2);
+    }
+    (*argv)[2] = (*argv)[0];
+    *argv += 2;
+    *argc -= 2;
+    return be;
+}
+
+/* GFLOP/s of the best of `repeats` square products of size n through be's sgemm (the CPU:
+ * cblas_sgemm; CUDA: cublasSgemm with its operands copied there and back each call). */
+static inline double bench_sgemm_gflops(const struct kfac_backend *be, int n, int repeats)
 {
     size_t nn = (size_t)n * n;
     float *A = kfac_floats_new(nn), *B = kfac_floats_new(nn), *C = kfac_floats_new(nn);
@@ -51,8 +73,7 @@ static inline double bench_sgemm_gflops(int n, int repeats)
     double best = 1e30;
     for (int r = 0; r < repeats + 1; r++) {
         double t = kfac_log_clock();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C,
-                    n);
+        be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
         t = kfac_log_clock() - t;
         if (r > 0 && t < best) /* the first call warms up the thread pool */
             best = t;

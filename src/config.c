@@ -117,6 +117,7 @@ static const struct key keys[] = {
     {"train", "inject_nan", K_STRING, F(inject_nan), "", 0, 0, NULL},
     {"train", "memory_limit", K_BYTES, F(memory_limit), "0", 0, 1125899906842624.0, NULL},
     {"train", "chunk_size", K_CASES, F(chunk_size), "auto", 0, 1e7, NULL},
+    {"train", "device", K_STRING, F(device), "cpu", 0, 0, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -531,6 +532,10 @@ int kfac_config_validate(const struct kfac_config *c)
     int sizes[KFAC_STUDY_MAX_SIZES], n_sizes;
     if (kfac_parse_batch_sizes(c->study_batch_sizes, sizes, KFAC_STUDY_MAX_SIZES, &n_sizes))
         return KFAC_EINVAL;
+    if (!c->device)
+        return kfac_error(KFAC_EINVAL, "train.device is empty: expected cpu, cuda or cuda:N");
+    if (kfac_backend_select(c->device, "train.device", NULL))
+        return KFAC_EINVAL;
     if (!c->data.train)
         return kfac_error(KFAC_EINVAL, "data.train is required: the training data file");
     if (!c->layers)
@@ -619,7 +624,8 @@ static int run_control(const struct key *k)
     static const char *const train_keys[] = {
         "iterations",       "max_seconds",        "checkpoint",
         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep",
-        "memory_limit",     "chunk_size",         "inject_nan",         NULL};
+        "memory_limit",     "chunk_size",         "device",
+        "inject_nan",       NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

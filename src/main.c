@@ -20,33 +20,35 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
 static void usage(FILE *f)
 {
-    fputs("Usage: kfac-train [OPTIONS] CONFIG.ini\n"
-          "Train a neural network with the optimiser and data that CONFIG.ini describes.\n"
-          "\n"
-          "  -s, --set SECTION.KEY=VALUE  override a configuration key (repeatable)\n"
-          "      --seed N                 same as --set train.seed=N\n"
-          "  -j, --threads N              same as --set train.threads=N (OpenBLAS threads)\n"
-          "  -l, --log FILE               write the TSV log to FILE (same as --set log.file=FILE;\n"
-          "                               - for standard output; default: CONFIG's name with\n"
-          "                               .tsv in the working directory, or a numbered one)\n"
-          "  -f, --force                  replace an existing log file\n"
-          "  -q, --quiet                  no progress line and no summary\n"
-          "  -n, --dry-run                print the resolved configuration, the model and the\n"
-          "                               memory the run needs, then exit\n"
-          "  -r, --resume FILE            continue the run a checkpoint holds (its log is appended)\n"
-          "      --force-resume           resume even with a configuration that differs from the\n"
-          "                               checkpoint's\n"
-          "      --fisher-study           instead of one run, the Fisher study of the [study]\n"
-          "                               section: the TSV table goes where the log would\n"
-          "      --fisher-pictures DIR    instead of one run, PNG heatmaps of the exact Fisher,\n"
-          "                               its K-FAC approximation and their difference\n"
-          "  -h, --help                   print this help and exit\n"
-          "  -V, --version                print the version and exit\n"
-          "\n"
-          "Exit status: 0 on success, 1 if training failed, 2 for usage, configuration or data\n"
-          "errors, 130 when SIGINT or SIGTERM stopped it (after writing a checkpoint). See\n"
-          "kfac-train(1) and kfac-train.ini(5).\n",
-          f);
+    fputs(
+        "Usage: kfac-train [OPTIONS] CONFIG.ini\n"
+        "Train a neural network with the optimiser and data that CONFIG.ini describes.\n"
+        "\n"
+        "  -s, --set SECTION.KEY=VALUE  override a configuration key (repeatable)\n"
+        "      --seed N                 same as --set train.seed=N\n"
+        "  -j, --threads N              same as --set train.threads=N (OpenBLAS threads)\n"
+        "      --device DEVICE          same as --set train.device=DEVICE: cpu, cuda or cuda:N\n"
+        "  -l, --log FILE               write the TSV log to FILE (same as --set log.file=FILE;\n"
+        "                               - for standard output; default: CONFIG's name with\n"
+        "                               .tsv in the working directory, or a numbered one)\n"
+        "  -f, --force                  replace an existing log file\n"
+        "  -q, --quiet                  no progress line and no summary\n"
+        "  -n, --dry-run                print the resolved configuration, the model and the\n"
+        "                               memory the run needs, then exit\n"
+        "  -r, --resume FILE            continue the run a checkpoint holds (its log is appended)\n"
+        "      --force-resume           resume even with a configuration that differs from the\n"
+        "                               checkpoint's\n"
+        "      --fisher-study           instead of one run, the Fisher study of the [study]\n"
+        "                               section: the TSV table goes where the log would\n"
+        "      --fisher-pictures DIR    instead of one run, PNG heatmaps of the exact Fisher,\n"
+        "                               its K-FAC approximation and their difference\n"
+        "  -h, --help                   print this help and exit\n"
+        "  -V, --version                print the version and the backends built, and exit\n"
+        "\n"
+        "Exit status: 0 on success, 1 if training failed, 2 for usage, configuration or data\n"
+        "errors, 130 when SIGINT or SIGTERM stopped it (after writing a checkpoint). See\n"
+        "kfac-train(1) and kfac-train.ini(5).\n",
+        f);
 }
 
 static int fail(int code, const char *context)
@@ -106,14 +108,21 @@ static char *default_log(const char *config, const char *resume)
 static int run(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"set", required_argument, NULL, 's'},  {"seed", required_argument, NULL, 'S'},
-        {"threads", required_argument, NULL, 'j'}, {"log", required_argument, NULL, 'l'},
-        {"force", no_argument, NULL, 'f'},      {"quiet", no_argument, NULL, 'q'},
-        {"dry-run", no_argument, NULL, 'n'},    {"help", no_argument, NULL, 'h'},
+        {"set", required_argument, NULL, 's'},
+        {"seed", required_argument, NULL, 'S'},
+        {"threads", required_argument, NULL, 'j'},
+        {"log", required_argument, NULL, 'l'},
+        {"force", no_argument, NULL, 'f'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"dry-run", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
         {"fisher-study", no_argument, NULL, 'F'},
         {"fisher-pictures", required_argument, NULL, 'P'},
-        {"resume", required_argument, NULL, 'r'}, {"force-resume", no_argument, NULL, 'R'},
-        {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
+        {"resume", required_argument, NULL, 'r'},
+        {"force-resume", no_argument, NULL, 'R'},
+        {"version", no_argument, NULL, 'V'},
+        {"device", required_argument, NULL, 'D'},
+        {NULL, 0, NULL, 0},
     };
     char **sets = NULL;
     int n_sets = 0, dry_run = 0, study = 0, status = 0, c;
@@ -125,6 +134,7 @@ static int run(int argc, char **argv)
         case 'S': add_set(&sets, &n_sets, "train.seed", optarg); break;
         case 'j': add_set(&sets, &n_sets, "train.threads", optarg); break;
         case 'l': add_set(&sets, &n_sets, "log.file", optarg); break;
+        case 'D': add_set(&sets, &n_sets, "train.device", optarg); break;
         case 'f': opts.force = 1; break;
         case 'q': opts.quiet = 1; break;
         case 'n': dry_run = 1; break;
@@ -133,7 +143,9 @@ static int run(int argc, char **argv)
         case 'r': opts.resume = optarg; break;
         case 'R': opts.force_resume = 1; break;
         case 'h': usage(stdout); goto done;
-        case 'V': printf("kfac-train %s\n", PACKAGE_VERSION); goto done;
+        case 'V':
+            printf("kfac-train %s\nbackends: %s\n", PACKAGE_VERSION, kfac_backends_built());
+            goto done;
         default:
             fputs("Try 'kfac-train --help' for more information.\n", stderr);
             status = EXIT_USAGE;

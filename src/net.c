@@ -503,6 +503,13 @@ void kfac_net_reserve(struct kfac_net *net, int max_batch)
     last->ld_out = net->d_out;
 }
 
+void kfac_net_set_backend(struct kfac_net *net, const struct kfac_backend *be)
+{
+    net->be = be;
+    for (int i = 0; i < net->n_layers; i++)
+        net->layers[i].be = be;
+}
+
 void kfac_net_init(struct kfac_net *net, enum kfac_init scheme, int sparse_k,
                    struct kfac_rng *rng)
 {

@@ -337,6 +337,10 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     /* Evaluation passes need no more than the larger set. */
     size_t largest = run->train.n > run->test.n ? run->train.n : run->test.n;
     run->eval_batch = (size_t)c->eval_batch < largest ? c->eval_batch : (int)largest;
+    const struct kfac_backend *be;
+    if ((rc = kfac_backend_select(c->device, "train.device", &be)))
+        return rc;
+    kfac_net_set_backend(run->net, be);
     if ((rc = plan_memory(run, c, train_batch)) || opts->plan_only)
         return rc;
     if (run->eval_batch > run->chunk)

@@ -3,18 +3,23 @@
  * small odd sizes (1, 7, 33) with leading dimensions wider than the matrices (ggml's
  * test-backend-ops pattern). Arrays go through the backend's alloc and upload, the
  * results come back through download, and the padding beyond each row must be left as it
- * was. Today the CPU backend; a device backend joins the list.
+ * was. The CPU backend, and with KFAC_TEST_BACKEND=cuda (tests/cuda.sh) the CUDA backend
+ * beside it; exit status 77 (skipped) when that backend cannot be had.
  */
 #include "kfac/backend.h"
 #include "kfac/layer.h"
 #include "kfac/loss.h"
 #include "kfac/rng.h"
+#include "kfac/status.h"
 #include "testutil.h"
 
 #include <math.h>
 
-static const struct kfac_backend *(*const backends[])(void) = {kfac_backend_cpu};
-enum { N_BACKENDS = sizeof backends / sizeof *backends, PAD = 3 };
+/* The backends under test: the CPU's, and the one KFAC_TEST_BACKEND names (tests/cuda.sh
+ * sets it to cuda), chosen in main. */
+static const struct kfac_backend *backends[2];
+static int n_backends;
+enum { PAD = 3 };
 static const int sizes[] = {1, 7, 33};
 
 /* n random doubles in [−1, 1]. */
@@ -55,7 +60,7 @@ static double atf(const float *X, int ld, int t, int i, int j)
 
 START_TEST(gemm_matches_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 1);
     for (int a = 0; a < 3; a++)
@@ -121,7 +126,7 @@ END_TEST
  * (the lower one is filled with garbage); transpose moves every element. */
 START_TEST(syrk_symm_transpose_match_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 2);
     for (int a = 0; a < 3; a++)
@@ -228,7 +233,7 @@ END_TEST
 
 START_TEST(vector_operations_match_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 3);
     for (int a = 0; a < 3; a++) {
@@ -270,7 +275,7 @@ END_TEST
  * orthonormal; the workspace query gives usable sizes. */
 START_TEST(eigendecomposition_is_one)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 4);
     for (int a = 0; a < 3; a++) {
@@ -329,7 +334,7 @@ static double act_slope(enum kfac_activation act, double out)
  * derivative product into a separate y and in place. */
 START_TEST(activations_match_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 5);
     for (int act = KFAC_ACT_LINEAR; act <= KFAC_ACT_SOFTMAX; act++)
@@ -393,7 +398,7 @@ END_TEST
  * and the sampled gradient against the same draws taken from a copy of the generator. */
 START_TEST(losses_match_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 6);
     for (int loss = KFAC_LOSS_BERNOULLI; loss <= KFAC_LOSS_SOFTMAX; loss++)
@@ -524,7 +529,7 @@ static int tap_offset(const int *w, int oy, int ox, int ky, int kx, int ch)
  * past kh·kw·c alone; col2im sums each patch entry back onto its tap. */
 START_TEST(patches_match_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 7);
     for (int a = 0; a < 3; a++)
@@ -579,7 +584,7 @@ END_TEST
  * back and leave the padding of dx alone; gather reads x at the recorded taps. */
 START_TEST(pooling_matches_the_loop)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     struct kfac_rng r;
     kfac_rng_seed(&r, 8);
     for (int a = 0; a < 3; a++)
@@ -670,7 +675,7 @@ END_TEST
 /* Memory: what goes up comes down, fill fills n and no more; the thread count can be set and read back. */
 START_TEST(memory_and_threads)
 {
-    const struct kfac_backend *be = backends[_i]();
+    const struct kfac_backend *be = backends[_i];
     ck_assert_ptr_nonnull(be->name);
     unsigned char host[33], back[33];
     for (int i = 0; i < 33; i++)
@@ -703,17 +708,36 @@ static Suite *backend_suite(void)
     Suite *s = suite_create("backend");
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, gemm_matches_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, syrk_symm_transpose_match_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, vector_operations_match_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, eigendecomposition_is_one, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, activations_match_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, losses_match_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, patches_match_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, pooling_matches_the_loop, 0, N_BACKENDS);
-    tcase_add_loop_test(tc, memory_and_threads, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, gemm_matches_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, syrk_symm_transpose_match_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, vector_operations_match_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, eigendecomposition_is_one, 0, n_backends);
+    tcase_add_loop_test(tc, activations_match_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, losses_match_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, patches_match_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, pooling_matches_the_loop, 0, n_backends);
+    tcase_add_loop_test(tc, memory_and_threads, 0, n_backends);
     suite_add_tcase(s, tc);
     return s;
 }
 
-KFAC_TEST_MAIN(backend_suite)
+int main(void)
+{
+    backends[n_backends++] = kfac_backend_cpu();
+    const char *device = getenv("KFAC_TEST_BACKEND");
+    if (device && *device) {
+        const struct kfac_backend *be;
+        if (kfac_backend_select(device, "KFAC_TEST_BACKEND", &be)) {
+            printf("SKIP: %s\n", kfac_last_error());
+            return 77;
+        }
+        backends[n_backends++] = be;
+    }
+    SRunner *sr = srunner_create(backend_suite());
+    if (n_backends > 1) /* a device context does not survive fork() */
+        srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -25,6 +25,8 @@ expect_status 0 "--help exits 0" -- "$KFAC" --help
 expect_grep "$WORK/out" "^Usage: kfac-train" "--help prints usage on stdout"
 expect_status 0 "--version exits 0" -- "$KFAC" --version
 expect_grep "$WORK/out" "^kfac-train [0-9]" "--version prints the version"
+expect_grep "$WORK/out" "^backends: cpu" "and the backends built"
+cp "$WORK/out" "$WORK/version"
 expect_status 2 "no configuration is a usage error" -- "$KFAC"
 expect_grep "$WORK/err" "missing CONFIG.ini" "the missing argument is named"
 expect_status 2 "an unknown option is a usage error" -- "$KFAC" --frobnicate "$WORK/ae.ini"
@@ -92,6 +94,22 @@ expect_grep "$WORK/err" "the run needs at least 197.8 KiB, more than train.memor
 # 10,000,000 cases of buffers for 480 cases to evaluate: now as many as there are.
 expect_status 0 "log.eval_batch beyond the data set is clamped to it" -- "$KFAC" -q --log "$WORK/eval.tsv" \
     --set log.eval_batch=10000000 --set train.memory_limit=64M --set train.iterations=3 "$WORK/ae.ini"
+# The device: an unknown name is refused by the dry run; cuda, in a build without it or
+# with no such GPU, by the run, naming what is missing.
+expect_status 2 "an unknown device is refused" -- "$KFAC" -n --device gpu "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.device = 'gpu': expected cpu, cuda or cuda:N" "naming the key"
+if grep -q '^backends: .*cuda' "$WORK/version"; then
+    expect_status 2 "a GPU that is not there is refused" -- "$KFAC" -q --device cuda:99 \
+        --log "$WORK/dev.tsv" "$WORK/ae.ini"
+    expect_grep "$WORK/err" "train.device = cuda:99: \(there is no CUDA device 99\|no CUDA device is visible\)" \
+        "naming the device"
+else
+    expect_status 2 "cuda in a build without it is refused" -- "$KFAC" -q --device cuda \
+        --log "$WORK/dev.tsv" "$WORK/ae.ini"
+    expect_grep "$WORK/err" "train.device = cuda: this kfac-train was built without CUDA (configure it with --enable-cuda)" \
+        "saying how to get it"
+fi
+[ -e "$WORK/dev.tsv" ] && not_ok "no log is left by a refused device" || ok "no log is left by a refused device"
 # Under train.chunk_size = auto a limit below the whole batch's needs takes chunks.
 expect_status 0 "the dry run plans the memory" -- "$KFAC" -n "$WORK/ae.ini"
 expect_grep "$WORK/out" "^# memory: 480 cases per pass (train.chunk_size = auto)" "with the chunk it chose"

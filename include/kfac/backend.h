@@ -113,4 +113,18 @@ struct kfac_backend {
 /* The CPU backend: OpenBLAS and LAPACKE on host memory. */
 const struct kfac_backend *kfac_backend_cpu(void);
 
+/* The CUDA backend on device `device` (backend_cuda.c; in builds configured with
+ * --enable-cuda only): KFAC_EINVAL when no such device is visible or another one is in
+ * use already. */
+int kfac_backend_cuda(int device, const struct kfac_backend **out);
+
+/* The backend a device name selects: "cpu", "cuda" (device 0) or "cuda:N". KFAC_EINVAL,
+ * naming the configuration key `key`, for another name, for cuda in a build without
+ * CUDA, or when the device cannot be used (the reason). With out NULL only the name is
+ * checked. */
+int kfac_backend_select(const char *device, const char *key, const struct kfac_backend **out);
+
+/* The backends this build has, e.g. "cpu cuda". */
+const char *kfac_backends_built(void);
+
 #endif

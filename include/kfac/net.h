@@ -82,6 +82,10 @@ double kfac_net_buffer_bytes(const struct kfac_net *net, int max_batch);
 /* Makes the layer buffers hold at least max_batch cases (allocates; call outside loops). */
 void kfac_net_reserve(struct kfac_net *net, int max_batch);
 
+/* Makes be the backend of the network and of its layers (before any curvature or
+ * optimiser is made for it: those take the network's backend when they are made). */
+void kfac_net_set_backend(struct kfac_net *net, const struct kfac_backend *be);
+
 void kfac_net_init(struct kfac_net *net, enum kfac_init scheme, int sparse_k,
                    struct kfac_rng *rng);
 

@@ -1,0 +1,217 @@
+/*
+ * cuda_ops.cu: cuBLAS and cuSOLVER behind cuda_ops.h. The library's arrays are row-major
+ * and cuBLAS's column-major, so every product is computed transposed: a row-major X with
+ * leading dimension ld is the column-major Xᵀ with the same ld, C = op(A) op(B) becomes
+ * Cᵀ = op(B)ᵀ op(A)ᵀ, a row-major upper triangle is a column-major lower one, and a
+ * symmetric S multiplies from the other side.
+ */
+#include "cuda_ops.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+namespace {
+
+cublasHandle_t blas;
+cusolverDnHandle_t solver;
+
+/* Device scratch that only grows: operands A, B, C (or S), and the eigensolver's. */
+struct scratch {
+    void *p;
+    size_t bytes;
+    const char *what;
+};
+scratch dA = {nullptr, 0, "the first operand"}, dB = {nullptr, 0, "the second operand"},
+        dC = {nullptr, 0, "the result"}, dW = {nullptr, 0, "the eigenvalues"},
+        dWork = {nullptr, 0, "cuSOLVER's workspace"}, dInfo = {nullptr, 0, "cuSOLVER's info"};
+
+[[noreturn]] void die(const char *call, const char *why)
+{
+    fprintf(stderr, "kfac-train: %s failed: %s\n", call, why);
+    exit(EXIT_FAILURE);
+}
+
+void check(cudaError_t e, const char *call)
+{
+    if (e != cudaSuccess)
+        die(call, cudaGetErrorString(e));
+}
+
+void check(cublasStatus_t s, const char *call)
+{
+    if (s != CUBLAS_STATUS_SUCCESS)
+        die(call, cublasGetStatusString(s));
+}
+
+void check(cusolverStatus_t s, const char *call)
+{
+    if (s != CUSOLVER_STATUS_SUCCESS) {
+        char why[32];
+        snprintf(why, sizeof why, "cuSOLVER status %d", (int)s);
+        die(call, why);
+    }
+}
+
+/* s holds at least `bytes` on the device. */
+void *reserve(scratch &s, size_t bytes)
+{
+    if (bytes <= s.bytes)
+        return s.p;
+    if (s.p)
+        check(cudaFree(s.p), "cudaFree");
+    s.p = nullptr;
+    s.bytes = 0;
+    cudaError_t e = cudaMalloc(&s.p, bytes);
+    if (e != cudaSuccess) {
+        char why[256];
+        snprintf(why, sizeof why, "%s: %.1f MiB for %s", cudaGetErrorString(e),
+                 bytes / 1048576.0, s.what);
+        die("cudaMalloc", why);
+    }
+    s.bytes = bytes;
+    return s.p;
+}
+
+/* The elements a row-major rows × cols array with leading dimension ld spans. */
+size_t span(int rows, int cols, int ld)
+{
+    return rows > 0 && cols > 0 ? (size_t)(rows - 1) * ld + cols : 0;
+}
+
+template <typename T> T *to_device(scratch &s, const T *host, size_t n)
+{
+    T *d = static_cast<T *>(reserve(s, (n ? n : 1) * sizeof(T)));
+    if (n)
+        check(cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+    return d;
+}
+
+template <typename T> void to_host(T *host, const T *device, size_t n)
+{
+    if (n)
+        check(cudaMemcpy(host, device, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+}
+
+cublasOperation_t op(int t)
+{
+    return t ? CUBLAS_OP_T : CUBLAS_OP_N;
+}
+
+} // namespace
+
+extern "C" int kfac_cuda_init(int device, char *msg, size_t size)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        snprintf(msg, size, "no CUDA device is visible (cudaGetDeviceCount: %s)",
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    if (device < 0 || device >= count) {
+        snprintf(msg, size, "there is no CUDA device %d (%d visible)", device, count);
+        return -1;
+    }
+    if ((e = cudaSetDevice(device)) != cudaSuccess) {
+        snprintf(msg, size, "cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
+        return -1;
+    }
+    cublasStatus_t b = cublasCreate(&blas);
+    if (b != CUBLAS_STATUS_SUCCESS) {
+        snprintf(msg, size, "cublasCreate: %s", cublasGetStatusString(b));
+        return -1;
+    }
+    cusolverStatus_t s = cusolverDnCreate(&solver);
+    if (s != CUSOLVER_STATUS_SUCCESS) {
+        snprintf(msg, size, "cusolverDnCreate: cuSOLVER status %d", (int)s);
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void kfac_cuda_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A,
+                                int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    size_t nA = ta ? span(k, m, lda) : span(m, k, lda), nB = tb ? span(n, k, ldb) : span(k, n, ldb);
+    size_t nC = span(m, n, ldc);
+    const float *a = to_device(dA, A, nA), *b = to_device(dB, B, nB);
+    float *c = beta != 0 ? to_device(dC, C, nC) : static_cast<float *>(reserve(dC, (nC ? nC : 1) * sizeof(float)));
+    check(cublasSgemm(blas, op(tb), op(ta), n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc),
+          "cublasSgemm");
+    to_host(C, c, nC);
+}
+
+extern "C" void kfac_cuda_dgemm(int ta, int tb, int m, int n, int k, double alpha, const double *A,
+                                int lda, const double *B, int ldb, double beta, double *C, int ldc)
+{
+    size_t nA = ta ? span(k, m, lda) : span(m, k, lda), nB = tb ? span(n, k, ldb) : span(k, n, ldb);
+    size_t nC = span(m, n, ldc);
+    const double *a = to_device(dA, A, nA), *b = to_device(dB, B, nB);
+    double *c = beta != 0 ? to_device(dC, C, nC) : static_cast<double *>(reserve(dC, (nC ? nC : 1) * sizeof(double)));
+    check(cublasDgemm(blas, op(tb), op(ta), n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc),
+          "cublasDgemm");
+    to_host(C, c, nC);
+}
+
+/* Row-major C (n × n, upper) = α op(A) op(A)ᵀ + β C is column-major C (lower) = α op'(A)ᵀ
+ * op'(A) with A's transpose: op' flips. */
+extern "C" void kfac_cuda_ssyrk(int t, int n, int k, float alpha, const float *A, int lda,
+                                float beta, float *C, int ldc)
+{
+    size_t nA = t ? span(k, n, lda) : span(n, k, lda), nC = span(n, n, ldc);
+    const float *a = to_device(dA, A, nA);
+    float *c = to_device(dC, C, nC); /* the lower triangle (row-major) must survive */
+    check(cublasSsyrk(blas, CUBLAS_FILL_MODE_LOWER, t ? CUBLAS_OP_N : CUBLAS_OP_T, n, k, &alpha, a,
+                      lda, &beta, c, ldc),
+          "cublasSsyrk");
+    to_host(C, c, nC);
+}
+
+extern "C" void kfac_cuda_dsyrk(int t, int n, int k, double alpha, const double *A, int lda,
+                                double beta, double *C, int ldc)
+{
+    size_t nA = t ? span(k, n, lda) : span(n, k, lda), nC = span(n, n, ldc);
+    const double *a = to_device(dA, A, nA);
+    double *c = to_device(dC, C, nC);
+    check(cublasDsyrk(blas, CUBLAS_FILL_MODE_LOWER, t ? CUBLAS_OP_N : CUBLAS_OP_T, n, k, &alpha, a,
+                      lda, &beta, c, ldc),
+          "cublasDsyrk");
+    to_host(C, c, nC);
+}
+
+/* Row-major C = α S B (side 0) is column-major Cᵀ = α Bᵀ S: the other side. */
+extern "C" void kfac_cuda_dsymm(int side, int m, int n, double alpha, const double *S, int lds,
+                                const double *B, int ldb, double beta, double *C, int ldc)
+{
+    int ns = side ? n : m;
+    size_t nS = span(ns, ns, lds), nB = span(m, n, ldb), nC = span(m, n, ldc);
+    const double *s = to_device(dA, S, nS), *b = to_device(dB, B, nB);
+    double *c = beta != 0 ? to_device(dC, C, nC) : static_cast<double *>(reserve(dC, (nC ? nC : 1) * sizeof(double)));
+    check(cublasDsymm(blas, side ? CUBLAS_SIDE_LEFT : CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, n,
+                      m, &alpha, s, lds, b, ldb, &beta, c, ldc),
+          "cublasDsymm");
+    to_host(C, c, nC);
+}
+
+extern "C" int kfac_cuda_dsyevd(int n, double *A, double *w)
+{
+    size_t nA = (size_t)n * n;
+    double *a = to_device(dA, A, nA);
+    double *dw = static_cast<double *>(reserve(dW, (n ? n : 1) * sizeof(double)));
+    int lwork = 0, info = 0;
+    check(cusolverDnDsyevd_bufferSize(solver, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
+                                      a, n, dw, &lwork),
+          "cusolverDnDsyevd_bufferSize");
+    double *work = static_cast<double *>(reserve(dWork, (lwork ? lwork : 1) * sizeof(double)));
+    int *dinfo = static_cast<int *>(reserve(dInfo, sizeof(int)));
+    check(cusolverDnDsyevd(solver, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, dw,
+                           work, lwork, dinfo),
+          "cusolverDnDsyevd");
+    to_host(&info, dinfo, 1);
+    to_host(A, a, nA);
+    to_host(w, dw, (size_t)n);
+    return info;
+}
