@@ -19,12 +19,15 @@ int kfac_backend_select(const char *device, const char *key, const struct kfac_b
             *out = kfac_backend_cpu();
         return 0;
     }
+    /* "cuda" is device 0; "cuda:N" a device number of digits alone. */
     long n = 0;
-    char *end = NULL;
-    if (strncmp(device, "cuda", 4) == 0 && device[4] == ':')
+    int named = strcmp(device, "cuda") == 0;
+    if (!named && strncmp(device, "cuda:", 5) == 0) {
+        char *end;
         n = strtol(device + 5, &end, 10);
-    if (strcmp(device, "cuda") != 0 && (strncmp(device, "cuda:", 5) != 0 || !end ||
-                                        end == device + 5 || *end || n < 0 || n > 1024))
+        named = end != device + 5 && !*end && n >= 0 && n <= 1024;
+    }
+    if (!named)
         return kfac_error(KFAC_EINVAL, "%s = '%s': expected cpu, cuda or cuda:N", key, device);
     if (!out)
         return 0;

@@ -105,11 +105,6 @@ static void sort_items(const struct kfac_memory *m, int *order)
     }
 }
 
-double kfac_memory_total(const struct kfac_memory *m)
-{
-    return total_of(m);
-}
-
 int kfac_memory_fits(const struct kfac_memory *m, double limit)
 {
     if (limit <= 0)

@@ -120,7 +120,7 @@ double kfac_lm_lambda_warmup(double lambda, double rho, double factor, long T1,
     return kfac_lm_lambda(lambda, rho, T1, lambda_min);
 }
 
-static int ceil_fraction(double fraction, int m)
+int kfac_fraction_cases(double fraction, int m)
 {
     int n = (int)ceil(fraction * m - 1e-9);
     return n < 1 ? 1 : n > m ? m : n;
@@ -146,7 +146,7 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
     double t0 = kfac_log_clock();
-    int ms = ceil_fraction(o->opts.stats_fraction, b->m), chunk = s->chunk;
+    int ms = kfac_fraction_cases(o->opts.stats_fraction, b->m), chunk = s->chunk;
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
     if (kfoc && ms > chunk)
         return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
@@ -331,7 +331,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     }
 
     double t0 = kfac_log_clock(), dd[3], dp[3], pp, c_prev = 0, g_prev = 0;
-    int mq = ceil_fraction(op->model_fraction, b->m);
+    int mq = kfac_fraction_cases(op->model_fraction, b->m);
     model_sums(s, b, mq, n_gamma, dd, dp, &pp);
     if (s->have_prev) { /* the previous step's part of the model does not depend on γ */
         const float *ys[2] = {s->prev, net->grads};

@@ -246,7 +246,7 @@ static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int tr
     int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
     const char *least_why = NULL;
     if (c->optim.type == KFAC_OPTIM_KFAC && c->optim.curvature == KFAC_CURVATURE_KFOC) {
-        least = (int)ceil(c->optim.stats_fraction * train_batch - 1e-9);
+        least = kfac_fraction_cases(c->optim.stats_fraction, train_batch);
         least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
     }
     if (c->fisher_error_every > 0) {

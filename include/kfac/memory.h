@@ -38,9 +38,6 @@ double kfac_memory_available(void);
  * every item with its bytes and key, largest first. */
 int kfac_memory_check(const struct kfac_memory *m, double limit, const char *limit_key);
 
-/* The bytes of all the items. */
-double kfac_memory_total(const struct kfac_memory *m);
-
 /* Whether the tally fits in limit bytes (0: kfac_memory_available()), setting no error. */
 int kfac_memory_fits(const struct kfac_memory *m, double limit);
 

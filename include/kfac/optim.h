@@ -94,6 +94,10 @@ struct kfac_optim_opts {
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad);
 
+/* ⌈fraction · m⌉ within [1, m]: the cases of a batch of m that the statistics (τ1) or the
+ * quadratic model (τ2) take. */
+int kfac_fraction_cases(double fraction, int m);
+
 /* The floor on γ when optimizer.gamma_min is 0 and η is too: without one, γ can fall
  * until the damped inverses of vanishing factors overflow. */
 #define KFAC_GAMMA_MIN_NO_L2 1e-4

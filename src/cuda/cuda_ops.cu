@@ -132,54 +132,92 @@ extern "C" int kfac_cuda_init(int device, char *msg, size_t size)
     return 0;
 }
 
-extern "C" void kfac_cuda_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A,
-                                int lda, const float *B, int ldb, float beta, float *C, int ldc)
+namespace {
+
+/* cuBLAS's float and double routines under one name each. */
+cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const float *alpha, const float *A, int lda, const float *B, int ldb,
+                    const float *beta, float *C, int ldc)
+{
+    return cublasSgemm(blas, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const double *alpha, const double *A, int lda, const double *B, int ldb,
+                    const double *beta, double *C, int ldc)
+{
+    return cublasDgemm(blas, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+cublasStatus_t syrk(cublasOperation_t t, int n, int k, const float *alpha, const float *A, int lda,
+                    const float *beta, float *C, int ldc)
+{
+    return cublasSsyrk(blas, CUBLAS_FILL_MODE_LOWER, t, n, k, alpha, A, lda, beta, C, ldc);
+}
+
+cublasStatus_t syrk(cublasOperation_t t, int n, int k, const double *alpha, const double *A,
+                    int lda, const double *beta, double *C, int ldc)
+{
+    return cublasDsyrk(blas, CUBLAS_FILL_MODE_LOWER, t, n, k, alpha, A, lda, beta, C, ldc);
+}
+
+/* The result's n elements on the device: uploaded when beta adds what C holds. */
+template <typename T> T *result(const T *C, size_t n, T beta)
+{
+    return beta != 0 ? to_device(dC, C, n) : static_cast<T *>(reserve(dC, (n ? n : 1) * sizeof(T)));
+}
+
+/* Row-major C (m × n) = α op(A) op(B) + β C is column-major Cᵀ = α op(B)ᵀ op(A)ᵀ + β Cᵀ. */
+template <typename T>
+void gemm_rm(const char *call, int ta, int tb, int m, int n, int k, T alpha, const T *A, int lda,
+             const T *B, int ldb, T beta, T *C, int ldc)
 {
     size_t nA = ta ? span(k, m, lda) : span(m, k, lda), nB = tb ? span(n, k, ldb) : span(k, n, ldb);
     size_t nC = span(m, n, ldc);
-    const float *a = to_device(dA, A, nA), *b = to_device(dB, B, nB);
-    float *c = beta != 0 ? to_device(dC, C, nC) : static_cast<float *>(reserve(dC, (nC ? nC : 1) * sizeof(float)));
-    check(cublasSgemm(blas, op(tb), op(ta), n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc),
-          "cublasSgemm");
+    const T *a = to_device(dA, A, nA), *b = to_device(dB, B, nB);
+    T *c = result(C, nC, beta);
+    check(gemm(op(tb), op(ta), n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc), call);
     to_host(C, c, nC);
+}
+
+/* Row-major C (n × n, upper) = α op(A) op(A)ᵀ + β C is column-major C (lower) = α op'(A)ᵀ
+ * op'(A) with A's transpose: op' flips. C goes up whatever β: its other triangle must
+ * survive. */
+template <typename T>
+void syrk_rm(const char *call, int t, int n, int k, T alpha, const T *A, int lda, T beta, T *C,
+             int ldc)
+{
+    size_t nA = t ? span(k, n, lda) : span(n, k, lda), nC = span(n, n, ldc);
+    const T *a = to_device(dA, A, nA);
+    T *c = to_device(dC, C, nC);
+    check(syrk(t ? CUBLAS_OP_N : CUBLAS_OP_T, n, k, &alpha, a, lda, &beta, c, ldc), call);
+    to_host(C, c, nC);
+}
+
+} // namespace
+
+extern "C" void kfac_cuda_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A,
+                                int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    gemm_rm("cublasSgemm", ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 extern "C" void kfac_cuda_dgemm(int ta, int tb, int m, int n, int k, double alpha, const double *A,
                                 int lda, const double *B, int ldb, double beta, double *C, int ldc)
 {
-    size_t nA = ta ? span(k, m, lda) : span(m, k, lda), nB = tb ? span(n, k, ldb) : span(k, n, ldb);
-    size_t nC = span(m, n, ldc);
-    const double *a = to_device(dA, A, nA), *b = to_device(dB, B, nB);
-    double *c = beta != 0 ? to_device(dC, C, nC) : static_cast<double *>(reserve(dC, (nC ? nC : 1) * sizeof(double)));
-    check(cublasDgemm(blas, op(tb), op(ta), n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc),
-          "cublasDgemm");
-    to_host(C, c, nC);
+    gemm_rm("cublasDgemm", ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Row-major C (n × n, upper) = α op(A) op(A)ᵀ + β C is column-major C (lower) = α op'(A)ᵀ
- * op'(A) with A's transpose: op' flips. */
 extern "C" void kfac_cuda_ssyrk(int t, int n, int k, float alpha, const float *A, int lda,
                                 float beta, float *C, int ldc)
 {
-    size_t nA = t ? span(k, n, lda) : span(n, k, lda), nC = span(n, n, ldc);
-    const float *a = to_device(dA, A, nA);
-    float *c = to_device(dC, C, nC); /* the lower triangle (row-major) must survive */
-    check(cublasSsyrk(blas, CUBLAS_FILL_MODE_LOWER, t ? CUBLAS_OP_N : CUBLAS_OP_T, n, k, &alpha, a,
-                      lda, &beta, c, ldc),
-          "cublasSsyrk");
-    to_host(C, c, nC);
+    syrk_rm("cublasSsyrk", t, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 extern "C" void kfac_cuda_dsyrk(int t, int n, int k, double alpha, const double *A, int lda,
                                 double beta, double *C, int ldc)
 {
-    size_t nA = t ? span(k, n, lda) : span(n, k, lda), nC = span(n, n, ldc);
-    const double *a = to_device(dA, A, nA);
-    double *c = to_device(dC, C, nC);
-    check(cublasDsyrk(blas, CUBLAS_FILL_MODE_LOWER, t ? CUBLAS_OP_N : CUBLAS_OP_T, n, k, &alpha, a,
-                      lda, &beta, c, ldc),
-          "cublasDsyrk");
-    to_host(C, c, nC);
+    syrk_rm("cublasDsyrk", t, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 /* Row-major C = α S B (side 0) is column-major Cᵀ = α Bᵀ S: the other side. */
@@ -189,7 +227,7 @@ extern "C" void kfac_cuda_dsymm(int side, int m, int n, double alpha, const doub
     int ns = side ? n : m;
     size_t nS = span(ns, ns, lds), nB = span(m, n, ldb), nC = span(m, n, ldc);
     const double *s = to_device(dA, S, nS), *b = to_device(dB, B, nB);
-    double *c = beta != 0 ? to_device(dC, C, nC) : static_cast<double *>(reserve(dC, (nC ? nC : 1) * sizeof(double)));
+    double *c = result(C, nC, beta);
     check(cublasDsymm(blas, side ? CUBLAS_SIDE_LEFT : CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, n,
                       m, &alpha, s, lds, b, ldb, &beta, c, ldc),
           "cublasDsymm");
