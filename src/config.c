@@ -118,6 +118,7 @@ static const struct key keys[] = {
     {"train", "memory_limit", K_BYTES, F(memory_limit), "0", 0, 1125899906842624.0, NULL},
     {"train", "chunk_size", K_CASES, F(chunk_size), "auto", 0, 1e7, NULL},
     {"train", "device", K_STRING, F(device), "cpu", 0, 0, NULL},
+    {"train", "rank_check_every", K_LONG, F(rank_check_every), "100", 0, 1e12, NULL},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -625,7 +626,7 @@ static int run_control(const struct key *k)
         "iterations",       "max_seconds",        "checkpoint",
         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep",
         "memory_limit",     "chunk_size",         "device",
-        "inject_nan",       NULL};
+        "inject_nan",       "rank_check_every",   NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

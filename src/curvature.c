@@ -19,6 +19,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
 {
     struct kfac_curvature *c = kfac_xcalloc(1, sizeof *c);
     c->be = net->be;
+    c->comm = net->comm;
     c->n_blocks = net->n_blocks;
     c->f = kfac_xcalloc((size_t)net->n_blocks, sizeof *c->f);
     size_t max_n = 0, max_block = 0;
@@ -141,6 +142,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
     free(c->f);
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
+    kfac_floats_free(c->packed);
     free(c->dtmp);
     free(c);
 }
@@ -228,8 +230,50 @@ int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, 
     return kfac_curvature_merge_batch(c, eps, k);
 }
 
+/* The upper triangle of X (n × n) into buf, or from it with unpack; returns its floats. */
+static size_t pack_upper(int n, float *X, float *buf, int unpack)
+{
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len = (size_t)(n - i);
+        float *row = X + (size_t)i * n + i;
+        if (buf)
+            memcpy(unpack ? row : buf + at, unpack ? buf + at : row, len * sizeof *row);
+        at += len;
+    }
+    return at;
+}
+
+/* Every batch statistic into buf (unpack: back from it); returns the floats. */
+static size_t pack_batch(struct kfac_curvature *c, float *buf, int unpack)
+{
+    size_t at = 0;
+    for (int i = 0; i < c->n_blocks; i++) {
+        struct kfac_factors *f = &c->f[i];
+        at += pack_upper(f->n_a, f->batch_A, buf ? buf + at : NULL, unpack);
+        at += pack_upper(f->n_g, f->batch_G, buf ? buf + at : NULL, unpack);
+    }
+    if (c->variant && c->variant->pack)
+        at += c->variant->pack(c, buf ? buf + at : NULL, unpack);
+    return at;
+}
+
+/* The ranks' shares of the batch statistics summed: one buffer, one call. */
+static void sum_over_ranks(struct kfac_curvature *c)
+{
+    if (kfac_comm_size(c->comm) <= 1)
+        return;
+    size_t n = pack_batch(c, NULL, 0);
+    if (!c->packed) /* once: the variant is chosen before the first update */
+        c->packed = kfac_floats_new(n);
+    pack_batch(c, c->packed, 0);
+    kfac_comm_sum_floats(c->comm, KFAC_COMM_STATISTICS, c->packed, n);
+    pack_batch(c, c->packed, 1);
+}
+
 int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k)
 {
+    sum_over_ranks(c);
     for (int i = 0; i < c->n_blocks; i++) {
         const struct kfac_factors *f = &c->f[i];
         if (!upper_finite(f->n_a, f->batch_A))
@@ -345,23 +389,49 @@ static int eigen(struct kfac_curvature *c, int n, const double *X, double *U_t, 
     return 0;
 }
 
+/* Factor j's matrix, its size and where its decomposition goes (j = 2i: layer i's Ā,
+ * 2i + 1: its G). */
+static void factor(struct kfac_curvature *c, int j, int *n, double **X, double **U_t,
+                   double **eig)
+{
+    struct kfac_factors *f = &c->f[j / 2];
+    *n = j % 2 ? f->n_g : f->n_a;
+    *X = j % 2 ? f->G : f->A;
+    *U_t = j % 2 ? f->UG_t : f->UA_t;
+    *eig = j % 2 ? f->eig_G : f->eig_A;
+}
+
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k)
 {
     kfac_curvature_symmetrise(c);
-    for (int i = 0; i < c->n_blocks; i++) {
-        struct kfac_factors *f = &c->f[i];
-        int info = eigen(c, f->n_a, f->A, f->UA_t, f->eig_A);
-        const char *which = "A";
-        if (!info) {
-            info = eigen(c, f->n_g, f->G, f->UG_t, f->eig_G);
-            which = "G";
-        }
-        if (info)
-            return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
-                                             "factor %s failed (LAPACK dsyevd info %d)",
-                              k, f->layer, which, info);
-        f->pi = pi_of(c->be, f, norm);
+    int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm);
+    int n_factors = 2 * c->n_blocks;
+    /* The first failure: (n_factors − j) · 2³² + LAPACK's info, so that the ranks' largest
+     * is the lowest factor's. */
+    long failed = 0;
+    for (int j = rank; j < n_factors && !failed; j += ranks) {
+        int n, info;
+        double *X, *U_t, *eig;
+        factor(c, j, &n, &X, &U_t, &eig);
+        if ((info = eigen(c, n, X, U_t, eig)))
+            failed = (long)(n_factors - j) << 32 | (unsigned)info;
     }
+    failed = kfac_comm_max(c->comm, failed);
+    if (failed) {
+        int j = n_factors - (int)(failed >> 32);
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
+                                         "factor %s failed (LAPACK dsyevd info %d)",
+                          k, c->f[j / 2].layer, j % 2 ? "G" : "A", (int)(failed & 0xffffffff));
+    }
+    for (int j = 0; ranks > 1 && j < n_factors; j++) {
+        int n;
+        double *X, *U_t, *eig;
+        factor(c, j, &n, &X, &U_t, &eig);
+        kfac_comm_broadcast_doubles(c->comm, KFAC_COMM_INVERSE, U_t, (size_t)n * n, j % ranks);
+        kfac_comm_broadcast_doubles(c->comm, KFAC_COMM_INVERSE, eig, (size_t)n, j % ranks);
+    }
+    for (int i = 0; i < c->n_blocks; i++)
+        c->f[i].pi = pi_of(c->be, &c->f[i], norm);
     if (c->variant && c->variant->decompose)
         c->variant->decompose(c);
     c->inv_gamma = 0;

@@ -256,23 +256,55 @@ void kfac_kfoc_running_fit(const struct kfac_backend *be, int na, int ng, double
     memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
 
+/* A layer's ā (side 0) or g (side 1) of every rank's cases into out (doubles), in rank
+ * order, from this rank's layer buffer x (T rows of n per case); c->kfoc.counts[r] holds
+ * rank r's cases. */
+static void gather_rows(struct kfac_curvature *c, const float *x, int T, int n, int side,
+                        double *out)
+{
+    int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm), at = 0;
+    const int *cases = c->kfoc.counts;
+    int *counts = c->kfoc.counts + (1 + side) * ranks;
+    for (int r = 0; r < ranks; r++) {
+        counts[r] = cases[r] * T * n;
+        at += r < rank ? counts[r] : 0;
+    }
+    kfac_floats_to_doubles((size_t)counts[rank], x, out + at);
+    kfac_comm_gather_doubles(c->comm, KFAC_COMM_STATISTICS, out, counts);
+}
+
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
                                double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info)
 {
-    for (int i = 0; i < c->n_blocks; i++) {
+    /* The first layer with a non-finite ā or g on any rank: 2(blocks − i) − side, so that
+     * the ranks' largest is the lowest layer's. */
+    long bad = 0;
+    for (int i = 0; i < c->n_blocks && !bad; i++) {
         const struct kfac_layer *l = net->blocks[i];
         const struct kfac_factors *f = &c->f[i];
         size_t rows = (size_t)m * (size_t)f->n_pos;
         if (!kfac_all_finite(rows * (size_t)f->n_a, l->abar))
+            bad = 2L * (c->n_blocks - i);
+        else if (!kfac_all_finite(rows * (size_t)f->n_g, l->g))
+            bad = 2L * (c->n_blocks - i) - 1;
+    }
+    if ((bad = kfac_comm_max(c->comm, bad))) {
+        int i = c->n_blocks - (int)((bad + 1) / 2);
+        if (bad % 2 == 0)
             return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activations (the K-FOC "
                                              "factor L) are not finite; nothing was updated",
-                              k, f->layer);
-        if (!kfac_all_finite(rows * (size_t)f->n_g, l->g))
-            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's output gradients (the "
-                                             "K-FOC factor R) are not finite; nothing was updated",
-                              k, f->layer);
+                              k, c->f[i].layer);
+        return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's output gradients (the "
+                                         "K-FOC factor R) are not finite; nothing was updated",
+                          k, c->f[i].layer);
     }
+    /* The fits take every rank's cases: their ā and g are gathered, layer by layer. */
+    int ranks = kfac_comm_size(c->comm);
+    kfac_comm_gather_ints(c->comm, m, c->kfoc.counts);
+    m = 0;
+    for (int r = 0; r < ranks; r++)
+        m += c->kfoc.counts[r];
     info->iterations = 0;
     info->converged = 1;
     info->change = 0;
@@ -280,9 +312,8 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
         const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
-        size_t rows = (size_t)m * (size_t)f->n_pos;
-        kfac_floats_to_doubles(rows * f->n_a, l->abar, c->kfoc.a);
-        kfac_floats_to_doubles(rows * f->n_g, l->g, c->kfoc.g);
+        gather_rows(c, l->abar, f->n_pos, f->n_a, 0, c->kfoc.a);
+        gather_rows(c, l->g, f->n_pos, f->n_g, 1, c->kfoc.g);
         struct kfac_fisher_block b = {c->be,     m,   f->n_a,   f->n_g, c->kfoc.a,
                                       c->kfoc.g, NAN, f->n_pos, NULL};
         if (f->n_pos > 1) {
@@ -325,6 +356,7 @@ static int kfoc_update(struct kfac_curvature *c, const struct kfac_net *net, int
 
 static void kfoc_free(struct kfac_curvature *c)
 {
+    free(c->kfoc.counts);
     free(c->kfoc.a);
     free(c->kfoc.g);
     free(c->kfoc.X);
@@ -343,6 +375,8 @@ void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, 
                              double tol)
 {
     reserve(c, max_cases);
+    if (!c->kfoc.counts)
+        c->kfoc.counts = kfac_xcalloc(3 * (size_t)kfac_comm_size(c->comm), sizeof *c->kfoc.counts);
     c->kfoc.side = side;
     c->kfoc.max_iter = max_iter;
     c->kfoc.tol = tol;

@@ -70,6 +70,21 @@ static void kfac_curvature_cross_moments(struct kfac_curvature *c, const struct 
     }
 }
 
+/* The cross moments for their sum over the ranks (curvature.h). */
+static size_t pack_cross(struct kfac_curvature *c, float *buf, int unpack)
+{
+    size_t at = 0;
+    for (int i = 0; i + 1 < c->n_blocks; i++) {
+        struct kfac_coupling *t = &c->tri[i];
+        float *X[2] = {t->batch_XA, t->batch_XG};
+        size_t n[2] = {(size_t)t->n_a * t->n_a1, (size_t)t->n_g * t->n_g1};
+        for (int s = 0; s < 2; s++, at += n[s - 1])
+            if (buf)
+                memcpy(unpack ? X[s] : buf + at, unpack ? buf + at : X[s], n[s] * sizeof *buf);
+    }
+    return at;
+}
+
 /* out = εX + (1−ε) B for X, B and out of n elements. */
 static void merge_full(size_t n, const double *X, const float *B, double eps, double *out)
 {
@@ -286,6 +301,7 @@ static const struct kfac_curvature_variant tridiag = {
     .name = "kfac-tridiag",
     .statistics = kfac_curvature_cross_moments,
     .merge = kfac_curvature_merge_cross,
+    .pack = pack_cross,
     .rollback = tridiag_rollback,
     .decompose = kfac_curvature_decompose_tridiag,
     .last_inverse_only = 1, /* the chain inverts every other layer with its coupling */

@@ -451,18 +451,21 @@ int kfac_batch_size(int schedule, int m1, long k_full, long k, size_t n)
 }
 
 void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,
-                       struct kfac_rng *rng)
+                       struct kfac_rng *rng, int rank, int ranks)
 {
     b->ds = ds;
     b->rng = rng;
     b->max_batch = (size_t)max_batch < ds->n ? max_batch : (int)ds->n;
+    b->rank = rank;
+    b->ranks = ranks;
+    int mine = (b->max_batch + ranks - 1) / ranks;
     b->perm = kfac_xmalloc(ds->n * sizeof *b->perm);
     for (size_t i = 0; i < ds->n; i++)
         b->perm[i] = i;
     kfac_rng_shuffle(rng, b->perm, ds->n);
     b->pos = 0;
-    b->x = kfac_floats_new((size_t)b->max_batch * ds->d_x);
-    b->t = ds->t == ds->x ? b->x : kfac_floats_new((size_t)b->max_batch * ds->d_t);
+    b->x = kfac_floats_new((size_t)mine * ds->d_x);
+    b->t = ds->t == ds->x ? b->x : kfac_floats_new((size_t)mine * ds->d_t);
 }
 
 void kfac_batcher_free(struct kfac_batcher *b)
@@ -489,14 +492,16 @@ void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out)
         kfac_rng_shuffle(b->rng, b->perm, ds->n);
         b->pos = 0;
     }
-    for (int i = 0; i < m; i++) {
-        size_t c = b->perm[b->pos + (size_t)i];
+    *out = (struct kfac_batch){.total = m, .first = b->rank, .stride = b->ranks};
+    int mine = kfac_batch_share(out, m);
+    for (int i = 0; i < mine; i++) {
+        size_t c = b->perm[b->pos + (size_t)kfac_batch_place(out, i)];
         memcpy(b->x + (size_t)i * ds->d_x, ds->x + c * ds->d_x, (size_t)ds->d_x * sizeof(float));
         if (b->t != b->x)
             memcpy(b->t + (size_t)i * ds->d_t, ds->t + c * ds->d_t, (size_t)ds->d_t * sizeof(float));
     }
     b->pos += (size_t)m;
-    out->m = m;
+    out->m = mine;
     out->x = b->x;
     out->t = b->t;
 }

@@ -424,8 +424,8 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
 {
     int K = m < p->K ? m : p->K;
     kfac_net_forward(net, K, X);
-    net->be->loss_sample_grad(loss, K, net->d_out, kfac_net_output(net), rng,
-                              kfac_net_output_grad(net));
+    net->be->loss_sample_grad(loss, K, net->d_out, kfac_net_output(net), kfac_rng_u64(rng), 0,
+                              1, kfac_net_output_grad(net));
     kfac_net_backward(net, K, 1.0f, KFAC_GRADS_NONE);
     p->kfoc_iterations = 0;
     for (int i = 0; i < net->n_blocks; i++) {

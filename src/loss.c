@@ -98,10 +98,12 @@ void kfac_loss_grad(enum kfac_loss loss, int m, int n, const float *y, const flo
         g[i] = y[i] - t[i];
 }
 
-void kfac_loss_sample_grad(enum kfac_loss loss, int m, int n, const float *y,
-                           struct kfac_rng *rng, float *g)
+void kfac_loss_sample_grad(enum kfac_loss loss, int m, int n, const float *y, uint64_t key,
+                           long place, long step, float *g)
 {
+    struct kfac_rng stream, *rng = &stream;
     for (int i = 0; i < m; i++) {
+        kfac_rng_case(rng, key, (uint64_t)(place + i * step));
         const float *yi = y + (size_t)i * n;
         float *gi = g + (size_t)i * n;
         switch (loss) {

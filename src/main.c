@@ -3,6 +3,7 @@
  * (0 success, 1 run-time failure, 2 usage, configuration or data error).
  */
 #include "config.h"
+#include "kfac/comm.h"
 #include "kfac/config.h"
 #include "kfac/file.h"
 #include "kfac/status.h"
@@ -51,13 +52,34 @@ static void usage(FILE *f)
         f);
 }
 
+/* The ranks of the run (one process unless started by an MPI launcher). */
+static struct kfac_comm comm;
+
 static int fail(int code, const char *context)
 {
+    char rank[32] = "";
+    if (comm.size > 1)
+        snprintf(rank, sizeof rank, "rank %d: ", comm.rank);
     if (context)
-        fprintf(stderr, "kfac-train: %s: %s\n", context, kfac_last_error());
+        fprintf(stderr, "kfac-train: %s%s: %s\n", rank, context, kfac_last_error());
     else
-        fprintf(stderr, "kfac-train: %s\n", kfac_last_error());
+        fprintf(stderr, "kfac-train: %s%s\n", rank, kfac_last_error());
     return code;
+}
+
+/* Of several ranks that all reach this point with their rc: whether any failed, after the
+ * lowest failed rank (one that did not merely learn of another's failure) printed its
+ * message; the exit status for all of them is *status. */
+static int ranks_failed(int rc, int code, const char *context, int *status)
+{
+    long mine = rc && rc != KFAC_EPEER ? comm.size - comm.rank : 0;
+    long first = kfac_comm_max(&comm, mine);
+    if (!first && !rc)
+        return 0;
+    if (first && comm.size - first == comm.rank)
+        fail(code, context);
+    *status = code;
+    return 1;
 }
 
 /* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
@@ -145,6 +167,8 @@ static int run(int argc, char **argv)
         case 'h': usage(stdout); goto done;
         case 'V':
             printf("kfac-train %s\nbackends: %s\n", PACKAGE_VERSION, kfac_backends_built());
+            if (kfac_comm_library())
+                printf("mpi: %s\n", kfac_comm_library());
             goto done;
         default:
             fputs("Try 'kfac-train --help' for more information.\n", stderr);
@@ -204,6 +228,11 @@ static int run(int argc, char **argv)
         fputs("kfac-train: --resume continues a training run, not a Fisher study or pictures\n",
               stderr);
         status = EXIT_USAGE;
+    } else if (!status && comm.size > 1 && (study || pictures)) {
+        fprintf(stderr, "kfac-train: rank %d: --fisher-study and --fisher-pictures run on one "
+                        "process, and mpirun started %d\n",
+                comm.rank, comm.size);
+        status = EXIT_USAGE;
     } else if (!status && study && pictures) {
         fputs("kfac-train: --fisher-study and --fisher-pictures are separate runs; give one\n",
               stderr);
@@ -216,6 +245,16 @@ static int run(int argc, char **argv)
         int started;
         if (kfac_fisher_study(&cfg, &opts, stderr, &started))
             status = started ? fail(EXIT_RUNTIME, NULL) : fail(EXIT_USAGE, argv[optind]);
+    } else if (!status && comm.size > 1) {
+        /* Every rank prepares and trains; the first to fail speaks for all. */
+        struct kfac_run r;
+        opts.comm = &comm;
+        int rc = kfac_run_prepare(&r, &cfg, &opts);
+        if (!ranks_failed(rc, EXIT_USAGE, argv[optind], &status)) {
+            rc = kfac_run_train(&r, r.writer ? stderr : NULL);
+            ranks_failed(rc, rc == KFAC_EINTR ? EXIT_INTERRUPTED : EXIT_RUNTIME, NULL, &status);
+        }
+        kfac_run_free(&r);
     } else if (!status) {
         struct kfac_run r;
         int rc;
@@ -235,7 +274,12 @@ done:
 
 int main(int argc, char **argv)
 {
+    if (kfac_comm_start(&comm)) {
+        fprintf(stderr, "kfac-train: %s\n", kfac_last_error());
+        return EXIT_USAGE;
+    }
     int status = run(argc, argv);
+    kfac_comm_finish(&comm);
     /* A failed write of the help text or the dry-run output is a failure too. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "kfac-train: write error on standard output\n");

@@ -8,26 +8,34 @@
 #include "kfac/status.h"
 
 #include <math.h>
+#include <string.h>
 
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad)
 {
-    int m = b->m, n = net->d_out, chunk = net->max_batch;
+    int m = b->m, n = net->d_out, chunk = net->max_batch, total = kfac_batch_total(b);
     double sum = 0;
+    if (want_grad && m == 0) /* a rank with no case of a batch smaller than the ranks */
+        memset(net->grads, 0, net->n_params * sizeof *net->grads);
     /* The last chunk first, so that the buffers end with the first cases, which the
      * statistics and the quadratic model start from. */
-    for (int first = (m - 1) / chunk * chunk; first >= 0; first -= chunk) {
+    for (int first = m > 0 ? (m - 1) / chunk * chunk : -1; first >= 0; first -= chunk) {
         int mc = m - first < chunk ? m - first : chunk;
         const float *x = b->x + (size_t)first * net->d_in, *t = b->t + (size_t)first * n;
         kfac_net_forward(net, mc, x);
         sum += net->be->loss_sum(loss, mc, n, kfac_net_logits(net), t);
         if (want_grad) {
             net->be->loss_grad(loss, mc, n, kfac_net_output(net), t, kfac_net_output_grad(net));
-            kfac_net_backward(net, mc, 1.0f / (float)m,
+            kfac_net_backward(net, mc, 1.0f / (float)total,
                               first + mc == m ? KFAC_GRADS_SET : KFAC_GRADS_ADD);
         }
     }
-    double h = sum / m;
+    /* The ranks' shares: the gradient block in one call, before the L2 term that every
+     * rank would add alike. */
+    kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, &sum, 1);
+    if (want_grad)
+        kfac_comm_sum_floats(net->comm, KFAC_COMM_GRADIENT, net->grads, net->n_params);
+    double h = sum / total;
     if (l2 > 0)
         h += 0.5 * l2 * kfac_sumsq(net->n_params, net->params);
     if (want_grad && l2 > 0)

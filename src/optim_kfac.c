@@ -15,6 +15,8 @@
  * are checked, and a failure leaves θ as it was.
  * Every pass takes chunks of at most the network's max_batch cases (train.chunk_size):
  * sums (the gradient, the statistics, the model's inner products) add up over chunks, and
+ * on several ranks (comm.h) over the ranks' shares of the batch, one call each; every
+ * decision is taken from the summed figures, so every rank takes the same step. And
  * a chunk whose forward pass the layer buffers still hold is not run again, so a batch
  * that fits in one chunk costs what it did before chunks.
  */
@@ -146,17 +148,28 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
     double t0 = kfac_log_clock();
-    int ms = kfac_fraction_cases(o->opts.stats_fraction, b->m), chunk = s->chunk;
+    /* ms of the whole batch, of which this rank holds its first `mine`; the ranks' largest
+     * share is rank 0's. */
+    int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b)), chunk = s->chunk;
+    int mine = kfac_batch_share(b, ms), ranks = kfac_comm_size(net->comm);
+    int most = (ms + ranks - 1) / ranks;
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
-    if (kfoc && ms > chunk)
+    if (kfoc && most > chunk)
         return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
                                        "one chunk, and train.chunk_size is %d",
-                          k, ms, chunk);
-    for (int first = 0; first < ms; first += chunk) {
-        int mc = ms - first < chunk ? ms - first : chunk;
+                          k, most, chunk);
+    /* Whether the statistics add up over chunks or ranks, rather than in one update. */
+    int summed = !kfoc && (ranks > 1 || ms > chunk);
+    /* A target per case, keyed by its place in the whole batch (loss.h). */
+    uint64_t key = o->opts.fisher == KFAC_FISHER_SAMPLED ? kfac_rng_u64(&s->rng) : 0;
+    if (summed && mine == 0) /* a rank without statistics cases adds zeros */
+        kfac_curvature_accumulate(s->curv, net, 0, ms, 1);
+    for (int first = 0; first < mine; first += chunk) {
+        int mc = mine - first < chunk ? mine - first : chunk;
         hold(s, b, first, mc);
         if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
-            net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), &s->rng,
+            net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), key,
+                                      kfac_batch_place(b, first), b->stride ? b->stride : 1,
                                       kfac_net_output_grad(net));
             kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
             s->real_g = 0;
@@ -166,14 +179,14 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
             kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
             s->real_g = 1;
         }
-        if (ms > chunk)
+        if (summed)
             kfac_curvature_accumulate(s->curv, net, mc, ms, first == 0);
     }
     double eps = kfac_stats_decay(k, o->opts.stats_decay);
     if (kfoc && o->opts.kfoc_average == KFAC_KFOC_RUNNING)
         eps = s->kfoc_cases / (s->kfoc_cases + ms);
-    int rc = ms > chunk ? kfac_curvature_merge_batch(s->curv, eps, k)
-                        : kfac_curvature_update(s->curv, net, ms, eps, k);
+    int rc = summed ? kfac_curvature_merge_batch(s->curv, eps, k)
+                    : kfac_curvature_update(s->curv, net, mine, eps, k);
     if (kfoc) {
         figures[COL_KFOC_ITER] = rc ? NAN : s->curv->kfoc.info.iterations;
         if (!rc)
@@ -187,21 +200,21 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     return rc;
 }
 
-/* The quadratic model's Fisher sums over the first mq cases, chunk by chunk, for the
- * n_gamma proposals s->delta: dd[i] = Σ (JΔ_i)ᵀ F_R (JΔ_i), dp[i] = Σ (JΔ_i)ᵀ F_R (Jδ₀) and
- * *pp = Σ (Jδ₀)ᵀ F_R (Jδ₀) (the last two only after a first step). One forward pass per
- * chunk serves every tangent. */
+/* The quadratic model's Fisher sums over the first mq cases of the whole batch, chunk by
+ * chunk and over the ranks, for the n_gamma proposals s->delta: sums[i] = Σ (JΔ_i)ᵀ F_R
+ * (JΔ_i), sums[n_gamma + i] = Σ (JΔ_i)ᵀ F_R (Jδ₀) and sums[2 n_gamma] = Σ (Jδ₀)ᵀ F_R (Jδ₀)
+ * (the last ones zero before a first step). One forward pass per chunk serves every
+ * tangent; one call sums the ranks'. */
 static void model_sums(struct kfac *s, const struct kfac_batch *b, int mq, int n_gamma,
-                       double *dd, double *dp, double *pp)
+                       double *sums)
 {
     struct kfac_net *net = s->base.net;
     enum kfac_loss loss = s->base.loss;
-    int chunk = s->chunk;
-    *pp = 0;
-    for (int i = 0; i < n_gamma; i++)
-        dd[i] = dp[i] = 0;
-    for (int first = 0; first < mq; first += chunk) {
-        int mc = mq - first < chunk ? mq - first : chunk;
+    int chunk = s->chunk, mine = kfac_batch_share(b, mq);
+    double *dd = sums, *dp = sums + n_gamma, *pp = sums + 2 * n_gamma;
+    memset(sums, 0, (size_t)(2 * n_gamma + 1) * sizeof *sums);
+    for (int first = 0; first < mine; first += chunk) {
+        int mc = mine - first < chunk ? mine - first : chunk;
         hold(s, b, first, mc);
         if (s->have_prev) {
             const float *j = kfac_net_jvp(net, mc, s->prev);
@@ -215,6 +228,7 @@ static void model_sums(struct kfac *s, const struct kfac_batch *b, int mq, int n
                 dp[i] += fisher_sum(net, loss, mc, j, s->j_prev, s->scratch);
         }
     }
+    kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, sums, (size_t)(2 * n_gamma + 1));
 }
 
 /* The step for the proposal Δ (s->delta[i]) with the model's sums for it: cand = αΔ + μδ₀
@@ -330,20 +344,20 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         figures[COL_T_PRECOND] += kfac_log_clock() - t1;
     }
 
-    double t0 = kfac_log_clock(), dd[3], dp[3], pp, c_prev = 0, g_prev = 0;
-    int mq = kfac_fraction_cases(op->model_fraction, b->m);
-    model_sums(s, b, mq, n_gamma, dd, dp, &pp);
+    double t0 = kfac_log_clock(), sums[7], c_prev = 0, g_prev = 0;
+    int mq = kfac_fraction_cases(op->model_fraction, kfac_batch_total(b));
+    model_sums(s, b, mq, n_gamma, sums);
     if (s->have_prev) { /* the previous step's part of the model does not depend on γ */
         const float *ys[2] = {s->prev, net->grads};
         double dots[2];
         kfac_dots(n, s->prev, 2, ys, dots);
-        c_prev = pp / mq + (s->lambda + op->l2) * dots[0];
+        c_prev = sums[2 * n_gamma] / mq + (s->lambda + op->l2) * dots[0];
         g_prev = dots[1];
     }
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
         double a, u, c, score;
-        try_gamma(s, b, i, mq, dd[i], dp[i], c_prev, g_prev, &a, &u, &c, &score);
+        try_gamma(s, b, i, mq, sums[i], sums[n_gamma + i], c_prev, g_prev, &a, &u, &c, &score);
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
@@ -451,10 +465,11 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->rng = *rng;
     s->curv = kfac_curvature_new(net);
     s->chunk = net->max_batch;
-    /* K-FOC's fits take a batch's statistics cases at once: scratch for a chunk, which
-     * must hold them all (update_curvature() refuses a batch whose do not fit). */
+    /* K-FOC's fits take a batch's statistics cases at once: scratch for a chunk on every
+     * rank, whose chunk must hold its share of them all (update_curvature() refuses a
+     * batch whose do not fit). */
     if (opts->curvature == KFAC_CURVATURE_KFOC)
-        kfac_curvature_use_kfoc(s->curv, s->chunk, opts->kfoc_normalise,
+        kfac_curvature_use_kfoc(s->curv, s->chunk * kfac_comm_size(net->comm), opts->kfoc_normalise,
                                 opts->kfoc_max_iter, opts->kfoc_tol);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);

@@ -27,6 +27,11 @@ void kfac_rng_seed(struct kfac_rng *r, uint64_t seed)
     r->has_spare = 0;
 }
 
+void kfac_rng_case(struct kfac_rng *r, uint64_t key, uint64_t i)
+{
+    kfac_rng_seed(r, key + 4 * i * 0x9e3779b97f4a7c15ULL);
+}
+
 int kfac_rng_valid(const struct kfac_rng *r)
 {
     /* Box–Muller's radius sqrt(−2 ln u) with u ≥ 2⁻⁵³ stays below 8.6. */

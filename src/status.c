@@ -20,6 +20,7 @@ const char *kfac_status_str(int status)
     case KFAC_ENUMERIC: return "non-finite value";
     case KFAC_EEXIST: return "file exists";
     case KFAC_EINTR: return "interrupted";
+    case KFAC_EPEER: return "another rank failed";
     default: return "unknown error";
     }
 }

@@ -84,11 +84,12 @@ static int sample_cases(const struct kfac_config *c, struct kfac_run *run, long 
     for (size_t i = 0; i < N; i++)
         memcpy(X + i * d, ds->x + order[i] * d, d * sizeof *X);
     float *out_grads = c->study_export ? kfac_floats_new(N * d_out) : NULL;
+    uint64_t key = kfac_rng_u64(&run->rng_probe);
     for (size_t first = 0; first < N; first += chunk) {
         int mc = (int)(N - first < chunk ? N - first : chunk);
         kfac_net_forward(net, mc, X + first * d);
-        net->be->loss_sample_grad(run->loss, mc, net->d_out, kfac_net_output(net),
-                                  &run->rng_probe, kfac_net_output_grad(net));
+        net->be->loss_sample_grad(run->loss, mc, net->d_out, kfac_net_output(net), key,
+                                  (long)first, 1, kfac_net_output_grad(net));
         if (out_grads)
             memcpy(out_grads + first * d_out, kfac_net_output_grad(net),
                    (size_t)mc * d_out * sizeof *out_grads);

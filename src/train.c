@@ -93,8 +93,11 @@ double kfac_evaluate(struct kfac_net *net, int task, const struct kfac_dataset *
     double sum = 0;
     if (ds->n == 0)
         return NAN;
-    for (size_t start = 0; start < ds->n; start += (size_t)chunk) {
-        int m = (int)(ds->n - start < (size_t)chunk ? ds->n - start : (size_t)chunk);
+    /* Each rank takes its part of the set, [lo, hi). */
+    size_t ranks = (size_t)kfac_comm_size(net->comm), rank = (size_t)kfac_comm_rank(net->comm);
+    size_t lo = ds->n * rank / ranks, hi = ds->n * (rank + 1) / ranks;
+    for (size_t start = lo; start < hi; start += (size_t)chunk) {
+        int m = (int)(hi - start < (size_t)chunk ? hi - start : (size_t)chunk);
         kfac_net_forward(net, m, ds->x + start * ds->d_x);
         const float *y = kfac_net_output(net), *t = ds->t + start * ds->d_t;
         if (task == KFAC_TASK_CLASSIFICATION)
@@ -102,6 +105,7 @@ double kfac_evaluate(struct kfac_net *net, int task, const struct kfac_dataset *
         else
             sum += kfac_sq_error_sum(m, ds->d_t, y, t);
     }
+    kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, &sum, 1);
     if (task == KFAC_TASK_REGRESSION)
         return sqrt(sum / ((double)ds->n * ds->d_t));
     return sum / (double)ds->n;
@@ -241,12 +245,14 @@ static void tally_memory(const struct kfac_run *run, const struct kfac_config *c
  * train.chunk_size, or under auto the largest batch a pass takes (training or evaluation)
  * when that fits, else the most cases that fit. Passes that need their cases at once
  * (K-FOC's statistics, the Fisher-error probe) set the least chunk. */
-static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int train_batch)
+static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int whole_batch)
 {
+    /* Of several ranks, each holds its share of a batch (data.h). */
+    int ranks = kfac_comm_size(run->net->comm), train_batch = (whole_batch + ranks - 1) / ranks;
     int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
     const char *least_why = NULL;
     if (c->optim.type == KFAC_OPTIM_KFAC && c->optim.curvature == KFAC_CURVATURE_KFOC) {
-        least = kfac_fraction_cases(c->optim.stats_fraction, train_batch);
+        least = (kfac_fraction_cases(c->optim.stats_fraction, whole_batch) + ranks - 1) / ranks;
         least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
     }
     if (c->fisher_error_every > 0) {
@@ -302,6 +308,14 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     int rc = kfac_config_validate(c);
     if (rc || (rc = kfac_model_new(c, &run->net, &run->loss)))
         return rc;
+    run->net->comm = opts->comm;
+    int ranks = kfac_comm_size(opts->comm);
+    /* Rank 0 alone writes (the log, the progress line, checkpoints); the others follow. */
+    run->writer = kfac_comm_rank(opts->comm) == 0;
+    if (ranks > 1 && c->fisher_error_every > 0)
+        return kfac_error(KFAC_EINVAL, "log.fisher_error_every: the Fisher-error probe runs on "
+                                       "one process, and this run has %d ranks",
+                          ranks);
     run->net->be->set_threads(c->threads);
     /* Independent streams, so that e.g. a change of initialisation leaves the batches alone. */
     uint64_t seed = (uint64_t)c->seed;
@@ -349,7 +363,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_net_init(run->net, (enum kfac_init)c->init, c->sparse_connections, &run->rng_init);
     if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->rng_optim, &run->optim)))
         return rc;
-    kfac_batcher_init(&run->batcher, &run->train, train_batch, &run->rng_batch);
+    kfac_batcher_init(&run->batcher, &run->train, train_batch, &run->rng_batch,
+                      kfac_comm_rank(opts->comm), ranks);
     if (c->polyak_start > 0) {
         run->avg = kfac_floats_new(run->net->n_params);
         run->scratch = kfac_floats_new(run->net->n_params);
@@ -359,7 +374,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     } else if (c->log_file && !opts->no_log) {
         run->checkpoint = kfac_xasprintf("%s.ckpt", c->log_file);
     }
-    if ((rc = check_outputs(run, c)))
+    if (run->writer && (rc = check_outputs(run, c)))
         return rc;
     struct stat st;
     if (c->fisher_export && !opts->force && !opts->resume && stat(c->fisher_export, &st) == 0)
@@ -403,13 +418,15 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     /* The checkpoint is checked and restored before the log is touched. */
     if (opts->resume)
         rc = resume(run, opts);
-    int progress = !opts->quiet && (c->progress == KFAC_PROGRESS_ON ||
-                                    (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
-    const char *log_path = opts->no_log ? "/dev/null" : c->log_file;
+    int progress = !opts->quiet && run->writer &&
+                   (c->progress == KFAC_PROGRESS_ON ||
+                    (c->progress == KFAC_PROGRESS_AUTO && isatty(2)));
+    const char *log_path = opts->no_log || !run->writer ? "/dev/null" : c->log_file;
     if (!rc && opts->resume) {
         rc = kfac_log_open_append(&run->log, log_path, names, n, progress);
     } else if (!rc) {
-        rc = kfac_log_open(&run->log, log_path, opts->force || opts->no_log, progress);
+        rc = kfac_log_open(&run->log, log_path, opts->force || opts->no_log || !run->writer,
+                           progress);
         if (!rc)
             rc = kfac_log_header(&run->log, names, n);
     }
@@ -515,7 +532,7 @@ static void note(struct kfac_run *run, FILE *f, const char *fmt, ...)
  * its first N attempts. */
 static void inject_nan(struct kfac_run *run, const struct kfac_batch *b, long k, int attempt)
 {
-    if (run->inject_at == k && attempt < run->inject_times)
+    if (run->inject_at == k && attempt < run->inject_times && b->first == 0 && b->m > 0)
         run->batcher.x[b->x - run->batcher.x] = NAN;
 }
 
@@ -539,7 +556,7 @@ static int give_up(struct kfac_run *run)
 {
     char *why = kfac_xstrdup(kfac_last_error());
     int rc;
-    if (!run->checkpoint) {
+    if (!run->checkpoint || !run->writer) {
         rc = kfac_error(KFAC_ENUMERIC, "%s; gave up after %d retries", why, run->cfg->retries);
     } else if (kfac_run_checkpoint(run)) {
         char *also = kfac_xstrdup(kfac_last_error());
@@ -614,6 +631,47 @@ static void draw_progress(struct kfac_run *run, long k, double objective, double
                       damping);
 }
 
+/* FNV-1a of the parameters' bytes. */
+static uint64_t checksum(const float *x, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)x;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n * sizeof *x; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Every rank takes the same steps from the same summed figures, so their parameters must
+ * agree to the bit; KFAC_ENUMERIC on every rank when they do not. */
+static int check_ranks(struct kfac_run *run, long k)
+{
+    struct kfac_net *net = run->net;
+    int r = kfac_comm_differs(net->comm, checksum(net->params, net->n_params));
+    if (r < 0)
+        return 0;
+    return kfac_error(KFAC_ENUMERIC, "iteration %ld: the parameters of rank %d differ from rank "
+                                     "0's (train.rank_check_every): the ranks no longer train "
+                                     "one model",
+                      k, r);
+}
+
+/* The summary's line on the ranks' communication over `iterations` iterations of `seconds`
+ * (this invocation's): sent holds the ranks' summed bytes, then seconds, by kind. */
+static void print_communication(FILE *f, int ranks, long iterations, double seconds,
+                                const double *sent)
+{
+    double in_comm = 0, per = ranks * (double)(iterations > 0 ? iterations : 1);
+    for (int i = 0; i < KFAC_COMM_KINDS; i++)
+        in_comm += sent[KFAC_COMM_KINDS + i] / ranks;
+    fprintf(f, "kfac-train: %d ranks: %.3g s per iteration, %.1f%% of it in collectives (waits "
+               "included); sent per rank and iteration: gradient %.4g MB, statistics %.4g MB, "
+               "inverses %.4g MB, scalars %.4g kB\n",
+            ranks, seconds / (iterations > 0 ? iterations : 1),
+            seconds > 0 ? 100 * in_comm / seconds : 0, sent[KFAC_COMM_GRADIENT] / per / 1e6,
+            sent[KFAC_COMM_STATISTICS] / per / 1e6, sent[KFAC_COMM_INVERSE] / per / 1e6,
+            sent[KFAC_COMM_SCALARS] / per / 1e3);
+}
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig)
@@ -632,6 +690,8 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     memcpy(evals, run->final, sizeof evals);
     if (run->start == 1)
         evals[0] = evals[1] = evals[2] = evals[3] = NAN;
+    struct kfac_comm *comm = run->net->comm;
+    int ranks = kfac_comm_size(comm);
     int periodic = run->checkpoint && (c->checkpoint_every > 0 || c->checkpoint_seconds > 0);
     int at_end = periodic || (run->checkpoint && c->checkpoint);
     double last_checkpoint = kfac_log_clock();
@@ -674,6 +734,16 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         polyak_update(run, k);
         train_time += kfac_log_clock() - t0;
         int last = k == c->iterations || (c->max_seconds > 0 && train_time >= c->max_seconds);
+        if (ranks > 1) { /* every rank ends where the first to stop does */
+            double ends[2] = {last, stop_signal != 0};
+            kfac_comm_sum_doubles(comm, KFAC_COMM_SCALARS, ends, 2);
+            last = ends[0] > 0;
+            if (ends[1] > 0 && !stop_signal)
+                stop_signal = SIGTERM;
+        }
+        if (c->rank_check_every > 0 && (last || k % c->rank_check_every == 0) &&
+            (rc = check_ranks(run, k)))
+            break;
         double *ev = run->row + 4 + n_opt;
         for (int i = 0; i < n_eval; i++)
             ev[i] = NAN;
@@ -696,9 +766,9 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         run->row[1] = train_time;
         run->row[2] = m;
         run->row[3] = objective;
-        if ((rc = kfac_log_row(&run->log, run->row)))
-            break;
-        draw_progress(run, k, objective, evals[0], train_time, since_s);
+        rc = kfac_log_row(&run->log, run->row);
+        if (!rc)
+            draw_progress(run, k, objective, evals[0], train_time, since_s);
         run->iterations_done = k;
         run->seconds = train_time;
         memcpy(run->final, evals, sizeof evals);
@@ -706,12 +776,17 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         int due = periodic && ((c->checkpoint_every > 0 && k % c->checkpoint_every == 0) ||
                                (c->checkpoint_seconds > 0 &&
                                 now - last_checkpoint >= c->checkpoint_seconds));
-        if (run->checkpoint && (due || stop_signal || (last && at_end))) {
+        if (!rc && run->writer && run->checkpoint && (due || stop_signal || (last && at_end))) {
             /* The log's rows so far go to disk first: a resumed run appends after them. */
-            if ((rc = kfac_log_flush(&run->log)) || (rc = kfac_run_checkpoint(run)))
-                break;
+            if (!(rc = kfac_log_flush(&run->log)))
+                rc = kfac_run_checkpoint(run);
             last_checkpoint = now;
         }
+        /* What only the writer does can fail only there: the others learn of it here. */
+        if (ranks > 1 && kfac_comm_max(comm, rc != 0) && !rc)
+            rc = kfac_error(KFAC_EPEER, "iteration %ld: another rank failed", k);
+        if (rc)
+            break;
         if (stop_signal) {
             rc = run->checkpoint
                      ? kfac_error(KFAC_EINTR, "%s at iteration %ld; the checkpoint %s holds it: "
@@ -727,6 +802,13 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    /* The ranks' communication, summed (all of them end here together, or not at all). */
+    double sent[2 * KFAC_COMM_KINDS];
+    if (!rc && ranks > 1) {
+        memcpy(sent, comm->bytes, sizeof comm->bytes);
+        memcpy(sent + KFAC_COMM_KINDS, comm->seconds, sizeof comm->seconds);
+        kfac_comm_sum_doubles(comm, KFAC_COMM_SCALARS, sent, 2 * KFAC_COMM_KINDS);
+    }
     char *log_path = run->log.path ? kfac_xstrdup(run->log.path) : NULL;
     int close_rc = kfac_log_close(&run->log);
     if (!rc)
@@ -740,6 +822,9 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
             fprintf(summary, "; averaged: train %s %.6g, test %s %.6g", metric, evals[2], metric,
                     evals[3]);
         fputc('\n', summary);
+        if (ranks > 1)
+            print_communication(summary, ranks, run->iterations_done - run->start + 1,
+                                train_time - since_s, sent);
         if (log_path && strcmp(log_path, "/dev/null") != 0) {
             int stem = kfac_file_stem(log_path, ".tsv");
             fprintf(summary, "kfac-train: the log is %s; plot it with tools/kfac-plot -a -o "

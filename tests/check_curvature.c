@@ -176,8 +176,8 @@ START_TEST(sampled_G_converges_to_exact)
         int m = M * samples[s];
         struct kfac_curvature *c = kfac_curvature_new(net);
         kfac_net_forward(net, m, X);
-        kfac_loss_sample_grad(KFAC_LOSS_BERNOULLI, m, 3, kfac_net_output(net), &r,
-                              kfac_net_output_grad(net));
+        kfac_loss_sample_grad(KFAC_LOSS_BERNOULLI, m, 3, kfac_net_output(net), kfac_rng_u64(&r),
+                              0, 1, kfac_net_output_grad(net));
         kfac_net_backward(net, m, 1.0f, KFAC_GRADS_NONE);
         ck_assert_int_eq(kfac_curvature_update(c, net, m, 0, 1), 0);
         kfac_curvature_symmetrise(c);

@@ -440,7 +440,7 @@ START_TEST(batcher_draws_without_replacement)
     struct kfac_rng r;
     kfac_rng_seed(&r, 3);
     struct kfac_batcher b;
-    kfac_batcher_init(&b, &ds, 10, &r);
+    kfac_batcher_init(&b, &ds, 10, &r, 0, 1);
     int seen[N] = {0};
     for (int k = 0; k < 5; k++) { /* one epoch */
         struct kfac_batch batch;
@@ -454,6 +454,55 @@ START_TEST(batcher_draws_without_replacement)
     kfac_batcher_free(&b);
     ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 1000, 500, 7, 600), 600);
     ck_assert_int_eq(kfac_batch_size(KFAC_SCHEDULE_FIXED, 100, 500, 7, 600), 100);
+}
+END_TEST
+
+/* Ranks' batchers from the same stream: for every batch (10 and 7 cases, the second
+ * not dividing by 3), the ranks' shares are the one process's batch dealt round-robin,
+ * and each rank's first kfac_batch_share(b, n) cases are its among the batch's first n. */
+START_TEST(ranks_share_each_batch_round_robin)
+{
+    enum { N = 40, D = 2, RANKS = 3 };
+    float x[N * D];
+    for (int i = 0; i < N; i++)
+        x[i * D] = (float)i, x[i * D + 1] = (float)-i;
+    struct kfac_dataset ds = {.n = N, .d_x = D, .d_t = D, .shape = {D, 1, 1}, .x = x, .t = x};
+    struct kfac_rng r[RANKS + 1];
+    struct kfac_batcher one, part[RANKS];
+    kfac_rng_seed(&r[RANKS], 8);
+    kfac_batcher_init(&one, &ds, 10, &r[RANKS], 0, 1);
+    for (int q = 0; q < RANKS; q++) {
+        kfac_rng_seed(&r[q], 8);
+        kfac_batcher_init(&part[q], &ds, 10, &r[q], q, RANKS);
+    }
+    for (int k = 0; k < 12; k++) { /* through reshuffles */
+        int m = k % 2 ? 7 : 10;
+        struct kfac_batch whole, b[RANKS];
+        kfac_batcher_next(&one, m, &whole);
+        ck_assert_int_eq(kfac_batch_total(&whole), m);
+        int held = 0;
+        for (int q = 0; q < RANKS; q++) {
+            kfac_batcher_next(&part[q], m, &b[q]);
+            ck_assert_int_eq(kfac_batch_total(&b[q]), m);
+            held += b[q].m;
+            for (int j = 0; j < b[q].m; j++) {
+                long at = kfac_batch_place(&b[q], j);
+                ck_assert_int_eq(at % RANKS, q);
+                ck_assert_float_eq(b[q].x[j * D], whole.x[at * D]);
+                ck_assert_float_eq(b[q].x[j * D + 1], whole.x[at * D + 1]);
+            }
+            for (int n = 0; n <= m; n++) {
+                int mine = 0;
+                for (long at = q; at < n; at += RANKS)
+                    mine++;
+                ck_assert_int_eq(kfac_batch_share(&b[q], n), mine);
+            }
+        }
+        ck_assert_int_eq(held, m);
+    }
+    kfac_batcher_free(&one);
+    for (int q = 0; q < RANKS; q++)
+        kfac_batcher_free(&part[q]);
 }
 END_TEST
 
@@ -739,6 +788,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, bad_values_are_named_by_file_and_case);
     tcase_add_test(tc, images_resize_by_area);
     tcase_add_test(tc, batcher_draws_without_replacement);
+    tcase_add_test(tc, ranks_share_each_batch_round_robin);
     tcase_add_test(tc, exponential_batch_schedule);
     tcase_add_test(tc, idx_writer_round_trip);
     tcase_add_test(tc, curves_are_seeded_thin_curves);

@@ -357,7 +357,7 @@ static void twin_iteration(struct twin *t, const float *params, const struct kfa
     if (o->fisher == KFAC_FISHER_SAMPLED) {
         for (int r = 0; r < ms * n; r++)
             yf[r] = (float)y[r];
-        kfac_loss_sample_grad(t->loss, ms, n, yf, rng, gf);
+        kfac_loss_sample_grad(t->loss, ms, n, yf, kfac_rng_u64(rng), 0, 1, gf);
         for (int r = 0; r < ms * n; r++)
             gout[r] = gf[r];
         backward(t, theta, &f, ms, gout, g);

@@ -112,7 +112,7 @@ START_TEST(sampled_gradients_match_the_fisher_in_expectation)
     double S[N][N] = {{0}};
     const int samples = 200000;
     for (int s = 0; s < samples; s++) {
-        kfac_loss_sample_grad(loss, 1, N, y, &r, g);
+        kfac_loss_sample_grad(loss, 1, N, y, kfac_rng_u64(&r), 0, 1, g);
         for (int a = 0; a < N; a++)
             for (int b = 0; b < N; b++)
                 S[a][b] += (double)g[a] * g[b];

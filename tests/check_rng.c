@@ -22,6 +22,42 @@ START_TEST(same_seed_same_stream)
 }
 END_TEST
 
+/* A case's stream depends on its key and index alone; the first draws of neighbouring
+ * cases (what one target per case takes) are uniform and uncorrelated, and another key
+ * gives other streams. */
+START_TEST(case_streams_are_keyed_and_independent)
+{
+    enum { N = 20000 };
+    struct kfac_rng a, b;
+    kfac_rng_case(&a, 99, 12345);
+    kfac_rng_case(&b, 99, 12345);
+    for (int i = 0; i < 100; i++)
+        ck_assert_uint_eq(kfac_rng_u64(&a), kfac_rng_u64(&b));
+    static double u[N];
+    double mean = 0;
+    for (int i = 0; i < N; i++) {
+        kfac_rng_case(&a, 0x5eed, (uint64_t)i);
+        mean += (u[i] = kfac_rng_uniform(&a)) / N;
+    }
+    double cov = 0, var = 0;
+    for (int i = 0; i < N; i++) {
+        var += (u[i] - mean) * (u[i] - mean) / N;
+        if (i + 1 < N)
+            cov += (u[i] - mean) * (u[i + 1] - mean) / (N - 1);
+    }
+    ck_assert_double_eq_tol(mean, 0.5, 0.01);
+    ck_assert_double_eq_tol(var, 1.0 / 12, 0.005);
+    ck_assert_double_lt(fabs(cov / var), 0.03);
+    int same = 0;
+    for (int i = 0; i < 100; i++) {
+        kfac_rng_case(&a, 1, (uint64_t)i);
+        kfac_rng_case(&b, 2, (uint64_t)i);
+        same += kfac_rng_u64(&a) == kfac_rng_u64(&b);
+    }
+    ck_assert_int_eq(same, 0);
+}
+END_TEST
+
 START_TEST(state_save_restore)
 {
     struct kfac_rng r, saved;
@@ -91,6 +127,7 @@ static Suite *rng_suite(void)
     Suite *s = suite_create("rng");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, same_seed_same_stream);
+    tcase_add_test(tc, case_streams_are_keyed_and_independent);
     tcase_add_test(tc, state_save_restore);
     tcase_add_test(tc, moments);
     tcase_add_test(tc, below_is_uniform_and_shuffle_permutes);

@@ -165,7 +165,7 @@ batches=$(column_values "$WORK/kfac.tsv" batch | sed -n '1p;2p;40p;60p' | tr '\n
     || not_ok "the exponential schedule gave batches '$batches'"
 first=$(column_values "$WORK/kfac.tsv" train_recon | head -n 1)
 last=$(column_values "$WORK/kfac.tsv" train_recon | tail -n 1)
-if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.7 * a) }'; then
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.75 * a) }'; then
     ok "K-FAC lowers the reconstruction error ($first -> $last)"
 else not_ok "K-FAC lowers the reconstruction error ($first -> $last)"; fi
 # The warm-up start: rho at every iteration until the first rho <= 3/4 (or iteration 20),

@@ -11,6 +11,9 @@
  *                                               stand-in sources for kfac-datagen faces
  *   mkfixture ckpt-items CHECKPOINT             "name bytes crc32" of each item of a
  *                                               checkpoint
+ *   mkfixture ckpt-diff A B ITEM                max |a − b| / max |a| over the floats of
+ *                                               ITEM in two checkpoints: how far two runs'
+ *                                               parameters (net.params) are apart
  *   mkfixture ckpt-forge IN OUT ITEM I TYPE V   IN with element I of ITEM set to V, read
  *                                               as TYPE (i64, u64, f64), and the CRC made
  *                                               right again: a forged checkpoint
@@ -114,6 +117,63 @@ static int ckpt_items(const char *path)
     return fclose(f) != 0;
 }
 
+/* The bytes of item `name` in checkpoint path (caller frees), or NULL. */
+static unsigned char *ckpt_item(const char *path, const char *name, uint64_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[28], *found = NULL;
+    uint32_t n, len;
+    if (!f || fread(hdr, 1, 28, f) != 28 || fread(&len, 4, 1, f) != 1 || fseek(f, len, SEEK_CUR) ||
+        fread(&n, 4, 1, f) != 1)
+        n = 0;
+    for (uint32_t i = 0; i < n && !found; i++) {
+        char item[64];
+        uint64_t bytes;
+        if (fread(&len, 4, 1, f) != 1 || len >= sizeof item || fread(item, 1, len, f) != len ||
+            fread(&bytes, 8, 1, f) != 1)
+            break;
+        item[len] = '\0';
+        if (strcmp(item, name) != 0) {
+            if (fseek(f, (long)bytes, SEEK_CUR))
+                break;
+            continue;
+        }
+        found = malloc(bytes + 1);
+        if (fread(found, 1, bytes, f) != bytes) {
+            free(found);
+            found = NULL;
+        }
+        *size = bytes;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Prints max |a − b| / max |a| over the floats of item `name` of checkpoints a and b. */
+static int ckpt_diff(const char *a, const char *b, const char *name)
+{
+    uint64_t na = 0, nb = 0;
+    unsigned char *pa = ckpt_item(a, name, &na), *pb = ckpt_item(b, name, &nb);
+    int rc = !pa || !pb || na != nb;
+    if (!rc) {
+        double diff = 0, scale = 0;
+        for (uint64_t i = 0; i < na / 4; i++) {
+            float x, y;
+            memcpy(&x, pa + 4 * i, 4);
+            memcpy(&y, pb + 4 * i, 4);
+            diff = fmax(diff, fabs((double)x - y));
+            scale = fmax(scale, fabs((double)x));
+        }
+        printf("%.3g\n", scale > 0 ? diff / scale : diff);
+    } else {
+        fprintf(stderr, "mkfixture: %s has no item %s of the size %s has\n", b, name, a);
+    }
+    free(pa);
+    free(pb);
+    return rc;
+}
+
 /* Copies the checkpoint in to out with element i of item `name` set to value (of type
  * i64, u64 or f64) and the CRC recomputed, as someone crafting a checkpoint would. */
 static int ckpt_forge(const char *in, const char *out, const char *name, long i, const char *type,
@@ -179,10 +239,13 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "ckpt-items") == 0)
         return ckpt_items(argv[2]);
+    if (argc == 5 && strcmp(argv[1], "ckpt-diff") == 0)
+        return ckpt_diff(argv[2], argv[3], argv[4]);
     if (argc == 8 && strcmp(argv[1], "ckpt-forge") == 0)
         return ckpt_forge(argv[2], argv[3], argv[4], atol(argv[5]), argv[6], argv[7]);
     fprintf(stderr, "usage: mkfixture bars IMAGES LABELS N SEED | mkfixture csv FILE N SEED | "
                     "mkfixture blobs FILE.npy K SEED | mkfixture ckpt-items CHECKPOINT | "
+                    "mkfixture ckpt-diff A B ITEM | "
                     "mkfixture ckpt-forge IN OUT ITEM I TYPE V\n");
     return 2;
 }

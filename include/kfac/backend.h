@@ -83,16 +83,16 @@ struct kfac_backend {
                                       int ld_out, const float *x, int ld_x, float *y, int ld_y);
     /* the loss's value (returned to the host), gradient, output-Fisher product, a column of
      * the output Fisher's square root, and the gradient at a target drawn from the model's
-     * distribution (from rng, the host's stream: a device backend draws the same numbers
-     * on the host and uploads them, so that its runs follow the CPU's), */
+     * distribution (case i from kfac_rng_case(key, place + i·step), loss.h: a device
+     * backend draws the same numbers, so that its runs follow the CPU's), */
     double (*loss_sum)(enum kfac_loss loss, int m, int n, const float *z, const float *t);
     void (*loss_grad)(enum kfac_loss loss, int m, int n, const float *y, const float *t, float *g);
     void (*loss_fisher_mul)(enum kfac_loss loss, int m, int n, const float *y, const float *v,
                             float *out);
     void (*loss_fisher_column)(enum kfac_loss loss, int m, int n, const float *y, int j,
                                float *out);
-    void (*loss_sample_grad)(enum kfac_loss loss, int m, int n, const float *y,
-                             struct kfac_rng *rng, float *g);
+    void (*loss_sample_grad)(enum kfac_loss loss, int m, int n, const float *y, uint64_t key,
+                             long place, long step, float *g);
     /* the patch matrix and its adjoint, */
     void (*im2col)(int m, const struct kfac_shape *in, int kh, int kw, int stride, int pad,
                    const float *x, int ld_x, float *out, int ld_out);

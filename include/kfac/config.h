@@ -35,6 +35,8 @@ struct kfac_config {
     double memory_limit;             /* bytes a run may use; 0: what the machine has */
     int chunk_size;                  /* cases per pass; 0 (auto): the batch, or what fits */
     char *device;                    /* the backend: "cpu", "cuda" or "cuda:N" */
+    long rank_check_every;           /* iterations between the ranks' parameter checksums
+                                      * (0: never; comm.h) */
     char *inject_nan;                /* test aid "K[:N]" (kfac_parse_injection); NULL: none */
     int retries;                     /* tries again of a non-finite iteration */
     char *checkpoint;                /* NULL: log_file + ".ckpt", or none without a log file */

@@ -141,6 +141,9 @@ struct kfac_curvature_variant {
     void (*statistics)(struct kfac_curvature *c, const struct kfac_net *net, int m, int total,
                        int first);
     void (*merge)(struct kfac_curvature *c, double eps);
+    /* Copies its batch statistics into buf (unpack: back from buf) for the sum over the
+     * ranks; returns the floats they take (buf NULL: only counts them). */
+    size_t (*pack)(struct kfac_curvature *c, float *buf, int unpack);
     void (*rollback)(struct kfac_curvature *c);
     /* After the layers' eigendecompositions. */
     void (*decompose)(struct kfac_curvature *c);
@@ -157,6 +160,9 @@ struct kfac_curvature_variant {
 
 struct kfac_curvature {
     const struct kfac_backend *be; /* the network's */
+    struct kfac_comm *comm;   /* the network's ranks: the statistics are summed over them,
+                               * the decompositions shared out among them */
+    float *packed;            /* the batch statistics packed for their sum over the ranks */
     const struct kfac_curvature_variant *variant; /* NULL: block-diagonal K-FAC */
     int n_blocks;             /* the network's layers with parameters */
     struct kfac_factors *f;   /* n_blocks */
@@ -172,7 +178,8 @@ struct kfac_curvature {
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
     int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
-        int max_cases;
+        int max_cases;        /* of all ranks together */
+        int *counts;          /* 3 × ranks: each rank's cases, and their ā's and g's doubles */
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
         double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
         double *L, *R;        /* max n_a², max n_g²: one fit's factors */
@@ -214,7 +221,10 @@ void kfac_curvature_accumulate(struct kfac_curvature *c, const struct kfac_net *
                                int total, int first);
 
 /* Merges the batch's statistics from kfac_curvature_accumulate() as
- * kfac_curvature_update() does, with its checks and messages. */
+ * kfac_curvature_update() does, with its checks and messages. Of a run on several ranks,
+ * each accumulates its share of the batch (scaled for the whole batch's total) and the
+ * merge first sums the shares over the ranks: the upper triangles of every factor's (and
+ * the variant's cross factors) in one buffer, one call. */
 int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k);
 
 /* Undoes the last kfac_curvature_update() or kfac_curvature_update_kfoc(): every factor
@@ -264,7 +274,9 @@ double kfac_stats_decay(long k, double cap);
 
 /* Symmetrises the factors, then their eigendecompositions (LAPACK dsyevd in double) and
  * each layer's π. KFAC_ENUMERIC, naming iteration k and the layer, if LAPACK fails; the
- * previous decomposition is kept then. */
+ * previous decomposition is kept then. On several ranks, factor j (layer i's Ā is 2i, its
+ * G 2i + 1) is decomposed on rank j mod ranks and broadcast from there (KAISA's split),
+ * so every rank ends with the same decomposition. */
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k);
 
 /* Forms every layer's damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ from the last

@@ -136,12 +136,37 @@ void kfac_dataset_free(struct kfac_dataset *ds);
 int kfac_data_load(const struct kfac_data_opts *o, struct kfac_rng *rng,
                    struct kfac_dataset *train, struct kfac_dataset *test);
 
-/* One minibatch: views into the batcher's buffers, valid until its next call. */
+/* One minibatch, or this rank's share of one (comm.h): views into the batcher's buffers,
+ * valid until its next call. Case j here is case first + j·stride of the whole batch of
+ * `total` cases; ranks take the cases round-robin, so that each rank's cases among the
+ * first n of the batch are its own first kfac_batch_share(b, n). The three trailing fields
+ * zero, as in {m, x, t}, is a whole batch on one process. */
 struct kfac_batch {
     int m;
     const float *x;           /* m × d_x */
     const float *t;           /* m × d_t */
+    int total;                /* cases of the whole batch (0: m) */
+    int first, stride;        /* the place of case 0 and the step between cases (0: 1) */
 };
+
+/* The cases of the whole batch. */
+static inline int kfac_batch_total(const struct kfac_batch *b)
+{
+    return b->total ? b->total : b->m;
+}
+
+/* How many of the first n cases of the whole batch are b's: its first that many. */
+static inline int kfac_batch_share(const struct kfac_batch *b, int n)
+{
+    int step = b->stride ? b->stride : 1;
+    return n > b->first ? (n - b->first + step - 1) / step : 0;
+}
+
+/* The place in the whole batch of b's case j. */
+static inline long kfac_batch_place(const struct kfac_batch *b, int j)
+{
+    return b->first + (long)j * (b->stride ? b->stride : 1);
+}
 
 enum kfac_schedule {
     KFAC_SCHEDULE_FIXED,      /* every batch has m1 cases */
@@ -154,25 +179,28 @@ enum kfac_schedule {
 int kfac_batch_size(int schedule, int m1, long k_full, long k, size_t n);
 
 /* Draws batches without replacement from a permutation of the data set, reshuffled
- * when fewer cases are left than a batch needs. */
+ * when fewer cases are left than a batch needs. Of ranks processes, each with the same
+ * data set and stream, rank `rank` copies its share of each batch (every ranks-th case
+ * from its rank on): the permutation and position are those of one process. */
 struct kfac_batcher {
     const struct kfac_dataset *ds;
     struct kfac_rng *rng;
     size_t *perm;             /* n */
     size_t pos;               /* next unused position in perm */
-    int max_batch;
-    float *x, *t;             /* max_batch × d_x, max_batch × d_t */
+    int max_batch;            /* the largest whole batch */
+    int rank, ranks;
+    float *x, *t;             /* ⌈max_batch/ranks⌉ × d_x, × d_t */
 };
 
 void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, int max_batch,
-                       struct kfac_rng *rng);
+                       struct kfac_rng *rng, int rank, int ranks);
 void kfac_batcher_free(struct kfac_batcher *b);
 
 /* Lists the batch order and position as checkpoint items (checkpoint.h): a resumed run
  * draws the same batches, and a checkpoint's order must be a permutation of the cases. */
 void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s);
 
-/* The next m cases (1 ≤ m ≤ min(max_batch, n)). */
+/* The next m cases (1 ≤ m ≤ min(max_batch, n)), of which out gets this rank's share. */
 void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out);
 
 #endif

@@ -37,9 +37,10 @@ double kfac_loss_sum(enum kfac_loss loss, int m, int n, const float *z, const fl
 void kfac_loss_grad(enum kfac_loss loss, int m, int n, const float *y, const float *t, float *g);
 
 /* g = y − t̃ with t̃ drawn from the model's predictive distribution at y: Bernoulli(y),
- * N(y, I) or Categorical(y). E[g gᵀ] is the output Fisher F_R. */
-void kfac_loss_sample_grad(enum kfac_loss loss, int m, int n, const float *y,
-                           struct kfac_rng *rng, float *g);
+ * N(y, I) or Categorical(y). E[g gᵀ] is the output Fisher F_R. Case i draws from the
+ * stream kfac_rng_case(key, place + i·step): its place in the whole batch (rng.h). */
+void kfac_loss_sample_grad(enum kfac_loss loss, int m, int n, const float *y, uint64_t key,
+                           long place, long step, float *g);
 
 /* out_c = F_R(y_c) v_c for every case c. out may not alias v. */
 void kfac_loss_fisher_mul(enum kfac_loss loss, int m, int n, const float *y, const float *v,

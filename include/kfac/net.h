@@ -18,6 +18,7 @@
 #ifndef KFAC_NET_H
 #define KFAC_NET_H
 
+#include "kfac/comm.h"
 #include "kfac/backend.h"
 #include "kfac/layer.h"
 #include <stddef.h>
@@ -35,6 +36,8 @@ struct kfac_layer_spec {
 
 struct kfac_net {
     const struct kfac_backend *be; /* the run's compute backend (the CPU's unless set) */
+    struct kfac_comm *comm;    /* the ranks a batch is shared by (comm.h); NULL: this
+                                * process alone. Not owned. */
     int n_layers;
     struct kfac_layer *layers; /* n_layers */
     int n_blocks;              /* the layers with parameters: what curvature works on */

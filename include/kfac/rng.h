@@ -24,6 +24,12 @@ void kfac_rng_seed(struct kfac_rng *r, uint64_t seed);
  * normal that Box–Muller can give), 0 for bytes that no seeding led to. */
 int kfac_rng_valid(const struct kfac_rng *r);
 
+/* The stream of case i under key (a counter-based draw: splitmix64 of key + 4i·φ and the
+ * next three counters seed it), the same whichever process and in whichever order the
+ * cases are drawn: sampled targets are keyed so by their place in the whole batch, so that
+ * a case draws the same targets whichever rank holds it (comm.h). */
+void kfac_rng_case(struct kfac_rng *r, uint64_t key, uint64_t i);
+
 uint64_t kfac_rng_u64(struct kfac_rng *r);
 
 /* Uniform double in [0, 1) with 53 random bits. */

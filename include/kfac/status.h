@@ -18,7 +18,8 @@ enum kfac_status {
     KFAC_EFORMAT = -3,  /* a file's contents are malformed or truncated */
     KFAC_ENUMERIC = -4, /* a non-finite value was met where it must not be */
     KFAC_EEXIST = -5,   /* refusing to overwrite something the user made */
-    KFAC_EINTR = -6     /* stopped by SIGINT or SIGTERM (after saving what it could) */
+    KFAC_EINTR = -6,    /* stopped by SIGINT or SIGTERM (after saving what it could) */
+    KFAC_EPEER = -7     /* another rank of the run failed, and says why (comm.h) */
 };
 
 /* Short name of a status ("invalid argument", ...); never NULL. */

@@ -42,6 +42,9 @@ struct kfac_run_opts {
     const char *resume; /* continue from this checkpoint, or NULL */
     int force_resume;   /* resume even where the trajectory keys differ */
     int plan_only;      /* kfac_run_prepare() stops once the memory is planned (--dry-run) */
+    struct kfac_comm *comm; /* the ranks that train the model together (comm.h): every rank
+                             * prepares and trains alike, with its share of each batch; NULL:
+                             * this process alone */
 };
 
 struct kfac_run {
@@ -65,6 +68,7 @@ struct kfac_run {
     int eval_batch;     /* log.eval_batch, at most the larger data set and the chunk */
     int chunk;          /* cases per pass: the layer buffers' size (train.chunk_size) */
     struct kfac_memory memory; /* what the run holds, as planned */
+    int writer;         /* rank 0: the one that writes the log, progress and checkpoints */
     long iterations_done;
     double seconds;     /* training time, evaluations excluded */
     double final[4];    /* train, test, averaged train, averaged test metric (nan if none) */
@@ -86,7 +90,10 @@ void kfac_run_state(struct kfac_run *run, struct kfac_state *s);
 int kfac_run_checkpoint(struct kfac_run *run);
 
 /* Runs the iterations, logging each; on success prints a summary line to `summary` unless
- * quiet. On failure the log keeps every row written so far. Checkpoints are written every
+ * quiet. On failure the log keeps every row written so far. Of several ranks, all end at
+ * the same iteration: a failure one rank meets (writing the log or a checkpoint) ends the
+ * others with KFAC_EPEER, and every train.rank_check_every iterations a checksum of the
+ * parameters must agree across the ranks. Checkpoints are written every
  * train.checkpoint_every iterations and train.checkpoint_seconds seconds, at the end when
  * either is set or train.checkpoint is given, and on SIGINT or SIGTERM, which stop the run
  * after the iteration in progress with KFAC_EINTR (a second signal kills it at once). */

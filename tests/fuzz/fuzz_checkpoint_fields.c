@@ -48,7 +48,7 @@ static void setup(void)
         F.ds.x[i] = (float)kfac_rng_normal(&F.rng);
     for (int i = 0; i < N_CASES * 2; i++)
         F.ds.t[i] = (float)kfac_rng_normal(&F.rng);
-    kfac_batcher_init(&F.batcher, &F.ds, BATCH, &F.rng_batch);
+    kfac_batcher_init(&F.batcher, &F.ds, BATCH, &F.rng_batch, 0, 1);
     struct kfac_layer_spec specs[2] = {{.d_out = 4, .act = KFAC_ACT_TANH},
                                        {.d_out = 2, .act = KFAC_ACT_LINEAR}};
     if (kfac_net_new(3, specs, 2, &F.net))
