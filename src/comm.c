@@ -160,6 +160,17 @@ void kfac_comm_gather_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, dou
     count(c, kind, (size_t)counts[c->rank] * sizeof *all, t0);
 }
 
+void kfac_comm_gather_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *all,
+                             const int *counts, const int *displs)
+{
+    if (solo(c))
+        return;
+    double t0 = kfac_log_clock();
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, counts, displs, MPI_FLOAT,
+                   MPI_COMM_WORLD);
+    count(c, kind, (size_t)counts[c->rank] * sizeof *all, t0);
+}
+
 void kfac_comm_gather_ints(struct kfac_comm *c, int n, int *counts)
 {
     if (solo(c)) {
@@ -238,6 +249,12 @@ void kfac_comm_gather_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, dou
                               const int *counts)
 {
     (void)c, (void)kind, (void)all, (void)counts;
+}
+
+void kfac_comm_gather_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *all,
+                             const int *counts, const int *displs)
+{
+    (void)c, (void)kind, (void)all, (void)counts, (void)displs;
 }
 
 void kfac_comm_gather_ints(struct kfac_comm *c, int n, int *counts)

@@ -49,6 +49,7 @@ static const char *const progress_choices[] = {"auto", "on", "off", NULL};
 /* In the order of enum kfac_kfoc_normalise and enum kfac_kfoc_average. */
 static const char *const normalise_choices[] = {"activation", "gradient", NULL};
 static const char *const average_choices[] = {"exponential", "running", NULL};
+static const char *const precondition_choices[] = {"every-rank", "by-layer", NULL};
 
 #define F(field) offsetof(struct kfac_config, field)
 static const struct key keys[] = {
@@ -119,6 +120,8 @@ static const struct key keys[] = {
     {"train", "chunk_size", K_CASES, F(chunk_size), "auto", 0, 1e7, NULL},
     {"train", "device", K_STRING, F(device), "cpu", 0, 0, NULL},
     {"train", "rank_check_every", K_LONG, F(rank_check_every), "100", 0, 1e12, NULL},
+    {"train", "preconditioning", K_ENUM, F(optim.by_layer), "by-layer", 0, 0,
+     precondition_choices},
     {"log", "file", K_PATH, F(log_file), "", 0, 0, NULL},
     {"log", "eval_every", K_LONG, F(eval_every), "100", 0, 1e12, NULL},
     {"log", "eval_batch", K_INT, F(eval_batch), "1000", 1, 1e7, NULL},
@@ -626,7 +629,8 @@ static int run_control(const struct key *k)
         "iterations",       "max_seconds",        "checkpoint",
         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep",
         "memory_limit",     "chunk_size",         "device",
-        "inject_nan",       "rank_check_every",   NULL};
+        "inject_nan",       "rank_check_every",   "preconditioning",
+        NULL};
     if (strcmp(k->section, "log") == 0 || strcmp(k->section, "study") == 0)
         return 1;
     if (strcmp(k->section, "train") == 0)

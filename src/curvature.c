@@ -21,6 +21,7 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     c->be = net->be;
     c->comm = net->comm;
     c->n_blocks = net->n_blocks;
+    c->own_hi = net->n_blocks;
     c->f = kfac_xcalloc((size_t)net->n_blocks, sizeof *c->f);
     size_t max_n = 0, max_block = 0;
     for (int i = 0; i < net->n_blocks; i++) {
@@ -113,7 +114,9 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
         kfac_curvature_state_add(st, i, "A_inv", KFAC_STATE_F32, f->A_inv, a2, -FLT_MAX, FLT_MAX);
         kfac_curvature_state_add(st, i, "G_inv", KFAC_STATE_F32, f->G_inv, g2, -FLT_MAX, FLT_MAX);
     }
-    kfac_state_add_range(st, "curv.inv_gamma", KFAC_STATE_F64, &c->inv_gamma, 1, 0, DBL_MAX);
+    /* Shared out, no rank holds every layer's inverses: the checkpoint says none is valid. */
+    kfac_state_add_range(st, "curv.inv_gamma", KFAC_STATE_F64,
+                         c->own_count ? &c->no_inverses : &c->inv_gamma, 1, 0, DBL_MAX);
     if (c->variant && c->variant->state)
         c->variant->state(c, st);
 }
@@ -143,6 +146,8 @@ void kfac_curvature_free(struct kfac_curvature *c)
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
     kfac_floats_free(c->packed);
+    free(c->own_count);
+    free(c->own_displ);
     free(c->dtmp);
     free(c);
 }
@@ -461,7 +466,7 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     if (gamma == c->inv_gamma)
         return 0;
     int last_only = c->variant && c->variant->last_inverse_only;
-    for (int i = last_only ? c->n_blocks - 1 : 0; i < c->n_blocks; i++) {
+    for (int i = last_only ? c->n_blocks - 1 : c->own_lo; i < c->own_hi; i++) {
         struct kfac_factors *f = &c->f[i];
         damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
         damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
@@ -491,8 +496,47 @@ void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net
         c->variant->precondition(c, net, V, scale, out);
         return;
     }
-    for (int i = 0; i < c->n_blocks; i++) {
+    for (int i = c->own_lo; i < c->own_hi; i++) {
         size_t off = (size_t)(net->blocks[i]->W - net->params);
         kfac_curvature_precondition_layer(c, i, V + off, scale, out + off);
     }
+    if (c->own_count)
+        kfac_comm_gather_floats(c->comm, KFAC_COMM_GRADIENT, out, c->own_count, c->own_displ);
+}
+
+void kfac_curvature_share_layers(struct kfac_curvature *c, const struct kfac_net *net)
+{
+    int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm);
+    if (ranks <= 1 || (c->variant && c->variant->precondition) || c->own_count)
+        return;
+    /* A layer's work: its two preconditioning GEMMs and its two inverses' one each. */
+    double total = 0, *work = kfac_xmalloc((size_t)c->n_blocks * sizeof *work);
+    for (int i = 0; i < c->n_blocks; i++) {
+        double na = c->f[i].n_a, ng = c->f[i].n_g;
+        work[i] = ng * na * (na + ng) + na * na * na + ng * ng * ng;
+        total += work[i];
+    }
+    c->own_count = kfac_xcalloc((size_t)ranks, sizeof *c->own_count);
+    c->own_displ = kfac_xcalloc((size_t)ranks, sizeof *c->own_displ);
+    /* Rank r takes the layers whose work ends past r/ranks of the total and by
+     * (r+1)/ranks: contiguous ranges, in order. */
+    double done = 0;
+    c->own_lo = c->own_hi = -1;
+    for (int i = 0, r = 0; i < c->n_blocks; i++) {
+        double mid = done + 0.5 * work[i];
+        while (r + 1 < ranks && mid > total * (r + 1) / ranks)
+            r++;
+        done += work[i];
+        const struct kfac_layer *l = net->blocks[i];
+        if (c->own_count[r] == 0)
+            c->own_displ[r] = (int)(l->W - net->params);
+        c->own_count[r] += (int)l->n_params;
+        if (r == rank) {
+            c->own_lo = c->own_lo < 0 ? i : c->own_lo;
+            c->own_hi = i + 1;
+        }
+    }
+    if (c->own_lo < 0) /* more ranks than layers */
+        c->own_lo = c->own_hi = 0;
+    free(work);
 }

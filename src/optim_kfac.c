@@ -473,6 +473,8 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
                                 opts->kfoc_max_iter, opts->kfoc_tol);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
+    if (opts->by_layer)
+        kfac_curvature_share_layers(s->curv, net);
     s->lambda = opts->lambda;
     s->warm = opts->start == KFAC_START_WARMUP && opts->lambda_every > 0;
     s->gamma = kfac_gamma_start(opts);

@@ -105,6 +105,14 @@ run kfoc "$WORK/ae.ini" --set optimizer.curvature=kfoc
 run lenet "$WORK/lenet.ini"
 run lenet-kfoc "$WORK/lenet.ini" --set optimizer.curvature=kfoc
 run sgd "$WORK/ae.ini" --set optimizer.type=sgd --set optimizer.learning_rate=0.2
+# Every rank applying every layer's inverse (train.preconditioning = every-rank) is the
+# same computation as each its own layers' with the blocks gathered: the same to the bit.
+expect_status 0 "kfac on 2 ranks, every rank preconditioning every layer" -- $MPIRUN -np 2 "$KFAC" -q \
+    --log "$WORK/every-2.tsv" --set train.preconditioning=every-rank "$WORK/ae.ini"
+d=$(worst "$WORK/kfac-2.tsv" "$WORK/every-2.tsv" $COLS,model_change,step_norm,grad_norm,train_recon)
+p=$("$MKFIXTURE" ckpt-diff "$WORK/kfac-2.tsv.ckpt" "$WORK/every-2.tsv.ckpt" net.params)
+[ "$d" = 0 ] && [ "$p" = 0 ] && ok "and takes the same steps as by layer, to the bit" ||
+    not_ok "every-rank against by-layer preconditioning: figures $d, parameters $p"
 rows=$(($(wc -l <"$WORK/kfac-2.tsv") - 1))
 [ "$rows" -eq 20 ] && ok "rank 0 writes the log, a row per iteration" || not_ok "the 2-rank log has $rows rows"
 

@@ -68,6 +68,11 @@ void kfac_comm_broadcast_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, 
 void kfac_comm_gather_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, double *all,
                               const int *counts);
 
+/* The same for floats: rank r's counts[r] floats at all + displs[r] (both passed alike by
+ * every rank; the blocks may not overlap). */
+void kfac_comm_gather_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *all,
+                             const int *counts, const int *displs);
+
 /* counts (size) ← every rank's n. */
 void kfac_comm_gather_ints(struct kfac_comm *c, int n, int *counts);
 

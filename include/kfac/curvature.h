@@ -163,6 +163,12 @@ struct kfac_curvature {
     struct kfac_comm *comm;   /* the network's ranks: the statistics are summed over them,
                                * the decompositions shared out among them */
     float *packed;            /* the batch statistics packed for their sum over the ranks */
+    /* kfac_curvature_share_layers(): this rank's blocks [own_lo, own_hi), and every rank's
+     * parameters (count) and their offset in the parameter block (displ); else the whole
+     * range and NULL. */
+    int own_lo, own_hi;
+    int *own_count, *own_displ;
+    double no_inverses;       /* 0: what checkpoints hold as inv_gamma when shared */
     const struct kfac_curvature_variant *variant; /* NULL: block-diagonal K-FAC */
     int n_blocks;             /* the network's layers with parameters */
     struct kfac_factors *f;   /* n_blocks */
@@ -247,6 +253,15 @@ void kfac_curvature_rollback(struct kfac_curvature *c);
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
                                double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info);
+
+/* On several ranks: each rank forms the damped inverses and preconditions the gradient of
+ * its own contiguous range of layers only (balanced by their GEMM work), and
+ * kfac_curvature_precondition() gathers the blocks, so every rank ends with all of F̂⁻¹V,
+ * the same to the bit as when each applies every layer. Its checkpoints then hold no
+ * valid inverse (inv_gamma 0: a resumed run forms them again). Not for the
+ * block-tridiagonal variant, whose inverse chains the layers (it stays on every rank).
+ * Call after the variant is chosen; does nothing on one rank. */
+void kfac_curvature_share_layers(struct kfac_curvature *c, const struct kfac_net *net);
 
 /* Makes K-FOC's factors the curvature's variant: kfac_curvature_update() then runs
  * kfac_curvature_update_kfoc() with these settings, leaving its fits' count in

@@ -85,6 +85,11 @@ struct kfac_optim_opts {
     double kfoc_tol;          /* K-FOC's δ */
     int kfoc_normalise;       /* enum kfac_kfoc_normalise: the unit-norm side of its fits */
     int kfoc_average;         /* enum kfac_kfoc_average: how its running factors average */
+    /* On several ranks (train.preconditioning): 0, every rank forms every layer's damped
+     * inverses and preconditions all of the gradient; 1, each its share of the layers,
+     * then the preconditioned blocks are gathered (kfac_curvature_share_layers()). The
+     * same results to the bit either way. */
+    int by_layer;
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
