@@ -7,6 +7,7 @@
 #include "kfac/comm.h"
 
 #include "kfac/log.h"
+#include "kfac/mat.h"
 #include "kfac/status.h"
 #include <stdlib.h>
 #include <string.h>
@@ -270,3 +271,15 @@ int kfac_comm_differs(struct kfac_comm *c, uint64_t v)
 }
 
 #endif
+
+void kfac_comm_gather_rows(struct kfac_comm *c, enum kfac_comm_kind kind, const float *x, int T,
+                           int n, const int *cases, int *counts, double *out)
+{
+    int ranks = kfac_comm_size(c), rank = kfac_comm_rank(c), at = 0;
+    for (int r = 0; r < ranks; r++) {
+        counts[r] = cases[r] * T * n;
+        at += r < rank ? counts[r] : 0;
+    }
+    kfac_floats_to_doubles((size_t)counts[rank], x, out + at);
+    kfac_comm_gather_doubles(c, kind, out, counts);
+}

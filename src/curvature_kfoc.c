@@ -256,23 +256,6 @@ void kfac_kfoc_running_fit(const struct kfac_backend *be, int na, int ng, double
     memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
 
-/* A layer's ā (side 0) or g (side 1) of every rank's cases into out (doubles), in rank
- * order, from this rank's layer buffer x (T rows of n per case); c->kfoc.counts[r] holds
- * rank r's cases. */
-static void gather_rows(struct kfac_curvature *c, const float *x, int T, int n, int side,
-                        double *out)
-{
-    int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm), at = 0;
-    const int *cases = c->kfoc.counts;
-    int *counts = c->kfoc.counts + (1 + side) * ranks;
-    for (int r = 0; r < ranks; r++) {
-        counts[r] = cases[r] * T * n;
-        at += r < rank ? counts[r] : 0;
-    }
-    kfac_floats_to_doubles((size_t)counts[rank], x, out + at);
-    kfac_comm_gather_doubles(c->comm, KFAC_COMM_STATISTICS, out, counts);
-}
-
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
                                double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info)
@@ -312,8 +295,11 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
         const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
-        gather_rows(c, l->abar, f->n_pos, f->n_a, 0, c->kfoc.a);
-        gather_rows(c, l->g, f->n_pos, f->n_g, 1, c->kfoc.g);
+        int *cases = c->kfoc.counts, *scratch = cases + ranks;
+        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, l->abar, f->n_pos, f->n_a, cases,
+                              scratch, c->kfoc.a);
+        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, l->g, f->n_pos, f->n_g, cases,
+                              scratch, c->kfoc.g);
         struct kfac_fisher_block b = {c->be,     m,   f->n_a,   f->n_g, c->kfoc.a,
                                       c->kfoc.g, NAN, f->n_pos, NULL};
         if (f->n_pos > 1) {
@@ -376,7 +362,7 @@ void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, 
 {
     reserve(c, max_cases);
     if (!c->kfoc.counts)
-        c->kfoc.counts = kfac_xcalloc(3 * (size_t)kfac_comm_size(c->comm), sizeof *c->kfoc.counts);
+        c->kfoc.counts = kfac_xcalloc(2 * (size_t)kfac_comm_size(c->comm), sizeof *c->kfoc.counts);
     c->kfoc.side = side;
     c->kfoc.max_iter = max_iter;
     c->kfoc.tol = tol;

@@ -391,6 +391,8 @@ struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int 
     p->K = K;
     p->side = side;
     p->n_blocks = net->n_blocks;
+    p->comm = net->comm;
+    p->counts = kfac_xcalloc(2 * (size_t)kfac_comm_size(net->comm), sizeof *p->counts);
     size_t k = (size_t)K, max_a = 0, max_g = 0, max_x = 0, max_work = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
@@ -416,23 +418,32 @@ void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
     free(p->G);
     free(p->X);
     free(p->work);
+    free(p->counts);
     free(p);
 }
 
 void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,
-                           int m, const float *X, struct kfac_rng *rng, double *errors)
+                           const struct kfac_batch *batch, struct kfac_rng *rng, double *errors)
 {
-    int K = m < p->K ? m : p->K;
-    kfac_net_forward(net, K, X);
-    net->be->loss_sample_grad(loss, K, net->d_out, kfac_net_output(net), kfac_rng_u64(rng), 0,
-                              1, kfac_net_output_grad(net));
-    kfac_net_backward(net, K, 1.0f, KFAC_GRADS_NONE);
+    int total = kfac_batch_total(batch), K = total < p->K ? total : p->K;
+    int mine = kfac_batch_share(batch, K), ranks = kfac_comm_size(p->comm);
+    uint64_t key = kfac_rng_u64(rng);
+    if (mine > 0) {
+        kfac_net_forward(net, mine, batch->x);
+        net->be->loss_sample_grad(loss, mine, net->d_out, kfac_net_output(net), key,
+                                  kfac_batch_place(batch, 0), batch->stride ? batch->stride : 1,
+                                  kfac_net_output_grad(net));
+        kfac_net_backward(net, mine, 1.0f, KFAC_GRADS_NONE);
+    }
+    kfac_comm_gather_ints(p->comm, mine, p->counts);
     p->kfoc_iterations = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         int na = l->d_in + 1, ng = l->d_out, T = l->n_pos;
-        kfac_floats_to_doubles((size_t)K * T * na, l->abar, p->A);
-        kfac_floats_to_doubles((size_t)K * T * ng, l->g, p->G);
+        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, l->abar, T, na, p->counts,
+                              p->counts + ranks, p->A);
+        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, l->g, T, ng, p->counts,
+                              p->counts + ranks, p->G);
         struct kfac_fisher_block b;
         kfac_fisher_block_init(&b, net->be, K, T, na, p->A, ng, p->G, p->X, p->work);
         /* One batch of all K cases: both K-FOC aggregations are the fit of the cases. */

@@ -256,7 +256,8 @@ static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int wh
         least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
     }
     if (c->fisher_error_every > 0) {
-        int cases = c->fisher_error_cases < train_batch ? c->fisher_error_cases : train_batch;
+        int cases = c->fisher_error_cases < whole_batch ? c->fisher_error_cases : whole_batch;
+        cases = (cases + ranks - 1) / ranks;
         if (cases > least)
             least = cases, least_why = "the Fisher-error probe (log.fisher_error_cases)";
     }
@@ -312,9 +313,9 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     int ranks = kfac_comm_size(opts->comm);
     /* Rank 0 alone writes (the log, the progress line, checkpoints); the others follow. */
     run->writer = kfac_comm_rank(opts->comm) == 0;
-    if (ranks > 1 && c->fisher_error_every > 0)
-        return kfac_error(KFAC_EINVAL, "log.fisher_error_every: the Fisher-error probe runs on "
-                                       "one process, and this run has %d ranks",
+    if (ranks > 1 && c->fisher_export)
+        return kfac_error(KFAC_EINVAL, "log.fisher_export: what the Fisher-error probe used is "
+                                       "exported by one process, and this run has %d ranks",
                           ranks);
     run->net->be->set_threads(c->threads);
     /* Independent streams, so that e.g. a change of initialisation leaves the batches alone. */
@@ -756,7 +757,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
             for (int i = 0; i < 3 * run->net->n_blocks; i++)
                 fe[i] = NAN;
             if (last || k % c->fisher_error_every == 0) {
-                kfac_fisher_probe_run(run->probe, run->net, run->loss, b.m, b.x, &run->rng_probe,
+                kfac_fisher_probe_run(run->probe, run->net, run->loss, &b, &run->rng_probe,
                                       fe);
                 if (c->fisher_export && (rc = export_probe(run, &b, k)))
                     break;

@@ -2,10 +2,11 @@
 # tests/mpi.sh: data-parallel runs over MPI (./configure --with-mpi) against one process.
 # From the same configuration and seed, 20 K-FAC iterations on 2 and on 3 ranks
 # (block-diagonal, block-tridiagonal and K-FOC factors on a dense autoencoder; KFC and
-# K-FOC blocks on a LeNet-5-shaped network) must log the objective, lambda, gamma, alpha
-# and mu of the single process and end at its parameters, within 1e-4 relative (float sums
-# in another order are the only difference; measured: at most 1e-5), with the ranks'
-# parameter checksum compared every iteration. A batch of 50 does not divide by 3. A
+# K-FOC blocks on a LeNet-5-shaped network; SGD) must log the objective, lambda, gamma,
+# alpha and mu of the single process (and its Fisher errors) and end at its parameters,
+# within 1e-4 relative (float sums in another order are the only difference; measured:
+# at most 1e-5), with the ranks' parameter checksum compared every iteration. A batch of
+# 50 does not divide by 3. Both ways of train.preconditioning take the same steps. A
 # checkpoint of 2 ranks resumes on 1 and on 3 and continues the same run; a rank killed
 # mid-run ends all within 30 s and leaves the log and checkpoint whole; a rank that
 # cannot read its data stops all with its own message.
@@ -105,6 +106,14 @@ run kfoc "$WORK/ae.ini" --set optimizer.curvature=kfoc
 run lenet "$WORK/lenet.ini"
 run lenet-kfoc "$WORK/lenet.ini" --set optimizer.curvature=kfoc
 run sgd "$WORK/ae.ini" --set optimizer.type=sgd --set optimizer.learning_rate=0.2
+# The Fisher-error probe gathers its 40 cases from the ranks.
+run fisher "$WORK/ae.ini" --set log.fisher_error_every=5 --set log.fisher_error_cases=40
+FISHER=fisher_diag_1,fisher_kfac_1,fisher_kfoc_1,fisher_diag_2,fisher_kfac_2,fisher_kfoc_2
+for np in 2 3; do
+    d=$(worst "$WORK/fisher-1.tsv" "$WORK/fisher-$np.tsv" $FISHER)
+    within "$d" && ok "and so do its Fisher errors on $np ranks ($d)" ||
+        not_ok "the Fisher errors on $np ranks against one process: $d"
+done
 # Every rank applying every layer's inverse (train.preconditioning = every-rank) is the
 # same computation as each its own layers' with the blocks gathered: the same to the bit.
 expect_status 0 "kfac on 2 ranks, every rank preconditioning every layer" -- $MPIRUN -np 2 "$KFAC" -q \
@@ -142,7 +151,7 @@ while [ "$i" -lt 300 ] && ! { [ -f "$WORK/kill.tsv" ] && [ "$(wc -l <"$WORK/kill
     sleep 0.1
     i=$((i + 1))
 done
-victim=$(pgrep -f "kfac-train -q --log $WORK/kill.tsv" | sort -n | tail -n 1)
+victim=$(pgrep -f "^$KFAC -q --log $WORK/kill.tsv" | tail -n 1) # a rank, not mpirun
 if [ -n "$victim" ]; then
     start=$(date +%s)
     kill -KILL "$victim"
@@ -160,6 +169,33 @@ else
     not_ok "no rank of the run to kill"
     kill -KILL "$launcher" 2>/dev/null
 fi
+
+# SIGTERM to mpirun (as Ctrl-C's SIGINT), which sends SIGTERM to the ranks: they agree to
+# stop after the same iteration, rank 0 writes the checkpoint, and it resumes. (Open MPI
+# kills the ranks 1 s after SIGTERM unless odls_base_sigkill_timeout says otherwise: too
+# short to be sure of the checkpoint on a loaded machine.) A background job ignores
+# SIGINT, hence SIGTERM here; a watchdog ends a hang.
+export OMPI_MCA_odls_base_sigkill_timeout=30
+$MPIRUN -np 2 "$KFAC" -q --log "$WORK/int.tsv" --set train.iterations=10000000 \
+    --set log.eval_every=0 "$WORK/ae.ini" >"$WORK/int.out" 2>&1 &
+launcher=$!
+(sleep 120; kill -KILL "$launcher") >/dev/null 2>&1 &
+watchdog=$!
+i=0
+while [ "$i" -lt 300 ] && ! { [ -f "$WORK/int.tsv" ] && [ "$(wc -l <"$WORK/int.tsv")" -ge 30 ]; }; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -TERM "$launcher"
+wait "$launcher"
+status=$?
+kill "$watchdog" 2>/dev/null
+[ "$status" -ne 0 ] && ok "SIGTERM to mpirun stops the ranks (exit $status)" || not_ok "SIGTERM: exit $status"
+# (Rank 0 names the checkpoint on stderr, but Open MPI may drop that last line while it
+# ends the job: the checkpoint itself is what is checked.)
+[ -f "$WORK/int.tsv.ckpt" ] && ok "rank 0 wrote the checkpoint" || not_ok "no checkpoint after SIGTERM"
+expect_status 0 "and it resumes" -- "$KFAC" -q --resume "$WORK/int.tsv.ckpt" --set train.max_seconds=0.001 \
+    --set train.iterations=10000000 --set log.eval_every=0 "$WORK/ae.ini"
 
 # A rank that cannot read the data (here: its own configuration names a missing file)
 # stops every rank, with its message.

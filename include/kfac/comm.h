@@ -73,6 +73,12 @@ void kfac_comm_gather_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, dou
 void kfac_comm_gather_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *all,
                              const int *counts, const int *displs);
 
+/* out (doubles) ← the rows of every rank's cases, in rank order: cases[r] cases of T rows of
+ * n floats from rank r, this rank's from x; counts: size ints of scratch. For per-case
+ * terms (K-FOC's fits, the Fisher-error probe) that need every case at once. */
+void kfac_comm_gather_rows(struct kfac_comm *c, enum kfac_comm_kind kind, const float *x, int T,
+                           int n, const int *cases, int *counts, double *out);
+
 /* counts (size) ← every rank's n. */
 void kfac_comm_gather_ints(struct kfac_comm *c, int n, int *counts);
 

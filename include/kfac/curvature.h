@@ -26,6 +26,7 @@
 #define KFAC_CURVATURE_H
 
 #include "kfac/checkpoint.h"
+#include "kfac/data.h"
 #include "kfac/loss.h"
 #include "kfac/net.h"
 #include "kfac/rng.h"
@@ -185,7 +186,7 @@ struct kfac_curvature {
     int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;        /* of all ranks together */
-        int *counts;          /* 3 × ranks: each rank's cases, and their ā's and g's doubles */
+        int *counts;          /* 2 × ranks: each rank's cases, and scratch for the gathers */
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
         double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
         double *L, *R;        /* max n_a², max n_g²: one fit's factors */
@@ -459,6 +460,8 @@ struct kfac_fisher_probe {
     double *work;             /* kfac_fisher_batches_work_size() for the largest layer */
     int kfoc_iterations;      /* the largest K-FOC iteration count of the last run */
     int side;                 /* the K-FOC fits' normalised side (enum kfac_kfoc_normalise) */
+    struct kfac_comm *comm;   /* the network's ranks, whose cases the probe gathers */
+    int *counts;              /* 2 × ranks: each rank's cases, and scratch */
 };
 
 /* A probe for K cases (net must hold buffers for at least K cases) whose K-FOC fits keep
@@ -466,12 +469,14 @@ struct kfac_fisher_probe {
 struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side);
 void kfac_fisher_probe_free(struct kfac_fisher_probe *p);
 
-/* Forward pass of the first min(K, m) cases of X (m × d_in), output gradients sampled from
- * the model (loss, rng), a backward pass, then for each layer i with parameters
- * (net->blocks[i]) errors[3i..3i+2] = the
- * relative Frobenius errors of diag(F), Ā ⊗ G (the factors of these cases) and the K-FOC
- * fit (n_max 100, δ 1e-5). Overwrites the network's buffers, not its parameters. */
+/* Forward pass of the first min(K, total) cases of the batch b (of several ranks, each
+ * its share of them), output gradients sampled from the model (loss, a key from rng; by
+ * the cases' places in the batch), a backward pass, every rank's ā and g gathered, then
+ * for each layer i with parameters (net->blocks[i]) errors[3i..3i+2] = the relative
+ * Frobenius errors of diag(F), Ā ⊗ G (the factors of these cases) and the K-FOC fit
+ * (n_max 100, δ 1e-5), the same on every rank. Overwrites the network's buffers, not its
+ * parameters. */
 void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, enum kfac_loss loss,
-                           int m, const float *X, struct kfac_rng *rng, double *errors);
+                           const struct kfac_batch *batch, struct kfac_rng *rng, double *errors);
 
 #endif
