@@ -50,6 +50,7 @@ static const char *const progress_choices[] = {"auto", "on", "off", NULL};
 static const char *const normalise_choices[] = {"activation", "gradient", NULL};
 static const char *const average_choices[] = {"exponential", "running", NULL};
 static const char *const precondition_choices[] = {"every-rank", "by-layer", NULL};
+static const char *const shard_choices[] = {"none", "rank", NULL};
 
 #define F(field) offsetof(struct kfac_config, field)
 static const struct key keys[] = {
@@ -64,6 +65,7 @@ static const struct key keys[] = {
     {"data", "max_cases", K_LONG, F(data.max_cases), "0", 0, 1e12, NULL},
     {"data", "image_size", K_INT, F(data.image_size), "0", 0, 4096, NULL},
     {"data", "classes", K_INT, F(data.n_classes), "0", 0, 1e6, NULL},
+    {"data", "shard", K_ENUM, F(data.shard), "none", 0, 0, shard_choices},
     {"model", "layers", K_STRING, F(layers), "", 0, 0, NULL},
     {"model", "loss", K_ENUM, F(loss), "auto", 0, 0, loss_choices},
     {"model", "init", K_ENUM, F(init), "sparse", 0, 0, init_choices},
@@ -555,6 +557,15 @@ int kfac_config_validate(const struct kfac_config *c)
     if (c->data.test && c->data.test_fraction > 0)
         return kfac_error(KFAC_EINVAL, "data.test and data.test_fraction both choose the test set; "
                                        "give one of them");
+    if (c->data.shard && (!strstr(c->data.train, "%r") ||
+                          (c->data.train_targets && !strstr(c->data.train_targets, "%r"))))
+        return kfac_error(KFAC_EINVAL, "data.shard = rank: data.train%s must name each rank's "
+                                       "file with %%r (the rank), e.g. train-%%r.idx.gz",
+                          c->data.train_targets ? " and data.train_targets" : "");
+    if (c->data.shard && c->data.standardize)
+        return kfac_error(KFAC_EINVAL, "data.standardize takes the mean and deviation of the "
+                                       "whole training set, which data.shard = rank shares out "
+                                       "among the ranks: standardise the shards beforehand");
     if (c->data.test && c->data.task != KFAC_TASK_AUTOENCODER && !c->data.test_targets &&
         !c->data.target_columns)
         return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");

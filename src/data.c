@@ -455,7 +455,8 @@ void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, in
 {
     b->ds = ds;
     b->rng = rng;
-    b->max_batch = (size_t)max_batch < ds->n ? max_batch : (int)ds->n;
+    /* A shard's batches are the whole set's, capped by the caller. */
+    b->max_batch = ds->shard || (size_t)max_batch < ds->n ? max_batch : (int)ds->n;
     b->rank = rank;
     b->ranks = ranks;
     int mine = (b->max_batch + ranks - 1) / ranks;
@@ -481,6 +482,8 @@ void kfac_batcher_free(struct kfac_batcher *b)
 
 void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s)
 {
+    if (b->ds->shard) /* each rank's own, which rank 0's checkpoint cannot hold */
+        return;
     kfac_state_add(s, "batcher.perm", KFAC_STATE_PERM, b->perm, b->ds->n);
     kfac_state_add_range(s, "batcher.pos", KFAC_STATE_SIZE, &b->pos, 1, 0, (double)b->ds->n);
 }
@@ -488,19 +491,19 @@ void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s)
 void kfac_batcher_next(struct kfac_batcher *b, int m, struct kfac_batch *out)
 {
     const struct kfac_dataset *ds = b->ds;
-    if (b->pos + (size_t)m > ds->n) {
+    *out = (struct kfac_batch){.total = m, .first = b->rank, .stride = b->ranks};
+    int mine = kfac_batch_share(out, m), taken = ds->shard ? mine : m;
+    if (b->pos + (size_t)taken > ds->n) {
         kfac_rng_shuffle(b->rng, b->perm, ds->n);
         b->pos = 0;
     }
-    *out = (struct kfac_batch){.total = m, .first = b->rank, .stride = b->ranks};
-    int mine = kfac_batch_share(out, m);
     for (int i = 0; i < mine; i++) {
-        size_t c = b->perm[b->pos + (size_t)kfac_batch_place(out, i)];
+        size_t c = b->perm[b->pos + (size_t)(ds->shard ? i : kfac_batch_place(out, i))];
         memcpy(b->x + (size_t)i * ds->d_x, ds->x + c * ds->d_x, (size_t)ds->d_x * sizeof(float));
         if (b->t != b->x)
             memcpy(b->t + (size_t)i * ds->d_t, ds->t + c * ds->d_t, (size_t)ds->d_t * sizeof(float));
     }
-    b->pos += (size_t)m;
+    b->pos += (size_t)taken;
     out->m = mine;
     out->x = b->x;
     out->t = b->t;

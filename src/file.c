@@ -69,3 +69,21 @@ int kfac_file_commit(char *tmp, const char *path, const char *what, int err)
     free(dir);
     return 0;
 }
+
+char *kfac_file_pattern(const char *path, const char *from, const char *to)
+{
+    size_t nf = strlen(from), nt = strlen(to), count = 0;
+    for (const char *p = strstr(path, from); p; p = strstr(p + nf, from))
+        count++;
+    char *out = kfac_xmalloc(strlen(path) + count * nt + 1), *o = out;
+    const char *p = path, *hit;
+    while ((hit = strstr(p, from))) {
+        memcpy(o, p, (size_t)(hit - p));
+        o += hit - p;
+        memcpy(o, to, nt);
+        o += nt;
+        p = hit + nf;
+    }
+    strcpy(o, p);
+    return out;
+}

@@ -90,25 +90,29 @@ const char *kfac_metric_name(int task)
 
 double kfac_evaluate(struct kfac_net *net, int task, const struct kfac_dataset *ds, int chunk)
 {
-    double sum = 0;
-    if (ds->n == 0)
-        return NAN;
-    /* Each rank takes its part of the set, [lo, hi). */
+    /* Each rank takes its part of the set, [lo, hi): a shard (data.shard) whole. */
     size_t ranks = (size_t)kfac_comm_size(net->comm), rank = (size_t)kfac_comm_rank(net->comm);
-    size_t lo = ds->n * rank / ranks, hi = ds->n * (rank + 1) / ranks;
+    size_t lo = ds->shard ? 0 : ds->n * rank / ranks;
+    size_t hi = ds->shard ? ds->n : ds->n * (rank + 1) / ranks;
+    double sum[2] = {0, ds->shard ? (double)ds->n : 0}; /* and the shards' cases */
+    if (!ds->shard && ds->n == 0)
+        return NAN;
     for (size_t start = lo; start < hi; start += (size_t)chunk) {
         int m = (int)(hi - start < (size_t)chunk ? hi - start : (size_t)chunk);
         kfac_net_forward(net, m, ds->x + start * ds->d_x);
         const float *y = kfac_net_output(net), *t = ds->t + start * ds->d_t;
         if (task == KFAC_TASK_CLASSIFICATION)
-            sum += kfac_correct_count(m, ds->d_t, y, t);
+            sum[0] += kfac_correct_count(m, ds->d_t, y, t);
         else
-            sum += kfac_sq_error_sum(m, ds->d_t, y, t);
+            sum[0] += kfac_sq_error_sum(m, ds->d_t, y, t);
     }
-    kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, &sum, 1);
+    kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, sum, ds->shard ? 2 : 1);
+    double n = ds->shard ? sum[1] : (double)ds->n;
+    if (n == 0)
+        return NAN;
     if (task == KFAC_TASK_REGRESSION)
-        return sqrt(sum / ((double)ds->n * ds->d_t));
-    return sum / (double)ds->n;
+        return sqrt(sum[0] / (n * ds->d_t));
+    return sum[0] / n;
 }
 
 /* Checks opts->resume against this run (its items, and its trajectory keys unless
@@ -300,6 +304,18 @@ void kfac_run_print_plan(const struct kfac_run *run, FILE *f)
     kfac_memory_print(&run->memory, c->memory_limit, "train.memory_limit", f);
 }
 
+/* data.shard: every rank has read its shard, or failed to (in the one collective of the
+ * preparation, which every rank reaches): the set's cases are the shards' sum. */
+static int share_shards(struct kfac_run *run, int rc)
+{
+    double got[2] = {rc != 0, (double)run->train.n};
+    kfac_comm_sum_doubles(run->net->comm, KFAC_COMM_SCALARS, got, 2);
+    run->train_cases = (size_t)got[1];
+    if (!rc && got[0] > 0)
+        return kfac_error(KFAC_EPEER, "another rank could not read its shard");
+    return rc;
+}
+
 int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                      const struct kfac_run_opts *opts)
 {
@@ -327,7 +343,27 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     kfac_rng_seed(&run->rng_probe, seed ^ 0x94d049bb133111ebULL);
     struct kfac_data_opts data = c->data;
     data.unit_targets = run->loss == KFAC_LOSS_BERNOULLI;
-    if ((rc = kfac_data_load(&data, &run->rng_data, &run->train, &run->test)))
+    if (c->data.shard) {
+        /* Each rank its own file; the batch order its own too. */
+        char rank[16];
+        snprintf(rank, sizeof rank, "%d", kfac_comm_rank(opts->comm));
+        data.train = kfac_file_pattern(c->data.train, "%r", rank);
+        data.train_targets = c->data.train_targets
+                                 ? kfac_file_pattern(c->data.train_targets, "%r", rank)
+                                 : NULL;
+        kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL ^
+                                           (uint64_t)(kfac_comm_rank(opts->comm) + 1) << 40);
+    }
+    rc = kfac_data_load(&data, &run->rng_data, &run->train, &run->test);
+    run->train_cases = run->train.n;
+    if (c->data.shard) {
+        free(data.train);
+        free(data.train_targets);
+        run->train.shard = 1;
+        run->test.shard = !c->data.test; /* held out of each shard, else one file for all */
+        rc = share_shards(run, rc);
+    }
+    if (rc)
         return rc;
     /* Images are compared as shapes first, so that a wrong channel count is named as one. */
     const struct kfac_shape *in = &run->net->in_shape;
@@ -348,7 +384,11 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     int train_batch = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at,
                                       c->batch_schedule == KFAC_SCHEDULE_FIXED ? 1
                                                                                : c->batch_full_at,
-                                      run->train.n);
+                                      run->train_cases);
+    if (run->train.shard && (size_t)(train_batch + ranks - 1) / ranks > run->train.n)
+        return kfac_error(KFAC_EINVAL, "data.shard = rank: this rank's %zu cases are fewer than "
+                                       "its share of a batch of %d",
+                          run->train.n, train_batch);
     /* Evaluation passes need no more than the larger set. */
     size_t largest = run->train.n > run->test.n ? run->train.n : run->test.n;
     run->eval_batch = (size_t)c->eval_batch < largest ? c->eval_batch : (int)largest;
@@ -443,7 +483,8 @@ void kfac_run_state(struct kfac_run *run, struct kfac_state *s)
                          (double)LONG_MAX);
     kfac_state_add_range(s, "run.seconds", KFAC_STATE_F64, &run->seconds, 1, 0, DBL_MAX);
     kfac_state_add(s, "run.final", KFAC_STATE_F64_NAN, run->final, 4);
-    kfac_state_add(s, "rng.batch", KFAC_STATE_RNG, &run->rng_batch, 1);
+    if (!run->train.shard) /* each rank's own (data.shard), as its batch order */
+        kfac_state_add(s, "rng.batch", KFAC_STATE_RNG, &run->rng_batch, 1);
     kfac_state_add(s, "rng.probe", KFAC_STATE_RNG, &run->rng_probe, 1);
     kfac_batcher_state(&run->batcher, s);
     kfac_state_add(s, "net.params", KFAC_STATE_F32, net->params, net->n_params);
@@ -708,7 +749,7 @@ int kfac_run_train(struct kfac_run *run, FILE *summary)
         double t0 = kfac_log_clock();
         struct kfac_batch b;
         int m = kfac_batch_size(c->batch_schedule, c->batch_size, c->batch_full_at, k,
-                                run->train.n);
+                                run->train_cases);
         double objective;
         /* A non-finite objective, gradient, statistic or step leaves the parameters alone:
          * try again with another batch (and K-FAC's λ raised), a bounded number of times. */

@@ -197,6 +197,37 @@ kill "$watchdog" 2>/dev/null
 expect_status 0 "and it resumes" -- "$KFAC" -q --resume "$WORK/int.tsv.ckpt" --set train.max_seconds=0.001 \
     --set train.iterations=10000000 --set log.eval_every=0 "$WORK/ae.ini"
 
+# data.shard = rank: each rank reads its own file. With the parameters left at their
+# start (SGD, learning rate 1e-12), the error the ranks report over the training set is the
+# shards' errors weighted by their cases (300 and 200), each from one process on that file.
+"$MKFIXTURE" bars "$WORK/shard-0.gz" "$WORK/shard-l0.gz" 300 11
+"$MKFIXTURE" bars "$WORK/shard-1.gz" "$WORK/shard-l1.gz" 200 12
+sed 's/^train = bars-images.gz/train = shard-%r.gz\nshard = rank/; s/^test_fraction = 0.2/test_fraction = 0/' \
+    "$WORK/ae.ini" >"$WORK/shard.ini"
+still="--set optimizer.type=sgd --set optimizer.learning_rate=1e-12 --set optimizer.momentum=0 --set train.iterations=1"
+expect_status 0 "a sharded run on 2 ranks" -- $MPIRUN -np 2 "$KFAC" -q --log "$WORK/shard.tsv" $still "$WORK/shard.ini"
+for r in 0 1; do
+    expect_status 0 "shard $r alone" -- "$KFAC" -q --log "$WORK/shard-$r.tsv" $still \
+        --set data.shard=none --set data.train="$WORK/shard-$r.gz" "$WORK/shard.ini"
+done
+e=$(column_values "$WORK/shard.tsv" train_recon)
+e0=$(column_values "$WORK/shard-0.tsv" train_recon)
+e1=$(column_values "$WORK/shard-1.tsv" train_recon)
+awk -v e="$e" -v a="$e0" -v b="$e1" 'BEGIN { w = (300 * a + 200 * b) / 500; d = (e - w) / w; exit !(d < 1e-5 && d > -1e-5) }' &&
+    ok "the ranks evaluate their own shards ($e = (300 x $e0 + 200 x $e1) / 500)" ||
+    not_ok "sharded evaluation: $e, shards $e0 and $e1"
+expect_status 0 "a sharded K-FAC run on 2 ranks" -- $MPIRUN -np 2 "$KFAC" -q --log "$WORK/shardk.tsv" \
+    --set train.iterations=40 "$WORK/shard.ini"
+first=$(column_values "$WORK/shardk.tsv" train_recon | head -n 1)
+last=$(column_values "$WORK/shardk.tsv" train_recon | tail -n 1)
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.8 * a) }' && ok "trains ($first -> $last)" ||
+    not_ok "the sharded run did not train ($first -> $last)"
+expect_status 0 "and resumes from its checkpoint" -- $MPIRUN -np 2 "$KFAC" -q \
+    --resume "$WORK/shardk.tsv.ckpt" --set train.iterations=45 "$WORK/shard.ini"
+expect_status 2 "a rank without its shard stops the run" -- $MPIRUN -np 3 "$KFAC" -q \
+    --log "$WORK/shard3.tsv" "$WORK/shard.ini"
+expect_grep "$WORK/err" "rank 2: .*shard-2.gz: cannot open" "the message names the rank and its shard"
+
 # A rank that cannot read the data (here: its own configuration names a missing file)
 # stops every rank, with its message.
 sed 's/^train = bars-images.gz/train = missing.gz/' "$WORK/ae.ini" >"$WORK/missing.ini"

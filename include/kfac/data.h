@@ -114,6 +114,8 @@ struct kfac_data_opts {
     long max_cases;           /* use at most this many training cases (0: all) */
     int image_size;           /* resample square images to this side (0: as stored) */
     int n_classes;            /* classification: 0 infers max label + 1 */
+    int shard;                /* 1 (data.shard = rank): train and train_targets hold %r, which
+                               * each rank replaces with its rank to read its own part */
     int unit_targets;         /* not a key: set by the caller when the loss needs targets in
                                * [0, 1] (Bernoulli); other values are then refused */
 };
@@ -125,6 +127,8 @@ struct kfac_dataset {
                                  files give 1 × H × W, N×C×H×W ones C × H × W, others d_x × 1 × 1 */
     float *x;                 /* n × d_x; owned */
     float *t;                 /* n × d_t; equals x for an autoencoder (not separately owned) */
+    int shard;                /* this rank's part of a set shared out among the ranks
+                               * (data.shard): the set's cases are those of every rank's */
 };
 
 void kfac_dataset_free(struct kfac_dataset *ds);
@@ -181,7 +185,9 @@ int kfac_batch_size(int schedule, int m1, long k_full, long k, size_t n);
 /* Draws batches without replacement from a permutation of the data set, reshuffled
  * when fewer cases are left than a batch needs. Of ranks processes, each with the same
  * data set and stream, rank `rank` copies its share of each batch (every ranks-th case
- * from its rank on): the permutation and position are those of one process. */
+ * from its rank on): the permutation and position are those of one process. When the
+ * data set is this rank's shard (ds->shard), the rank draws its share from its own
+ * permutation of it instead. */
 struct kfac_batcher {
     const struct kfac_dataset *ds;
     struct kfac_rng *rng;
@@ -197,7 +203,8 @@ void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, in
 void kfac_batcher_free(struct kfac_batcher *b);
 
 /* Lists the batch order and position as checkpoint items (checkpoint.h): a resumed run
- * draws the same batches, and a checkpoint's order must be a permutation of the cases. */
+ * draws the same batches, and a checkpoint's order must be a permutation of the cases.
+ * Nothing for a shard: a resumed sharded run starts a new pass over each shard. */
 void kfac_batcher_state(struct kfac_batcher *b, struct kfac_state *s);
 
 /* The next m cases (1 ≤ m ≤ min(max_batch, n)), of which out gets this rank's share. */

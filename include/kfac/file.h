@@ -12,6 +12,9 @@
  * at the root. */
 char *kfac_file_dir(const char *path);
 
+/* path with every `from` replaced by `to` (caller frees): a shard's name from its pattern. */
+char *kfac_file_pattern(const char *path, const char *from, const char *to);
+
 /* Whether path ends with suffix (".npy", ".ckpt", ...). */
 int kfac_file_has_suffix(const char *path, const char *suffix);
 

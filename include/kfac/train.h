@@ -51,6 +51,7 @@ struct kfac_run {
     const struct kfac_config *cfg;
     struct kfac_run_opts opts;
     struct kfac_dataset train, test;
+    size_t train_cases; /* the training set's cases on all ranks (data.shard: the shards') */
     struct kfac_net *net;
     enum kfac_loss loss;
     struct kfac_optim *optim;
