@@ -101,28 +101,28 @@ static void count(struct kfac_comm *c, enum kfac_comm_kind kind, size_t bytes, d
 /* MPI counts are ints: a buffer is taken in pieces of at most this many elements. */
 enum { PIECE = 1 << 30 };
 
-void kfac_comm_sum_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *x, size_t n)
+/* x (n elements of `size` bytes, MPI type `type`) ← the sum over the ranks, in pieces. */
+static void sum(struct kfac_comm *c, enum kfac_comm_kind kind, void *x, size_t n, size_t size,
+                MPI_Datatype type)
 {
     if (solo(c))
         return;
     double t0 = kfac_log_clock();
     for (size_t i = 0; i < n; i += PIECE) {
         int k = n - i < PIECE ? (int)(n - i) : PIECE;
-        MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, (char *)x + i * size, k, type, MPI_SUM, MPI_COMM_WORLD);
     }
-    count(c, kind, n * sizeof *x, t0);
+    count(c, kind, n * size, t0);
+}
+
+void kfac_comm_sum_floats(struct kfac_comm *c, enum kfac_comm_kind kind, float *x, size_t n)
+{
+    sum(c, kind, x, n, sizeof *x, MPI_FLOAT);
 }
 
 void kfac_comm_sum_doubles(struct kfac_comm *c, enum kfac_comm_kind kind, double *x, size_t n)
 {
-    if (solo(c))
-        return;
-    double t0 = kfac_log_clock();
-    for (size_t i = 0; i < n; i += PIECE) {
-        int k = n - i < PIECE ? (int)(n - i) : PIECE;
-        MPI_Allreduce(MPI_IN_PLACE, x + i, k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    }
-    count(c, kind, n * sizeof *x, t0);
+    sum(c, kind, x, n, sizeof *x, MPI_DOUBLE);
 }
 
 long kfac_comm_max(struct kfac_comm *c, long v)

@@ -78,6 +78,14 @@ worst() {
         END { printf "%.3g\n", rows ? w : 1e9 }' "$1" "$2"
 }
 COLS=objective,lambda,gamma,alpha,mu
+# wait_rows LOG: until LOG has 30 lines (at most 30 s): a run in the background is under way.
+wait_rows() {
+    i=0
+    while [ "$i" -lt 300 ] && ! { [ -f "$1" ] && [ "$(wc -l <"$1")" -ge 30 ]; }; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
 within() { awk -v d="$1" 'BEGIN { exit !(d <= 1e-4) }'; }
 
 # agree NAME: NAME-1.tsv against NAME-2.tsv and NAME-3.tsv, logs and parameters.
@@ -146,11 +154,7 @@ timeout -s KILL 120 $MPIRUN -np 2 "$KFAC" -q --log "$WORK/kill.tsv" --set train.
     --set train.checkpoint_every=5 --set log.eval_every=0 --set model.layers=64-256:logistic-64:logistic \
     "$WORK/ae.ini" >"$WORK/kill.out" 2>&1 &
 launcher=$!
-i=0
-while [ "$i" -lt 300 ] && ! { [ -f "$WORK/kill.tsv" ] && [ "$(wc -l <"$WORK/kill.tsv")" -ge 30 ]; }; do
-    sleep 0.1
-    i=$((i + 1))
-done
+wait_rows "$WORK/kill.tsv"
 victim=$(pgrep -f "^$KFAC -q --log $WORK/kill.tsv" | tail -n 1) # a rank, not mpirun
 if [ -n "$victim" ]; then
     start=$(date +%s)
@@ -181,11 +185,7 @@ $MPIRUN -np 2 "$KFAC" -q --log "$WORK/int.tsv" --set train.iterations=10000000 \
 launcher=$!
 (sleep 120; kill -KILL "$launcher") >/dev/null 2>&1 &
 watchdog=$!
-i=0
-while [ "$i" -lt 300 ] && ! { [ -f "$WORK/int.tsv" ] && [ "$(wc -l <"$WORK/int.tsv")" -ge 30 ]; }; do
-    sleep 0.1
-    i=$((i + 1))
-done
+wait_rows "$WORK/int.tsv"
 kill -TERM "$launcher"
 wait "$launcher"
 status=$?
