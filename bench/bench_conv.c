@@ -67,7 +67,7 @@ int main(int argc, char **argv)
         X[i] = (float)kfac_rng_uniform(&rng);
     for (int i = 0; i < m; i++)
         T[i * 10 + i % 10] = 1.0f;
-    struct kfac_batch b = {m, X, T};
+    struct kfac_batch b = {.m = m, .x = X, .t = T};
     double flops = 0;
     for (int i = 0; i < net->n_blocks; i++)
         flops += layer_flops(net->blocks[i], m, i > 0);

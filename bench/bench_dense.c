@@ -30,7 +30,7 @@ int main(int argc, char **argv)
     float *X = kfac_floats_new((size_t)m * 784);
     for (size_t i = 0; i < (size_t)m * 784; i++)
         X[i] = (float)kfac_rng_uniform(&rng);
-    struct kfac_batch b = {m, X, X};
+    struct kfac_batch b = {.m = m, .x = X, .t = X};
 
     /* Forward: one product per layer; backward: dW for every layer, din for all but the first. */
     double flops = 0;

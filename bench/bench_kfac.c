@@ -115,7 +115,7 @@ int main(int argc, char **argv)
         struct kfac_rng rng;
         kfac_rng_seed(&rng, 2);
         float *X = bench_mnist_inputs(m, &rng);
-        struct kfac_batch b = {m, X, X};
+        struct kfac_batch b = {.m = m, .x = X, .t = X};
         long iters = 20L * periods;
 
         struct kfac_optim *o;

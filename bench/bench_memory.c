@@ -27,7 +27,7 @@ static double iterate(int m, int chunk, int iters)
     struct kfac_rng rng;
     kfac_rng_seed(&rng, 2);
     float *X = bench_mnist_inputs(m, &rng);
-    struct kfac_batch b = {m, X, X};
+    struct kfac_batch b = {.m = m, .x = X, .t = X};
     struct kfac_optim_opts kf = {
         .type = KFAC_OPTIM_KFAC, .l2 = 1e-5, .stats_fraction = 0.125, .model_fraction = 0.25,
         .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20, .inverse_every = 20,

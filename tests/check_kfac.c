@@ -645,7 +645,7 @@ static struct kfac_batch make_batch(struct kfac_rng *r, int d_in, int d_out, enu
     } else {
         fill_uniform(T, (size_t)TM * d_out, r, loss == KFAC_LOSS_BERNOULLI ? 0 : -1, 1);
     }
-    return (struct kfac_batch){TM, X, T};
+    return (struct kfac_batch){.m = TM, .x = X, .t = T};
 }
 
 /* The chunks the twin tests run in, by their loop index: the whole batch, a chunk that
@@ -949,7 +949,7 @@ START_TEST(a_failed_attempt_leaves_no_statistics)
         struct kfac_batch b2 = make_batch(&r, 3, 4, KFAC_LOSS_SQUARED, X2, T2);
         memcpy(Tp, T2, sizeof Tp);
         Tp[(TM - 1) * 4] = 1e38f;
-        struct kfac_batch bp = {TM, X2, Tp};
+        struct kfac_batch bp = {.m = TM, .x = X2, .t = Tp};
         struct kfac_net *b = spec_net("3-5:tanh-4:linear", TM, &r);
         memcpy(b->params, a->params, a->n_params * sizeof(float));
         struct kfac_optim_opts o = test_kfac_opts();
@@ -1102,7 +1102,7 @@ START_TEST(long_classifier_run_stays_finite)
         T[c * K + k] = 1;
     }
     struct kfac_net *net = spec_net("4-8:tanh-3:softmax", MC, &r);
-    struct kfac_batch b = {MC, X, T};
+    struct kfac_batch b = {.m = MC, .x = X, .t = T};
     struct kfac_optim_opts o = test_kfac_opts();
     o.lambda = 1;
     o.stats_fraction = 1;

@@ -46,7 +46,7 @@ START_TEST(gradient_by_finite_differences)
     float X[M * 4], T[M * 3];
     fill_uniform(X, sizeof X / sizeof *X, &r, -1, 1);
     make_targets(loss, n, T, &r);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     double l2 = 0.01;
     kfac_objective(net, loss, l2, &b, 1);
     float *grad = kfac_floats_new(net->n_params);
@@ -124,7 +124,7 @@ START_TEST(conv_gradient_by_finite_differences)
     for (int c = 0; c < M; c++)
         for (int j = 0; j < n; j++)
             T[c * n + j] = loss == KFAC_LOSS_SOFTMAX ? (j == c % n) : (float)kfac_rng_uniform(&r);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     double l2 = 0.01;
     kfac_objective(net, loss, l2, &b, 1);
     float *grad = kfac_floats_new(net->n_params);

@@ -35,7 +35,7 @@ START_TEST(nesterov_matches_definition)
     float X[M * 3], T[M * 2];
     fill_uniform(X, M * 3, &r, -1, 1);
     fill_uniform(T, M * 2, &r, -1, 1);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     struct kfac_optim_opts o = {.type = KFAC_OPTIM_SGD, .learning_rate = 0.1, .momentum = 0.9,
                                 .momentum_schedule = KFAC_MOMENTUM_SUTSKEVER, .l2 = 1e-3};
     struct kfac_optim *opt;
@@ -93,7 +93,7 @@ START_TEST(non_finite_never_reaches_the_parameters)
     fill_uniform(X, M * 3, &r, -1, 1);
     fill_uniform(T, M * 2, &r, -1, 1);
     T[3] = NAN; /* a poisoned target */
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     struct kfac_optim_opts o = {.type = KFAC_OPTIM_SGD, .learning_rate = 0.1, .momentum = 0.9};
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
@@ -311,7 +311,7 @@ static double invariance_gap(const struct kfac_optim_opts *o)
     kfac_net_forward(b, MI, Xt);
     for (int i = 0; i < MI * DO; i++) /* the same function before training */
         ck_assert_float_eq_tol(kfac_net_output(b)[i], y0[i], 1e-5f);
-    struct kfac_batch ba = {MI, X, T}, bb = {MI, Xt, T};
+    struct kfac_batch ba = {.m = MI, .x = X, .t = T}, bb = {.m = MI, .x = Xt, .t = T};
     run_steps(o, a, KFAC_LOSS_SQUARED, &ba, 10, 5);
     run_steps(o, b, KFAC_LOSS_SQUARED, &bb, 10, 5);
     kfac_net_forward(a, MI, X);
@@ -379,7 +379,7 @@ static double train_autoencoder(const struct kfac_optim_opts *o, int iters)
     ck_assert_int_eq(kfac_net_new(D, specs, 4, &net), 0);
     kfac_net_reserve(net, MA);
     kfac_net_init(net, KFAC_INIT_SPARSE, 15, &r);
-    struct kfac_batch b = {MA, X, X};
+    struct kfac_batch b = {.m = MA, .x = X, .t = X};
     run_steps(o, net, KFAC_LOSS_BERNOULLI, &b, iters, 7);
     kfac_net_forward(net, MA, X);
     double err = kfac_sq_error_sum(MA, D, kfac_net_output(net), X) / MA;
@@ -437,7 +437,7 @@ START_TEST(kfac_first_step_and_figures)
     struct kfac_rng r;
     float X[M * 3], T[M * 3];
     struct kfac_net *net = bernoulli_case(41, &r, X, T);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     struct kfac_optim_opts o = test_kfac_opts();
     o.l2 = 1e-3;
     struct kfac_optim *opt;
@@ -468,7 +468,7 @@ START_TEST(kfoc_step_and_figures)
     struct kfac_rng r;
     float X[M * 3], T[M * 3];
     struct kfac_net *net = bernoulli_case(43, &r, X, T);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     struct kfac_optim_opts o = test_kfac_opts();
     o.curvature = KFAC_CURVATURE_KFOC;
     o.stats_fraction = 1;
@@ -534,7 +534,7 @@ START_TEST(kfoc_average_follows_its_formula)
     double fig[13], h;
     for (long k = 1; k <= STEPS; k++)
         for (int i = 0; i < 3; i++) {
-            struct kfac_batch b = {M, X[i], T[i]};
+            struct kfac_batch b = {.m = M, .x = X[i], .t = T[i]};
             ck_assert_int_eq(opt[i]->ops->step(opt[i], &b, k, &h, fig), 0);
         }
     size_t bytes = net[0]->n_params * sizeof(float);
@@ -542,7 +542,7 @@ START_TEST(kfoc_average_follows_its_formula)
     ck_assert(memcmp(net[0]->params, net[2]->params, bytes) != 0);
     ck_assert_double_eq(state_double(opt[0], "kfac.kfoc_cases"), STEPS * M);
     /* A smaller batch adds its own cases; a failed attempt adds none. */
-    struct kfac_batch half = {M / 2, X[0], T[0]};
+    struct kfac_batch half = {.m = M / 2, .x = X[0], .t = T[0]};
     ck_assert_int_eq(opt[0]->ops->step(opt[0], &half, STEPS + 1, &h, fig), 0);
     ck_assert_double_eq(state_double(opt[0], "kfac.kfoc_cases"), STEPS * M + M / 2);
     X[0][1] = NAN;
@@ -563,7 +563,7 @@ START_TEST(kfac_keeps_non_finite_out)
     float X[M * 3], T[M * 3];
     fill_uniform(X, M * 3, &r, -1, 1);
     fill_uniform(T, M * 3, &r, -1, 1);
-    struct kfac_batch b = {M, X, T};
+    struct kfac_batch b = {.m = M, .x = X, .t = T};
     struct kfac_optim_opts o = test_kfac_opts();
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SQUARED, &r, &opt), 0);
@@ -632,7 +632,7 @@ START_TEST(lenet5_in_chunks_matches_one_chunk)
     fill_uniform(X, (size_t)B * 784, &r, 0, 1);
     for (int c = 0; c < B; c++)
         T[c * 10 + kfac_rng_below(&r, 10)] = 1;
-    struct kfac_batch b = {B, X, T};
+    struct kfac_batch b = {.m = B, .x = X, .t = T};
     struct kfac_optim_opts o = test_kfac_opts();
     o.stats_fraction = 0.25;
     o.model_fraction = 0.5;
