@@ -459,7 +459,7 @@ void kfac_batcher_init(struct kfac_batcher *b, const struct kfac_dataset *ds, in
     b->max_batch = ds->shard || (size_t)max_batch < ds->n ? max_batch : (int)ds->n;
     b->rank = rank;
     b->ranks = ranks;
-    int mine = (b->max_batch + ranks - 1) / ranks;
+    int mine = kfac_batch_most(b->max_batch, ranks);
     b->perm = kfac_xmalloc(ds->n * sizeof *b->perm);
     for (size_t i = 0; i < ds->n; i++)
         b->perm[i] = i;

@@ -431,7 +431,7 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
     if (mine > 0) {
         kfac_net_forward(net, mine, batch->x);
         net->be->loss_sample_grad(loss, mine, net->d_out, kfac_net_output(net), key,
-                                  kfac_batch_place(batch, 0), batch->stride ? batch->stride : 1,
+                                  kfac_batch_place(batch, 0), kfac_batch_step(batch),
                                   kfac_net_output_grad(net));
         kfac_net_backward(net, mine, 1.0f, KFAC_GRADS_NONE);
     }

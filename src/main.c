@@ -67,9 +67,10 @@ static int fail(int code, const char *context)
     return code;
 }
 
-/* Of several ranks that all reach this point with their rc: whether any failed, after the
+/* Of the ranks, which all reach this point with their rc: whether any failed, after the
  * lowest failed rank (one that did not merely learn of another's failure) printed its
- * message; the exit status for all of them is *status. */
+ * message; the exit status for all of them is *status. One process: whether it failed,
+ * after printing why. */
 static int ranks_failed(int rc, int code, const char *context, int *status)
 {
     long mine = rc && rc != KFAC_EPEER ? comm.size - comm.rank : 0;
@@ -245,8 +246,9 @@ static int run(int argc, char **argv)
         int started;
         if (kfac_fisher_study(&cfg, &opts, stderr, &started))
             status = started ? fail(EXIT_RUNTIME, NULL) : fail(EXIT_USAGE, argv[optind]);
-    } else if (!status && comm.size > 1) {
-        /* Every rank prepares and trains; the first to fail speaks for all. */
+    } else if (!status) {
+        /* Every rank prepares and trains; the first to fail speaks for all (one process:
+         * itself). */
         struct kfac_run r;
         opts.comm = &comm;
         int rc = kfac_run_prepare(&r, &cfg, &opts);
@@ -254,14 +256,6 @@ static int run(int argc, char **argv)
             rc = kfac_run_train(&r, r.writer ? stderr : NULL);
             ranks_failed(rc, rc == KFAC_EINTR ? EXIT_INTERRUPTED : EXIT_RUNTIME, NULL, &status);
         }
-        kfac_run_free(&r);
-    } else if (!status) {
-        struct kfac_run r;
-        int rc;
-        if (kfac_run_prepare(&r, &cfg, &opts))
-            status = fail(EXIT_USAGE, argv[optind]);
-        else if ((rc = kfac_run_train(&r, stderr)))
-            status = fail(rc == KFAC_EINTR ? EXIT_INTERRUPTED : EXIT_RUNTIME, NULL);
         kfac_run_free(&r);
     }
     kfac_config_free(&cfg);

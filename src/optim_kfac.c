@@ -152,7 +152,7 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
      * share is rank 0's. */
     int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b)), chunk = s->chunk;
     int mine = kfac_batch_share(b, ms), ranks = kfac_comm_size(net->comm);
-    int most = (ms + ranks - 1) / ranks;
+    int most = kfac_batch_most(ms, ranks);
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
     if (kfoc && most > chunk)
         return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
@@ -169,7 +169,7 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
         hold(s, b, first, mc);
         if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
             net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), key,
-                                      kfac_batch_place(b, first), b->stride ? b->stride : 1,
+                                      kfac_batch_place(b, first), kfac_batch_step(b),
                                       kfac_net_output_grad(net));
             kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
             s->real_g = 0;

@@ -252,16 +252,16 @@ static void tally_memory(const struct kfac_run *run, const struct kfac_config *c
 static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int whole_batch)
 {
     /* Of several ranks, each holds its share of a batch (data.h). */
-    int ranks = kfac_comm_size(run->net->comm), train_batch = (whole_batch + ranks - 1) / ranks;
+    int ranks = kfac_comm_size(run->net->comm), train_batch = kfac_batch_most(whole_batch, ranks);
     int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
     const char *least_why = NULL;
     if (c->optim.type == KFAC_OPTIM_KFAC && c->optim.curvature == KFAC_CURVATURE_KFOC) {
-        least = (kfac_fraction_cases(c->optim.stats_fraction, whole_batch) + ranks - 1) / ranks;
+        least = kfac_batch_most(kfac_fraction_cases(c->optim.stats_fraction, whole_batch), ranks);
         least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
     }
     if (c->fisher_error_every > 0) {
         int cases = c->fisher_error_cases < whole_batch ? c->fisher_error_cases : whole_batch;
-        cases = (cases + ranks - 1) / ranks;
+        cases = kfac_batch_most(cases, ranks);
         if (cases > least)
             least = cases, least_why = "the Fisher-error probe (log.fisher_error_cases)";
     }
@@ -336,23 +336,23 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     run->net->be->set_threads(c->threads);
     /* Independent streams, so that e.g. a change of initialisation leaves the batches alone. */
     uint64_t seed = (uint64_t)c->seed;
+    /* data.shard: each rank's batch order its own too. */
+    uint64_t own = c->data.shard ? (uint64_t)(kfac_comm_rank(opts->comm) + 1) << 40 : 0;
     kfac_rng_seed(&run->rng_init, seed);
     kfac_rng_seed(&run->rng_data, seed ^ 0x5bd1e9955bd1e995ULL);
-    kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL);
+    kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL ^ own);
     kfac_rng_seed(&run->rng_optim, seed ^ 0x9e3779b97f4a7c15ULL);
     kfac_rng_seed(&run->rng_probe, seed ^ 0x94d049bb133111ebULL);
     struct kfac_data_opts data = c->data;
     data.unit_targets = run->loss == KFAC_LOSS_BERNOULLI;
     if (c->data.shard) {
-        /* Each rank its own file; the batch order its own too. */
+        /* Each rank its own file. */
         char rank[16];
         snprintf(rank, sizeof rank, "%d", kfac_comm_rank(opts->comm));
         data.train = kfac_file_pattern(c->data.train, "%r", rank);
         data.train_targets = c->data.train_targets
                                  ? kfac_file_pattern(c->data.train_targets, "%r", rank)
                                  : NULL;
-        kfac_rng_seed(&run->rng_batch, seed ^ 0xc2b2ae3d27d4eb4fULL ^
-                                           (uint64_t)(kfac_comm_rank(opts->comm) + 1) << 40);
     }
     rc = kfac_data_load(&data, &run->rng_data, &run->train, &run->test);
     run->train_cases = run->train.n;
@@ -385,7 +385,7 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
                                       c->batch_schedule == KFAC_SCHEDULE_FIXED ? 1
                                                                                : c->batch_full_at,
                                       run->train_cases);
-    if (run->train.shard && (size_t)(train_batch + ranks - 1) / ranks > run->train.n)
+    if (run->train.shard && (size_t)kfac_batch_most(train_batch, ranks) > run->train.n)
         return kfac_error(KFAC_EINVAL, "data.shard = rank: this rank's %zu cases are fewer than "
                                        "its share of a batch of %d",
                           run->train.n, train_batch);

@@ -159,17 +159,29 @@ static inline int kfac_batch_total(const struct kfac_batch *b)
     return b->total ? b->total : b->m;
 }
 
+/* The step between b's cases in the whole batch (the number of ranks). */
+static inline int kfac_batch_step(const struct kfac_batch *b)
+{
+    return b->stride ? b->stride : 1;
+}
+
 /* How many of the first n cases of the whole batch are b's: its first that many. */
 static inline int kfac_batch_share(const struct kfac_batch *b, int n)
 {
-    int step = b->stride ? b->stride : 1;
+    int step = kfac_batch_step(b);
     return n > b->first ? (n - b->first + step - 1) / step : 0;
+}
+
+/* The largest share of n cases dealt round-robin to ranks ranks: rank 0's. */
+static inline int kfac_batch_most(int n, int ranks)
+{
+    return (n + ranks - 1) / ranks;
 }
 
 /* The place in the whole batch of b's case j. */
 static inline long kfac_batch_place(const struct kfac_batch *b, int j)
 {
-    return b->first + (long)j * (b->stride ? b->stride : 1);
+    return b->first + (long)j * kfac_batch_step(b);
 }
 
 enum kfac_schedule {
