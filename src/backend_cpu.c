@@ -121,6 +121,12 @@ static int cpu_dsyevd(int n, double *A, double *w, double *work, int lwork, int 
                                     liwork);
 }
 
+static int cpu_dpotri(int n, double *A)
+{
+    int info = (int)LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', n, A, n);
+    return info ? info : (int)LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', n, A, n);
+}
+
 static const struct kfac_backend cpu = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -143,6 +149,7 @@ static const struct kfac_backend cpu = {
     .ddot = cpu_ddot,
     .dnrm2 = cpu_dnrm2,
     .dsyevd = cpu_dsyevd,
+    .dpotri = cpu_dpotri,
     .activation_forward = kfac_activation_forward,
     .activation_derivative_mul = kfac_activation_derivative_mul,
     .loss_sum = kfac_loss_sum,

@@ -1,11 +1,12 @@
 /*
  * backend_cuda.c: the CUDA backend (backend.h), built with ./configure --enable-cuda. Its
- * table is the CPU backend's with the BLAS-3 products (sgemm, dgemm, ssyrk, dsyrk, dsymm)
- * and the factors' eigendecomposition (dsyevd) on the GPU through src/cuda/cuda_ops.h:
- * cuBLAS and cuSOLVER on operands copied there and back, since the library's arrays are
- * host memory today. The element-wise kernels and the BLAS-1 operations stay on the
- * host. This is the first step of the CUDA build (issue: the whole iteration on the GPU,
- * its arrays in device memory); it includes no CUDA header.
+ * table is the CPU backend's with the BLAS-3 products (sgemm, dgemm, ssyrk, dsyrk, dsymm),
+ * the factors' eigendecomposition (dsyevd) and their Cholesky inverse (dpotri) on the GPU
+ * through src/cuda/cuda_ops.h: cuBLAS and cuSOLVER on operands copied there and back,
+ * since the library's arrays are host memory today. The element-wise kernels and the
+ * BLAS-1 operations stay on the host. This is the first step of the CUDA build (issue:
+ * the whole iteration on the GPU, its arrays in device memory); it includes no CUDA
+ * header.
  */
 #include "kfac/backend.h"
 #include "kfac/status.h"
@@ -48,6 +49,7 @@ int kfac_backend_cuda(int device, const struct kfac_backend **out)
         cuda.dsyrk = kfac_cuda_dsyrk;
         cuda.dsymm = kfac_cuda_dsymm;
         cuda.dsyevd = cuda_dsyevd;
+        cuda.dpotri = kfac_cuda_dpotri;
         cuda_device = device;
     }
     *out = &cuda;

@@ -42,6 +42,8 @@ static const char *const fisher_choices[] = {"sampled", "empirical", NULL};
 static const char *const step_choices[] = {"model", "fixed", NULL};
 static const char *const gamma_rule_choices[] = {"model", "objective", NULL};
 static const char *const pi_choices[] = {"trace", "frobenius", NULL};
+/* In the order of enum kfac_inverse_method. */
+static const char *const inverse_choices[] = {"auto", "cholesky", "eigen", NULL};
 static const char *const start_choices[] = {"paper", "warmup", NULL};
 static const char *const schedule_choices[] = {"fixed", "exponential", NULL};
 static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
@@ -94,6 +96,7 @@ static const struct key keys[] = {
     {"optimizer", "gamma_every", K_LONG, F(optim.gamma_every), "20", 0, 1e12, NULL},
     {"optimizer", "gamma_rule", K_ENUM, F(optim.gamma_rule), "model", 0, 0, gamma_rule_choices},
     {"optimizer", "inverse_every", K_LONG, F(optim.inverse_every), "20", 1, 1e12, NULL},
+    {"optimizer", "inverse", K_ENUM, F(optim.inverse), "auto", 0, 0, inverse_choices},
     {"optimizer", "pi", K_ENUM, F(optim.pi_norm), "trace", 0, 0, pi_choices},
     {"optimizer", "step", K_ENUM, F(optim.step_rule), "model", 0, 0, step_choices},
     {"optimizer", "use_momentum", K_BOOL, F(optim.use_momentum), "true", 0, 0, NULL},

@@ -1,7 +1,8 @@
 /*
  * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by the backend's ssyrk,
- * their exponential averages in double, eigendecompositions by its dsyevd and the damped
- * Kronecker inverse applied with two GEMMs per layer (see curvature.h). Each step calls
+ * their exponential averages in double, the damped inverses by Cholesky (its dpotri) or
+ * from eigendecompositions (its dsyevd), and the damped Kronecker inverse applied with two
+ * GEMMs per layer (see curvature.h). Each step calls
  * into the variant's table (curvature_tridiag.c's) when one is reserved.
  */
 #include "kfac/curvature.h"
@@ -65,13 +66,34 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     return c;
 }
 
+void kfac_curvature_use_cholesky(struct kfac_curvature *c)
+{
+    c->cholesky = 1;
+    int max_n = 0;
+    for (int i = 0; i < c->n_blocks; i++) {
+        struct kfac_factors *f = &c->f[i];
+        free(f->UA_t);
+        free(f->UG_t);
+        free(f->eig_A);
+        free(f->eig_G);
+        f->UA_t = f->UG_t = f->eig_A = f->eig_G = NULL;
+        /* Zero until the first decomposition: the inverse of the damping alone. */
+        f->A_dec = kfac_xcalloc((size_t)f->n_a * f->n_a, sizeof *f->A_dec);
+        f->G_dec = kfac_xcalloc((size_t)f->n_g * f->n_g, sizeof *f->G_dec);
+        max_n = f->n_a > max_n ? f->n_a : max_n;
+        max_n = f->n_g > max_n ? f->n_g : max_n;
+    }
+    c->eig_w = kfac_xmalloc((size_t)max_n * sizeof *c->eig_w);
+}
+
 double kfac_curvature_bytes(const struct kfac_net *net)
 {
     double bytes = 0, max_n = 0, max_block = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         double na = l->d_in + 1.0, ng = l->d_out;
-        /* A, A_keep, UA_t in double, batch_A and A_inv in float; the same for G. */
+        /* A, A_keep, UA_t (or A_dec) in double, batch_A and A_inv in float; the same for
+         * G. */
         bytes += (na * na + ng * ng) * (3 * sizeof(double) + 2 * sizeof(float));
         max_n = fmax(max_n, fmax(na, ng));
         max_block = fmax(max_block, (double)l->n_params);
@@ -110,6 +132,8 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st)
                                  DBL_MAX);
         kfac_curvature_state_add(st, i, "eig_G", KFAC_STATE_F64, f->eig_G, (size_t)f->n_g, 0,
                                  DBL_MAX);
+        kfac_curvature_state_add(st, i, "A_dec", KFAC_STATE_F64, f->A_dec, a2, -DBL_MAX, DBL_MAX);
+        kfac_curvature_state_add(st, i, "G_dec", KFAC_STATE_F64, f->G_dec, g2, -DBL_MAX, DBL_MAX);
         kfac_curvature_state_add(st, i, "pi", KFAC_STATE_F64, &f->pi, 1, DBL_MIN, DBL_MAX);
         kfac_curvature_state_add(st, i, "A_inv", KFAC_STATE_F32, f->A_inv, a2, -FLT_MAX, FLT_MAX);
         kfac_curvature_state_add(st, i, "G_inv", KFAC_STATE_F32, f->G_inv, g2, -FLT_MAX, FLT_MAX);
@@ -139,6 +163,8 @@ void kfac_curvature_free(struct kfac_curvature *c)
         free(f->UG_t);
         free(f->eig_A);
         free(f->eig_G);
+        free(f->A_dec);
+        free(f->G_dec);
         free(f->A_inv);
         free(f->G_inv);
     }
@@ -149,6 +175,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
     free(c->own_count);
     free(c->own_displ);
     free(c->dtmp);
+    free(c->eig_w);
     free(c);
 }
 
@@ -380,6 +407,14 @@ int kfac_eigen(struct kfac_eigen_work *w, int n, const double *X, double *eig)
     return w->be->dsyevd(n, w->a, eig, w->work, w->lwork, w->iwork, w->liwork);
 }
 
+/* A PSD factor's eigenvalues (n) with its rounding noise below 0 clipped. */
+static void clip_negative(int n, double *eig)
+{
+    for (int j = 0; j < n; j++)
+        if (eig[j] < 0)
+            eig[j] = 0;
+}
+
 /* Eigendecomposition of X (n × n, symmetric) into U_t (n × n, rows: eigenvectors) and
  * eig. */
 static int eigen(struct kfac_curvature *c, int n, const double *X, double *U_t, double *eig)
@@ -388,9 +423,7 @@ static int eigen(struct kfac_curvature *c, int n, const double *X, double *U_t, 
     if (info != 0)
         return info;
     memcpy(U_t, c->eig.a, (size_t)n * n * sizeof *U_t);
-    for (int j = 0; j < n; j++)
-        if (eig[j] < 0) /* a PSD factor's rounding noise */
-            eig[j] = 0;
+    clip_negative(n, eig);
     return 0;
 }
 
@@ -406,9 +439,26 @@ static void factor(struct kfac_curvature *c, int j, int *n, double **X, double *
     *eig = j % 2 ? f->eig_G : f->eig_A;
 }
 
+/* The Cholesky method's decomposition: the factors kept as they are now. */
+static void keep_factors(struct kfac_curvature *c)
+{
+    for (int i = 0; i < c->n_blocks; i++) {
+        struct kfac_factors *f = &c->f[i];
+        memcpy(f->A_dec, f->A, (size_t)f->n_a * f->n_a * sizeof *f->A);
+        memcpy(f->G_dec, f->G, (size_t)f->n_g * f->n_g * sizeof *f->G);
+    }
+}
+
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k)
 {
     kfac_curvature_symmetrise(c);
+    if (c->cholesky) {
+        keep_factors(c);
+        for (int i = 0; i < c->n_blocks; i++)
+            c->f[i].pi = pi_of(c->be, &c->f[i], norm);
+        c->inv_gamma = 0;
+        return 0;
+    }
     int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm);
     int n_factors = 2 * c->n_blocks;
     /* The first failure: (n_factors − j) · 2³² + LAPACK's info, so that the ranks' largest
@@ -443,35 +493,94 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     return 0;
 }
 
-/* inv (n × n) = U diag(1/(eig + d)) Uᵀ from U_t (n × n, rows: eigenvectors), formed in
- * double and rounded once; tmp: 2 n × n doubles. */
+/* inv (n × n, float) = the symmetric S (n × n, double, upper triangle read) rounded. */
+static void round_symmetric(int n, const double *S, float *inv)
+{
+    for (int i = 0; i < n; i++) {
+        const double *s = S + (size_t)i * n;
+        float *row = inv + (size_t)i * n;
+        for (int j = i; j < n; j++)
+            row[j] = inv[(size_t)j * n + i] = (float)s[j];
+    }
+}
+
+/* inv (n × n) = U diag(1/(eig + d)) Uᵀ = Wᵀ W for W = diag(1/(eig + d))^{1/2} Uᵀ, from U_t
+ * (n × n, rows: eigenvectors; eig + d > 0), formed in double by one SYRK and rounded
+ * once; tmp: 2 n × n doubles. */
 static void damped_inverse(const struct kfac_backend *be, int n, const double *U_t,
                            const double *eig, double d, double *tmp, float *inv)
 {
     double *dinv = tmp + (size_t)n * n;
     for (int j = 0; j < n; j++) {
-        double s = 1.0 / (eig[j] + d);
+        double s = sqrt(1.0 / (eig[j] + d));
         const double *u = U_t + (size_t)j * n;
         double *t = tmp + (size_t)j * n;
         for (int r = 0; r < n; r++)
             t[r] = s * u[r];
     }
-    be->dgemm(KFAC_TRANS, KFAC_NO_TRANS, n, n, n, 1.0, U_t, n, tmp, n, 0.0, dinv, n);
-    for (size_t j = 0; j < (size_t)n * n; j++)
-        inv[j] = (float)dinv[j];
+    be->dsyrk(KFAC_TRANS, n, n, 1.0, tmp, n, 0.0, dinv, n);
+    round_symmetric(n, dinv, inv);
+}
+
+/* inv (n × n) = (X + d I)⁻¹ for X (n × n, symmetric) by a Cholesky inversion in double,
+ * rounded once; where X + d I is not numerically positive definite, from X's
+ * eigendecomposition as the eigen method forms it. Returns dsyevd's info then (0:
+ * success). */
+static int cholesky_inverse(struct kfac_curvature *c, int n, const double *X, double d,
+                            float *inv)
+{
+    double *a = c->dtmp;
+    memcpy(a, X, (size_t)n * n * sizeof *a);
+    for (int j = 0; j < n; j++)
+        a[(size_t)j * n + j] += d;
+    if (c->be->dpotri(n, a) == 0) {
+        round_symmetric(n, a, inv);
+        return 0;
+    }
+    int info = kfac_eigen(&c->eig, n, X, c->eig_w);
+    if (info)
+        return info;
+    clip_negative(n, c->eig_w);
+    damped_inverse(c->be, n, c->eig.a, c->eig_w, d, c->dtmp, inv);
+    return 0;
+}
+
+/* Layer i's damped inverses for γ by Cholesky. Returns 0, or where a fallback failed as
+ * kfac_curvature_decompose codes it: (2 n_blocks − j) · 2³² + dsyevd's info for factor j
+ * (2i: A, 2i + 1: G), so that the ranks' largest is the lowest factor's. */
+static long invert_cholesky(struct kfac_curvature *c, int i, double gamma)
+{
+    struct kfac_factors *f = &c->f[i];
+    int j = 2 * i, info = cholesky_inverse(c, f->n_a, f->A_dec, gamma * f->pi, f->A_inv);
+    if (!info && (info = cholesky_inverse(c, f->n_g, f->G_dec, gamma / f->pi, f->G_inv)))
+        j++;
+    return info ? (long)(2 * c->n_blocks - j) << 32 | (unsigned)info : 0;
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
 {
     if (gamma == c->inv_gamma)
         return 0;
-    int last_only = c->variant && c->variant->last_inverse_only;
-    for (int i = last_only ? c->n_blocks - 1 : c->own_lo; i < c->own_hi; i++) {
+    int last_only = c->variant && c->variant->last_inverse_only, rc = 0;
+    long failed = 0; /* each rank inverts its own layers: all learn of a failure */
+    for (int i = last_only ? c->n_blocks - 1 : c->own_lo; i < c->own_hi && !failed; i++) {
         struct kfac_factors *f = &c->f[i];
+        if (c->cholesky) {
+            failed = invert_cholesky(c, i, gamma);
+            continue;
+        }
         damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
         damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }
-    int rc = c->variant && c->variant->invert ? c->variant->invert(c, gamma, k) : 0;
+    if (c->cholesky && (failed = kfac_comm_max(c->comm, failed))) {
+        int j = 2 * c->n_blocks - (int)(failed >> 32);
+        rc = kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's damped factor %s is not "
+                                       "positive definite, and its eigendecomposition failed "
+                                       "(LAPACK dsyevd info %d)",
+                        k, c->f[j / 2].layer, j % 2 ? "G" : "A", (int)(failed & 0xffffffff));
+    }
+    if (!rc && c->variant && c->variant->invert)
+        rc = c->variant->invert(c, gamma, k);
     c->inv_gamma = rc ? 0 : gamma;
     return rc;
 }

@@ -471,6 +471,9 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     if (opts->curvature == KFAC_CURVATURE_KFOC)
         kfac_curvature_use_kfoc(s->curv, s->chunk * kfac_comm_size(net->comm), opts->kfoc_normalise,
                                 opts->kfoc_max_iter, opts->kfoc_tol);
+    if (opts->inverse == KFAC_INVERSE_CHOLESKY ||
+        (opts->inverse == KFAC_INVERSE_AUTO && opts->curvature != KFAC_CURVATURE_TRIDIAGONAL))
+        kfac_curvature_use_cholesky(s->curv);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
     if (opts->by_layer)

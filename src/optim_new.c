@@ -20,6 +20,11 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
                                   "optimizer.curvature = kfac-tridiag needs dense "
                                   "layers only, but layer %d is %s",
                                   i + 1, net->layers[i].ops->name);
+        if (opts->inverse == KFAC_INVERSE_CHOLESKY &&
+            opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
+            return kfac_error(KFAC_EINVAL, "optimizer.inverse = cholesky: optimizer.curvature = "
+                                           "kfac-tridiag needs the factors' eigendecompositions; "
+                                           "use eigen or auto");
         *out = kfac_kfac_new(opts, net, loss, rng);
         return 0;
     }

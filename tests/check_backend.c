@@ -319,6 +319,46 @@ START_TEST(eigendecomposition_is_one)
 }
 END_TEST
 
+/* A A⁻¹ = I for a symmetric positive definite A (S Sᵀ + n I), the inverse read from the
+ * upper triangle in row-major order and mirrored: garbage below the diagonal is neither read
+ * nor trusted. An indefinite A is reported (info > 0), not inverted. */
+START_TEST(cholesky_inverse_is_one)
+{
+    const struct kfac_backend *be = backends[_i];
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    for (int a = 0; a < 3; a++) {
+        int n = sizes[a];
+        double *S = random_doubles((size_t)n * n, &r), *A = malloc((size_t)n * n * sizeof *A);
+        double *X = malloc((size_t)n * n * sizeof *X);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double d = i == j ? n : 0;
+                for (int l = 0; l < n; l++)
+                    d += S[(size_t)i * n + l] * S[(size_t)j * n + l];
+                A[(size_t)i * n + j] = d;
+                X[(size_t)i * n + j] = j >= i ? d : 1e3;
+            }
+        ck_assert_int_eq(be->dpotri(n, X), 0);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < i; j++)
+                X[(size_t)i * n + j] = X[(size_t)j * n + i];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double d = 0;
+                for (int l = 0; l < n; l++)
+                    d += A[(size_t)i * n + l] * X[(size_t)l * n + j];
+                ck_assert_double_eq_tol(d, i == j, 1e-12 * n);
+            }
+        for (int i = 0; i < n; i++) /* −I: not positive definite */
+            for (int j = 0; j < n; j++)
+                X[(size_t)i * n + j] = -(double)(i == j);
+        ck_assert_int_gt(be->dpotri(n, X), 0);
+        free(S), free(A), free(X);
+    }
+}
+END_TEST
+
 /* φ' written through out = φ(s), by the textbook formulas. */
 static double act_slope(enum kfac_activation act, double out)
 {
@@ -714,6 +754,7 @@ static Suite *backend_suite(void)
     tcase_add_loop_test(tc, syrk_symm_transpose_match_the_loop, 0, n_backends);
     tcase_add_loop_test(tc, vector_operations_match_the_loop, 0, n_backends);
     tcase_add_loop_test(tc, eigendecomposition_is_one, 0, n_backends);
+    tcase_add_loop_test(tc, cholesky_inverse_is_one, 0, n_backends);
     tcase_add_loop_test(tc, activations_match_the_loop, 0, n_backends);
     tcase_add_loop_test(tc, losses_match_the_loop, 0, n_backends);
     tcase_add_loop_test(tc, patches_match_the_loop, 0, n_backends);

@@ -216,13 +216,17 @@ static void dense_solve(int ng, int na, const double *Gd, const double *Ad, cons
     free(ipiv);
 }
 
-static void check_precondition(enum kfac_pi_norm norm)
+/* The damped Kronecker inverse from eigendecompositions or (cholesky) by Cholesky
+ * inversions, against the dense solve. */
+static void check_precondition(enum kfac_pi_norm norm, int cholesky)
 {
     enum { M = 20 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 4);
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
     struct kfac_curvature *c = kfac_curvature_new(net);
+    if (cholesky)
+        kfac_curvature_use_cholesky(c);
     float X[M * 3];
     for (int k = 1; k <= 3; k++) {
         fill_uniform(X, M * 3, &r, -1, 1);
@@ -268,13 +272,13 @@ static void check_precondition(enum kfac_pi_norm norm)
 
 START_TEST(precondition_matches_dense_solve_trace)
 {
-    check_precondition(KFAC_PI_TRACE);
+    check_precondition(KFAC_PI_TRACE, _i);
 }
 END_TEST
 
 START_TEST(precondition_matches_dense_solve_frobenius)
 {
-    check_precondition(KFAC_PI_FROBENIUS);
+    check_precondition(KFAC_PI_FROBENIUS, _i);
 }
 END_TEST
 
@@ -320,6 +324,58 @@ static void random_spd(int n, struct kfac_rng *r, double *X)
             X[i * n + j] = s;
         }
 }
+
+/* A factor whose rounding noise is below −γπ (an eigenvalue of −1e-3 against a damping
+ * of 1e-4): its damped factor is not positive definite, so the Cholesky method inverts it
+ * through its eigendecomposition, its eigenvalues clipped at 0, and forms what the eigen
+ * method forms; the other factor, positive definite, is still inverted by Cholesky. */
+START_TEST(cholesky_falls_back_on_an_indefinite_factor)
+{
+    enum { M = 4 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 5);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
+    struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
+    kfac_curvature_use_cholesky(c[1]);
+    /* Layer 1's Ā (4 × 4) = Q diag(−1e-3, 0.5, 1, 2) Qᵀ; its G (4 × 4) positive definite. */
+    double Q[16], tau[4], A[16], G[16];
+    const double ev[4] = {-1e-3, 0.5, 1, 2};
+    for (int i = 0; i < 16; i++)
+        Q[i] = kfac_rng_normal(&r);
+    ck_assert_int_eq(LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, 4, 4, Q, 4, tau), 0);
+    ck_assert_int_eq(LAPACKE_dorgqr(LAPACK_ROW_MAJOR, 4, 4, 4, Q, 4, tau), 0);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            A[i * 4 + j] = 0;
+            for (int q = 0; q < 4; q++)
+                A[i * 4 + j] += Q[i * 4 + q] * ev[q] * Q[j * 4 + q];
+        }
+    random_spd(4, &r, G);
+    for (int v = 0; v < 2; v++) {
+        ck_assert_int_eq(c[v]->f[0].n_a, 4);
+        ck_assert_int_eq(c[v]->f[0].n_g, 4);
+        memcpy(c[v]->f[0].A, A, sizeof A);
+        memcpy(c[v]->f[0].G, G, sizeof G);
+        ck_assert_int_eq(kfac_curvature_decompose(c[v], KFAC_PI_TRACE, 1), 0);
+        /* γ so small against π that γπ = 1e-4 < 1e-3. */
+        ck_assert_int_eq(kfac_curvature_invert(c[v], 1e-4 / c[v]->f[0].pi, 1), 0);
+    }
+    /* The eigen method's inverse, by hand: Q diag(1/(max(ev, 0) + 1e-4)) Qᵀ. */
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            double want = 0;
+            for (int q = 0; q < 4; q++)
+                want += Q[i * 4 + q] * Q[j * 4 + q] / (fmax(ev[q], 0) + 1e-4);
+            for (int v = 0; v < 2; v++)
+                ck_assert_close(c[v]->f[0].A_inv[i * 4 + j], want, 1e-5);
+        }
+    for (int j = 0; j < 16; j++)
+        ck_assert_close(c[1]->f[0].G_inv[j], c[0]->f[0].G_inv[j], 1e-6);
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_free(c[v]);
+    kfac_net_free(net);
+}
+END_TEST
 
 START_TEST(fisher_errors_match_dense_matrices)
 {
@@ -1364,8 +1420,9 @@ static Suite *curvature_suite(void)
     tcase_add_test(tc, factors_match_brute_force);
     tcase_add_test(tc, nonfinite_statistics_are_rejected);
     tcase_add_test(tc, sampled_G_converges_to_exact);
-    tcase_add_test(tc, precondition_matches_dense_solve_trace);
-    tcase_add_test(tc, precondition_matches_dense_solve_frobenius);
+    tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 2);
+    tcase_add_loop_test(tc, precondition_matches_dense_solve_frobenius, 0, 2);
+    tcase_add_test(tc, cholesky_falls_back_on_an_indefinite_factor);
     tcase_add_test(tc, conv_factors_are_kfc);
     suite_add_tcase(s, tc);
     TCase *kfoc = tcase_create("kfoc");

@@ -519,16 +519,34 @@ static double *factor(struct kfac_optim *opt, int layer, const char *what, size_
     return state_item(opt, name, n * sizeof(double));
 }
 
-/* Every layer's eigenvalues of Ā and G from the optimiser's last decomposition, into eig
- * (TL · 2 · TW, zero-padded). */
-static void eigenvalues(struct kfac_optim *opt, const struct twin *t, double *eig)
+/* Whether the optimiser has a state item `name`. */
+static int has_item(struct kfac_optim *opt, const char *name)
 {
-    memset(eig, 0, sizeof(double) * TL * 2 * TW);
+    struct kfac_state st = {0};
+    opt->ops->state(opt, &st);
+    int found = 0;
+    for (int i = 0; i < st.n; i++)
+        found |= strcmp(st.items[i].name, name) == 0;
+    kfac_state_free(&st);
+    return found;
+}
+
+/* What every layer's last decomposition left, into dec (TL · 2 · TW², zero-padded): the
+ * eigenvalues of Ā and G (the eigen method), or Ā and G as it took them (Cholesky). */
+static void decomposition(struct kfac_optim *opt, const struct twin *t, double *dec)
+{
+    memset(dec, 0, sizeof(double) * TL * 2 * TW * TW);
+    int eigen = has_item(opt, "curv.0.eig_A");
     for (int i = 0; i < t->L; i++) {
-        memcpy(eig + 2 * i * TW, factor(opt, i, "eig_A", (size_t)t->na[i]),
-               sizeof(double) * t->na[i]);
-        memcpy(eig + (2 * i + 1) * TW, factor(opt, i, "eig_G", (size_t)t->ng[i]),
-               sizeof(double) * t->ng[i]);
+        size_t na = (size_t)t->na[i], ng = (size_t)t->ng[i];
+        if (!eigen) {
+            na *= na;
+            ng *= ng;
+        }
+        memcpy(dec + 2 * i * TW * TW, factor(opt, i, eigen ? "eig_A" : "A_dec", na),
+               sizeof(double) * na);
+        memcpy(dec + (2 * i + 1) * TW * TW, factor(opt, i, eigen ? "eig_G" : "G_dec", ng),
+               sizeof(double) * ng);
     }
 }
 
@@ -565,11 +583,11 @@ static void side_by_side(const struct kfac_optim_opts *o, struct kfac_net *net,
     int ncol = kfac_optim_n_columns(opt), P = t.P;
     double fig[16], h, lambda = t.lambda, gamma = t.gamma;
     float before[TP];
-    double eig_before[TL * 2 * TW];
+    static double dec_before[TL * 2 * TW * TW], dec[TL * 2 * TW * TW];
     for (long k = 1; k <= iters; k++) {
         struct kfac_rng stream = *(struct kfac_rng *)state_item(opt, "kfac.rng", sizeof stream);
         memcpy(before, net->params, sizeof(float) * P);
-        eigenvalues(opt, &t, eig_before);
+        decomposition(opt, &t, dec_before);
         twin_iteration(&t, before, b, k, &stream, &ts);
         ck_assert_msg(opt->ops->step(opt, b, k, &h, fig) == 0, "%s", kfac_last_error());
         ck_assert_int_ge(ncol, 6);
@@ -592,13 +610,21 @@ static void side_by_side(const struct kfac_optim_opts *o, struct kfac_net *net,
             }
         }
         /* A decomposition exactly when the twin made one. */
-        double eig[TL * 2 * TW];
-        eigenvalues(opt, &t, eig);
-        int changed = memcmp(eig, eig_before, sizeof eig) != 0;
+        decomposition(opt, &t, dec);
+        int changed = memcmp(dec, dec_before, sizeof dec) != 0;
         ck_assert_msg(changed == ts.decomposed, "iteration %ld: decomposition %s, the twin %s", k,
                       changed ? "made" : "not made", ts.decomposed ? "made one" : "did not");
         if (changed)
             tally->decomposed_at[tally->decompositions++] = k;
+        /* The Cholesky method inverts the factors it kept: the twin's decomposed ones. */
+        for (int i = 0; changed && !has_item(opt, "curv.0.eig_A") && i < t.L; i++) {
+            const double *A = factor(opt, i, "A_dec", (size_t)t.na[i] * t.na[i]);
+            const double *G = factor(opt, i, "G_dec", (size_t)t.ng[i] * t.ng[i]);
+            for (int e = 0; e < t.na[i] * t.na[i]; e++)
+                ck_assert_near(A[e], t.Ad[i][e], 1e-5, 1e-7, "a kept factor A entry", k);
+            for (int e = 0; e < t.ng[i] * t.ng[i]; e++)
+                ck_assert_near(G[e], t.Gd[i][e], 1e-4, 1e-7, "a kept factor G entry", k);
+        }
         ck_assert_near(h, ts.h, 1e-6, 1e-9, "the objective", k);
         ck_assert_near(fig[1], ts.gamma, 1e-12, 0, "gamma", k);
         /* α and μ from float statistics and products: their error grows with the 2×2
@@ -718,11 +744,14 @@ START_TEST(schedules_match_the_twin)
 END_TEST
 
 /* The default schedule (the first step's 1×1 model, then the 2×2 one, λ at k = 5 and 10, a γ
- * trial at k = 20) on a softmax classifier, block-diagonal and block-tridiagonal. */
+ * trial at k = 20) on a softmax classifier: block-diagonal (by Cholesky, the default, and
+ * by eigendecompositions) and block-tridiagonal. */
 START_TEST(steps_match_the_twin)
 {
-    const int curvature[2] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_TRIDIAGONAL};
-    for (int v = 0; v < 2; v++) {
+    const int curvature[3] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_TRIDIAGONAL,
+                              KFAC_CURVATURE_BLOCK_DIAGONAL};
+    const int inverse[3] = {KFAC_INVERSE_AUTO, KFAC_INVERSE_AUTO, KFAC_INVERSE_EIGEN};
+    for (int v = 0; v < 3; v++) {
         struct kfac_rng r;
         kfac_rng_seed(&r, 300 + v);
         struct kfac_net *net = net_of("4-5:tanh-3:logistic-3:softmax", chunks[_i], &r);
@@ -730,6 +759,7 @@ START_TEST(steps_match_the_twin)
         struct kfac_batch b = make_batch(&r, 4, 3, KFAC_LOSS_SOFTMAX, X, T);
         struct kfac_optim_opts o = test_kfac_opts();
         o.curvature = curvature[v];
+        o.inverse = inverse[v];
         o.lambda = 1;
         o.gamma = 0.3;
         o.stats_fraction = 1;
@@ -998,7 +1028,8 @@ END_TEST
  * must add no more than a small multiple of that, i.e. no precision is lost beyond what the
  * float gradient already carries. Gradients of real networks lie mostly along the factors'
  * leading eigenvectors, where the relative error is largest, so V_d is drawn that way (and,
- * separately, isotropic). A factor decomposed in float, or inverted without damping, fails. */
+ * separately, isotropic). A factor decomposed in float, or inverted without damping, fails.
+ * Both ways of forming the inverses: from eigendecompositions (_i = 0) and by Cholesky. */
 START_TEST(damped_inverse_precision)
 {
     enum { NA = 40, NG = 30 };
@@ -1009,6 +1040,8 @@ START_TEST(damped_inverse_precision)
     ck_assert_int_eq(kfac_net_new(NA - 1, &spec, 1, &net), 0);
     kfac_net_reserve(net, 1);
     struct kfac_curvature *c = kfac_curvature_new(net);
+    if (_i)
+        kfac_curvature_use_cholesky(c);
     /* Ā = Q diag(10^(−10 j/(n−1))) Qᵀ for a random orthogonal Q (and likewise G). */
     double Q[NA * NA], tau[NA];
     for (int side = 0; side < 2; side++) {
@@ -1073,8 +1106,8 @@ START_TEST(damped_inverse_precision)
             double beta = FLT_EPSILON / 2 * vnorm / ((1e-10 + g / f->pi) * (1e-10 + g * f->pi));
             worst[gi] = fmax(worst[gi], sqrt(num) / beta);
             if (getenv("KFAC_TEST_VERBOSE"))
-                printf("%s V, gamma %g: error %.3g = %.3g beta\n", shape ? "isotropic" : "aligned",
-                       g, sqrt(num), sqrt(num) / beta);
+                printf("%s, %s V, gamma %g: error %.3g = %.3g beta\n", _i ? "cholesky" : "eigen",
+                       shape ? "isotropic" : "aligned", g, sqrt(num), sqrt(num) / beta);
         }
     }
     for (int gi = 0; gi < 3; gi++)
@@ -1140,7 +1173,7 @@ static Suite *kfac_suite(void)
     TCase *guards = tcase_create("guards");
     tcase_set_timeout(guards, 120);
     tcase_add_test(guards, a_failed_attempt_leaves_no_statistics);
-    tcase_add_test(guards, damped_inverse_precision);
+    tcase_add_loop_test(guards, damped_inverse_precision, 0, 2);
     tcase_add_test(guards, long_classifier_run_stays_finite);
     suite_add_tcase(s, guards);
     return s;

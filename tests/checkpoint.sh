@@ -86,6 +86,10 @@ expect_status 2 "resuming with another optimiser is refused" -- "$KFAC" -q --log
     --resume "$WORK/cut.ckpt" --set optimizer.type=sgd --set train.iterations=$((total + 100)) "$WORK/run.ini"
 expect_grep "$WORK/err" "another configuration, whose state does not fit this one: optimizer.type (was kfac, now sgd)" \
     "naming optimizer.type"
+expect_status 2 "resuming with eigendecomposed inverses is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
+    --resume "$WORK/cut.ckpt" --force-resume --set optimizer.inverse=eigen --set train.iterations=$((total + 100)) "$WORK/run.ini"
+expect_grep "$WORK/err" "does not fit this one: optimizer.inverse (was auto, now eigen)" \
+    "naming optimizer.inverse, even with --force-resume"
 expect_status 2 "resuming with fewer cases is refused" -- "$KFAC" -q --log "$WORK/cut.tsv" \
     --resume "$WORK/cut.ckpt" --force-resume --set data.max_cases=300 --set train.iterations=$((total + 100)) "$WORK/run.ini"
 expect_grep "$WORK/err" "does not fit this one: data.max_cases (was 0, now 300)" \

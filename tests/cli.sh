@@ -209,6 +209,14 @@ else not_ok "block-tridiagonal K-FAC lowers the reconstruction error ($first -> 
 expect_status 2 "a bad curvature is refused" -- "$KFAC" -n --set optimizer.curvature=kfc "$WORK/ae.ini"
 expect_grep "$WORK/err" "optimizer.curvature = 'kfc': expected one of block-diagonal, kfoc, kfac-tridiag" \
     "the refusal lists the choices"
+expect_status 2 "Cholesky inverses are refused for kfac-tridiag" -- "$KFAC" -q --set optimizer.type=kfac \
+    --set optimizer.curvature=kfac-tridiag --set optimizer.inverse=cholesky \
+    --set train.iterations=1 "$WORK/ae.ini"
+expect_grep "$WORK/err" "optimizer.inverse = cholesky: optimizer.curvature = kfac-tridiag needs" \
+    "the refusal names both keys"
+expect_status 2 "a bad inverse method is refused" -- "$KFAC" -n --set optimizer.inverse=qr "$WORK/ae.ini"
+expect_grep "$WORK/err" "optimizer.inverse = 'qr': expected one of auto, cholesky, eigen" \
+    "the refusal lists the methods"
 # Fisher-approximation errors beside the loss.
 expect_status 0 "Fisher errors are logged" -- "$KFAC" -q -f --log "$WORK/fe.tsv" --set log.fisher_error_every=10 \
     --set log.fisher_error_cases=40 --set train.iterations=30 "$WORK/ae.ini"

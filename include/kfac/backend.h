@@ -1,8 +1,8 @@
 /*
  * backend.h: the compute backend, the one seam the numeric work goes through (after
- * ggml's backend tables): memory, BLAS-3 and BLAS-1 on whole arrays, and the symmetric
- * eigendecomposition of a factor, and the element-wise kernels of the layers and losses
- * (activations, losses, im2col/col2im, pooling). The CPU backend (backend_cpu.c: OpenBLAS,
+ * ggml's backend tables): memory, BLAS-3 and BLAS-1 on whole arrays, the symmetric
+ * eigendecomposition and Cholesky inverse of a factor, and the element-wise kernels of the
+ * layers and losses (activations, losses, im2col/col2im, pooling). The CPU backend (backend_cpu.c: OpenBLAS,
  * LAPACKE, and the kernels of layer.c, loss.c, layer_conv.c and layer_pool.c) is the only
  * file of the library that calls BLAS or LAPACK; a CUDA backend is a second table of the
  * same operations. The network holds the backend of the run (net->be), and
@@ -74,6 +74,10 @@ struct kfac_backend {
      * are returned in work[0] and iwork[0]. Returns LAPACK's info (0: success). */
     int (*dsyevd)(int n, double *A, double *w, double *work, int lwork, int *iwork,
                   int liwork);
+    /* The inverse of a symmetric positive definite A (n × n, the same triangle read and
+     * written as dsyevd's) in place, by LAPACK's dpotrf then dpotri. Returns their info
+     * (> 0: A is not numerically positive definite, and is left overwritten). */
+    int (*dpotri)(int n, double *A);
 
     /* The element-wise kernels, as layer.h and loss.h define them (all arrays device):
      * out = φ(s) and y = φ'(s) ⊙ x, */

@@ -31,7 +31,7 @@
 
 /* 2: the eigenvectors and damped inverses of K-FAC's factors are kept in double.
  * 3: K-FAC keeps the case count of K-FOC's running mean (optimizer.kfoc_average). */
-#define KFAC_CHECKPOINT_VERSION 5
+#define KFAC_CHECKPOINT_VERSION 6
 
 /* What an item holds: the checks its values pass before anything is restored. */
 enum kfac_state_type {

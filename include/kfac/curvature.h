@@ -36,6 +36,17 @@ enum kfac_pi_norm {
     KFAC_PI_FROBENIUS   /* π = sqrt((‖Ā‖_F/sqrt(d_in+1)) / (‖G‖_F/sqrt(d_out))) */
 };
 
+/* How the damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ come from the factors as the last
+ * decomposition took them: the same matrices either way, up to rounding. */
+enum kfac_inverse_method {
+    KFAC_INVERSE_AUTO,     /* Cholesky, except for block-tridiagonal K-FAC (eigen) */
+    KFAC_INVERSE_CHOLESKY, /* a Cholesky inversion (dpotrf, dpotri) of each damped factor for
+                            * every γ; the decomposition only keeps the factors */
+    KFAC_INVERSE_EIGEN     /* REFERENCE.md §3: eigendecompositions (dsyevd), from which each
+                            * γ's inverse is one product; the block-tridiagonal variant's
+                            * couplings need them */
+};
+
 /* Which factor of a K-FOC fit has unit Frobenius norm; the other carries the scale. For
  * one fit only a scaling; for averages over batches not (REFERENCE.md §7). The values are
  * the side's index in the fits: 0 the ā side (L, n_a × n_a), 1 the g side (R, n_g × n_g). */
@@ -70,16 +81,21 @@ struct kfac_factors {
     double *G_keep;      /* n_g × n_g */
     float *batch_A;      /* n_a × n_a: the latest mini-batch Ā (upper triangle) */
     float *batch_G;      /* n_g × n_g: the latest mini-batch G (upper triangle) */
-    /* The eigendecomposition of the last kfac_curvature_decompose(), in double: */
+    /* The eigendecomposition of the last kfac_curvature_decompose(), in double (NULL with
+     * the Cholesky method): */
     double *UA_t;        /* n_a × n_a: row j is Ā's eigenvector j */
     double *UG_t;        /* n_g × n_g: row j is G's eigenvector j */
     double *eig_A;       /* n_a: Ā's eigenvalues, ascending, clipped at 0 */
     double *eig_G;       /* n_g */
+    /* With the Cholesky method in their place (else NULL), the factors as the last
+     * kfac_curvature_decompose() took them: */
+    double *A_dec;       /* n_a × n_a: Ā, symmetric */
+    double *G_dec;       /* n_g × n_g: G, symmetric */
     double pi;           /* π of the decomposed factors */
     /* The damped inverses for the γ of the last kfac_curvature_invert(): formed in double
-     * from the eigendecomposition, kept and applied in float (cblas_sgemm). Their error is
-     * of the order of what rounding the float gradient already causes (tests/check_kfac.c,
-     * damped_inverse_precision). */
+     * (from the eigendecomposition, or by Cholesky), kept and applied in float (sgemm).
+     * Their error is of the order of what rounding the float gradient already causes
+     * (tests/check_kfac.c, damped_inverse_precision). */
     float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
     float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
 };
@@ -183,6 +199,9 @@ struct kfac_curvature {
     double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
+    int cholesky;             /* the Cholesky method (kfac_curvature_use_cholesky()) */
+    double *eig_w;            /* the Cholesky method: max factor size, the eigenvalues of a
+                               * factor inverted through its eigendecomposition instead */
     int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;        /* of all ranks together */
@@ -200,6 +219,10 @@ struct kfac_curvature {
 /* Factors for every layer of net with parameters (zero until the first update).
  * Allocates everything the training loop needs. */
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
+
+/* Switches c, before its first update, from eigendecompositions to Cholesky inversions
+ * (enum kfac_inverse_method): A_dec and G_dec in place of the eigenvectors and values. */
+void kfac_curvature_use_cholesky(struct kfac_curvature *c);
 
 /* A lower bound of the bytes kfac_curvature_new(net) allocates: the factors, their
  * copies and the scratch for the largest layer. */
@@ -292,19 +315,24 @@ double kfac_stats_decay(long k, double cap);
  * each layer's π. KFAC_ENUMERIC, naming iteration k and the layer, if LAPACK fails; the
  * previous decomposition is kept then. On several ranks, factor j (layer i's Ā is 2i, its
  * G 2i + 1) is decomposed on rank j mod ranks and broadcast from there (KAISA's split),
- * so every rank ends with the same decomposition. */
+ * so every rank ends with the same decomposition. With the Cholesky method the factors
+ * are only kept (A_dec, G_dec) and π computed, on every rank. */
 int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, long k);
 
 /* Forms every layer's damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ from the last
- * decomposition (one GEMM per factor), unless they are already those of this γ and
- * decomposition. Block-tridiagonal: the last layer's damped inverses, and for each
+ * decomposition (one SYRK per factor), unless they are already those of this γ and
+ * decomposition. With the Cholesky method, one Cholesky inversion per factor in double; a
+ * damped factor that rounding leaves not positive definite (a γπ below its noise) is
+ * inverted through its eigendecomposition, its eigenvalues clipped at 0, as the eigen
+ * method would (KFAC_ENUMERIC naming iteration k, the layer and the factor if that
+ * fails, on every rank). Block-tridiagonal: the last layer's damped inverses, and for each
  * coupling Ψ^A, Ψ^G, K_A, K_G and the denominators (two eigendecompositions per coupling);
  * KFAC_ENUMERIC naming iteration k and the layer if LAPACK fails. */
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k);
 
 /* out (n_params) = scale · F̂⁻¹ V for V (n_params, laid out as net->params) with the
  * inverses of the last kfac_curvature_invert(). Block-diagonal: scale · (G + γ/π I)⁻¹ V_i
- * (Ā + γπ I)⁻¹ for each layer's block V_i (d_out × (d_in+1)), two GEMMs per layer in double.
+ * (Ā + γπ I)⁻¹ for each layer's block V_i (d_out × (d_in+1)), two GEMMs per layer in float.
  * Block-tridiagonal: Ξ, then Λ (Σ_{i|i+1}⁻¹ per layer, the plain damped inverse for the
  * last), then Ξᵀ: eight GEMMs per layer. out may not alias V. */
 void kfac_curvature_precondition(struct kfac_curvature *c, const struct kfac_net *net,

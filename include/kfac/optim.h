@@ -72,6 +72,7 @@ struct kfac_optim_opts {
     long lambda_warmup_max;   /* the warm-up's last iteration at the latest */
     long gamma_every;         /* T2 (0: γ fixed) */
     long inverse_every;       /* T3 */
+    int inverse;              /* enum kfac_inverse_method */
     double lambda;            /* λ0 */
     double lambda_min;
     double gamma;             /* γ0; 0 selects sqrt(λ0 + η) */

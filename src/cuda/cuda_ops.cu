@@ -253,3 +253,27 @@ extern "C" int kfac_cuda_dsyevd(int n, double *A, double *w)
     to_host(w, dw, (size_t)n);
     return info;
 }
+
+extern "C" int kfac_cuda_dpotri(int n, double *A)
+{
+    size_t nA = (size_t)n * n;
+    double *a = to_device(dA, A, nA);
+    int l_trf = 0, l_tri = 0, info = 0;
+    check(cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, &l_trf),
+          "cusolverDnDpotrf_bufferSize");
+    check(cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, &l_tri),
+          "cusolverDnDpotri_bufferSize");
+    int lwork = l_trf > l_tri ? l_trf : l_tri;
+    double *work = static_cast<double *>(reserve(dWork, (lwork ? lwork : 1) * sizeof(double)));
+    int *dinfo = static_cast<int *>(reserve(dInfo, sizeof(int)));
+    check(cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, dinfo),
+          "cusolverDnDpotrf");
+    to_host(&info, dinfo, 1);
+    if (info == 0) {
+        check(cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, dinfo),
+              "cusolverDnDpotri");
+        to_host(&info, dinfo, 1);
+    }
+    to_host(A, a, nA);
+    return info;
+}

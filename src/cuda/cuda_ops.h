@@ -37,6 +37,10 @@ void kfac_cuda_dsymm(int side, int m, int n, double alpha, const double *S, int 
  * read; eigenvalues ascending into w, eigenvectors into A's columns) by cusolverDnDsyevd.
  * Returns cuSOLVER's info (0: success). */
 int kfac_cuda_dsyevd(int n, double *A, double *w);
+/* backend.h's dpotri (A n × n, column-major lower triangle read and written) by
+ * cusolverDnDpotrf then cusolverDnDpotri. Returns cuSOLVER's info (> 0: not positive
+ * definite). */
+int kfac_cuda_dpotri(int n, double *A);
 
 #ifdef __cplusplus
 }
