@@ -10,8 +10,9 @@
 #include <math.h>
 #include <string.h>
 
-double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
-                      const struct kfac_batch *b, int want_grad)
+static double objective(struct kfac_net *net, enum kfac_loss loss, double l2,
+                        const struct kfac_batch *b, int want_grad,
+                        void (*each)(void *ctx, int first, int mc), void *ctx)
 {
     int m = b->m, n = net->d_out, chunk = net->max_batch, total = kfac_batch_total(b);
     double sum = 0;
@@ -28,6 +29,8 @@ double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
             net->be->loss_grad(loss, mc, n, kfac_net_output(net), t, kfac_net_output_grad(net));
             kfac_net_backward(net, mc, 1.0f / (float)total,
                               first + mc == m ? KFAC_GRADS_SET : KFAC_GRADS_ADD);
+            if (each)
+                each(ctx, first, mc);
         }
     }
     /* The ranks' shares: the gradient block in one call, before the L2 term that every
@@ -41,6 +44,19 @@ double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
     if (want_grad && l2 > 0)
         net->be->saxpy((int)net->n_params, (float)l2, net->params, net->grads);
     return h;
+}
+
+double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
+                      const struct kfac_batch *b, int want_grad)
+{
+    return objective(net, loss, l2, b, want_grad, NULL, NULL);
+}
+
+double kfac_objective_each(struct kfac_net *net, enum kfac_loss loss, double l2,
+                           const struct kfac_batch *b,
+                           void (*each)(void *ctx, int first, int mc), void *ctx)
+{
+    return objective(net, loss, l2, b, 1, each, ctx);
 }
 
 double kfac_gamma_min(const struct kfac_optim_opts *o)

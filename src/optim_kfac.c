@@ -49,8 +49,8 @@ struct kfac {
     float *j_prev;             /* chunk × d_out: J δ₀ of a chunk */
     float *scratch;            /* chunk × d_out */
     /* The cases of the batch whose forward pass the layer buffers hold: [held, held +
-     * n_held) at the step's θ, with g of the real targets when real_g. */
-    int held, n_held, real_g;
+     * n_held) at the step's θ. */
+    int held, n_held;
 };
 
 /* K-FOC logs one more column: the largest power-iteration count of the batch's fits. */
@@ -138,55 +138,84 @@ static void hold(struct kfac *s, const struct kfac_batch *b, int first, int mc)
     kfac_net_forward(net, mc, b->x + (size_t)first * net->d_in);
     s->held = first;
     s->n_held = mc;
-    s->real_g = 0;
 }
 
-/* Step 2: statistics of the first ms cases, chunk by chunk, merged into the factors;
- * decompositions when due. */
-static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, double *figures)
+/* Step 2's statistics of the first ms cases of the whole batch, of which this rank holds
+ * its first `mine`: taken by stats_chunk() in the gradient pass, chunk by chunk while each
+ * chunk's forward pass is held, so that they cost no forward pass of their own. */
+struct stats_pass {
+    struct kfac *s;
+    const struct kfac_batch *b;
+    uint64_t key;    /* the targets' key (loss.h) */
+    int ms, mine;
+    int summed;      /* added up over chunks or ranks, rather than taken in one update */
+    int started;     /* the batch's statistics have their first chunk */
+    double seconds;  /* spent on them */
+};
+
+/* Sets up the pass for the batch (drawing its targets' key); KFAC_EINVAL where K-FOC's
+ * statistics would not fit in one chunk. */
+static int stats_begin(struct kfac *s, const struct kfac_batch *b, long k, struct stats_pass *p)
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
-    double t0 = kfac_log_clock();
-    /* ms of the whole batch, of which this rank holds its first `mine`; the ranks' largest
-     * share is rank 0's. */
-    int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b)), chunk = s->chunk;
-    int mine = kfac_batch_share(b, ms), ranks = kfac_comm_size(net->comm);
-    int most = kfac_batch_most(ms, ranks);
+    int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b));
+    int ranks = kfac_comm_size(net->comm), most = kfac_batch_most(ms, ranks);
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
-    if (kfoc && most > chunk)
+    if (kfoc && most > s->chunk)
         return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
                                        "one chunk, and train.chunk_size is %d",
-                          k, most, chunk);
-    /* Whether the statistics add up over chunks or ranks, rather than in one update. */
-    int summed = !kfoc && (ranks > 1 || ms > chunk);
+                          k, most, s->chunk);
     /* A target per case, keyed by its place in the whole batch (loss.h). */
     uint64_t key = o->opts.fisher == KFAC_FISHER_SAMPLED ? kfac_rng_u64(&s->rng) : 0;
-    if (summed && mine == 0) /* a rank without statistics cases adds zeros */
-        kfac_curvature_accumulate(s->curv, net, 0, ms, 1);
-    for (int first = 0; first < mine; first += chunk) {
-        int mc = mine - first < chunk ? mine - first : chunk;
-        hold(s, b, first, mc);
-        if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
-            net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), key,
-                                      kfac_batch_place(b, first), kfac_batch_step(b),
-                                      kfac_net_output_grad(net));
-            kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
-            s->real_g = 0;
-        } else if (!s->real_g) { /* the empirical Fisher: g of the real targets */
-            net->be->loss_grad(o->loss, mc, net->d_out, kfac_net_output(net),
-                               b->t + (size_t)first * net->d_out, kfac_net_output_grad(net));
-            kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
-            s->real_g = 1;
-        }
-        if (summed)
-            kfac_curvature_accumulate(s->curv, net, mc, ms, first == 0);
+    *p = (struct stats_pass){.s = s, .b = b, .key = key, .ms = ms,
+                             .mine = kfac_batch_share(b, ms),
+                             .summed = !kfoc && (ranks > 1 || ms > s->chunk)};
+    return 0;
+}
+
+/* kfac_objective_each()'s call for the chunk [first, first + mc) that the buffers hold,
+ * its gradient's backward pass done: the statistics of its cases among the first mine. */
+static void stats_chunk(void *ctx, int first, int mc)
+{
+    struct stats_pass *p = ctx;
+    if (first >= p->mine)
+        return;
+    struct kfac *s = p->s;
+    struct kfac_optim *o = &s->base;
+    struct kfac_net *net = o->net;
+    double t0 = kfac_log_clock();
+    if (mc > p->mine - first)
+        mc = p->mine - first;
+    /* The empirical Fisher's g are those of the real targets, which the buffers hold. */
+    if (o->opts.fisher == KFAC_FISHER_SAMPLED) {
+        net->be->loss_sample_grad(o->loss, mc, net->d_out, kfac_net_output(net), p->key,
+                                  kfac_batch_place(p->b, first), kfac_batch_step(p->b),
+                                  kfac_net_output_grad(net));
+        kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
     }
+    if (p->summed) {
+        kfac_curvature_accumulate(s->curv, net, mc, p->ms, !p->started);
+        p->started = 1;
+    }
+    p->seconds += kfac_log_clock() - t0;
+}
+
+/* Step 2, after the gradient pass: the statistics merged into the factors; decompositions
+ * when due. */
+static int update_curvature(struct kfac *s, struct stats_pass *p, long k, double *figures)
+{
+    struct kfac_optim *o = &s->base;
+    struct kfac_net *net = o->net;
+    int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC, ms = p->ms, summed = p->summed;
+    double t0 = kfac_log_clock();
+    if (summed && p->mine == 0) /* a rank without statistics cases adds zeros */
+        kfac_curvature_accumulate(s->curv, net, 0, ms, 1);
     double eps = kfac_stats_decay(k, o->opts.stats_decay);
     if (kfoc && o->opts.kfoc_average == KFAC_KFOC_RUNNING)
         eps = s->kfoc_cases / (s->kfoc_cases + ms);
     int rc = summed ? kfac_curvature_merge_batch(s->curv, eps, k)
-                    : kfac_curvature_update(s->curv, net, mine, eps, k);
+                    : kfac_curvature_update(s->curv, net, p->mine, eps, k);
     if (kfoc) {
         figures[COL_KFOC_ITER] = rc ? NAN : s->curv->kfoc.info.iterations;
         if (!rc)
@@ -195,7 +224,7 @@ static int update_curvature(struct kfac *s, const struct kfac_batch *b, long k, 
     double t1 = kfac_log_clock();
     if (!rc && (k <= 3 || k % o->opts.inverse_every == 0))
         rc = kfac_curvature_decompose(s->curv, (enum kfac_pi_norm)o->opts.pi_norm, k);
-    figures[COL_T_STATS] = t1 - t0;
+    figures[COL_T_STATS] = p->seconds + t1 - t0;
     figures[COL_T_INVERSE] = kfac_log_clock() - t1;
     return rc;
 }
@@ -314,17 +343,22 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         figures[i] = 0;
     figures[COL_RHO] = NAN;
 
-    double h = kfac_objective(net, o->loss, op->l2, b, 1);
-    s->held = 0;
-    s->n_held = b->m < net->max_batch ? b->m : net->max_batch;
-    s->real_g = 1;
-    if (!isfinite(h))
-        return kfac_objective_error(net, b, k);
-    int rc = kfac_check_finite(net, net->grads, k, "gradient");
     /* A failed attempt leaves no trace: its targets are drawn again, its statistics
      * unmerged and its γ untried, so that a retry counts its own batch once. */
     const struct attempt before = {s->rng, s->gamma, s->kfoc_cases};
-    if (rc || (rc = update_curvature(s, b, k, figures)))
+    struct stats_pass stats;
+    int rc = stats_begin(s, b, k, &stats);
+    if (rc)
+        return rc;
+    double h = kfac_objective_each(net, o->loss, op->l2, b, stats_chunk, &stats);
+    s->held = 0;
+    s->n_held = b->m < net->max_batch ? b->m : net->max_batch;
+    if (!isfinite(h)) {
+        s->rng = before.rng; /* the targets' key is drawn again */
+        return kfac_objective_error(net, b, k);
+    }
+    rc = kfac_check_finite(net, net->grads, k, "gradient");
+    if (rc || (rc = update_curvature(s, &stats, k, figures)))
         return undo(s, rc, &before);
 
     /* The current γ goes last: when it is kept, its inverses are still in place next time

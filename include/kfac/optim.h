@@ -100,6 +100,13 @@ struct kfac_optim_opts {
 double kfac_objective(struct kfac_net *net, enum kfac_loss loss, double l2,
                       const struct kfac_batch *b, int want_grad);
 
+/* kfac_objective() with the gradient, calling each(ctx, first, mc) after the backward pass
+ * of each chunk [first, first + mc) of the batch, while the layer buffers hold it (last
+ * chunk first): a second pass over the same cases needs no forward pass of its own. */
+double kfac_objective_each(struct kfac_net *net, enum kfac_loss loss, double l2,
+                           const struct kfac_batch *b,
+                           void (*each)(void *ctx, int first, int mc), void *ctx);
+
 /* ⌈fraction · m⌉ within [1, m]: the cases of a batch of m that the statistics (τ1) or the
  * quadratic model (τ2) take. */
 int kfac_fraction_cases(double fraction, int m);
