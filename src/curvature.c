@@ -439,6 +439,23 @@ static void factor(struct kfac_curvature *c, int j, int *n, double **X, double *
     *eig = j % 2 ? f->eig_G : f->eig_A;
 }
 
+/* A failure's code for factor j (2i: layer i's Ā, 2i + 1: its G) and LAPACK's info:
+ * (2 n_blocks − j) · 2³² + info, so that the ranks' largest is the lowest factor's. */
+static long failure_code(const struct kfac_curvature *c, int j, int info)
+{
+    return (long)(2 * c->n_blocks - j) << 32 | (unsigned)info;
+}
+
+/* The layer, factor name and LAPACK info that failure_code coded in failed (≠ 0). */
+static void failure_decode(const struct kfac_curvature *c, long failed, int *layer,
+                           const char **name, int *info)
+{
+    int j = 2 * c->n_blocks - (int)(failed >> 32);
+    *layer = c->f[j / 2].layer;
+    *name = j % 2 ? "G" : "A";
+    *info = (int)(failed & 0xffffffff);
+}
+
 /* The Cholesky method's decomposition: the factors kept as they are now. */
 static void keep_factors(struct kfac_curvature *c)
 {
@@ -461,22 +478,21 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     }
     int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm);
     int n_factors = 2 * c->n_blocks;
-    /* The first failure: (n_factors − j) · 2³² + LAPACK's info, so that the ranks' largest
-     * is the lowest factor's. */
-    long failed = 0;
+    long failed = 0; /* the first failure, as failure_code codes it */
     for (int j = rank; j < n_factors && !failed; j += ranks) {
         int n, info;
         double *X, *U_t, *eig;
         factor(c, j, &n, &X, &U_t, &eig);
         if ((info = eigen(c, n, X, U_t, eig)))
-            failed = (long)(n_factors - j) << 32 | (unsigned)info;
+            failed = failure_code(c, j, info);
     }
-    failed = kfac_comm_max(c->comm, failed);
-    if (failed) {
-        int j = n_factors - (int)(failed >> 32);
+    if ((failed = kfac_comm_max(c->comm, failed))) {
+        int layer, info;
+        const char *name;
+        failure_decode(c, failed, &layer, &name, &info);
         return kfac_error(KFAC_ENUMERIC, "iteration %ld: the eigendecomposition of layer %d's "
                                          "factor %s failed (LAPACK dsyevd info %d)",
-                          k, c->f[j / 2].layer, j % 2 ? "G" : "A", (int)(failed & 0xffffffff));
+                          k, layer, name, info);
     }
     for (int j = 0; ranks > 1 && j < n_factors; j++) {
         int n;
@@ -545,16 +561,15 @@ static int cholesky_inverse(struct kfac_curvature *c, int n, const double *X, do
     return 0;
 }
 
-/* Layer i's damped inverses for γ by Cholesky. Returns 0, or where a fallback failed as
- * kfac_curvature_decompose codes it: (2 n_blocks − j) · 2³² + dsyevd's info for factor j
- * (2i: A, 2i + 1: G), so that the ranks' largest is the lowest factor's. */
+/* Layer i's damped inverses for γ by Cholesky. Returns 0, or where a fallback failed its
+ * failure_code. */
 static long invert_cholesky(struct kfac_curvature *c, int i, double gamma)
 {
     struct kfac_factors *f = &c->f[i];
     int j = 2 * i, info = cholesky_inverse(c, f->n_a, f->A_dec, gamma * f->pi, f->A_inv);
     if (!info && (info = cholesky_inverse(c, f->n_g, f->G_dec, gamma / f->pi, f->G_inv)))
         j++;
-    return info ? (long)(2 * c->n_blocks - j) << 32 | (unsigned)info : 0;
+    return info ? failure_code(c, j, info) : 0;
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
@@ -573,11 +588,13 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
         damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }
     if (c->cholesky && (failed = kfac_comm_max(c->comm, failed))) {
-        int j = 2 * c->n_blocks - (int)(failed >> 32);
+        int layer, info;
+        const char *name;
+        failure_decode(c, failed, &layer, &name, &info);
         rc = kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's damped factor %s is not "
                                        "positive definite, and its eigendecomposition failed "
                                        "(LAPACK dsyevd info %d)",
-                        k, c->f[j / 2].layer, j % 2 ? "G" : "A", (int)(failed & 0xffffffff));
+                        k, layer, name, info);
     }
     if (!rc && c->variant && c->variant->invert)
         rc = c->variant->invert(c, gamma, k);
