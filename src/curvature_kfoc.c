@@ -206,34 +206,86 @@ size_t kfac_kfoc_running_work_size(int na, int ng)
     return a2 + g2 + (a2 > g2 ? a2 : g2);
 }
 
-/* The scratch kfac_curvature_update_kfoc() needs for batches of up to max_cases cases. */
-static void reserve(struct kfac_curvature *c, int max_cases)
+/* What K-FOC holds for fits of up to K cases of all ranks together, and the room for
+ * `kept` cases of this rank's rows, over layers of n_pos T, n_a and n_g: the largest
+ * layer's scratch (in doubles) and every layer's kept rows (in floats). */
+struct kfoc_room {
+    size_t a, g, x, n, work; /* doubles: ā, g, per-case gradients, a side, fit scratch */
+    size_t kept;             /* floats */
+};
+
+static void room_for_layer(struct kfoc_room *r, int K, int kept, int T, int na, int ng)
 {
-    if (max_cases <= c->kfoc.max_cases)
+    size_t k = (size_t)K, t = (size_t)T, a = (size_t)na, g = (size_t)ng;
+    size_t w = kfac_kfoc_work_size(K, T, na, ng), run = kfac_kfoc_running_work_size(na, ng);
+    size_t x = T > 1 ? k * a * g : 0;
+    r->a = k * t * a > r->a ? k * t * a : r->a;
+    r->g = k * t * g > r->g ? k * t * g : r->g;
+    r->x = x > r->x ? x : r->x;
+    r->n = a > r->n ? a : r->n;
+    r->n = g > r->n ? g : r->n;
+    w = w > run ? w : run; /* the running fit's new L̂, R̂ and its prev live in work too */
+    r->work = w > r->work ? w : r->work;
+    r->kept += (size_t)kept * t * (a + g);
+}
+
+double kfac_curvature_kfoc_bytes(const struct kfac_net *net, int max_cases, int kept_cases)
+{
+    struct kfoc_room r = {0};
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        room_for_layer(&r, max_cases, kept_cases, l->n_pos, l->d_in + 1, l->d_out);
+    }
+    return (double)(r.a + r.g + r.x + 2 * r.n * r.n + r.work) * sizeof(double) +
+           (double)r.kept * sizeof(float);
+}
+
+/* The scratch kfac_curvature_update_kfoc() needs for fits of up to max_cases cases, and
+ * the room for kept_cases kept ones. */
+static void reserve(struct kfac_curvature *c, int max_cases, int kept_cases)
+{
+    if (max_cases <= c->kfoc.max_cases && kept_cases <= c->kfoc.kept_cases)
         return;
-    size_t K = (size_t)max_cases, max_a = 0, max_g = 0, max_x = 0, max_work = 0, max_n = 0;
+    max_cases = max_cases > c->kfoc.max_cases ? max_cases : c->kfoc.max_cases;
+    kept_cases = kept_cases > c->kfoc.kept_cases ? kept_cases : c->kfoc.kept_cases;
+    struct kfoc_room r = {0};
     for (int i = 0; i < c->n_blocks; i++) {
         const struct kfac_factors *f = &c->f[i];
-        size_t na = (size_t)f->n_a, ng = (size_t)f->n_g, T = (size_t)f->n_pos;
-        /* The running fit's new L̂, R̂ and its prev live in work too. */
-        size_t w = kfac_kfoc_work_size(max_cases, f->n_pos, (int)na, (int)ng);
-        size_t run = kfac_kfoc_running_work_size((int)na, (int)ng), x = T > 1 ? K * na * ng : 0;
-        max_a = K * T * na > max_a ? K * T * na : max_a;
-        max_g = K * T * ng > max_g ? K * T * ng : max_g;
-        max_x = x > max_x ? x : max_x;
-        max_n = na > max_n ? na : max_n;
-        max_n = ng > max_n ? ng : max_n;
-        w = w > run ? w : run;
-        max_work = w > max_work ? w : max_work;
+        room_for_layer(&r, max_cases, kept_cases, f->n_pos, f->n_a, f->n_g);
     }
-    c->kfoc.a = kfac_xrealloc(c->kfoc.a, max_a * sizeof *c->kfoc.a);
-    c->kfoc.g = kfac_xrealloc(c->kfoc.g, max_g * sizeof *c->kfoc.g);
+    c->kfoc.a = kfac_xrealloc(c->kfoc.a, r.a * sizeof *c->kfoc.a);
+    c->kfoc.g = kfac_xrealloc(c->kfoc.g, r.g * sizeof *c->kfoc.g);
     free(c->kfoc.X);
-    c->kfoc.X = max_x ? kfac_xmalloc(max_x * sizeof *c->kfoc.X) : NULL;
-    c->kfoc.L = kfac_xrealloc(c->kfoc.L, max_n * max_n * sizeof *c->kfoc.L);
-    c->kfoc.R = kfac_xrealloc(c->kfoc.R, max_n * max_n * sizeof *c->kfoc.R);
-    c->kfoc.work = kfac_xrealloc(c->kfoc.work, max_work * sizeof *c->kfoc.work);
+    c->kfoc.X = r.x ? kfac_xmalloc(r.x * sizeof *c->kfoc.X) : NULL;
+    c->kfoc.L = kfac_xrealloc(c->kfoc.L, r.n * r.n * sizeof *c->kfoc.L);
+    c->kfoc.R = kfac_xrealloc(c->kfoc.R, r.n * r.n * sizeof *c->kfoc.R);
+    c->kfoc.work = kfac_xrealloc(c->kfoc.work, r.work * sizeof *c->kfoc.work);
+    free(c->kfoc.kept);
+    c->kfoc.kept = r.kept ? kfac_xmalloc(r.kept * sizeof *c->kfoc.kept) : NULL;
     c->kfoc.max_cases = max_cases;
+    c->kfoc.kept_cases = kept_cases;
+}
+
+/* Where layer i's kept rows begin: its ā (kept_cases·|T| × n_a), then its g (× n_g). */
+static float *kept_rows(const struct kfac_curvature *c, int i)
+{
+    size_t at = 0;
+    for (int j = 0; j < i; j++)
+        at += (size_t)c->kfoc.kept_cases * c->f[j].n_pos * (c->f[j].n_a + c->f[j].n_g);
+    return c->kfoc.kept + at;
+}
+
+void kfac_curvature_keep_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int at,
+                              int m)
+{
+    for (int i = 0; i < c->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        const struct kfac_factors *f = &c->f[i];
+        size_t T = (size_t)f->n_pos, K = (size_t)c->kfoc.kept_cases;
+        float *a = kept_rows(c, i), *g = a + K * T * f->n_a;
+        memcpy(a + (size_t)at * T * f->n_a, l->abar, (size_t)m * T * f->n_a * sizeof *a);
+        memcpy(g + (size_t)at * T * f->n_g, l->g, (size_t)m * T * f->n_g * sizeof *g);
+    }
 }
 
 /* K-FOC_running's aggregation (curvature_internal.h). */
@@ -256,6 +308,20 @@ void kfac_kfoc_running_fit(const struct kfac_backend *be, int na, int ng, double
     memcpy(R_run, new_R, ng2 * sizeof *new_R);
 }
 
+/* Layer i's ā and g rows for the fits: those of the layer buffers, or with net NULL the
+ * kept ones. */
+static void rows_of(const struct kfac_curvature *c, const struct kfac_net *net, int i,
+                    const float **a, const float **g)
+{
+    if (net) {
+        *a = net->blocks[i]->abar;
+        *g = net->blocks[i]->g;
+    } else {
+        *a = kept_rows(c, i);
+        *g = *a + (size_t)c->kfoc.kept_cases * c->f[i].n_pos * c->f[i].n_a;
+    }
+}
+
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
                                double eps, long k, int side, int max_iter, double tol,
                                struct kfac_kfoc_info *info)
@@ -264,12 +330,13 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
      * the ranks' largest is the lowest layer's. */
     long bad = 0;
     for (int i = 0; i < c->n_blocks && !bad; i++) {
-        const struct kfac_layer *l = net->blocks[i];
         const struct kfac_factors *f = &c->f[i];
+        const float *a, *g;
+        rows_of(c, net, i, &a, &g);
         size_t rows = (size_t)m * (size_t)f->n_pos;
-        if (!kfac_all_finite(rows * (size_t)f->n_a, l->abar))
+        if (!kfac_all_finite(rows * (size_t)f->n_a, a))
             bad = 2L * (c->n_blocks - i);
-        else if (!kfac_all_finite(rows * (size_t)f->n_g, l->g))
+        else if (!kfac_all_finite(rows * (size_t)f->n_g, g))
             bad = 2L * (c->n_blocks - i) - 1;
     }
     if ((bad = kfac_comm_max(c->comm, bad))) {
@@ -292,13 +359,14 @@ int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *
     info->converged = 1;
     info->change = 0;
     for (int i = 0; i < c->n_blocks; i++) {
-        const struct kfac_layer *l = net->blocks[i];
         struct kfac_factors *f = &c->f[i];
         size_t na2 = (size_t)f->n_a * f->n_a, ng2 = (size_t)f->n_g * f->n_g;
         int *cases = c->kfoc.counts, *scratch = cases + ranks;
-        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, l->abar, f->n_pos, f->n_a, cases,
+        const float *a, *g;
+        rows_of(c, net, i, &a, &g);
+        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, a, f->n_pos, f->n_a, cases,
                               scratch, c->kfoc.a);
-        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, l->g, f->n_pos, f->n_g, cases,
+        kfac_comm_gather_rows(c->comm, KFAC_COMM_STATISTICS, g, f->n_pos, f->n_g, cases,
                               scratch, c->kfoc.g);
         struct kfac_fisher_block b = {c->be,     m,   f->n_a,   f->n_g, c->kfoc.a,
                                       c->kfoc.g, NAN, f->n_pos, NULL};
@@ -349,6 +417,7 @@ static void kfoc_free(struct kfac_curvature *c)
     free(c->kfoc.L);
     free(c->kfoc.R);
     free(c->kfoc.work);
+    free(c->kfoc.kept);
 }
 
 static const struct kfac_curvature_variant kfoc = {
@@ -357,10 +426,10 @@ static const struct kfac_curvature_variant kfoc = {
     .free = kfoc_free,
 };
 
-void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, int max_iter,
-                             double tol)
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int kept_cases, int side,
+                             int max_iter, double tol)
 {
-    reserve(c, max_cases);
+    reserve(c, max_cases, kept_cases);
     if (!c->kfoc.counts)
         c->kfoc.counts = kfac_xcalloc(2 * (size_t)kfac_comm_size(c->comm), sizeof *c->kfoc.counts);
     c->kfoc.side = side;

@@ -149,12 +149,13 @@ struct stats_pass {
     uint64_t key;    /* the targets' key (loss.h) */
     int ms, mine;
     int summed;      /* added up over chunks or ranks, rather than taken in one update */
+    int keep;        /* K-FOC's, kept chunk by chunk for their fits */
     int started;     /* the batch's statistics have their first chunk */
     double seconds;  /* spent on them */
 };
 
 /* Sets up the pass for the batch (drawing its targets' key); KFAC_EINVAL where K-FOC's
- * statistics would not fit in one chunk. */
+ * statistics fit neither in one chunk nor in the room kept for them. */
 static int stats_begin(struct kfac *s, const struct kfac_batch *b, long k, struct stats_pass *p)
 {
     struct kfac_optim *o = &s->base;
@@ -162,15 +163,17 @@ static int stats_begin(struct kfac *s, const struct kfac_batch *b, long k, struc
     int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b));
     int ranks = kfac_comm_size(net->comm), most = kfac_batch_most(ms, ranks);
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
-    if (kfoc && most > s->chunk)
-        return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases in "
-                                       "one chunk, and train.chunk_size is %d",
-                          k, most, s->chunk);
+    if (kfoc && most > s->chunk && most > s->curv->kfoc.kept_cases)
+        return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases at "
+                                       "once, and a chunk (train.chunk_size) holds %d and the "
+                                       "optimiser keeps %d",
+                          k, most, s->chunk, s->curv->kfoc.kept_cases);
     /* A target per case, keyed by its place in the whole batch (loss.h). */
     uint64_t key = o->opts.fisher == KFAC_FISHER_SAMPLED ? kfac_rng_u64(&s->rng) : 0;
     *p = (struct stats_pass){.s = s, .b = b, .key = key, .ms = ms,
                              .mine = kfac_batch_share(b, ms),
-                             .summed = !kfoc && (ranks > 1 || ms > s->chunk)};
+                             .summed = !kfoc && (ranks > 1 || ms > s->chunk),
+                             .keep = kfoc && most > s->chunk};
     return 0;
 }
 
@@ -197,6 +200,8 @@ static void stats_chunk(void *ctx, int first, int mc)
     if (p->summed) {
         kfac_curvature_accumulate(s->curv, net, mc, p->ms, !p->started);
         p->started = 1;
+    } else if (p->keep) {
+        kfac_curvature_keep_kfoc(s->curv, net, first, mc);
     }
     p->seconds += kfac_log_clock() - t0;
 }
@@ -215,7 +220,7 @@ static int update_curvature(struct kfac *s, struct stats_pass *p, long k, double
     if (kfoc && o->opts.kfoc_average == KFAC_KFOC_RUNNING)
         eps = s->kfoc_cases / (s->kfoc_cases + ms);
     int rc = summed ? kfac_curvature_merge_batch(s->curv, eps, k)
-                    : kfac_curvature_update(s->curv, net, p->mine, eps, k);
+                    : kfac_curvature_update(s->curv, p->keep ? NULL : net, p->mine, eps, k);
     if (kfoc) {
         figures[COL_KFOC_ITER] = rc ? NAN : s->curv->kfoc.info.iterations;
         if (!rc)
@@ -488,6 +493,15 @@ static const struct kfac_optim_ops kfoc_ops = {
     .free = kfac_free,
 };
 
+void kfac_kfoc_room(const struct kfac_optim_opts *opts, int chunk, int ranks, int *max_cases,
+                    int *kept)
+{
+    int ms = opts->max_batch > 0 ? kfac_fraction_cases(opts->stats_fraction, opts->max_batch) : 0;
+    int most = kfac_batch_most(ms, ranks);
+    *kept = most > chunk ? most : 0;
+    *max_cases = (most > chunk ? most : chunk) * ranks;
+}
+
 struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
                                  enum kfac_loss loss, const struct kfac_rng *rng)
 {
@@ -499,12 +513,14 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->rng = *rng;
     s->curv = kfac_curvature_new(net);
     s->chunk = net->max_batch;
-    /* K-FOC's fits take a batch's statistics cases at once: scratch for a chunk on every
-     * rank, whose chunk must hold its share of them all (update_curvature() refuses a
-     * batch whose do not fit). */
-    if (opts->curvature == KFAC_CURVATURE_KFOC)
-        kfac_curvature_use_kfoc(s->curv, s->chunk * kfac_comm_size(net->comm), opts->kfoc_normalise,
+    /* K-FOC's fits take a batch's statistics cases at once (stats_begin() refuses a batch
+     * whose do not fit). */
+    if (opts->curvature == KFAC_CURVATURE_KFOC) {
+        int max_cases, kept;
+        kfac_kfoc_room(opts, s->chunk, kfac_comm_size(net->comm), &max_cases, &kept);
+        kfac_curvature_use_kfoc(s->curv, max_cases, kept, opts->kfoc_normalise,
                                 opts->kfoc_max_iter, opts->kfoc_tol);
+    }
     if (opts->inverse == KFAC_INVERSE_CHOLESKY ||
         (opts->inverse == KFAC_INVERSE_AUTO && opts->curvature != KFAC_CURVATURE_TRIDIAGONAL))
         kfac_curvature_use_cholesky(s->curv);

@@ -39,8 +39,14 @@ double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_ne
         return 2 * n * sizeof(float); /* SGD's velocity and θ */
     /* Δ for each γ tried, δ's candidate, the best one and the previous step; J·δ₀ and a
      * scratch for a chunk. */
-    double proposals = opts->gamma_every > 0 ? 3 : 1;
+    double proposals = opts->gamma_every > 0 ? 3 : 1, variant = 0;
+    if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
+        variant = kfac_curvature_tridiag_bytes(net);
+    if (opts->curvature == KFAC_CURVATURE_KFOC) {
+        int max_cases, kept;
+        kfac_kfoc_room(opts, max_batch, kfac_comm_size(net->comm), &max_cases, &kept);
+        variant = kfac_curvature_kfoc_bytes(net, max_cases, kept);
+    }
     return ((proposals + 3) * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
-           kfac_curvature_bytes(net) +
-           (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL ? kfac_curvature_tridiag_bytes(net) : 0);
+           kfac_curvature_bytes(net) + variant;
 }

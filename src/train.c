@@ -239,7 +239,7 @@ static void tally_memory(const struct kfac_run *run, const struct kfac_config *c
                     (double)train_batch * (run->train.d_x + own_t * run->train.d_t) * sizeof(float));
     kfac_memory_add(need, c->optim.type == KFAC_OPTIM_KFAC ? "K-FAC's factors and vectors"
                                                             : "SGD's vectors",
-                    "model.layers", kfac_optim_bytes(&c->optim, net, chunk));
+                    "model.layers", kfac_optim_bytes(&run->optim_opts, net, chunk));
     if (c->polyak_start > 0)
         kfac_memory_add(need, "the Polyak average", "train.polyak_start", 2 * n * sizeof(float));
 }
@@ -247,23 +247,18 @@ static void tally_memory(const struct kfac_run *run, const struct kfac_config *c
 /* Chooses the cases per pass (run->chunk) and refuses a run that needs more memory than
  * train.memory_limit or the machine allows, before any of it is allocated. The chunk is
  * train.chunk_size, or under auto the largest batch a pass takes (training or evaluation)
- * when that fits, else the most cases that fit. Passes that need their cases at once
- * (K-FOC's statistics, the Fisher-error probe) set the least chunk. */
+ * when that fits, else the most cases that fit. The Fisher-error probe, which needs its
+ * cases at once, sets the least chunk (K-FOC keeps its statistics cases beside the chunk:
+ * the tally counts them). */
 static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int whole_batch)
 {
     /* Of several ranks, each holds its share of a batch (data.h). */
     int ranks = kfac_comm_size(run->net->comm), train_batch = kfac_batch_most(whole_batch, ranks);
     int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
-    const char *least_why = NULL;
-    if (c->optim.type == KFAC_OPTIM_KFAC && c->optim.curvature == KFAC_CURVATURE_KFOC) {
-        least = kfac_batch_most(kfac_fraction_cases(c->optim.stats_fraction, whole_batch), ranks);
-        least_why = "K-FOC's statistics (optimizer.stats_fraction of train.batch_size)";
-    }
+    const char *least_why = "the Fisher-error probe (log.fisher_error_cases)";
     if (c->fisher_error_every > 0) {
         int cases = c->fisher_error_cases < whole_batch ? c->fisher_error_cases : whole_batch;
-        cases = kfac_batch_most(cases, ranks);
-        if (cases > least)
-            least = cases, least_why = "the Fisher-error probe (log.fisher_error_cases)";
+        least = kfac_batch_most(cases, ranks);
     }
     int chunk = c->chunk_size > 0 && c->chunk_size < whole ? c->chunk_size : whole;
     tally_memory(run, c, train_batch, chunk, &run->memory);
@@ -396,13 +391,16 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
     if ((rc = kfac_backend_select(c->device, "train.device", &be)))
         return rc;
     kfac_net_set_backend(run->net, be);
+    run->optim_opts = c->optim;
+    run->optim_opts.max_batch = train_batch;
     if ((rc = plan_memory(run, c, train_batch)) || opts->plan_only)
         return rc;
     if (run->eval_batch > run->chunk)
         run->eval_batch = run->chunk;
     kfac_net_reserve(run->net, run->chunk);
     kfac_net_init(run->net, (enum kfac_init)c->init, c->sparse_connections, &run->rng_init);
-    if ((rc = kfac_optim_new(&c->optim, run->net, run->loss, &run->rng_optim, &run->optim)))
+    if ((rc = kfac_optim_new(&run->optim_opts, run->net, run->loss, &run->rng_optim,
+                             &run->optim)))
         return rc;
     kfac_batcher_init(&run->batcher, &run->train, train_batch, &run->rng_batch,
                       kfac_comm_rank(opts->comm), ranks);

@@ -111,6 +111,11 @@ run() {
 run kfac "$WORK/ae.ini"
 run tridiag "$WORK/ae.ini" --set optimizer.curvature=kfac-tridiag
 run kfoc "$WORK/ae.ini" --set optimizer.curvature=kfoc
+# Chunks of 2 cases: every rank keeps its share of K-FOC's 7 statistics cases chunk by chunk.
+run kfoc-chunked "$WORK/ae.ini" --set optimizer.curvature=kfoc --set train.chunk_size=2
+d=$(worst "$WORK/kfoc-1.tsv" "$WORK/kfoc-chunked-1.tsv" $COLS)
+within "$d" && ok "and the kept cases fit as one chunk's do ($d)" ||
+    not_ok "K-FOC in chunks of 2 against one chunk: figures $d"
 run lenet "$WORK/lenet.ini"
 run lenet-kfoc "$WORK/lenet.ini" --set optimizer.curvature=kfoc
 run sgd "$WORK/ae.ini" --set optimizer.type=sgd --set optimizer.learning_rate=0.2

@@ -205,6 +205,8 @@ struct kfac_curvature {
     int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;        /* of all ranks together */
+        int kept_cases;       /* this rank's cases kfac_curvature_keep_kfoc() has room for */
+        float *kept;          /* per layer kept_cases·|T| × n_a, then × n_g: ā, g kept */
         int *counts;          /* 2 × ranks: each rank's cases, and scratch for the gathers */
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
         double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
@@ -240,7 +242,8 @@ void kfac_curvature_state(struct kfac_curvature *c, struct kfac_state *st);
  * Nothing is merged unless every layer's statistics are finite: otherwise KFAC_ENUMERIC
  * with a message naming the iteration k, the layer and the factor. The same as
  * kfac_curvature_accumulate(c, net, m, m, 1) then kfac_curvature_merge_batch(), except
- * with K-FOC's factors, whose fits need all m cases at once. */
+ * with K-FOC's factors, whose fits need all m cases at once: for them net may be NULL, and
+ * the fits then take the first m cases that kfac_curvature_keep_kfoc() kept. */
 int kfac_curvature_update(struct kfac_curvature *c, const struct kfac_net *net, int m,
                           double eps, long k);
 
@@ -289,9 +292,21 @@ void kfac_curvature_share_layers(struct kfac_curvature *c, const struct kfac_net
 
 /* Makes K-FOC's factors the curvature's variant: kfac_curvature_update() then runs
  * kfac_curvature_update_kfoc() with these settings, leaving its fits' count in
- * c->kfoc.info. Reserves the scratch for batches of up to max_cases cases. */
-void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int side, int max_iter,
-                             double tol);
+ * c->kfoc.info. Reserves the scratch for fits of up to max_cases cases (of all ranks
+ * together) and the room to keep kept_cases of this rank's (0: none, when a rank's
+ * statistics cases fit in one chunk). */
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int kept_cases, int side,
+                             int max_iter, double tol);
+
+/* K-FOC's statistics chunk by chunk, for a rank whose statistics cases are more than a
+ * chunk: keeps the ā and g rows of the first m cases of the layer buffers as cases
+ * [at, at + m) of the kept ones (at + m ≤ c->kfoc.kept_cases), so that
+ * kfac_curvature_update(c, NULL, cases, …) fits them all at once. */
+void kfac_curvature_keep_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int at,
+                              int m);
+
+/* The bytes kfac_curvature_use_kfoc(c, max_cases, kept_cases, …) allocates for net. */
+double kfac_curvature_kfoc_bytes(const struct kfac_net *net, int max_cases, int kept_cases);
 
 /* Switches c to block-tridiagonal K-FAC: allocates the cross factors (zero until the next
  * update) and the scratch. For networks of dense layers only (kfac_optim_new() refuses

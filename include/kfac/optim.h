@@ -91,6 +91,10 @@ struct kfac_optim_opts {
      * then the preconditioned blocks are gathered (kfac_curvature_share_layers()). The
      * same results to the bit either way. */
     int by_layer;
+    /* The largest whole batch the run takes (the trainer sets it; 0: none beyond a chunk on
+     * every rank). It sizes the room K-FOC keeps for its statistics cases when a rank's
+     * share of them exceeds a chunk. */
+    int max_batch;
 };
 
 /* The mini-batch objective h at the current parameters; when want_grad is set the
@@ -217,5 +221,11 @@ struct kfac_optim *kfac_sgd_new(const struct kfac_optim_opts *opts, struct kfac_
 /* K-FAC (optim_kfac.c). */
 struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac_net *net,
                                  enum kfac_loss loss, const struct kfac_rng *rng);
+
+/* K-FOC's room for chunks of `chunk` cases on `ranks` ranks: the most cases its fits take
+ * (of all ranks together) and the cases a rank keeps chunk by chunk (0 when its share of
+ * the statistics cases of opts->max_batch fits in one chunk). */
+void kfac_kfoc_room(const struct kfac_optim_opts *opts, int chunk, int ranks, int *max_cases,
+                    int *kept);
 
 #endif

@@ -55,6 +55,7 @@ struct kfac_run {
     struct kfac_net *net;
     enum kfac_loss loss;
     struct kfac_optim *optim;
+    struct kfac_optim_opts optim_opts; /* cfg's, with max_batch the schedule's largest batch */
     struct kfac_rng rng_init, rng_data, rng_batch, rng_optim, rng_probe;
     struct kfac_batcher batcher;
     float *avg;         /* n_params: Polyak average θ̄, or NULL when averaging is off */
