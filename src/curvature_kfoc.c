@@ -2,7 +2,8 @@
  * curvature_kfoc.c: Frobenius-optimal Kronecker factors by power iteration (K-FOC,
  * Algorithms 1 and 2 of Schnaus, Lee & Triebel 2021), for the optimiser's K-FOC factors
  * and for the Fisher-error measurement (fisher_error.c), see curvature.h and
- * REFERENCE.md §7.
+ * REFERENCE.md §7; and the rows both keep chunk by chunk for the fits that take every case
+ * at once.
  */
 #include "kfac/curvature.h"
 #include "curvature_internal.h"
@@ -206,15 +207,63 @@ size_t kfac_kfoc_running_work_size(int na, int ng)
     return a2 + g2 + (a2 > g2 ? a2 : g2);
 }
 
-/* What K-FOC holds for fits of up to K cases of all ranks together, and the room for
- * `kept` cases of this rank's rows, over layers of n_pos T, n_a and n_g: the largest
- * layer's scratch (in doubles) and every layer's kept rows (in floats). */
+/* Kept rows (curvature.h). */
+static size_t kept_floats(const struct kfac_net *net, int K, size_t *at)
+{
+    size_t n = 0;
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        size_t rows = (size_t)K * (size_t)l->n_pos;
+        if (at)
+            at[2 * i] = n, at[2 * i + 1] = n + rows * (size_t)(l->d_in + 1);
+        n += rows * (size_t)(l->d_in + 1 + l->d_out);
+    }
+    return n;
+}
+
+double kfac_kept_rows_bytes(const struct kfac_net *net, int K)
+{
+    return K > 0 ? (double)kept_floats(net, K, NULL) * sizeof(float) +
+                       2.0 * net->n_blocks * sizeof(size_t)
+                 : 0;
+}
+
+void kfac_kept_rows_reserve(struct kfac_kept_rows *k, const struct kfac_net *net, int K)
+{
+    kfac_kept_rows_free(k);
+    if (K <= 0)
+        return;
+    k->K = K;
+    k->at = kfac_xmalloc(2 * (size_t)net->n_blocks * sizeof *k->at);
+    k->rows = kfac_xmalloc(kept_floats(net, K, k->at) * sizeof *k->rows);
+}
+
+void kfac_kept_rows_free(struct kfac_kept_rows *k)
+{
+    free(k->rows);
+    free(k->at);
+    *k = (struct kfac_kept_rows){0};
+}
+
+void kfac_kept_rows_put(struct kfac_kept_rows *k, const struct kfac_net *net, int first, int m)
+{
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        size_t T = (size_t)l->n_pos, na = (size_t)l->d_in + 1, ng = (size_t)l->d_out;
+        memcpy(k->rows + k->at[2 * i] + (size_t)first * T * na, l->abar,
+               (size_t)m * T * na * sizeof *k->rows);
+        memcpy(k->rows + k->at[2 * i + 1] + (size_t)first * T * ng, l->g,
+               (size_t)m * T * ng * sizeof *k->rows);
+    }
+}
+
+/* What K-FOC's fits of up to K cases of all ranks together need as scratch, over layers
+ * of n_pos T, n_a and n_g: the largest layer's, in doubles. */
 struct kfoc_room {
-    size_t a, g, x, n, work; /* doubles: ā, g, per-case gradients, a side, fit scratch */
-    size_t kept;             /* floats */
+    size_t a, g, x, n, work; /* ā, g, per-case gradients, a side, the fit's scratch */
 };
 
-static void room_for_layer(struct kfoc_room *r, int K, int kept, int T, int na, int ng)
+static void room_for_layer(struct kfoc_room *r, int K, int T, int na, int ng)
 {
     size_t k = (size_t)K, t = (size_t)T, a = (size_t)na, g = (size_t)ng;
     size_t w = kfac_kfoc_work_size(K, T, na, ng), run = kfac_kfoc_running_work_size(na, ng);
@@ -226,7 +275,6 @@ static void room_for_layer(struct kfoc_room *r, int K, int kept, int T, int na, 
     r->n = g > r->n ? g : r->n;
     w = w > run ? w : run; /* the running fit's new L̂, R̂ and its prev live in work too */
     r->work = w > r->work ? w : r->work;
-    r->kept += (size_t)kept * t * (a + g);
 }
 
 double kfac_curvature_kfoc_bytes(const struct kfac_net *net, int max_cases, int kept_cases)
@@ -234,24 +282,21 @@ double kfac_curvature_kfoc_bytes(const struct kfac_net *net, int max_cases, int 
     struct kfoc_room r = {0};
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
-        room_for_layer(&r, max_cases, kept_cases, l->n_pos, l->d_in + 1, l->d_out);
+        room_for_layer(&r, max_cases, l->n_pos, l->d_in + 1, l->d_out);
     }
     return (double)(r.a + r.g + r.x + 2 * r.n * r.n + r.work) * sizeof(double) +
-           (double)r.kept * sizeof(float);
+           kfac_kept_rows_bytes(net, kept_cases);
 }
 
-/* The scratch kfac_curvature_update_kfoc() needs for fits of up to max_cases cases, and
- * the room for kept_cases kept ones. */
-static void reserve(struct kfac_curvature *c, int max_cases, int kept_cases)
+/* The scratch kfac_curvature_update_kfoc() needs for fits of up to max_cases cases. */
+static void reserve(struct kfac_curvature *c, int max_cases)
 {
-    if (max_cases <= c->kfoc.max_cases && kept_cases <= c->kfoc.kept_cases)
+    if (max_cases <= c->kfoc.max_cases)
         return;
-    max_cases = max_cases > c->kfoc.max_cases ? max_cases : c->kfoc.max_cases;
-    kept_cases = kept_cases > c->kfoc.kept_cases ? kept_cases : c->kfoc.kept_cases;
     struct kfoc_room r = {0};
     for (int i = 0; i < c->n_blocks; i++) {
         const struct kfac_factors *f = &c->f[i];
-        room_for_layer(&r, max_cases, kept_cases, f->n_pos, f->n_a, f->n_g);
+        room_for_layer(&r, max_cases, f->n_pos, f->n_a, f->n_g);
     }
     c->kfoc.a = kfac_xrealloc(c->kfoc.a, r.a * sizeof *c->kfoc.a);
     c->kfoc.g = kfac_xrealloc(c->kfoc.g, r.g * sizeof *c->kfoc.g);
@@ -260,32 +305,13 @@ static void reserve(struct kfac_curvature *c, int max_cases, int kept_cases)
     c->kfoc.L = kfac_xrealloc(c->kfoc.L, r.n * r.n * sizeof *c->kfoc.L);
     c->kfoc.R = kfac_xrealloc(c->kfoc.R, r.n * r.n * sizeof *c->kfoc.R);
     c->kfoc.work = kfac_xrealloc(c->kfoc.work, r.work * sizeof *c->kfoc.work);
-    free(c->kfoc.kept);
-    c->kfoc.kept = r.kept ? kfac_xmalloc(r.kept * sizeof *c->kfoc.kept) : NULL;
     c->kfoc.max_cases = max_cases;
-    c->kfoc.kept_cases = kept_cases;
-}
-
-/* Where layer i's kept rows begin: its ā (kept_cases·|T| × n_a), then its g (× n_g). */
-static float *kept_rows(const struct kfac_curvature *c, int i)
-{
-    size_t at = 0;
-    for (int j = 0; j < i; j++)
-        at += (size_t)c->kfoc.kept_cases * c->f[j].n_pos * (c->f[j].n_a + c->f[j].n_g);
-    return c->kfoc.kept + at;
 }
 
 void kfac_curvature_keep_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int at,
                               int m)
 {
-    for (int i = 0; i < c->n_blocks; i++) {
-        const struct kfac_layer *l = net->blocks[i];
-        const struct kfac_factors *f = &c->f[i];
-        size_t T = (size_t)f->n_pos, K = (size_t)c->kfoc.kept_cases;
-        float *a = kept_rows(c, i), *g = a + K * T * f->n_a;
-        memcpy(a + (size_t)at * T * f->n_a, l->abar, (size_t)m * T * f->n_a * sizeof *a);
-        memcpy(g + (size_t)at * T * f->n_g, l->g, (size_t)m * T * f->n_g * sizeof *g);
-    }
+    kfac_kept_rows_put(&c->kfoc.kept, net, at, m);
 }
 
 /* K-FOC_running's aggregation (curvature_internal.h). */
@@ -313,13 +339,9 @@ void kfac_kfoc_running_fit(const struct kfac_backend *be, int na, int ng, double
 static void rows_of(const struct kfac_curvature *c, const struct kfac_net *net, int i,
                     const float **a, const float **g)
 {
-    if (net) {
-        *a = net->blocks[i]->abar;
-        *g = net->blocks[i]->g;
-    } else {
-        *a = kept_rows(c, i);
-        *g = *a + (size_t)c->kfoc.kept_cases * c->f[i].n_pos * c->f[i].n_a;
-    }
+    const struct kfac_kept_rows *k = &c->kfoc.kept;
+    *a = net ? net->blocks[i]->abar : k->rows + k->at[2 * i];
+    *g = net ? net->blocks[i]->g : k->rows + k->at[2 * i + 1];
 }
 
 int kfac_curvature_update_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int m,
@@ -417,7 +439,7 @@ static void kfoc_free(struct kfac_curvature *c)
     free(c->kfoc.L);
     free(c->kfoc.R);
     free(c->kfoc.work);
-    free(c->kfoc.kept);
+    kfac_kept_rows_free(&c->kfoc.kept);
 }
 
 static const struct kfac_curvature_variant kfoc = {
@@ -426,10 +448,12 @@ static const struct kfac_curvature_variant kfoc = {
     .free = kfoc_free,
 };
 
-void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int kept_cases, int side,
-                             int max_iter, double tol)
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int max_cases,
+                             int kept_cases, int side, int max_iter, double tol)
 {
-    reserve(c, max_cases, kept_cases);
+    reserve(c, max_cases);
+    if (kept_cases > c->kfoc.kept.K)
+        kfac_kept_rows_reserve(&c->kfoc.kept, net, kept_cases);
     if (!c->kfoc.counts)
         c->kfoc.counts = kfac_xcalloc(2 * (size_t)kfac_comm_size(c->comm), sizeof *c->kfoc.counts);
     c->kfoc.side = side;

@@ -385,6 +385,42 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
     errors[KFAC_FISHER_KFOC_RUNNING] = kron_error(b, run_L, run_R, scratch, &norm2);
 }
 
+/* The doubles of a probe for K cases: the largest layer's ā, g, per-case gradients and
+ * work space. */
+struct probe_room {
+    size_t a, g, x, work;
+};
+
+static struct probe_room probe_room(const struct kfac_net *net, int K)
+{
+    struct probe_room r = {0};
+    size_t k = (size_t)K;
+    for (int i = 0; i < net->n_blocks; i++) {
+        const struct kfac_layer *l = net->blocks[i];
+        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out, T = (size_t)l->n_pos;
+        size_t w = kfac_fisher_batches_work_size(K, K, l->n_pos, (int)na, (int)ng);
+        r.a = k * T * na > r.a ? k * T * na : r.a;
+        r.g = k * T * ng > r.g ? k * T * ng : r.g;
+        r.x = T > 1 && k * na * ng > r.x ? k * na * ng : r.x;
+        r.work = w > r.work ? w : r.work;
+    }
+    return r;
+}
+
+/* A rank's most cases of the probe's K: more than a chunk, and they are kept. */
+static int probe_kept(const struct kfac_net *net, int K, int chunk)
+{
+    int most = kfac_batch_most(K, kfac_comm_size(net->comm));
+    return most > chunk ? most : 0;
+}
+
+double kfac_fisher_probe_bytes(const struct kfac_net *net, int K, int chunk)
+{
+    struct probe_room r = probe_room(net, K);
+    return (double)(r.a + r.g + r.x + r.work) * sizeof(double) +
+           kfac_kept_rows_bytes(net, probe_kept(net, K, chunk));
+}
+
 struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side)
 {
     struct kfac_fisher_probe *p = kfac_xcalloc(1, sizeof *p);
@@ -393,20 +429,12 @@ struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int 
     p->n_blocks = net->n_blocks;
     p->comm = net->comm;
     p->counts = kfac_xcalloc(2 * (size_t)kfac_comm_size(net->comm), sizeof *p->counts);
-    size_t k = (size_t)K, max_a = 0, max_g = 0, max_x = 0, max_work = 0;
-    for (int i = 0; i < net->n_blocks; i++) {
-        const struct kfac_layer *l = net->blocks[i];
-        size_t na = (size_t)l->d_in + 1, ng = (size_t)l->d_out, T = (size_t)l->n_pos;
-        size_t w = kfac_fisher_batches_work_size(K, K, l->n_pos, (int)na, (int)ng);
-        max_a = k * T * na > max_a ? k * T * na : max_a;
-        max_g = k * T * ng > max_g ? k * T * ng : max_g;
-        max_x = T > 1 && k * na * ng > max_x ? k * na * ng : max_x;
-        max_work = w > max_work ? w : max_work;
-    }
-    p->A = kfac_xmalloc(max_a * sizeof *p->A);
-    p->G = kfac_xmalloc(max_g * sizeof *p->G);
-    p->X = max_x ? kfac_xmalloc(max_x * sizeof *p->X) : NULL;
-    p->work = kfac_xmalloc(max_work * sizeof *p->work);
+    struct probe_room r = probe_room(net, K);
+    p->A = kfac_xmalloc(r.a * sizeof *p->A);
+    p->G = kfac_xmalloc(r.g * sizeof *p->G);
+    p->X = r.x ? kfac_xmalloc(r.x * sizeof *p->X) : NULL;
+    p->work = kfac_xmalloc(r.work * sizeof *p->work);
+    kfac_kept_rows_reserve(&p->kept, net, probe_kept(net, K, net->max_batch));
     return p;
 }
 
@@ -419,6 +447,7 @@ void kfac_fisher_probe_free(struct kfac_fisher_probe *p)
     free(p->X);
     free(p->work);
     free(p->counts);
+    kfac_kept_rows_free(&p->kept);
     free(p);
 }
 
@@ -428,21 +457,28 @@ void kfac_fisher_probe_run(struct kfac_fisher_probe *p, struct kfac_net *net, en
     int total = kfac_batch_total(batch), K = total < p->K ? total : p->K;
     int mine = kfac_batch_share(batch, K), ranks = kfac_comm_size(p->comm);
     uint64_t key = kfac_rng_u64(rng);
-    if (mine > 0) {
-        kfac_net_forward(net, mine, batch->x);
-        net->be->loss_sample_grad(loss, mine, net->d_out, kfac_net_output(net), key,
-                                  kfac_batch_place(batch, 0), kfac_batch_step(batch),
+    /* In one chunk the layer buffers hold the rows; else they are kept chunk by chunk. */
+    int chunk = p->kept.K > 0 ? net->max_batch : mine;
+    for (int first = 0; first < mine; first += chunk) {
+        int mc = mine - first < chunk ? mine - first : chunk;
+        kfac_net_forward(net, mc, batch->x + (size_t)first * net->d_in);
+        net->be->loss_sample_grad(loss, mc, net->d_out, kfac_net_output(net), key,
+                                  kfac_batch_place(batch, first), kfac_batch_step(batch),
                                   kfac_net_output_grad(net));
-        kfac_net_backward(net, mine, 1.0f, KFAC_GRADS_NONE);
+        kfac_net_backward(net, mc, 1.0f, KFAC_GRADS_NONE);
+        if (p->kept.K > 0)
+            kfac_kept_rows_put(&p->kept, net, first, mc);
     }
     kfac_comm_gather_ints(p->comm, mine, p->counts);
     p->kfoc_iterations = 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         int na = l->d_in + 1, ng = l->d_out, T = l->n_pos;
-        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, l->abar, T, na, p->counts,
+        const float *a = p->kept.K > 0 ? p->kept.rows + p->kept.at[2 * i] : l->abar;
+        const float *g = p->kept.K > 0 ? p->kept.rows + p->kept.at[2 * i + 1] : l->g;
+        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, a, T, na, p->counts,
                               p->counts + ranks, p->A);
-        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, l->g, T, ng, p->counts,
+        kfac_comm_gather_rows(p->comm, KFAC_COMM_SCALARS, g, T, ng, p->counts,
                               p->counts + ranks, p->G);
         struct kfac_fisher_block b;
         kfac_fisher_block_init(&b, net->be, K, T, na, p->A, ng, p->G, p->X, p->work);

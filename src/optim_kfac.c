@@ -163,11 +163,11 @@ static int stats_begin(struct kfac *s, const struct kfac_batch *b, long k, struc
     int ms = kfac_fraction_cases(o->opts.stats_fraction, kfac_batch_total(b));
     int ranks = kfac_comm_size(net->comm), most = kfac_batch_most(ms, ranks);
     int kfoc = o->opts.curvature == KFAC_CURVATURE_KFOC;
-    if (kfoc && most > s->chunk && most > s->curv->kfoc.kept_cases)
+    if (kfoc && most > s->chunk && most > s->curv->kfoc.kept.K)
         return kfac_error(KFAC_EINVAL, "iteration %ld: K-FOC's statistics need all %d cases at "
                                        "once, and a chunk (train.chunk_size) holds %d and the "
                                        "optimiser keeps %d",
-                          k, most, s->chunk, s->curv->kfoc.kept_cases);
+                          k, most, s->chunk, s->curv->kfoc.kept.K);
     /* A target per case, keyed by its place in the whole batch (loss.h). */
     uint64_t key = o->opts.fisher == KFAC_FISHER_SAMPLED ? kfac_rng_u64(&s->rng) : 0;
     *p = (struct stats_pass){.s = s, .b = b, .key = key, .ms = ms,
@@ -518,7 +518,7 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     if (opts->curvature == KFAC_CURVATURE_KFOC) {
         int max_cases, kept;
         kfac_kfoc_room(opts, s->chunk, kfac_comm_size(net->comm), &max_cases, &kept);
-        kfac_curvature_use_kfoc(s->curv, max_cases, kept, opts->kfoc_normalise,
+        kfac_curvature_use_kfoc(s->curv, net, max_cases, kept, opts->kfoc_normalise,
                                 opts->kfoc_max_iter, opts->kfoc_tol);
     }
     if (opts->inverse == KFAC_INVERSE_CHOLESKY ||

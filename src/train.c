@@ -220,8 +220,14 @@ static int check_outputs(const struct kfac_run *run, const struct kfac_config *c
     return rc;
 }
 
+/* The Fisher-error probe's cases of batches up to whole_batch. */
+static int probe_cases(const struct kfac_config *c, int whole_batch)
+{
+    return c->fisher_error_cases < whole_batch ? c->fisher_error_cases : whole_batch;
+}
+
 /* The tally of what the run will hold with layer buffers for chunk cases: the data,
- * the network, the batch, the buffers and the optimiser. */
+ * the network, the batch, the buffers, the optimiser and the Fisher-error probe. */
 static void tally_memory(const struct kfac_run *run, const struct kfac_config *c, int train_batch,
                          int chunk, struct kfac_memory *need)
 {
@@ -242,24 +248,26 @@ static void tally_memory(const struct kfac_run *run, const struct kfac_config *c
                     "model.layers", kfac_optim_bytes(&run->optim_opts, net, chunk));
     if (c->polyak_start > 0)
         kfac_memory_add(need, "the Polyak average", "train.polyak_start", 2 * n * sizeof(float));
+    if (c->fisher_error_every > 0)
+        kfac_memory_add(need, "the Fisher-error probe", "log.fisher_error_cases",
+                        kfac_fisher_probe_bytes(net, probe_cases(c, run->optim_opts.max_batch),
+                                                chunk));
 }
 
 /* Chooses the cases per pass (run->chunk) and refuses a run that needs more memory than
  * train.memory_limit or the machine allows, before any of it is allocated. The chunk is
  * train.chunk_size, or under auto the largest batch a pass takes (training or evaluation)
- * when that fits, else the most cases that fit. The Fisher-error probe, which needs its
- * cases at once, sets the least chunk (K-FOC keeps its statistics cases beside the chunk:
- * the tally counts them). */
+ * when that fits, else the most cases that fit. What a Fisher-error export writes of
+ * the probe's cases needs them in one chunk, which sets the least chunk (K-FOC's fits and
+ * the probe keep their cases' rows beside the chunk: the tally counts them). */
 static int plan_memory(struct kfac_run *run, const struct kfac_config *c, int whole_batch)
 {
     /* Of several ranks, each holds its share of a batch (data.h). */
     int ranks = kfac_comm_size(run->net->comm), train_batch = kfac_batch_most(whole_batch, ranks);
     int whole = train_batch > run->eval_batch ? train_batch : run->eval_batch, least = 1;
-    const char *least_why = "the Fisher-error probe (log.fisher_error_cases)";
-    if (c->fisher_error_every > 0) {
-        int cases = c->fisher_error_cases < whole_batch ? c->fisher_error_cases : whole_batch;
-        least = kfac_batch_most(cases, ranks);
-    }
+    const char *least_why = "log.fisher_export of the probe (log.fisher_error_cases)";
+    if (c->fisher_error_every > 0 && c->fisher_export)
+        least = kfac_batch_most(probe_cases(c, whole_batch), ranks);
     int chunk = c->chunk_size > 0 && c->chunk_size < whole ? c->chunk_size : whole;
     tally_memory(run, c, train_batch, chunk, &run->memory);
     /* auto aims at 95% of the limit: the rest is for what the tally leaves out (the
@@ -425,8 +433,8 @@ int kfac_run_prepare(struct kfac_run *run, const struct kfac_config *c,
         kfac_parse_injection(c->inject_nan, &run->inject_at, &run->inject_times);
     int n_fisher = 0;
     if (c->fisher_error_every > 0) {
-        int cases = c->fisher_error_cases < train_batch ? c->fisher_error_cases : train_batch;
-        run->probe = kfac_fisher_probe_new(run->net, cases, c->optim.kfoc_normalise);
+        run->probe = kfac_fisher_probe_new(run->net, probe_cases(c, train_batch),
+                                           c->optim.kfoc_normalise);
         n_fisher = 3 * run->net->n_blocks;
     }
     const char *metric = kfac_metric_name(c->data.task);

@@ -569,7 +569,7 @@ START_TEST(kfoc_update_is_the_running_fit)
     kfac_rng_seed(&r, 70);
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
     struct kfac_curvature *c = kfac_curvature_new(net);
-    kfac_curvature_use_kfoc(c, M, 0, KFAC_KFOC_GRADIENT, 100, 1e-5);
+    kfac_curvature_use_kfoc(c, net, M, 0, KFAC_KFOC_GRADIENT, 100, 1e-5);
     float X[M * 3];
     static double want_L[2][25], want_R[2][16], bL[25], bR[16], M_[MAXP];
     double ad[M * 5], gd[M * 4];
@@ -983,7 +983,7 @@ START_TEST(kfoc_update_fits_a_conv_block)
     struct kfac_net *net = spec_net("1x4x4-conv(2,2,stride=1):tanh-maxpool(3)-flatten-2:linear",
                                     M, &r);
     struct kfac_curvature *c = kfac_curvature_new(net);
-    kfac_curvature_use_kfoc(c, M, 0, KFAC_KFOC_GRADIENT, 100, 1e-5);
+    kfac_curvature_use_kfoc(c, net, M, 0, KFAC_KFOC_GRADIENT, 100, 1e-5);
     float X[M * 16];
     fill_uniform(X, M * 16, &r, -1, 1);
     kfac_net_forward(net, M, X);

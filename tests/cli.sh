@@ -127,9 +127,12 @@ expect_grep "$WORK/err" "train.chunk_size = 'big': expected auto or an integer f
 expect_status 0 "K-FOC's statistics are kept beside smaller chunks" -- "$KFAC" -n --set optimizer.type=kfac \
     --set optimizer.curvature=kfoc --set optimizer.stats_fraction=1 --set train.chunk_size=20 "$WORK/ae.ini"
 expect_grep "$WORK/out" "^# memory: 20 cases per pass (train.chunk_size = 20)" "in the chunk asked for"
-expect_status 2 "the Fisher-error probe in chunks is refused" -- "$KFAC" -n --set log.fisher_error_every=5 \
+expect_status 0 "and so are the Fisher-error probe's" -- "$KFAC" -n --set log.fisher_error_every=5 \
     --set log.fisher_error_cases=30 --set train.chunk_size=20 "$WORK/ae.ini"
-expect_grep "$WORK/err" "train.chunk_size = 20: the Fisher-error probe (log.fisher_error_cases) needs all its 30 cases in one chunk" \
+expect_grep "$WORK/out" "^#   the Fisher-error probe .*(log.fisher_error_cases)" "which the plan counts"
+expect_status 2 "an export of the probe in chunks is refused" -- "$KFAC" -n --set log.fisher_error_every=5 \
+    --set log.fisher_error_cases=30 --set log.fisher_export="$WORK/fx" --set train.chunk_size=20 "$WORK/ae.ini"
+expect_grep "$WORK/err" "train.chunk_size = 20: log.fisher_export of the probe (log.fisher_error_cases) needs all its 30 cases in one chunk" \
     "saying why"
 expect_status 0 "train.memory_limit takes K, M, G and T" -- "$KFAC" -n --set train.memory_limit=1.5G "$WORK/ae.ini"
 expect_grep "$WORK/out" "^memory_limit = 1536M" "and prints the size back in the largest whole unit"

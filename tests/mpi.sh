@@ -121,11 +121,17 @@ run lenet-kfoc "$WORK/lenet.ini" --set optimizer.curvature=kfoc
 run sgd "$WORK/ae.ini" --set optimizer.type=sgd --set optimizer.learning_rate=0.2
 # The Fisher-error probe gathers its 40 cases from the ranks.
 run fisher "$WORK/ae.ini" --set log.fisher_error_every=5 --set log.fisher_error_cases=40
+# In chunks of 6 each rank forwards its share of them chunk by chunk and keeps their rows.
+run fisher-chunked "$WORK/ae.ini" --set log.fisher_error_every=5 --set log.fisher_error_cases=40 \
+    --set train.chunk_size=6
 FISHER=fisher_diag_1,fisher_kfac_1,fisher_kfoc_1,fisher_diag_2,fisher_kfac_2,fisher_kfoc_2
-for np in 2 3; do
-    d=$(worst "$WORK/fisher-1.tsv" "$WORK/fisher-$np.tsv" $FISHER)
-    within "$d" && ok "and so do its Fisher errors on $np ranks ($d)" ||
-        not_ok "the Fisher errors on $np ranks against one process: $d"
+for run in fisher fisher-chunked; do
+    for np in 1 2 3; do
+        [ "$run-$np" = fisher-1 ] && continue
+        d=$(worst "$WORK/fisher-1.tsv" "$WORK/$run-$np.tsv" $FISHER)
+        within "$d" && ok "$run: the Fisher errors on $np ranks agree with one chunk on one ($d)" ||
+            not_ok "$run: the Fisher errors on $np ranks against one chunk on one process: $d"
+    done
 done
 # Every rank applying every layer's inverse (train.preconditioning = every-rank) is the
 # same computation as each its own layers' with the blocks gathered: the same to the bit.

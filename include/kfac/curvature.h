@@ -143,6 +143,24 @@ struct kfac_eigen_work {
 
 struct kfac_curvature;
 
+/* Every layer's ā and g rows of up to K of a rank's cases, kept chunk by chunk for what
+ * takes them all at once (K-FOC's fits, the Fisher-error probe), as floats like the layer
+ * buffers: layer i's ā (K·|T| × n_a) from rows + at[2i], its g (K·|T| × n_g) from
+ * rows + at[2i + 1] (curvature_kfoc.c). */
+struct kfac_kept_rows {
+    int K;                    /* 0: none kept */
+    float *rows;
+    size_t *at;               /* 2 × the network's layers with parameters */
+};
+
+/* The bytes kfac_kept_rows_reserve(k, net, K) allocates. */
+double kfac_kept_rows_bytes(const struct kfac_net *net, int K);
+/* Room for K cases of net's layers (K 0: none), in place of what k held. */
+void kfac_kept_rows_reserve(struct kfac_kept_rows *k, const struct kfac_net *net, int K);
+void kfac_kept_rows_free(struct kfac_kept_rows *k);
+/* Keeps the first m cases of net's layer buffers as cases [first, first + m) (≤ K). */
+void kfac_kept_rows_put(struct kfac_kept_rows *k, const struct kfac_net *net, int first, int m);
+
 /* A curvature variant: what it adds to each step of the block-diagonal factors, called by
  * curvature.c through this table (NULL entries add nothing), so that the base knows no
  * variant: block-tridiagonal K-FAC (curvature_tridiag.c) and K-FOC's factors
@@ -205,8 +223,7 @@ struct kfac_curvature {
     int kept;                 /* the _keep factors hold those before the last update */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;        /* of all ranks together */
-        int kept_cases;       /* this rank's cases kfac_curvature_keep_kfoc() has room for */
-        float *kept;          /* per layer kept_cases·|T| × n_a, then × n_g: ā, g kept */
+        struct kfac_kept_rows kept; /* this rank's statistics cases, where they span chunks */
         int *counts;          /* 2 × ranks: each rank's cases, and scratch for the gathers */
         double *a, *g;        /* max_cases·|T| × n_a, × n_g (largest layer): ā, g in double */
         double *X;            /* convolutions: max_cases × n_g × n_a per-case gradients */
@@ -295,17 +312,17 @@ void kfac_curvature_share_layers(struct kfac_curvature *c, const struct kfac_net
  * c->kfoc.info. Reserves the scratch for fits of up to max_cases cases (of all ranks
  * together) and the room to keep kept_cases of this rank's (0: none, when a rank's
  * statistics cases fit in one chunk). */
-void kfac_curvature_use_kfoc(struct kfac_curvature *c, int max_cases, int kept_cases, int side,
-                             int max_iter, double tol);
+void kfac_curvature_use_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int max_cases,
+                             int kept_cases, int side, int max_iter, double tol);
 
 /* K-FOC's statistics chunk by chunk, for a rank whose statistics cases are more than a
  * chunk: keeps the ā and g rows of the first m cases of the layer buffers as cases
- * [at, at + m) of the kept ones (at + m ≤ c->kfoc.kept_cases), so that
+ * [at, at + m) of the kept ones (at + m ≤ c->kfoc.kept.K), so that
  * kfac_curvature_update(c, NULL, cases, …) fits them all at once. */
 void kfac_curvature_keep_kfoc(struct kfac_curvature *c, const struct kfac_net *net, int at,
                               int m);
 
-/* The bytes kfac_curvature_use_kfoc(c, max_cases, kept_cases, …) allocates for net. */
+/* The bytes kfac_curvature_use_kfoc(c, net, max_cases, kept_cases, …) allocates. */
 double kfac_curvature_kfoc_bytes(const struct kfac_net *net, int max_cases, int kept_cases);
 
 /* Switches c to block-tridiagonal K-FAC: allocates the cross factors (zero until the next
@@ -498,6 +515,7 @@ void kfac_fisher_batch_errors(const struct kfac_fisher_block *b, int B, int side
  * drawn from the model: what the log's Fisher-error columns report. */
 struct kfac_fisher_probe {
     int K, n_blocks;
+    struct kfac_kept_rows kept; /* this rank's cases, where they span chunks */
     double *A, *G;            /* K·|T| × n_a, × n_g (largest layer): one layer's ā and g */
     double *X;                /* convolutions: K × n_g × n_a per-case gradients */
     double *work;             /* kfac_fisher_batches_work_size() for the largest layer */
@@ -507,9 +525,12 @@ struct kfac_fisher_probe {
     int *counts;              /* 2 × ranks: each rank's cases, and scratch */
 };
 
-/* A probe for K cases (net must hold buffers for at least K cases) whose K-FOC fits keep
- * the factor of side `side` at unit norm. */
+/* A probe for K cases whose K-FOC fits keep the factor of side `side` at unit norm; where
+ * a rank's share of them is more than net's chunk (max_batch), it forwards them chunk by
+ * chunk and keeps their rows. */
 struct kfac_fisher_probe *kfac_fisher_probe_new(const struct kfac_net *net, int K, int side);
+/* The bytes kfac_fisher_probe_new() allocates for K cases with chunks of `chunk`. */
+double kfac_fisher_probe_bytes(const struct kfac_net *net, int K, int chunk);
 void kfac_fisher_probe_free(struct kfac_fisher_probe *p);
 
 /* Forward pass of the first min(K, total) cases of the batch b (of several ranks, each
