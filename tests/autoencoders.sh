@@ -61,6 +61,26 @@ if [ "$(rho1 "$WORK/bench/curves-paper.tsv")" = nan ] && [ "$(rho1 "$WORK/bench/
 else
     not_ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
 fi
+# The paper variant runs KFAC3's constants: its first α (the model on the whole batch, not
+# the configuration's quarter of it) is that of a run given them by hand.
+col1() {
+    awk -F'\t' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) r = i; next }
+                          NR == 2 { print $r; exit }' "$1"
+}
+for fraction in 1 0.25; do
+    "$KFAC" -q -f --log "$WORK/paper-$fraction.tsv" --set train.iterations=1 \
+        --set log.eval_every=25 \
+        --set data.train="$D/curves/curves-train-images-idx3-ubyte.gz" \
+        --set data.test="$D/curves/curves-test-images-idx3-ubyte.gz" --set optimizer.start=paper \
+        --set optimizer.model_fraction=$fraction "$top_srcdir/configs/curves-autoencoder.ini"
+done
+a_bench=$(col1 "$WORK/bench/curves-paper.tsv" alpha)
+if [ "$a_bench" = "$(col1 "$WORK/paper-1.tsv" alpha)" ] &&
+   [ "$a_bench" != "$(col1 "$WORK/paper-0.25.tsv" alpha)" ]; then
+    ok "the paper variant takes the model on the whole batch"
+else
+    not_ok "the paper variant takes the model on the whole batch (alpha $a_bench)"
+fi
 for p in mnist curves faces; do
     for v in sgd kfac paper tridiag kfoc; do
         [ -s "$WORK/bench/$p-$v.tsv" ] || { not_ok "$p-$v.tsv written"; continue 2; }
