@@ -52,21 +52,20 @@ expect_status 0 "the benchmark runs every problem and variant" -- sh "$B" -d "$D
 rows=$(awk -F'\t' 'NR > 1 && $3 >= 1 && $5 + 0 > 0' "$WORK/bench/summary.tsv" | wc -l)
 if [ "$rows" -eq 15 ]; then ok "15 runs in the summary, each with iterations and an error"; else
     not_ok "15 runs in the summary (found $rows)"; sed 's/^/#   /' "$WORK/bench/summary.tsv"; fi
-# The first iteration's rho: measured in the warm-up, not in the paper's schedule (k = 5).
-rho1() {
-    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "rho") r = i; next } NR == 2 { print $r; exit }' "$1"
+# Column $2 of log $1's first iteration.
+col1() {
+    awk -F'\t' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) r = i; next }
+                          NR == 2 { print $r; exit }' "$1"
 }
-if [ "$(rho1 "$WORK/bench/curves-paper.tsv")" = nan ] && [ "$(rho1 "$WORK/bench/curves-kfac.tsv")" != nan ]; then
+# The first iteration's rho: measured in the warm-up, not in the paper's schedule (k = 5).
+if [ "$(col1 "$WORK/bench/curves-paper.tsv" rho)" = nan ] &&
+   [ "$(col1 "$WORK/bench/curves-kfac.tsv" rho)" != nan ]; then
     ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
 else
     not_ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
 fi
 # The paper variant runs KFAC3's constants: its first α (the model on the whole batch, not
 # the configuration's quarter of it) is that of a run given them by hand.
-col1() {
-    awk -F'\t' -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) r = i; next }
-                          NR == 2 { print $r; exit }' "$1"
-}
 for fraction in 1 0.25; do
     "$KFAC" -q -f --log "$WORK/paper-$fraction.tsv" --set train.iterations=1 \
         --set log.eval_every=25 \
