@@ -18,7 +18,7 @@
 #   -v         variants among "sgd kfac paper tridiag kfoc" (default all but paper): SGD
 #              with Nesterov momentum (configs/PROBLEM-autoencoder-sgd.ini), block-diagonal
 #              K-FAC (configs/PROBLEM-autoencoder.ini), the same with KFAC3's constants
-#              (paper: optimizer.start = paper and model_fraction = 1, the model on the
+#              (paper: optimizer.preset = kfac3, i.e. start = paper and the model on the
 #              whole batch), block-tridiagonal K-FAC and K-FAC with K-FOC factors
 #              (optimizer.curvature changed)
 #   -d         data directory holding mnist/, curves/ and faces/ as the data scripts
@@ -107,7 +107,7 @@ mkdir -p "$out"
         sgd) cfg=$(config_of "$p")-sgd.ini extra= every=100 ;;
         kfac) cfg=$(config_of "$p").ini extra= every=25 ;;
         paper) cfg=$(config_of "$p").ini every=25
-            extra="--set optimizer.start=paper --set optimizer.model_fraction=1" ;;
+            extra="--set optimizer.preset=kfac3" ;;
         tridiag) cfg=$(config_of "$p").ini extra="--set optimizer.curvature=kfac-tridiag" every=25 ;;
         kfoc) cfg=$(config_of "$p").ini extra="--set optimizer.curvature=kfoc" every=25 ;;
         esac

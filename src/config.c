@@ -45,6 +45,8 @@ static const char *const pi_choices[] = {"trace", "frobenius", NULL};
 /* In the order of enum kfac_inverse_method. */
 static const char *const inverse_choices[] = {"auto", "cholesky", "eigen", NULL};
 static const char *const start_choices[] = {"paper", "warmup", NULL};
+/* In the order of enum kfac_preset. */
+static const char *const preset_choices[] = {"none", "kfac3", NULL};
 static const char *const schedule_choices[] = {"fixed", "exponential", NULL};
 static const char *const momentum_choices[] = {"fixed", "sutskever", NULL};
 static const char *const progress_choices[] = {"auto", "on", "off", NULL};
@@ -73,6 +75,7 @@ static const struct key keys[] = {
     {"model", "init", K_ENUM, F(init), "sparse", 0, 0, init_choices},
     {"model", "sparse_connections", K_INT, F(sparse_connections), "15", 1, 1e6, NULL},
     {"optimizer", "type", K_ENUM, F(optim.type), "sgd", 0, 0, optim_choices},
+    {"optimizer", "preset", K_ENUM, F(preset), "none", 0, 0, preset_choices},
     {"optimizer", "learning_rate", K_DOUBLE, F(optim.learning_rate), "0.01", 1e-12, 1e6, NULL},
     {"optimizer", "momentum", K_DOUBLE, F(optim.momentum), "0.9", 0, 0.9999, NULL},
     {"optimizer", "momentum_schedule", K_ENUM, F(optim.momentum_schedule), "fixed", 0, 0,
@@ -145,6 +148,20 @@ static const struct key keys[] = {
 };
 #undef F
 #define N_KEYS (sizeof keys / sizeof *keys)
+
+/* optimizer.preset = kfac3: Martens' KFAC3 constants (REFERENCE.md §2-§5) for every
+ * [optimizer] key that is the algorithm's rather than the problem's; λ0, η, the curvature
+ * variant, the layers and the batch schedule stay the configuration's. */
+static const struct {
+    const char *name, *value;
+} kfac3_preset[] = {
+    {"fisher", "sampled"},     {"stats_fraction", "0.125"}, {"model_fraction", "1"},
+    {"stats_decay", "0.95"},   {"lambda_min", "0"},         {"lambda_every", "5"},
+    {"start", "paper"},        {"gamma", "0"},              {"gamma_min", "0"},
+    {"gamma_max", "1"},        {"gamma_every", "20"},       {"gamma_rule", "model"},
+    {"inverse_every", "20"},   {"pi", "trace"},             {"step", "model"},
+    {"use_momentum", "true"},
+};
 
 static const struct key *find_key(const char *section, const char *name)
 {
@@ -302,6 +319,28 @@ static int set_value(struct kfac_config *c, const struct key *k, const char *val
     }
     }
     return 0;
+}
+
+static const struct key *preset_key(void)
+{
+    return find_key("optimizer", "preset");
+}
+
+/* Gives the keys of c's preset their preset values, except those that keep[] marks
+ * (indexed like keys[]; NULL: none). */
+static void apply_preset(struct kfac_config *c, const unsigned char *keep)
+{
+    if (c->preset != KFAC_PRESET_KFAC3)
+        return;
+    for (size_t i = 0; i < sizeof kfac3_preset / sizeof *kfac3_preset; i++) {
+        const struct key *k = find_key("optimizer", kfac3_preset[i].name);
+        if (!k)
+            abort(); /* a preset naming no key is a bug in its table */
+        if (keep && keep[k - keys])
+            continue;
+        if (set_value(c, k, kfac3_preset[i].value, NULL))
+            abort(); /* as is a value out of the key's range */
+    }
 }
 
 int kfac_parse_injection(const char *spec, long *at, long *times)
@@ -470,6 +509,8 @@ int kfac_config_load(struct kfac_config *c, const char *path)
                           path, rc);
     if (rc < 0)
         return kfac_error(KFAC_EIO, "%s: cannot be parsed (out of memory)", path);
+    if (p.seen[preset_key() - keys])
+        apply_preset(c, p.seen); /* the file's own keys win, wherever they stand in it */
     return 0;
 }
 
@@ -499,6 +540,8 @@ int kfac_config_set(struct kfac_config *c, const char *assignment)
     }
     if (set_value(c, k, eq + 1, NULL))
         return kfac_error(KFAC_EINVAL, "--set: %s", kfac_last_error());
+    if (k == preset_key())
+        apply_preset(c, NULL); /* over the file; a later --set wins over it */
     return 0;
 }
 
@@ -573,6 +616,10 @@ int kfac_config_validate(const struct kfac_config *c)
         !c->data.target_columns)
         return kfac_error(KFAC_EINVAL, "data.test needs data.test_targets for this task");
     const struct kfac_optim_opts *o = &c->optim;
+    if (c->preset != KFAC_PRESET_NONE && o->type != KFAC_OPTIM_KFAC)
+        return kfac_error(KFAC_EINVAL, "optimizer.preset = %s sets K-FAC's constants, but "
+                                       "optimizer.type is %s: set optimizer.type = kfac",
+                          preset_choices[c->preset], optim_choices[o->type]);
     if (o->type == KFAC_OPTIM_KFAC) {
         double gamma = kfac_gamma_start(o);
         double gamma_min = kfac_gamma_min(o);
@@ -662,7 +709,7 @@ char *kfac_config_identity(const struct kfac_config *c)
     if (!f)
         kfac_out_of_memory(0);
     for (size_t i = 0; i < N_KEYS; i++)
-        if (!run_control(&keys[i])) {
+        if (!run_control(&keys[i]) && &keys[i] != preset_key()) { /* its keys speak for it */
             fprintf(f, "%s.", keys[i].section);
             print_value(&keys[i], c, f);
         }

@@ -64,8 +64,9 @@ if [ "$(col1 "$WORK/bench/curves-paper.tsv" rho)" = nan ] &&
 else
     not_ok "the kfac variant warms λ up from iteration 1, the paper variant does not"
 fi
-# The paper variant runs KFAC3's constants: its first α (the model on the whole batch, not
-# the configuration's quarter of it) is that of a run given them by hand.
+# The paper variant runs KFAC3's constants (optimizer.preset = kfac3): its first α (the
+# model on the whole batch, not the configuration's quarter of it) is that of a run given
+# the two keys in which the configuration differs from them by hand.
 for fraction in 1 0.25; do
     "$KFAC" -q -f --log "$WORK/paper-$fraction.tsv" --set train.iterations=1 \
         --set log.eval_every=25 \

@@ -174,6 +174,58 @@ START_TEST(kfac_defaults_are_the_reference_constants)
 }
 END_TEST
 
+/* optimizer.preset = kfac3 gives the algorithm's keys KFAC3's constants: under the keys a
+ * file gives itself (wherever they stand), over the file from the command line, and under
+ * a later --set. It leaves λ0 alone, is not in the identity, and is K-FAC's only. */
+START_TEST(kfac3_preset_sets_the_paper_constants)
+{
+    struct kfac_config c, d;
+    ck_assert_int_eq(load_text(&c, "preset.ini",
+                               "[optimizer]\ntype = kfac\nmodel_fraction = 0.25\nlambda = 1\n"
+                               "preset = kfac3\nstats_fraction = 0.5\ngamma_max = 2\n"),
+                     0);
+    const struct kfac_optim_opts *o = &c.optim;
+    ck_assert_int_eq(c.preset, KFAC_PRESET_KFAC3);
+    ck_assert_int_eq(o->start, KFAC_START_PAPER);
+    ck_assert_double_eq(o->model_fraction, 0.25);
+    ck_assert_double_eq(o->stats_fraction, 0.5);
+    ck_assert_double_eq(o->gamma_max, 2);
+    ck_assert_double_eq(o->lambda, 1);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.lambda_every=3"), 0);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.preset=kfac3"), 0);
+    ck_assert_double_eq(o->model_fraction, 1);
+    ck_assert_double_eq(o->stats_fraction, 0.125);
+    ck_assert_double_eq(o->gamma_max, 1);
+    ck_assert_int_eq(o->lambda_every, 5);
+    ck_assert_double_eq(o->lambda, 1); /* λ0 is the problem's */
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.model_fraction=0.5"), 0);
+    ck_assert_double_eq(o->model_fraction, 0.5);
+
+    /* The same run as the two keys that differ from the defaults, given by hand. */
+    ck_assert_int_eq(load_text(&d, "by-hand.ini",
+                               "[optimizer]\ntype = kfac\nlambda = 1\nstart = paper\n"
+                               "model_fraction = 0.5\n"),
+                     0);
+    char *a = kfac_config_identity(&c), *b = kfac_config_identity(&d);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.preset=cheap"), KFAC_EINVAL);
+    expect_message("expected one of none, kfac3");
+    kfac_config_free(&c);
+    kfac_config_free(&d);
+
+    kfac_config_defaults(&c);
+    kfac_config_set(&c, "data.train=x.idx");
+    kfac_config_set(&c, "model.layers=4-2:logistic");
+    ck_assert_int_eq(kfac_config_validate(&c), 0);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.preset=kfac3"), 0);
+    ck_assert_int_eq(kfac_config_validate(&c), KFAC_EINVAL);
+    expect_message("optimizer.preset = kfac3 sets K-FAC's constants, but optimizer.type is sgd");
+    kfac_config_free(&c);
+}
+END_TEST
+
 START_TEST(print_then_load_is_identity)
 {
     struct kfac_config c, d;
@@ -266,6 +318,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, validation);
     tcase_add_test(tc, print_then_load_is_identity);
     tcase_add_test(tc, kfac_defaults_are_the_reference_constants);
+    tcase_add_test(tc, kfac3_preset_sets_the_paper_constants);
     tcase_add_test(tc, study_batch_sizes_parse);
     tcase_add_test(tc, identity_leaves_out_the_run_control_keys);
     suite_add_tcase(s, tc);

@@ -189,6 +189,24 @@ expect_status 0 "the paper's start" -- "$KFAC" -q --log "$WORK/paper.tsv" --set 
      $r != "nan" { printf "%s ", $1 } END { printf "%s", $g }' "$WORK/paper.tsv")" = "5 10 12.24745" ] &&
     ok "reports rho every 5 iterations from the first, gamma from sqrt(150)" ||
     not_ok "reports rho every 5 iterations from the first, gamma from sqrt(150)"
+# optimizer.preset = kfac3 over a file that differs from KFAC3 in three keys runs the
+# paper's start above, number for number (the clocks aside).
+sed 's/^\[optimizer\]$/&\ntype = kfac\nstart = warmup\nmodel_fraction = 0.25\ngamma_max = 5/' \
+    "$WORK/ae.ini" >"$WORK/not-kfac3.ini"
+expect_status 0 "the kfac3 preset" -- "$KFAC" -q --log "$WORK/preset.tsv" \
+    --set optimizer.preset=kfac3 --set train.batch_size=50 --set train.iterations=12 \
+    "$WORK/not-kfac3.ini"
+no_clocks() {
+    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) keep[i] = $i != "seconds" && $i !~ /^t_/ }
+                 { s = ""; for (i = 1; i <= NF; i++) if (keep[i]) s = s $i "\t"; print s }' "$1"
+}
+[ -s "$WORK/preset.tsv" ] &&
+    [ "$(no_clocks "$WORK/preset.tsv")" = "$(no_clocks "$WORK/paper.tsv")" ] &&
+    ok "it runs KFAC3's constants: the same log as the paper's start" ||
+    not_ok "it runs KFAC3's constants: the same log as the paper's start"
+expect_status 2 "the preset on SGD is refused" -- "$KFAC" -n --set optimizer.type=sgd \
+    --set optimizer.preset=kfac3 "$WORK/ae.ini"
+expect_grep "$WORK/err" "optimizer.preset = kfac3 sets K-FAC's constants" "and says why"
 # K-FAC with K-FOC factors.
 expect_status 0 "a K-FOC run succeeds" -- "$KFAC" -q --log "$WORK/kfoc.tsv" --set optimizer.type=kfac \
     --set optimizer.curvature=kfoc --set optimizer.lambda=1 --set train.batch_size=50 \

@@ -15,6 +15,8 @@
 #include <stdio.h>
 
 enum kfac_progress { KFAC_PROGRESS_AUTO, KFAC_PROGRESS_ON, KFAC_PROGRESS_OFF };
+/* optimizer.preset: none, or Martens' KFAC3 constants for the algorithm's keys. */
+enum kfac_preset { KFAC_PRESET_NONE, KFAC_PRESET_KFAC3 };
 
 struct kfac_config {
     struct kfac_data_opts data;      /* [data] */
@@ -23,6 +25,7 @@ struct kfac_config {
     int init;                        /* enum kfac_init */
     int sparse_connections;
     struct kfac_optim_opts optim;    /* [optimizer] */
+    int preset;                      /* enum kfac_preset, applied to optim's keys as read */
     long iterations;                 /* [train] */
     int batch_size;                  /* m, or m_1 under the exponential schedule */
     int batch_schedule;              /* enum kfac_schedule */
@@ -69,10 +72,12 @@ int kfac_parse_batch_sizes(const char *spec, int *sizes, int max, int *n);
 /* Fills every key with its default. */
 void kfac_config_defaults(struct kfac_config *c);
 
-/* Reads an INI file over the current values. Errors read "FILE:LINE: what was wrong". */
+/* Reads an INI file over the current values. Errors read "FILE:LINE: what was wrong".
+ * An optimizer.preset in the file sets its keys except those the file gives itself. */
 int kfac_config_load(struct kfac_config *c, const char *path);
 
-/* Applies one "section.key=value" override. */
+/* Applies one "section.key=value" override; optimizer.preset sets its keys over what was
+ * there, so an override after it wins. */
 int kfac_config_set(struct kfac_config *c, const char *assignment);
 
 /* train.inject_nan's "K", "K:N" or "K:all": iteration K ≥ 1 and N ≥ 1 tries (LONG_MAX for
