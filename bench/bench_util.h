@@ -46,19 +46,23 @@ static inline float *bench_mnist_inputs(int m, struct kfac_rng *rng)
 
 /* A leading "--device DEVICE" in argv (train.device's names): the backend it selects, with
  * *argc and *argv moved past it; else the CPU's. Exits with status 2 and the reason when
- * the device cannot be had. */
+ * the device cannot be had, and warns (on stderr) when the backend runs far below its speed. */
 static inline const struct kfac_backend *bench_device(const char *prog, int *argc, char ***argv)
 {
-    if (*argc < 3 || strcmp((*argv)[1], "--device") != 0)
-        return kfac_backend_cpu();
-    const struct kfac_backend *be;
-    if (kfac_backend_select((*argv)[2], "--device", &be)) {
-        fprintf(stderr, "%s: %s\n", prog, kfac_last_error());
-        exit(2);
+    const struct kfac_backend *be = kfac_backend_cpu();
+    if (*argc >= 3 && strcmp((*argv)[1], "--device") == 0) {
+        if (kfac_backend_select((*argv)[2], "--device", &be)) {
+            fprintf(stderr, "%s: %s\n", prog, kfac_last_error());
+            exit(2);
+        }
+        (*argv)[2] = (*argv)[0];
+        *argv += 2;
+        *argc -= 2;
     }
-    (*argv)[2] = (*argv)[0];
-    *argv += 2;
-    *argc -= 2;
+    /* A ratio measured on kernels far below the machine's is no figure of the machine. */
+    const char *why = be->speed_warning ? be->speed_warning() : NULL;
+    if (why)
+        fprintf(stderr, "%s: warning: %s\n", prog, why);
     return be;
 }
 

@@ -3,6 +3,7 @@
  * (0 success, 1 run-time failure, 2 usage, configuration or data error).
  */
 #include "config.h"
+#include "kfac/backend.h"
 #include "kfac/comm.h"
 #include "kfac/config.h"
 #include "kfac/file.h"
@@ -33,7 +34,7 @@ static void usage(FILE *f)
         "                               - for standard output; default: CONFIG's name with\n"
         "                               .tsv in the working directory, or a numbered one)\n"
         "  -f, --force                  replace an existing log file\n"
-        "  -q, --quiet                  no progress line and no summary\n"
+        "  -q, --quiet                  no progress line, no summary and no warning\n"
         "  -n, --dry-run                print the resolved configuration, the model and the\n"
         "                               memory the run needs, then exit\n"
         "  -r, --resume FILE            continue the run a checkpoint holds (its log is appended)\n"
@@ -84,6 +85,17 @@ static int ranks_failed(int rc, int code, const char *context, int *status)
 }
 
 /* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
+/* Says, once, when the run's backend is set up to run far below its speed (an error in
+ * selecting it is left to the run, which reports it). */
+static void warn_speed(const char *device)
+{
+    const struct kfac_backend *be;
+    const char *why;
+    if (device && !kfac_backend_select(device, "train.device", &be) && be->speed_warning &&
+        (why = be->speed_warning()))
+        fprintf(stderr, "kfac-train: warning: %s\n", why);
+}
+
 static void add_set(char ***sets, int *n, const char *key, const char *value)
 {
     char *s = kfac_xasprintf("%s%s%s", key ? key : "", key ? "=" : "", value);
@@ -167,7 +179,8 @@ static int run(int argc, char **argv)
         case 'R': opts.force_resume = 1; break;
         case 'h': usage(stdout); goto done;
         case 'V':
-            printf("kfac-train %s\nbackends: %s\n", PACKAGE_VERSION, kfac_backends_built());
+            printf("kfac-train %s\nbackends: %s\nblas: %s\n", PACKAGE_VERSION,
+                   kfac_backends_built(), kfac_backend_cpu()->library());
             if (kfac_comm_library())
                 printf("mpi: %s\n", kfac_comm_library());
             goto done;
@@ -192,6 +205,8 @@ static int run(int argc, char **argv)
             if (kfac_config_set(&cfg, sets[i]))
                 status = fail(EXIT_USAGE, NULL);
     }
+    if (!status && !opts.quiet && comm.rank == 0)
+        warn_speed(cfg.device);
     /* The log: "-" is standard output; none given, a file named after the run (training
      * only: a study's table goes to standard output unless named). */
     if (!status && cfg.log_file && strcmp(cfg.log_file, "-") == 0) {

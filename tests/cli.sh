@@ -27,6 +27,23 @@ expect_status 0 "--version exits 0" -- "$KFAC" --version
 expect_grep "$WORK/out" "^kfac-train [0-9]" "--version prints the version"
 expect_grep "$WORK/out" "^backends: cpu" "and the backends built"
 cp "$WORK/out" "$WORK/version"
+expect_grep "$WORK/version" "^blas: OpenBLAS [0-9]" "and the BLAS library with its build"
+# OpenBLAS's SSE-only kernels on a CPU with AVX2 and FMA (forced here through the variable
+# that chooses them, as a CPU OpenBLAS does not know chooses them itself): a warning that
+# names the variable to set, unless --quiet; none with the kernels the CPU deserves.
+if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo &&
+   OPENBLAS_CORETYPE=Prescott "$KFAC" --version | grep -q '^blas: .* Prescott '; then
+    OPENBLAS_CORETYPE=Prescott "$KFAC" -n "$WORK/ae.ini" >/dev/null 2>"$WORK/err"
+    warning="^kfac-train: warning: OpenBLAS runs its Prescott kernels (SSE only)"
+    expect_grep "$WORK/err" "$warning.*set OPENBLAS_CORETYPE=\(Haswell\|SkylakeX\) in" \
+        "OpenBLAS's SSE kernels on an AVX2 CPU are named, with the fix"
+    OPENBLAS_CORETYPE=Prescott "$KFAC" -q -n "$WORK/ae.ini" >/dev/null 2>"$WORK/err"
+    [ ! -s "$WORK/err" ] && ok "not with --quiet" || not_ok "not with --quiet"
+    OPENBLAS_CORETYPE=Haswell "$KFAC" -n "$WORK/ae.ini" >/dev/null 2>"$WORK/err"
+    ! grep -q warning "$WORK/err" && ok "nor with AVX2 kernels" || not_ok "nor with AVX2 kernels"
+else
+    echo "# no AVX2 and FMA, or an OpenBLAS that keeps its kernels: no kernel warning to check"
+fi
 expect_status 2 "no configuration is a usage error" -- "$KFAC"
 expect_grep "$WORK/err" "missing CONFIG.ini" "the missing argument is named"
 expect_status 2 "an unknown option is a usage error" -- "$KFAC" --frobnicate "$WORK/ae.ini"

@@ -39,6 +39,12 @@ struct kfac_backend {
     /* The threads the backend's kernels use (0: the library's default). */
     void (*set_threads)(int n);
     int (*threads)(void);
+    /* The library that does the arithmetic, as it describes its build (the CPU: OpenBLAS's
+     * version, options and the kernels it chose). */
+    const char *(*library)(void);
+    /* A sentence on a setup that costs the backend much of its speed and that the user can
+     * change, for a warning; NULL when there is none. */
+    const char *(*speed_warning)(void);
 
     /* C (m × n) = α op(A) op(B) + β C, op(X) = X or Xᵀ (ta, tb: KFAC_TRANS or not);
      * A is m × k after op, B k × n after op. */
