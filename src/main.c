@@ -84,18 +84,16 @@ static int ranks_failed(int rc, int code, const char *context, int *status)
     return 1;
 }
 
-/* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
-/* Says, once, when the run's backend is set up to run far below its speed (an error in
- * selecting it is left to the run, which reports it). */
-static void warn_speed(const char *device)
+/* Says, once, when OpenBLAS runs far below the CPU's speed. Every backend does part of its
+ * work there, so the CPU backend answers for all, and no device is started to ask. */
+static void warn_speed(void)
 {
-    const struct kfac_backend *be;
-    const char *why;
-    if (device && !kfac_backend_select(device, "train.device", &be) && be->speed_warning &&
-        (why = be->speed_warning()))
+    const char *why = kfac_backend_cpu()->speed_warning();
+    if (why)
         fprintf(stderr, "kfac-train: warning: %s\n", why);
 }
 
+/* Queues the override "key=value" (or value alone, already in that form, when key is NULL). */
 static void add_set(char ***sets, int *n, const char *key, const char *value)
 {
     char *s = kfac_xasprintf("%s%s%s", key ? key : "", key ? "=" : "", value);
@@ -206,7 +204,7 @@ static int run(int argc, char **argv)
                 status = fail(EXIT_USAGE, NULL);
     }
     if (!status && !opts.quiet && comm.rank == 0)
-        warn_speed(cfg.device);
+        warn_speed();
     /* The log: "-" is standard output; none given, a file named after the run (training
      * only: a study's table goes to standard output unless named). */
     if (!status && cfg.log_file && strcmp(cfg.log_file, "-") == 0) {
