@@ -59,6 +59,13 @@ double kfac_objective_each(struct kfac_net *net, enum kfac_loss loss, double l2,
     return objective(net, loss, l2, b, 1, each, ctx);
 }
 
+double kfac_lambda_min(const struct kfac_optim_opts *o)
+{
+    if (o->lambda_min > 0)
+        return o->lambda_min;
+    return o->l2 < KFAC_DAMPING_MIN ? KFAC_DAMPING_MIN - o->l2 : 0.0;
+}
+
 double kfac_gamma_min(const struct kfac_optim_opts *o)
 {
     if (o->gamma_min > 0)

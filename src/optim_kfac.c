@@ -35,7 +35,7 @@ struct kfac {
     struct kfac_optim base;
     struct kfac_curvature *curv;
     struct kfac_rng rng;       /* sampled targets */
-    double lambda, gamma, gamma_min;
+    double lambda, lambda_min, gamma, gamma_min;
     double kfoc_cases;         /* cases in K-FOC's running mean (kfoc_average = running) */
     int have_prev;             /* prev holds the previous step δ₀ */
     int warm;                  /* λ's warm-up has not ended (start = warmup) */
@@ -417,10 +417,10 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         figures[COL_RHO] = rho;
         if (s->warm) {
             s->lambda = kfac_lm_lambda_warmup(s->lambda, rho, op->lambda_warmup, op->lambda_every,
-                                              op->lambda_min, &s->warm);
+                                              s->lambda_min, &s->warm);
             s->warm = s->warm && k < op->lambda_warmup_max;
         } else
-            s->lambda = kfac_lm_lambda(s->lambda, rho, op->lambda_every, op->lambda_min);
+            s->lambda = kfac_lm_lambda(s->lambda, rho, op->lambda_every, s->lambda_min);
     }
     if (op->use_momentum) {
         float *t = s->prev;
@@ -531,6 +531,7 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     s->lambda = opts->lambda;
     s->warm = opts->start == KFAC_START_WARMUP && opts->lambda_every > 0;
     s->gamma = kfac_gamma_start(opts);
+    s->lambda_min = kfac_lambda_min(opts);
     s->gamma_min = kfac_gamma_min(opts);
     size_t n = net->n_params, jn = (size_t)s->chunk * (size_t)net->d_out;
     for (int i = 0; i < (opts->gamma_every > 0 ? 3 : 1); i++)

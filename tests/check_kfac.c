@@ -39,7 +39,7 @@ struct twin {
     double A[TL][TW * TW], G[TL][TW * TW], XA[TL][TW * TW], XG[TL][TW * TW]; /* running */
     double Ad[TL][TW * TW], Gd[TL][TW * TW], XAd[TL][TW * TW], XGd[TL][TW * TW]; /* decomposed */
     double pi[TL];
-    double lambda, gamma, gamma_min;
+    double lambda, lambda_min, gamma, gamma_min;
     double prev[TP];
     int have_prev;
     int warm; /* λ's warm-up is on */
@@ -83,6 +83,7 @@ static void twin_init(struct twin *t, const struct kfac_net *net, enum kfac_loss
     t->tri = o->curvature == KFAC_CURVATURE_TRIDIAGONAL;
     t->lambda = o->lambda;
     t->warm = o->start == KFAC_START_WARMUP && o->lambda_every > 0;
+    t->lambda_min = o->lambda_min > 0 ? o->lambda_min : fmax(1e-6 - o->l2, 0);
     t->gamma_min = o->gamma_min > 0 ? o->gamma_min : o->l2 > 0 ? sqrt(o->l2) : 1e-4;
     t->gamma = o->gamma > 0 ? o->gamma : sqrt(o->lambda + o->l2);
     if (o->gamma <= 0 && o->start == KFAC_START_WARMUP) /* γ0 kept in [γ_min, γ_max] */
@@ -487,7 +488,7 @@ static void twin_iteration(struct twin *t, const float *params, const struct kfa
             t->lambda /= w;
         else if (out->rho > 0.75)
             t->lambda *= w;
-        t->lambda = fmax(t->lambda, o->lambda_min);
+        t->lambda = fmax(t->lambda, t->lambda_min);
     }
     out->lambda = t->lambda;
     if (o->use_momentum) {
@@ -866,6 +867,15 @@ START_TEST(gamma_candidates_by_hand)
     ck_assert_double_eq(kfac_gamma_min(&o), KFAC_GAMMA_MIN_NO_L2);
     o.gamma_min = 3e-3;
     ck_assert_double_eq(kfac_gamma_min(&o), 3e-3);
+    /* λ_min's default keeps λ + η at 1e-6 or more; an explicit one wins. */
+    ck_assert_double_eq(kfac_lambda_min(&o), KFAC_DAMPING_MIN);
+    ck_assert_double_eq(KFAC_DAMPING_MIN, 1e-6);
+    o.l2 = 4e-7;
+    ck_assert_double_eq_tol(kfac_lambda_min(&o), 6e-7, 1e-20);
+    o.l2 = 1e-5;
+    ck_assert_double_eq(kfac_lambda_min(&o), 0);
+    o.lambda_min = 1e-9;
+    ck_assert_double_eq(kfac_lambda_min(&o), 1e-9);
 }
 END_TEST
 
@@ -1121,7 +1131,7 @@ END_TEST
 
 /* A softmax classifier without L2 on separable data, 1500 iterations: the outputs saturate,
  * G vanishes, and γ, tried every 20 iterations, keeps falling; its floor keeps every step
- * finite. */
+ * finite. ρ stays above 3/4, so λ falls too, to its floor and no further. */
 START_TEST(long_classifier_run_stays_finite)
 {
     enum { MC = 64, D = 4, K = 3 };
@@ -1141,12 +1151,14 @@ START_TEST(long_classifier_run_stays_finite)
     o.stats_fraction = 1;
     struct kfac_optim *opt;
     ck_assert_int_eq(kfac_optim_new(&o, net, KFAC_LOSS_SOFTMAX, &r, &opt), 0);
-    double fig[16], h = 0, gamma_low = INFINITY;
+    double fig[16], h = 0, gamma_low = INFINITY, lambda_low = INFINITY;
     for (long k = 1; k <= 1500; k++) {
         ck_assert_msg(opt->ops->step(opt, &b, k, &h, fig) == 0, "%s", kfac_last_error());
+        lambda_low = fmin(lambda_low, fig[0]);
         gamma_low = fmin(gamma_low, fig[1]);
     }
     ck_assert_double_ge(gamma_low, KFAC_GAMMA_MIN_NO_L2);
+    ck_assert_double_eq(lambda_low, KFAC_DAMPING_MIN); /* reached, and held */
     ck_assert_double_lt(h, 1e-2);
     kfac_optim_free(opt);
     kfac_net_free(net);
