@@ -13,9 +13,9 @@
  * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
  * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
  * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's GEMMs
- * against the backend's sgemm on a square product (--device: the device's), and what one
- * forward-mode pass over both of the model's tangents could save: its products with W
- * timed as two calls of ⌈τ2 m⌉ rows and as one of both stacked.
+ * against the backend's sgemm on a square product (--device: the device's), and, where
+ * 2⌈τ2 m⌉ ≤ m, the model's forward-mode passes for its two tangents timed one at a time
+ * and stacked in one pass, as the optimiser runs them.
  *
  *   bench/bench_kfac [--device DEVICE] [MODEL_FRACTION [PERIODS [BATCH...]]]
  * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
@@ -66,39 +66,26 @@ static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, lon
     return total / (double)iters;
 }
 
-/* Best seconds of `repeats` rounds of the model's products that share W across tangents
- * (r_in (rows × k) · Wᵀ for every layer but the first, whose input does not vary), for two
- * tangents of mq cases: two calls of mq rows each, or one call of both stacked (2 mq rows). */
-static double shared_w_gemms(const struct kfac_backend *be, const struct kfac_net *net, int mq,
-                             int stacked, int repeats)
+/* Best seconds of `repeats` rounds of the quadratic model's forward-mode passes for two
+ * tangents over the first mq cases X (mq × d_in; 2 mq ≤ the network's max_batch): one pass
+ * each, or one pass of both stacked, as the optimiser runs them. */
+static double model_passes(struct kfac_net *net, const float *X, int mq, int stacked,
+                           int repeats)
 {
-    int most = 1;
-    for (int i = 0; i < net->n_blocks; i++) {
-        int k = net->blocks[i]->d_in + 1, d = net->blocks[i]->d_out;
-        most = k > most ? k : most;
-        most = d > most ? d : most;
-    }
-    size_t size = (size_t)2 * mq * most;
-    float *R = kfac_floats_new(size), *S = kfac_floats_new(size);
-    for (size_t j = 0; j < size; j++)
-        R[j] = (float)(j % 11) * 0.01f;
+    const float *V[2] = {net->params, net->grads}; /* two directions of the right size */
+    kfac_net_forward(net, mq, X);
     double best = 1e30;
     for (int r = 0; r < repeats + 1; r++) {
         double t = kfac_log_clock();
-        for (int i = 1; i < net->n_blocks; i++) {
-            const struct kfac_layer *l = net->blocks[i];
-            int k = l->d_in + 1;
-            for (int c = 0; c < (stacked ? 1 : 2); c++)
-                be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, stacked ? 2 * mq : mq, l->d_out, k, 1.0f,
-                          R + (size_t)c * mq * k, k, l->W, k, 0.0f, S + (size_t)c * mq * l->d_out,
-                          l->d_out);
-        }
+        if (stacked)
+            kfac_net_jvp(net, mq, 2, V);
+        else
+            for (int i = 0; i < 2; i++)
+                kfac_net_jvp(net, mq, 1, V + i);
         t = kfac_log_clock() - t;
         if (r > 0 && t < best) /* the first round warms up the thread pool */
             best = t;
     }
-    kfac_floats_free(R);
-    kfac_floats_free(S);
     return best;
 }
 
@@ -201,15 +188,16 @@ int main(int argc, char **argv)
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
                "the backend's sgemm's %.1f (2000^3)\n",
                m, rate, rate / sgemm_rate, sgemm_rate);
-        /* What one forward-mode pass over both tangents could save: only the products with
-         * W can share a call (each tangent has its own V in ā Vᵀ). */
+        /* What stacking the model's two tangents into one forward-mode pass saves. */
         int mq = kfac_fraction_cases(tau2, m);
-        double apart = shared_w_gemms(be, net, mq, 0, 5), joint = shared_w_gemms(be, net, mq, 1, 5);
-        printf("# batch %d: the model's products with W for its two tangents of %d cases take "
-               "%.2f ms as two calls, %.2f ms as one stacked call: stacking saves at most %.2f ms "
-               "(%.1f%% of t_model)\n",
-               m, mq, apart * 1e3, joint * 1e3, (apart - joint) * 1e3,
-               100 * (apart - joint) / per[0][3]);
+        if (2 * mq <= m) {
+            double apart = model_passes(net, X, mq, 0, 5), joint = model_passes(net, X, mq, 1, 5);
+            printf("# batch %d: the model's forward-mode passes for its two tangents of %d "
+                   "cases take %.2f ms one at a time, %.2f ms stacked in one pass: %.2f ms "
+                   "saved (%.1f%% of t_model)\n",
+                   m, mq, apart * 1e3, joint * 1e3, (apart - joint) * 1e3,
+                   100 * (apart - joint) / per[0][3]);
+        }
         fflush(stdout);
         kfac_floats_free(X);
         kfac_net_free(net);

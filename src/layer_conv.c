@@ -238,17 +238,20 @@ static void conv_backward(struct kfac_layer *l, int m, float scale, float *dW, f
     l->be->col2im(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->col, l->d_in, din, ld_din);
 }
 
-/* r_s (m·n_pos × d_out) = ā Vᵀ + patches(r_in) · W[:, :d_in]ᵀ (the patches in col once
- * patch_product() is done with it). */
-static void conv_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+/* For each tangent t < n_tan, its m·n_pos rows of r_s = ā V[t]ᵀ + patches(its m cases of
+ * r_in) · W[:, :d_in]ᵀ: the patches of every tangent in col (once patch_product() is done
+ * with it) and one product with W. */
+static void conv_jvp(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                     int input_varies)
 {
     int k = l->d_in + 1, rows = m * l->n_pos;
-    patch_product(l, rows, V, l->r_s);
+    for (int t = 0; t < n_tan; t++)
+        patch_product(l, rows, V[t], l->r_s + (size_t)t * rows * l->d_out);
     if (input_varies) {
-        l->be->im2col(m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->r_in, l->ld_in, l->col,
-                      l->d_in);
-        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, rows, l->d_out, l->d_in, 1.0f, l->col, l->d_in,
-                     l->W, k, 1.0f, l->r_s, l->d_out);
+        l->be->im2col(n_tan * m, &l->in_shape, l->kh, l->kw, l->stride, l->pad, l->r_in,
+                      l->ld_in, l->col, l->d_in);
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, n_tan * rows, l->d_out, l->d_in, 1.0f, l->col,
+                     l->d_in, l->W, k, 1.0f, l->r_s, l->d_out);
     }
 }
 

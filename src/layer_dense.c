@@ -29,15 +29,19 @@ static void dense_backward(struct kfac_layer *l, int m, float scale, float *dW, 
                      k, 0.0f, din, ld_din);
 }
 
-/* r_s (m × d_out) = r_in (m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · Vᵀ. */
-static void dense_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+/* For each tangent t < n_tan, rows [t·m, (t+1)·m) of r_s (n_tan·m × d_out) = the same rows
+ * of r_in (n_tan·m × (d_in+1)) · Wᵀ + ā (m × (d_in+1)) · V[t]ᵀ: the products with W in one
+ * call over every tangent. */
+static void dense_jvp(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                      int input_varies)
 {
     int k = l->d_in + 1;
-    l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->abar, k, V, k, 0.0f, l->r_s,
-                 l->d_out);
+    for (int t = 0; t < n_tan; t++)
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->abar, k, V[t], k, 0.0f,
+                     l->r_s + (size_t)t * m * l->d_out, l->d_out);
     if (input_varies)
-        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, m, l->d_out, k, 1.0f, l->r_in, k, l->W, k, 1.0f,
-                     l->r_s, l->d_out);
+        l->be->sgemm(KFAC_NO_TRANS, KFAC_TRANS, n_tan * m, l->d_out, k, 1.0f, l->r_in, k, l->W, k,
+                     1.0f, l->r_s, l->d_out);
 }
 
 /* ā is the input buffer itself, its last column ones (r_in's stays 0). */

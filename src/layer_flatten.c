@@ -20,10 +20,11 @@ static void flatten_backward(struct kfac_layer *l, int m, float scale, float *dW
         kfac_mat_copy(m, l->in_size, l->g, l->out_size, din, ld_din);
 }
 
-static void flatten_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+static void flatten_jvp(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                        int input_varies)
 {
     (void)V, (void)input_varies;
-    kfac_mat_copy(m, l->in_size, l->r_in, l->ld_in, l->r_s, l->out_size);
+    kfac_mat_copy(n_tan * m, l->in_size, l->r_in, l->ld_in, l->r_s, l->out_size);
 }
 
 const struct kfac_layer_ops kfac_flatten_ops = {

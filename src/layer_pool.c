@@ -173,14 +173,17 @@ static void maxpool_backward(struct kfac_layer *l, int m, float scale, float *dW
                                  ld_din);
 }
 
-/* r_s = r_in at each window's maximum (zero when the input does not vary). */
-static void maxpool_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+/* r_s = r_in at each window's maximum, tangent by tangent (n_tan blocks of m rows, the
+ * maxima those of the m cases); zero when the input does not vary. */
+static void maxpool_jvp(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                        int input_varies)
 {
     (void)V;
-    if (input_varies)
-        l->be->pool_gather(m, l->out_size, l->r_in, l->ld_in, l->argmax, l->r_s);
-    else
-        l->be->sfill((size_t)m * l->out_size, 0.0f, l->r_s);
+    for (int t = 0; input_varies && t < n_tan; t++)
+        l->be->pool_gather(m, l->out_size, l->r_in + (size_t)t * m * l->ld_in, l->ld_in,
+                           l->argmax, l->r_s + (size_t)t * m * l->out_size);
+    if (!input_varies)
+        l->be->sfill((size_t)n_tan * m * l->out_size, 0.0f, l->r_s);
 }
 
 static void avgpool_forward(struct kfac_layer *l, int m)
@@ -198,13 +201,16 @@ static void avgpool_backward(struct kfac_layer *l, int m, float scale, float *dW
         l->be->pool_mean_backward(m, &l->in_shape, l->kh, l->kw, l->stride, l->g, din, ld_din);
 }
 
-static void avgpool_jvp(struct kfac_layer *l, int m, const float *V, int input_varies)
+/* r_s = the window means of r_in, every tangent's rows in one call. */
+static void avgpool_jvp(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                        int input_varies)
 {
     (void)V;
     if (input_varies)
-        l->be->pool_mean(m, &l->in_shape, l->kh, l->kw, l->stride, l->r_in, l->ld_in, l->r_s);
+        l->be->pool_mean(n_tan * m, &l->in_shape, l->kh, l->kw, l->stride, l->r_in, l->ld_in,
+                         l->r_s);
     else
-        l->be->sfill((size_t)m * l->out_size, 0.0f, l->r_s);
+        l->be->sfill((size_t)n_tan * m * l->out_size, 0.0f, l->r_s);
 }
 
 /* Where each maximum came from: one int per output value. */

@@ -574,17 +574,24 @@ void kfac_net_backward(struct kfac_net *net, int m, float scale, enum kfac_grads
     }
 }
 
-const float *kfac_net_jvp(struct kfac_net *net, int m, const float *V)
+const float *kfac_net_jvp(struct kfac_net *net, int m, int n_tan, const float *const *V)
 {
-    const float *v = V;
+    enum { MOST = 8 }; /* the model takes at most 4: δ₀ and three γ's Δ */
+    const float *v[MOST];
+    if (n_tan < 1 || n_tan > MOST || (size_t)n_tan * m > (size_t)net->max_batch)
+        abort(); /* a caller's bug: the buffers do not hold them */
+    memcpy(v, V, (size_t)n_tan * sizeof *v);
     int first = net->blocks[0]->index;
     for (int i = first; i < net->n_layers; i++) {
         struct kfac_layer *l = &net->layers[i];
-        l->ops->jvp(l, m, v, i > first);
-        v += l->n_params;
-        if (i < net->n_layers - 1)
-            net->be->activation_derivative_mul(l->act, m, l->out_size, l->out, l->ld_out, l->r_s,
-                                               l->out_size, l->r_out, l->ld_out);
+        l->ops->jvp(l, m, n_tan, v, i > first);
+        for (int t = 0; t < n_tan; t++)
+            v[t] += l->n_params;
+        for (int t = 0; i < net->n_layers - 1 && t < n_tan; t++)
+            net->be->activation_derivative_mul(l->act, m, l->out_size, l->out, l->ld_out,
+                                               l->r_s + (size_t)t * m * l->out_size,
+                                               l->out_size,
+                                               l->r_out + (size_t)t * m * l->ld_out, l->ld_out);
     }
     return net->layers[net->n_layers - 1].r_s;
 }

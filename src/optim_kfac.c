@@ -238,28 +238,45 @@ static int update_curvature(struct kfac *s, struct stats_pass *p, long k, double
  * chunk and over the ranks, for the n_gamma proposals s->delta: sums[i] = Σ (JΔ_i)ᵀ F_R
  * (JΔ_i), sums[n_gamma + i] = Σ (JΔ_i)ᵀ F_R (Jδ₀) and sums[2 n_gamma] = Σ (Jδ₀)ᵀ F_R (Jδ₀)
  * (the last ones zero before a first step). One forward pass per chunk serves every
- * tangent; one call sums the ranks'. */
+ * tangent, and one forward-mode pass as many tangents as the buffers hold side by side
+ * (all n_tan when n_tan times the chunk's model cases fit in a chunk: an ordinary
+ * iteration's two for τ2 ≤ 1/2, a γ trial's four for τ2 ≤ 1/4, when the batch is one
+ * chunk); one call sums the ranks'. */
 static void model_sums(struct kfac *s, const struct kfac_batch *b, int mq, int n_gamma,
                        double *sums)
 {
     struct kfac_net *net = s->base.net;
     enum kfac_loss loss = s->base.loss;
-    int chunk = s->chunk, mine = kfac_batch_share(b, mq);
+    int chunk = s->chunk, mine = kfac_batch_share(b, mq), d = net->d_out;
     double *dd = sums, *dp = sums + n_gamma, *pp = sums + 2 * n_gamma;
+    const float *tangents[4]; /* δ₀ first, when there is one, then each Δ */
+    int n_tan = 0, p = s->have_prev;
+    if (p)
+        tangents[n_tan++] = s->prev;
+    for (int i = 0; i < n_gamma; i++)
+        tangents[n_tan++] = s->delta[i];
     memset(sums, 0, (size_t)(2 * n_gamma + 1) * sizeof *sums);
     for (int first = 0; first < mine; first += chunk) {
-        int mc = mine - first < chunk ? mine - first : chunk;
+        int mc = mine - first < chunk ? mine - first : chunk, per = chunk / mc;
         hold(s, b, first, mc);
-        if (s->have_prev) {
-            const float *j = kfac_net_jvp(net, mc, s->prev);
-            memcpy(s->j_prev, j, (size_t)mc * net->d_out * sizeof *j);
-            *pp += fisher_sum(net, loss, mc, s->j_prev, s->j_prev, s->scratch);
-        }
-        for (int i = 0; i < n_gamma; i++) {
-            const float *j = kfac_net_jvp(net, mc, s->delta[i]);
-            dd[i] += fisher_sum(net, loss, mc, j, j, s->scratch);
-            if (s->have_prev)
-                dp[i] += fisher_sum(net, loss, mc, j, s->j_prev, s->scratch);
+        const float *j_prev = s->j_prev;
+        for (int t0 = 0; t0 < n_tan; t0 += per) {
+            int nt = n_tan - t0 < per ? n_tan - t0 : per;
+            const float *J = kfac_net_jvp(net, mc, nt, tangents + t0);
+            for (int t = t0; t < t0 + nt; t++) {
+                const float *j = J + (size_t)(t - t0) * mc * d;
+                if (p && t == 0) { /* kept for the Δ of later passes */
+                    if (nt < n_tan)
+                        memcpy(s->j_prev, j, (size_t)mc * d * sizeof *j);
+                    else
+                        j_prev = j;
+                    *pp += fisher_sum(net, loss, mc, j, j, s->scratch);
+                    continue;
+                }
+                dd[t - p] += fisher_sum(net, loss, mc, j, j, s->scratch);
+                if (p)
+                    dp[t - p] += fisher_sum(net, loss, mc, j, j_prev, s->scratch);
+            }
         }
     }
     kfac_comm_sum_doubles(net->comm, KFAC_COMM_SCALARS, sums, (size_t)(2 * n_gamma + 1));

@@ -85,7 +85,8 @@ START_TEST(dense_backward_and_jvp_match_loops)
         Rin[c * k + din] = 0;
         memcpy(l->r_in + c * k, Rin + c * k, (size_t)k * sizeof(float));
     }
-    l->ops->jvp(l, m, V, 1);
+    const float *Vs[1] = {V};
+    l->ops->jvp(l, m, 1, Vs, 1);
     for (int c = 0; c < m; c++)
         for (int o = 0; o < dout; o++) {
             double want = 0;

@@ -1,8 +1,8 @@
 /*
  * check_net.c: whole-network gradients (every hidden activation, every loss, with L2)
  * and forward-mode J·v against finite differences, for dense and for convolutional
- * networks (strides, padding, both poolings, a convolution as the output); layer spec
- * parsing and its errors.
+ * networks (strides, padding, both poolings, a convolution as the output), and several
+ * tangents in one pass against one at a time; layer spec parsing and its errors.
  */
 #include "kfac/mat.h"
 #include "kfac/net.h"
@@ -79,7 +79,7 @@ START_TEST(jvp_by_finite_differences)
     fill_uniform(V, np, &r, -1, 1);
     memcpy(theta, net->params, np * sizeof *theta);
     kfac_net_forward(net, M, X);
-    memcpy(Jv, kfac_net_jvp(net, M, V), sizeof Jv);
+    memcpy(Jv, kfac_net_jvp(net, M, 1, (const float *[]){V}), sizeof Jv);
     float h = 1e-3f;
     for (size_t i = 0; i < np; i++)
         net->params[i] = theta[i] + h * V[i];
@@ -159,7 +159,7 @@ START_TEST(conv_jvp_by_finite_differences)
     fill_uniform(V, np, &r, -1, 1);
     memcpy(theta, net->params, np * sizeof *theta);
     kfac_net_forward(net, M, X);
-    memcpy(Jv, kfac_net_jvp(net, M, V), no * sizeof *Jv);
+    memcpy(Jv, kfac_net_jvp(net, M, 1, (const float *[]){V}), no * sizeof *Jv);
     float h = conv_nets[_i].smooth ? 1e-3f : 1e-4f;
     for (size_t i = 0; i < np; i++)
         net->params[i] = theta[i] + h * V[i];
@@ -177,6 +177,35 @@ START_TEST(conv_jvp_by_finite_differences)
     kfac_floats_free(Jv);
     kfac_floats_free(up);
     kfac_floats_free(down);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* Three tangents in one forward-mode pass give each one's J·v alone: the stacked rows
+ * take the m cases' activations and maxima, never rows of their own. */
+START_TEST(stacked_jvp_matches_each_tangent)
+{
+    enum { T = 3 };
+    const char *spec = _i < 4 ? conv_nets[_i].spec : "6-5:tanh-4:logistic-3:linear";
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 500 + (uint64_t)_i);
+    struct kfac_net *net = spec_net(spec, T * M, &r);
+    size_t np = net->n_params, no = (size_t)M * net->d_out;
+    float *X = kfac_floats_new((size_t)M * net->d_in), *V[T], *each = kfac_floats_new(T * no);
+    fill_uniform(X, (size_t)M * net->d_in, &r, -1, 1);
+    kfac_net_forward(net, M, X);
+    for (int t = 0; t < T; t++) {
+        V[t] = kfac_floats_new(np);
+        fill_uniform(V[t], np, &r, -1, 1);
+        memcpy(each + t * no, kfac_net_jvp(net, M, 1, (const float *[]){V[t]}), no * sizeof *each);
+    }
+    const float *stacked = kfac_net_jvp(net, M, T, (const float *const *)V);
+    for (size_t i = 0; i < T * no; i++)
+        ck_assert_close(stacked[i], each[i], 1e-5);
+    for (int t = 0; t < T; t++)
+        kfac_floats_free(V[t]);
+    kfac_floats_free(X);
+    kfac_floats_free(each);
     kfac_net_free(net);
 }
 END_TEST
@@ -325,6 +354,7 @@ static Suite *net_suite(void)
     tcase_add_loop_test(tc, jvp_by_finite_differences, 0, 3);
     tcase_add_loop_test(tc, conv_gradient_by_finite_differences, 0, 4);
     tcase_add_loop_test(tc, conv_jvp_by_finite_differences, 0, 4);
+    tcase_add_loop_test(tc, stacked_jvp_matches_each_tangent, 0, 5);
     tcase_add_test(tc, parse_and_format_layers);
     tcase_add_test(tc, parse_and_build_lenet);
     suite_add_tcase(s, tc);

@@ -184,8 +184,8 @@ START_TEST(fisher_products_match_dense_finite_differences)
         const double damping = 0.37; /* λ + η */
         double want = dense_model_product(net, losses[t], MC, X, v, w, damping);
         kfac_net_forward(net, MC, X);
-        memcpy(jv, kfac_net_jvp(net, MC, v), sizeof jv);
-        const float *jw = kfac_net_jvp(net, MC, w);
+        memcpy(jv, kfac_net_jvp(net, MC, 1, (const float *[]){v}), sizeof jv);
+        const float *jw = kfac_net_jvp(net, MC, 1, (const float *[]){w});
         double got = kfac_fisher_dot(net, losses[t], MC, jv, jw, scratch) +
                      damping * kfac_dot(net->n_params, v, w);
         ck_assert_msg(fabs(got - want) <= 1e-3 * fabs(want), "%s: %.7g from J·v, %.7g dense",

@@ -94,9 +94,12 @@ struct kfac_layer_ops {
      * for the input, when din is not NULL. */
     void (*backward)(struct kfac_layer *l, int m, float scale, float *dW, float beta, float *din,
                      int ld_din);
-    /* Forward mode: r_s = ∂s/∂in · r_in + ∂s/∂W · V for a direction V (d_out × (d_in+1)).
-     * When input_varies is 0 the input does not depend on the parameters and r_in is unused. */
-    void (*jvp)(struct kfac_layer *l, int m, const float *V, int input_varies);
+    /* Forward mode for n_tan directions V[t] (d_out × (d_in+1) each) after a forward pass of
+     * m cases, n_tan·m ≤ max_batch: rows [t·m, (t+1)·m) of r_s = ∂s/∂in · (the same rows of
+     * r_in) + ∂s/∂W · V[t]. When input_varies is 0 the input does not depend on the
+     * parameters and r_in is unused. */
+    void (*jvp)(struct kfac_layer *l, int m, int n_tan, const float *const *V,
+                int input_varies);
 };
 
 struct kfac_layer {

@@ -117,8 +117,10 @@ enum kfac_grads {
  * gradient block as `grads` says. */
 void kfac_net_backward(struct kfac_net *net, int m, float scale, enum kfac_grads grads);
 
-/* Forward-mode pass after a forward pass of the same m cases: J·V at the output
- * pre-activations for a parameter direction V (n_params), returned (m × d_out). */
-const float *kfac_net_jvp(struct kfac_net *net, int m, const float *V);
+/* Forward-mode pass after a forward pass of the same m cases, for n_tan parameter
+ * directions V[t] (n_params each) at once, n_tan·m ≤ max_batch: J·V[t] at the output
+ * pre-activations, returned as rows [t·m, (t+1)·m) of an (n_tan·m × d_out) array. Where the
+ * directions share W (its products with each layer's input tangent) one call serves all. */
+const float *kfac_net_jvp(struct kfac_net *net, int m, int n_tan, const float *const *V);
 
 #endif
