@@ -8,6 +8,7 @@
 #include "kfac/status.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static double objective(struct kfac_net *net, enum kfac_loss loss, double l2,
@@ -91,8 +92,14 @@ double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
     return mu < o->momentum ? mu : o->momentum;
 }
 
-int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what)
+int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what,
+                      double *sumsq)
 {
+    /* A float's square is below 1.2e77, so n of them cannot overflow a double: the sum is
+     * NaN or infinite only for a NaN or an infinity among them. */
+    *sumsq = kfac_sumsq(net->n_params, v);
+    if (isfinite(*sumsq))
+        return 0;
     for (int i = 0; i < net->n_blocks; i++) {
         const struct kfac_layer *l = net->blocks[i];
         if (!kfac_all_finite(l->n_params, v + (l->W - net->params)))
@@ -101,7 +108,7 @@ int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const 
                               "parameters were left unchanged",
                               k, what, l->index + 1);
     }
-    return 0;
+    abort(); /* a non-finite sum of finite blocks: the blocks do not cover v */
 }
 
 /* 1 when rows m × n (leading dimension ld) of x are all finite. */

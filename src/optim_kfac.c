@@ -379,7 +379,8 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         s->rng = before.rng; /* the targets' key is drawn again */
         return kfac_objective_error(net, b, k);
     }
-    rc = kfac_check_finite(net, net->grads, k, "gradient");
+    double grad_sq, step_sq;
+    rc = kfac_check_finite(net, net->grads, k, "gradient", &grad_sq);
     if (rc || (rc = update_curvature(s, &stats, k, figures)))
         return undo(s, rc, &before);
 
@@ -424,7 +425,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         }
     }
     figures[COL_T_MODEL] += kfac_log_clock() - t0;
-    if ((rc = kfac_check_finite(net, s->best, k, "step")))
+    if ((rc = kfac_check_finite(net, s->best, k, "step", &step_sq)))
         return undo(s, rc, &before);
     net->be->saxpy((int)n, 1.0f, s->best, net->params);
 
@@ -451,8 +452,8 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     figures[COL_ALPHA] = alpha;
     figures[COL_MU] = mu;
     figures[COL_MODEL] = change;
-    figures[COL_STEP] = sqrt(kfac_sumsq(n, s->have_prev ? s->prev : s->best));
-    figures[COL_GRAD] = sqrt(kfac_sumsq(n, net->grads));
+    figures[COL_STEP] = sqrt(step_sq);
+    figures[COL_GRAD] = sqrt(grad_sq);
     return 0;
 }
 

@@ -30,7 +30,8 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     memcpy(s->theta, net->params, (size_t)n * sizeof(float));
     net->be->saxpy(n, mu, s->velocity, net->params);
     double h = kfac_objective(net, o->loss, o->opts.l2, b, 1);
-    int rc = isfinite(h) ? kfac_check_finite(net, net->grads, k, "gradient")
+    double grad_sq;
+    int rc = isfinite(h) ? kfac_check_finite(net, net->grads, k, "gradient", &grad_sq)
                          : kfac_objective_error(net, b, k);
     if (rc) {
         memcpy(net->params, s->theta, (size_t)n * sizeof(float));
@@ -43,7 +44,7 @@ static int sgd_step(struct kfac_optim *o, const struct kfac_batch *b, long k, do
     *objective = h;
     figures[0] = lr;
     figures[1] = mu;
-    figures[2] = sqrt(kfac_sumsq((size_t)n, net->grads));
+    figures[2] = sqrt(grad_sq);
     figures[3] = sqrt(kfac_sumsq((size_t)n, s->velocity));
     return 0;
 }

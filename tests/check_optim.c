@@ -105,12 +105,20 @@ START_TEST(non_finite_never_reaches_the_parameters)
     ck_assert(strstr(kfac_last_error(), "iteration 17: the objective is not finite: the batch's "
                                         "targets are not"));
     ck_assert_mem_eq(before, net->params, net->n_params * sizeof *before);
-    /* The gradient check names the layer. */
-    memset(net->grads, 0, net->n_params * sizeof *net->grads);
-    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient"), 0);
+    /* The gradient check gives the sum of squares, and names the layer of a failure. */
+    double sq = -1, want = 0;
+    for (size_t i = 0; i < net->n_params; i++) {
+        net->grads[i] = (float)(i % 7) - 3.0f;
+        want += (double)net->grads[i] * net->grads[i];
+    }
+    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient", &sq), 0);
+    ck_assert_close(sq, want, 1e-12);
     net->layers[1].dW[2] = INFINITY;
-    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient"), KFAC_ENUMERIC);
+    ck_assert_int_eq(kfac_check_finite(net, net->grads, 3, "gradient", &sq), KFAC_ENUMERIC);
     ck_assert(strstr(kfac_last_error(), "iteration 3: the gradient of layer 2"));
+    net->layers[0].dW[0] = NAN;
+    ck_assert_int_eq(kfac_check_finite(net, net->grads, 4, "step", &sq), KFAC_ENUMERIC);
+    ck_assert(strstr(kfac_last_error(), "iteration 4: the step of layer 1"));
     kfac_floats_free(before);
     kfac_optim_free(opt);
     kfac_net_free(net);

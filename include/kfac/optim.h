@@ -186,8 +186,11 @@ int kfac_optim_n_columns(const struct kfac_optim *o);
 
 /* KFAC_ENUMERIC with a message naming the iteration, `what` ("gradient", "step") and the
  * first layer whose block of v (n_params, laid out as net->params) is not finite, or 0
- * when all of v is finite. */
-int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what);
+ * when all of v is finite, with its sum of squares in *sumsq: one pass over v decides
+ * (its sum of squares is finite exactly when every element is), a second one only finds
+ * the layer. */
+int kfac_check_finite(const struct kfac_net *net, const float *v, long k, const char *what,
+                      double *sumsq);
 
 /* KFAC_ENUMERIC for a non-finite objective of batch b at iteration k: the message names
  * what went first: the batch's inputs, a layer's outputs (found by running the forward
