@@ -67,9 +67,9 @@ else
     not_ok "MNIST's kfac variant warms λ up from iteration 1; its paper variant and CURVES do not"
 fi
 # The paper variant runs KFAC3's constants (optimizer.preset = kfac3): its first α (the
-# model on the whole batch, not the configuration's quarter of it) is that of a run given
+# model on the whole batch, not the configuration's eighth of it) is that of a run given
 # the two keys in which the configuration differs from them by hand.
-for fraction in 1 0.25; do
+for fraction in 1 0.125; do
     "$KFAC" -q -f --log "$WORK/paper-$fraction.tsv" --set train.iterations=1 \
         --set log.eval_every=25 \
         --set data.train="$D/curves/curves-train-images-idx3-ubyte.gz" \
@@ -78,7 +78,7 @@ for fraction in 1 0.25; do
 done
 a_bench=$(col1 "$WORK/bench/curves-paper.tsv" alpha)
 if [ "$a_bench" = "$(col1 "$WORK/paper-1.tsv" alpha)" ] &&
-   [ "$a_bench" != "$(col1 "$WORK/paper-0.25.tsv" alpha)" ]; then
+   [ "$a_bench" != "$(col1 "$WORK/paper-0.125.tsv" alpha)" ]; then
     ok "the paper variant takes the model on the whole batch"
 else
     not_ok "the paper variant takes the model on the whole batch (alpha $a_bench)"
