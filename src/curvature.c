@@ -345,6 +345,11 @@ void kfac_curvature_rollback(struct kfac_curvature *c)
     c->kept = 0;
 }
 
+void kfac_curvature_commit(struct kfac_curvature *c)
+{
+    c->kept = 0;
+}
+
 /* Σ X_jj and ‖X‖_F of X (n × n). */
 static double trace(int n, const double *X)
 {

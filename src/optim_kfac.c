@@ -428,6 +428,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     if ((rc = kfac_check_finite(net, s->best, k, "step", &step_sq)))
         return undo(s, rc, &before);
     net->be->saxpy((int)n, 1.0f, s->best, net->params);
+    kfac_curvature_commit(s->curv); /* the step is taken: a later failure keeps its factors */
 
     if (op->lambda_every > 0 && (s->warm || k % op->lambda_every == 0)) {
         double h_new = kfac_objective(net, o->loss, op->l2, b, 0);

@@ -281,8 +281,13 @@ int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k);
  * (and cross factor) is again what it was before it, to the bit. For an iteration whose
  * step failed after its statistics were merged, so that a retry merges its own batch
  * once. The decomposition is not undone: the retry of the same iteration redoes it when
- * it is due. Does nothing unless an update came since the last rollback. */
+ * it is due. Does nothing unless an update came since the last rollback or commit. */
 void kfac_curvature_rollback(struct kfac_curvature *c);
+
+/* The last update stands: until the next one, kfac_curvature_rollback() does nothing. For
+ * an iteration whose step succeeded, so that a later attempt that fails before its own
+ * update does not undo this one. */
+void kfac_curvature_commit(struct kfac_curvature *c);
 
 /* K-FOC in place of the statistics (the optimiser's curvature = kfoc): for each layer, the
  * Frobenius-optimal factors L_p ⊗ R_p of the mini-batch's Fisher block (1/m) Σ (ā āᵀ) ⊗ (g gᵀ)
