@@ -3,6 +3,7 @@
  */
 #include "kfac/mat.h"
 #include "kfac/status.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,23 +24,42 @@ void kfac_floats_free(float *p)
     free(p);
 }
 
-void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out)
+/* kfac_dots() for k products, k a constant where it is inlined: eight independent
+ * accumulators per product, which the compiler vectorises and keeps in registers, so the
+ * sums do not wait on one addition's latency per element. */
+static inline __attribute__((always_inline)) void dots_of(size_t n, const float *x, int k,
+                                                          const float *const *ys, double *out)
 {
-    /* Eight independent accumulators per product: the compiler vectorises them, and the
-     * sums do not wait on one addition's latency per element. */
     double acc[KFAC_DOTS_MAX][8] = {{0}};
+    const float *y[KFAC_DOTS_MAX];
+    for (int d = 0; d < k; d++)
+        y[d] = ys[d];
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int d = 0; d < k; d++)
             for (int j = 0; j < 8; j++)
-                acc[d][j] += (double)x[i + j] * ys[d][i + j];
+                acc[d][j] += (double)x[i + j] * y[d][i + j];
     for (int d = 0; d < k; d++) {
         double s = 0;
         for (size_t t = i; t < n; t++)
-            s += (double)x[t] * ys[d][t];
+            s += (double)x[t] * y[d][t];
         for (int j = 0; j < 8; j++)
             s += acc[d][j];
         out[d] = s;
+    }
+}
+
+_Static_assert(KFAC_DOTS_MAX == 4, "kfac_dots() has a case for each k");
+
+KFAC_VECTOR_KERNEL
+void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out)
+{
+    switch (k) {
+    case 1: dots_of(n, x, 1, ys, out); break;
+    case 2: dots_of(n, x, 2, ys, out); break;
+    case 3: dots_of(n, x, 3, ys, out); break;
+    case 4: dots_of(n, x, 4, ys, out); break;
+    default: break; /* k outside 1 … KFAC_DOTS_MAX: mat.h */
     }
 }
 
@@ -55,6 +75,7 @@ double kfac_sumsq(size_t n, const float *x)
     return kfac_dot(n, x, x);
 }
 
+KFAC_VECTOR_KERNEL
 int kfac_all_finite(size_t n, const float *x)
 {
     /* x·0 is 0 for finite x and NaN for ±inf or NaN: a branch-free test per block, with
