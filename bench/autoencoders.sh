@@ -144,13 +144,14 @@ echo "# training error (squared error per case); SGD's final error is each probl
 column -t -s "$(printf '\t')" "$out/summary.tsv" 2>/dev/null || cat "$out/summary.tsv"
 
 # Time to error: the first evaluation at or below each level, in seconds and in SGD
-# iterations of the MNIST autoencoder at batch 1000 (bench_kfac's second column).
+# iterations of the MNIST autoencoder at batch 1000 (bench_kfac's second column: the
+# median of three rounds).
 if [ -n "$levels" ]; then
     if [ -z "$unit" ] && [ "$report_only" = 1 ] && [ -r "$out/sgd-iteration.txt" ]; then
         unit=$(cat "$out/sgd-iteration.txt")
     elif [ -z "$unit" ]; then
         [ -x "$top/bench/bench_kfac" ] || { echo "$name: -t needs bench/bench_kfac (make bench) or -u" >&2; exit 2; }
-        unit=$("$top/bench/bench_kfac" 1 1 1000 | awk '$1 == 1000 { print $2; exit }')
+        unit=$("$top/bench/bench_kfac" 0.125 3 1000 | awk '$1 == 1000 { print $2; exit }')
     fi
     is_number "$unit" || { echo "$name: no SGD iteration time (bench/bench_kfac printed '$unit')" >&2; exit 2; }
     echo "$unit" >"$out/sgd-iteration.txt"

@@ -2,12 +2,15 @@
  * bench_kfac.c: the cost of a K-FAC iteration relative to an SGD iteration at the same
  * batch size on the MNIST deep autoencoder (784-1000-500-250-30-250-500-1000-784,
  * Bernoulli output, sparse initialisation), both measured in this run. K-FAC is timed
- * over whole periods of T3 iterations, so the eigendecompositions (k mod T3 = 0), the γ
- * trials (k mod T2 = 0) and the ρ evaluations (k mod T1 = 0) are amortised as in
- * training; iterations 1–3, which always decompose, are run first and not timed.
- * Prints, per batch size, the mean seconds per iteration of each, their ratio (target
- * ≤ 2.0) and K-FAC's breakdown: gradient, statistics, inversions, preconditioning, the
- * quadratic model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
+ * over whole periods of T3 iterations, so the inversions (k mod T3 = 0), the γ trials
+ * (k mod T2 = 0) and the ρ evaluations (k mod T1 = 0) are amortised as in training;
+ * iterations 1–3, which always decompose, are run first and not timed. The two are timed
+ * in interleaved rounds (20 SGD iterations, then one K-FAC period, each on its own copy of
+ * the network), so that a change in the machine's load falls on both alike; each round
+ * gives a ratio. Prints, per batch size, the median seconds per iteration of each, the
+ * median ratio over the rounds with its least and greatest (target ≤ 2.0), and K-FAC's
+ * breakdown (means): gradient, statistics, inversions, preconditioning, the quadratic
+ * model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
  * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
  * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
  * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
@@ -17,8 +20,9 @@
  * 2⌈τ2 m⌉ ≤ m, the model's forward-mode passes for its two tangents timed one at a time
  * and stacked in one pass, as the optimiser runs them.
  *
- *   bench/bench_kfac [--device DEVICE] [MODEL_FRACTION [PERIODS [BATCH...]]]
- * defaults: τ2 = 1, 1 period of T3 = 20 iterations, batches 1000 and 4000.
+ *   bench/bench_kfac [--device DEVICE] [MODEL_FRACTION [ROUNDS [BATCH...]]]
+ * defaults: τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds, batches 1000 and
+ * 4000.
  */
 #include "kfac/log.h"
 #include "kfac/mat.h"
@@ -29,6 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { PERIOD = 20, /* T3 = T2 = 20: one inversion and one γ trial per period */
+       MAX_ROUNDS = 100 };
 
 /* The index of a named column of o's figures (it must exist). */
 static int column(const struct kfac_optim *o, const char *name)
@@ -41,7 +48,7 @@ static int column(const struct kfac_optim *o, const char *name)
 
 /* Mean seconds per iteration of `iters` steps from k0 on; figures summed into sums. */
 static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, long iters,
-                  double *sums, double *grad_time)
+                  double *sums)
 {
     int n_cols = kfac_optim_n_columns(o);
     double *fig = calloc((size_t)n_cols, sizeof *fig), h, total = 0;
@@ -56,14 +63,31 @@ static double run(struct kfac_optim *o, const struct kfac_batch *b, long k0, lon
             sums[i] += fig[i];
     }
     free(fig);
-    /* The gradient pass on its own, for the breakdown. */
-    if (grad_time) {
-        double t = kfac_log_clock();
-        for (long k = 0; k < iters; k++)
-            kfac_objective(o->net, o->loss, o->opts.l2, b, 1);
-        *grad_time = (kfac_log_clock() - t) / (double)iters;
-    }
     return total / (double)iters;
+}
+
+/* Mean seconds of the gradient pass on its own (objective and gradient), for the breakdown. */
+static double gradient_pass(const struct kfac_optim *o, const struct kfac_batch *b, long iters)
+{
+    double t = kfac_log_clock();
+    for (long k = 0; k < iters; k++)
+        kfac_objective(o->net, o->loss, o->opts.l2, b, 1);
+    return (kfac_log_clock() - t) / (double)iters;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of x[0 … n) (n ≤ MAX_ROUNDS), x itself left as it was. */
+static double median(const double *x, int n)
+{
+    double s[MAX_ROUNDS];
+    memcpy(s, x, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, by_value);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
 /* Best seconds of `repeats` rounds of the quadratic model's forward-mode passes for two
@@ -92,12 +116,13 @@ static double model_passes(struct kfac_net *net, const float *X, int mq, int sta
 int main(int argc, char **argv)
 {
     const struct kfac_backend *be = bench_device("bench_kfac", &argc, &argv);
-    double tau2 = argc > 1 ? atof(argv[1]) : 1.0;
-    int periods = argc > 2 ? atoi(argv[2]) : 1;
+    double tau2 = argc > 1 ? atof(argv[1]) : 0.125;
+    int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int default_batches[] = {1000, 4000}, n_batches = argc > 3 ? argc - 3 : 2;
-    if (tau2 <= 0 || tau2 > 1 || periods < 1) {
-        fprintf(stderr,
-                "usage: bench_kfac [--device DEVICE] [MODEL_FRACTION [PERIODS [BATCH...]]]\n");
+    if (tau2 <= 0 || tau2 > 1 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "usage: bench_kfac [--device DEVICE] [MODEL_FRACTION [ROUNDS [BATCH...]]]"
+                        " (0 < MODEL_FRACTION <= 1, 1 <= ROUNDS <= %d)\n",
+                MAX_ROUNDS);
         return 2;
     }
     struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = 1e-3, .momentum = 0.9,
@@ -108,8 +133,8 @@ int main(int argc, char **argv)
         .lambda = 150, .gamma_max = 1, .use_momentum = 1, .kfoc_max_iter = KFAC_KFOC_MAX_ITER,
         .kfoc_tol = KFAC_KFOC_TOL};
     printf("# K-FAC against SGD (Nesterov) per iteration on %s, MNIST autoencoder, tau2 = %g, "
-           "amortised over %d x T3 = 20 iterations\n",
-           be->name, tau2, periods);
+           "%d interleaved rounds of %d SGD iterations and one K-FAC period of T3 = %d\n",
+           be->name, tau2, rounds, PERIOD, PERIOD);
     /* The floor the exact-Fisher model sets: two forward-mode passes (J·Δ and J·δ₀) on τ2·m
      * cases against one gradient pass (forward, dW, and din for all but the first layer). */
     struct kfac_net *shape = bench_mnist_autoencoder(1);
@@ -124,57 +149,78 @@ int main(int argc, char **argv)
            "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
            2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
     double sgemm_rate = bench_sgemm_gflops(be, 2000, 3);
-    printf("%-6s %9s %9s %6s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s %8s %8s "
-           "%8s\n",
-           "batch", "sgd_s", "kfac_s", "ratio", "grad", "stats", "inverse", "precond", "model",
-           "rest", "kfoc_s", "/kfac", "stats", "power", "tri_s", "/kfac", "stats", "inverse",
-           "precond");
+    printf("%-6s %9s %9s %6s %5s %5s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s "
+           "%8s %8s %8s\n",
+           "batch", "sgd_s", "kfac_s", "ratio", "least", "most", "grad", "stats", "inverse",
+           "precond", "model", "rest", "kfoc_s", "/kfac", "stats", "power", "tri_s", "/kfac",
+           "stats", "inverse", "precond");
     for (int bi = 0; bi < n_batches; bi++) {
         int m = argc > 3 ? atoi(argv[3 + bi]) : default_batches[bi];
         if (m < 1) {
             fprintf(stderr, "bench_kfac: batch sizes must be positive\n");
             return 2;
         }
-        struct kfac_net *net = bench_mnist_autoencoder(m);
+        /* SGD on a network of its own, so that its rounds leave K-FAC's trajectory alone. */
+        struct kfac_net *net = bench_mnist_autoencoder(m), *net_sgd = bench_mnist_autoencoder(m);
         kfac_net_set_backend(net, be);
+        kfac_net_set_backend(net_sgd, be);
         struct kfac_rng rng;
         kfac_rng_seed(&rng, 2);
         float *X = bench_mnist_inputs(m, &rng);
         struct kfac_batch b = {.m = m, .x = X, .t = X};
-        long iters = 20L * periods;
 
-        struct kfac_optim *o;
-        kfac_optim_new(&sgd, net, KFAC_LOSS_BERNOULLI, &rng, &o);
-        run(o, &b, 1, 3, NULL, NULL); /* warm-up */
-        double t_sgd = run(o, &b, 4, iters, NULL, NULL);
-        kfac_optim_free(o);
+        struct kfac_optim *o, *o_sgd;
+        kfac_optim_new(&sgd, net_sgd, KFAC_LOSS_BERNOULLI, &rng, &o_sgd);
+        run(o_sgd, &b, 1, 3, NULL); /* warm-up */
 
-        /* K-FAC, K-FOC and block-tridiagonal K-FAC, each from the same start. */
+        /* K-FAC in rounds beside SGD; then K-FOC and block-tridiagonal K-FAC over one
+         * period each, from the same start. k = 4 … 23 (and each later period) contains one
+         * k mod 20 = 0 iteration, like any 20 consecutive ones. */
         static const int variants[3] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_KFOC,
                                         KFAC_CURVATURE_TRIDIAGONAL};
-        double t_opt[3], per[3][8], t_grad;
+        double t_opt[3], per[3][8], t_grad = 0, t_sgd[MAX_ROUNDS], t_kfac[MAX_ROUNDS];
+        double ratio[MAX_ROUNDS], kfac_mean = 0;
         for (int v = 0; v < 3; v++) {
             kf.curvature = variants[v];
             kfac_rng_seed(&rng, 3);
             kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
             kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
-            int n_cols = kfac_optim_n_columns(o);
+            int n_cols = kfac_optim_n_columns(o), n_rounds = v ? 1 : rounds;
             double *sums = calloc((size_t)n_cols, sizeof *sums);
-            run(o, &b, 1, 3, NULL, NULL);
-            /* k = 4 … 23 contains one k mod 20 = 0 iteration, like any 20 consecutive ones. */
-            t_opt[v] = run(o, &b, 4, iters, sums, v ? NULL : &t_grad);
+            run(o, &b, 1, 3, NULL);
+            if (v == 0) {
+                for (int r = 0; r < rounds; r++) {
+                    t_sgd[r] = run(o_sgd, &b, 4 + (long)PERIOD * r, PERIOD, NULL);
+                    t_kfac[r] = run(o, &b, 4 + (long)PERIOD * r, PERIOD, sums);
+                    ratio[r] = t_kfac[r] / t_sgd[r];
+                    kfac_mean += t_kfac[r] / rounds;
+                }
+                t_grad = gradient_pass(o, &b, PERIOD);
+                t_opt[0] = median(t_kfac, rounds);
+            } else {
+                t_opt[v] = run(o, &b, 4, PERIOD, sums);
+            }
             int c = column(o, "t_stats");
             for (int j = 0; j < 4; j++) /* stats, inverse, precond, model */
-                per[v][j] = sums[c + j] / iters;
-            per[v][4] = v == 1 ? sums[column(o, "kfoc_iterations")] / iters : 0;
+                per[v][j] = sums[c + j] / ((double)PERIOD * n_rounds);
+            per[v][4] = v == 1 ? sums[column(o, "kfoc_iterations")] / PERIOD : 0;
             free(sums);
             kfac_optim_free(o);
         }
-        printf("%-6d %9.4f %9.4f %6.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f %6.2f %8.4f "
-               "%7.1f | %9.4f %6.2f %8.4f %8.4f %8.4f\n",
-               m, t_sgd, t_opt[0], t_opt[0] / t_sgd, t_grad, per[0][0], per[0][1], per[0][2],
-               per[0][3], t_opt[0] - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3],
-               t_opt[1], t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
+        kfac_optim_free(o_sgd);
+        kfac_net_free(net_sgd);
+        double least = ratio[0], most = ratio[0];
+        for (int r = 1; r < rounds; r++) {
+            least = ratio[r] < least ? ratio[r] : least;
+            most = ratio[r] > most ? ratio[r] : most;
+        }
+        /* The breakdown is of the mean K-FAC iteration; "rest" is what it leaves of it. */
+        printf("%-6d %9.4f %9.4f %6.2f %5.2f %5.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f "
+               "%6.2f %8.4f %7.1f | %9.4f %6.2f %8.4f %8.4f %8.4f\n",
+               m, median(t_sgd, rounds), t_opt[0], median(ratio, rounds), least, most, t_grad,
+               per[0][0], per[0][1], per[0][2], per[0][3],
+               kfac_mean - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3], t_opt[1],
+               t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
                per[2][0], per[2][1], per[2][2]);
         /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
          * ·(Ā + γπ I)⁻¹, in float, 2 (n_g² n_a + n_g n_a²) flops; one call an iteration and
