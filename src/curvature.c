@@ -86,6 +86,80 @@ void kfac_curvature_use_cholesky(struct kfac_curvature *c)
     c->eig_w = kfac_xmalloc((size_t)max_n * sizeof *c->eig_w);
 }
 
+void kfac_curvature_keep_inverses(struct kfac_curvature *c, int n_spare)
+{
+    if ((c->variant && c->variant->invert) || c->n_spare)
+        return;
+    c->n_spare = n_spare < KFAC_SPARE_INVERSES ? n_spare : KFAC_SPARE_INVERSES;
+    for (int i = c->own_lo; i < c->own_hi; i++) {
+        struct kfac_factors *f = &c->f[i];
+        for (int j = 0; j < c->n_spare; j++) {
+            f->A_spare[j] = kfac_floats_new((size_t)f->n_a * f->n_a);
+            f->G_spare[j] = kfac_floats_new((size_t)f->n_g * f->n_g);
+        }
+    }
+}
+
+double kfac_curvature_spare_bytes(const struct kfac_net *net, int n_spare)
+{
+    double floats = 0;
+    for (int i = 0; i < net->n_blocks; i++) {
+        double na = net->blocks[i]->d_in + 1.0, ng = net->blocks[i]->d_out;
+        floats += na * na + ng * ng;
+    }
+    return floats * (n_spare < KFAC_SPARE_INVERSES ? n_spare : KFAC_SPARE_INVERSES) *
+           sizeof(float);
+}
+
+/* A new decomposition: no inverse, current or kept, is valid for it. */
+static void forget_inverses(struct kfac_curvature *c)
+{
+    c->inv_gamma = 0;
+    for (int j = 0; j < c->n_spare; j++)
+        c->spare_gamma[j] = 0;
+}
+
+/* Swaps the current inverses with spare set j (this rank's layers), γ included. */
+static void swap_spare(struct kfac_curvature *c, int j)
+{
+    for (int i = c->own_lo; i < c->own_hi; i++) {
+        struct kfac_factors *f = &c->f[i];
+        float *t = f->A_inv;
+        f->A_inv = f->A_spare[j];
+        f->A_spare[j] = t;
+        t = f->G_inv;
+        f->G_inv = f->G_spare[j];
+        f->G_spare[j] = t;
+    }
+    double g = c->inv_gamma;
+    c->inv_gamma = c->spare_gamma[j];
+    c->spare_gamma[j] = g;
+}
+
+/* Makes the kept inverses of γ current if there are any (returns 1); else keeps the current
+ * ones (if valid) in a free spare set, or in place of the longest kept, so that the
+ * current buffers may be overwritten (returns 0). */
+static int use_spare(struct kfac_curvature *c, double gamma)
+{
+    int free_set = -1;
+    for (int j = 0; j < c->n_spare; j++) {
+        if (c->spare_gamma[j] == gamma) {
+            swap_spare(c, j);
+            return 1;
+        }
+        if (c->spare_gamma[j] == 0 && free_set < 0)
+            free_set = j;
+    }
+    if (c->n_spare && c->inv_gamma != 0) {
+        if (free_set < 0) {
+            free_set = c->spare_next;
+            c->spare_next = (c->spare_next + 1) % c->n_spare;
+        }
+        swap_spare(c, free_set);
+    }
+    return 0;
+}
+
 double kfac_curvature_bytes(const struct kfac_net *net)
 {
     double bytes = 0, max_n = 0, max_block = 0;
@@ -165,8 +239,12 @@ void kfac_curvature_free(struct kfac_curvature *c)
         free(f->eig_G);
         free(f->A_dec);
         free(f->G_dec);
-        free(f->A_inv);
-        free(f->G_inv);
+        kfac_floats_free(f->A_inv);
+        kfac_floats_free(f->G_inv);
+        for (int j = 0; j < KFAC_SPARE_INVERSES; j++) {
+            kfac_floats_free(f->A_spare[j]);
+            kfac_floats_free(f->G_spare[j]);
+        }
     }
     free(c->f);
     kfac_eigen_work_free(&c->eig);
@@ -478,7 +556,7 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
         keep_factors(c);
         for (int i = 0; i < c->n_blocks; i++)
             c->f[i].pi = pi_of(c->be, &c->f[i], norm);
-        c->inv_gamma = 0;
+        forget_inverses(c);
         return 0;
     }
     int ranks = kfac_comm_size(c->comm), rank = kfac_comm_rank(c->comm);
@@ -510,7 +588,7 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
         c->f[i].pi = pi_of(c->be, &c->f[i], norm);
     if (c->variant && c->variant->decompose)
         c->variant->decompose(c);
-    c->inv_gamma = 0;
+    forget_inverses(c);
     return 0;
 }
 
@@ -579,7 +657,7 @@ static long invert_cholesky(struct kfac_curvature *c, int i, double gamma)
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
 {
-    if (gamma == c->inv_gamma)
+    if (gamma == c->inv_gamma || use_spare(c, gamma))
         return 0;
     int last_only = c->variant && c->variant->last_inverse_only, rc = 0;
     long failed = 0; /* each rank inverts its own layers: all learn of a failure */

@@ -385,7 +385,8 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         return undo(s, rc, &before);
 
     /* The current γ goes last: when it is kept, its inverses are still in place next time
-     * (which matters for the block-tridiagonal variant's eigendecompositions). */
+     * for the block-tridiagonal variant too, whose own inverses are not kept for the other
+     * candidates (kfac_curvature_keep_inverses()). */
     double gammas[3] = {s->gamma, 0, 0};
     int n_gamma = 1;
     if (op->gamma_every > 0 && k % op->gamma_every == 0)
@@ -547,6 +548,8 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
         kfac_curvature_reserve_tridiag(s->curv);
     if (opts->by_layer)
         kfac_curvature_share_layers(s->curv, net);
+    if (opts->gamma_every > 0) /* the γ trial's candidates each inverted once */
+        kfac_curvature_keep_inverses(s->curv, KFAC_SPARE_INVERSES);
     s->lambda = opts->lambda;
     s->warm = opts->start == KFAC_START_WARMUP && opts->lambda_every > 0;
     s->gamma = kfac_gamma_start(opts);

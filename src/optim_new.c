@@ -42,10 +42,12 @@ double kfac_optim_bytes(const struct kfac_optim_opts *opts, const struct kfac_ne
     double proposals = opts->gamma_every > 0 ? 3 : 1, variant = 0;
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         variant = kfac_curvature_tridiag_bytes(net);
+    else if (opts->gamma_every > 0) /* the other candidates' inverses */
+        variant = kfac_curvature_spare_bytes(net, KFAC_SPARE_INVERSES);
     if (opts->curvature == KFAC_CURVATURE_KFOC) {
         int max_cases, kept;
         kfac_kfoc_room(opts, max_batch, kfac_comm_size(net->comm), &max_cases, &kept);
-        variant = kfac_curvature_kfoc_bytes(net, max_cases, kept);
+        variant += kfac_curvature_kfoc_bytes(net, max_cases, kept);
     }
     return ((proposals + 3) * n + 2.0 * max_batch * net->d_out) * sizeof(float) +
            kfac_curvature_bytes(net) + variant;

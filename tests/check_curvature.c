@@ -377,6 +377,94 @@ START_TEST(cholesky_falls_back_on_an_indefinite_factor)
 }
 END_TEST
 
+/* 1 when every layer's damped inverses of a and b are the same to the bit. */
+static int same_inverses(const struct kfac_curvature *a, const struct kfac_curvature *b)
+{
+    for (int i = 0; i < a->n_blocks; i++) {
+        const struct kfac_factors *f = &a->f[i], *g = &b->f[i];
+        if (memcmp(f->A_inv, g->A_inv, sizeof(float) * (size_t)f->n_a * f->n_a) ||
+            memcmp(f->G_inv, g->G_inv, sizeof(float) * (size_t)f->n_g * f->n_g))
+            return 0;
+    }
+    return 1;
+}
+
+/* Layer 1's decomposition (Cholesky: the kept Ā; else Ā's eigenvalues) times s. */
+static void scale_decomposition(struct kfac_curvature *c, double s)
+{
+    struct kfac_factors *f = &c->f[0];
+    int n = c->cholesky ? f->n_a * f->n_a : f->n_a;
+    double *x = c->cholesky ? f->A_dec : f->eig_A;
+    for (int j = 0; j < n; j++)
+        x[j] *= s;
+}
+
+/* The kept inverses of other γ (kfac_curvature_keep_inverses()) against a twin that keeps
+ * none: the same to the bit for every γ asked in turn, formed once (a decomposition
+ * scaled behind the curvature's back leaves the kept ones as they were), given up oldest
+ * first without handing out another γ's, and forgotten at the next decomposition. _i:
+ * eigendecompositions (0) or Cholesky (1). */
+START_TEST(kept_inverses_are_those_formed_anew)
+{
+    enum { M = 20 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 6);
+    struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
+    struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
+    for (int v = 0; v < 2 && _i; v++)
+        kfac_curvature_use_cholesky(c[v]);
+    kfac_curvature_keep_inverses(c[1], KFAC_SPARE_INVERSES);
+    ck_assert_int_eq(c[1]->n_spare, 2);
+    float X[M * 3];
+    for (int k = 1; k <= 4; k++) {
+        fill_uniform(X, M * 3, &r, -1, 1);
+        kfac_net_forward(net, M, X);
+        fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
+        for (int v = 0; v < 2; v++)
+            ck_assert_int_eq(kfac_curvature_update(c[v], net, M, kfac_stats_decay(k, 0.95), k),
+                             0);
+        if (k == 2 || k == 4) { /* two decompositions, each asked for the same γ */
+            for (int v = 0; v < 2; v++)
+                ck_assert_int_eq(kfac_curvature_decompose(c[v], KFAC_PI_TRACE, k), 0);
+            for (int j = 0; j < 3; j++) {
+                const double g[3] = {0.5, 0.2, 0.8};
+                for (int v = 0; v < 2; v++)
+                    ck_assert_int_eq(kfac_curvature_invert(c[v], g[j], k), 0);
+                ck_assert(same_inverses(c[0], c[1]));
+            }
+        }
+        if (k == 2) {
+            /* Kept: asked again with the decomposition scaled, the three are as formed. */
+            scale_decomposition(c[1], 2.0);
+            for (int j = 0; j < 3; j++) {
+                const double g[3] = {0.2, 0.5, 0.8};
+                for (int v = 0; v < 2; v++)
+                    ck_assert_int_eq(kfac_curvature_invert(c[v], g[j], k), 0);
+                ck_assert(same_inverses(c[0], c[1]));
+            }
+            /* A γ not kept is formed from the scaled decomposition: not the twin's. */
+            for (int v = 0; v < 2; v++)
+                ck_assert_int_eq(kfac_curvature_invert(c[v], 0.9, k), 0);
+            ck_assert(!same_inverses(c[0], c[1]));
+            /* Decomposed again (which forgets what was kept of the scaled one), five γ
+             * through two spare sets: each one asked is its own. */
+            for (int v = 0; v < 2; v++)
+                ck_assert_int_eq(kfac_curvature_decompose(c[v], KFAC_PI_TRACE, k), 0);
+            for (int j = 0; j < 8; j++) {
+                const double g[8] = {0.3, 0.9, 0.5, 0.2, 0.3, 0.8, 0.5, 0.3};
+                for (int v = 0; v < 2; v++)
+                    ck_assert_int_eq(kfac_curvature_invert(c[v], g[j], k), 0);
+                ck_assert_msg(same_inverses(c[0], c[1]), "gamma %g (the %d-th asked)", g[j], j);
+            }
+        }
+    }
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_free(c[v]);
+    kfac_net_free(net);
+}
+END_TEST
+
 START_TEST(fisher_errors_match_dense_matrices)
 {
     enum { K = 5, NA = 4, NG = 3, D = NA * NG };
@@ -1423,6 +1511,7 @@ static Suite *curvature_suite(void)
     tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 2);
     tcase_add_loop_test(tc, precondition_matches_dense_solve_frobenius, 0, 2);
     tcase_add_test(tc, cholesky_falls_back_on_an_indefinite_factor);
+    tcase_add_loop_test(tc, kept_inverses_are_those_formed_anew, 0, 2);
     tcase_add_test(tc, conv_factors_are_kfc);
     suite_add_tcase(s, tc);
     TCase *kfoc = tcase_create("kfoc");

@@ -97,7 +97,7 @@ expect_grep "$WORK/err" "model.layers: the run needs at least 7.3 TiB, more than
     "naming the bytes and the key"
 expect_status 2 "K-FAC factors beyond any machine's memory are refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
     --set optimizer.type=kfac --set 'model.layers=64-200000:logistic-64:logistic' "$WORK/ae.ini"
-expect_grep "$WORK/err" "needs at least 3.9 TiB, .*: K-FAC's factors and vectors 3.9 TiB (model.layers)" \
+expect_grep "$WORK/err" "needs at least 4.5 TiB, .*: K-FAC's factors and vectors 4.5 TiB (model.layers)" \
     "naming the factors"
 expect_status 2 "a run over train.memory_limit is refused" -- "$KFAC" -q --log "$WORK/big.tsv" \
     --set train.memory_limit=1M --set train.batch_size=480 --set train.chunk_size=480 "$WORK/ae.ini"

@@ -70,6 +70,10 @@ struct kfac_kfoc_info {
     double change;      /* ‖N − N_prev‖_F at the last iteration */
 };
 
+/* The most damped inverses of other γ that a curvature keeps beside the current ones: the
+ * γ trial's other two candidates. */
+#define KFAC_SPARE_INVERSES 2
+
 /* One layer's factors. */
 struct kfac_factors {
     int layer;           /* the network's layer number (from 1), for messages */
@@ -98,6 +102,10 @@ struct kfac_factors {
      * (tests/check_kfac.c, damped_inverse_precision). */
     float *A_inv;        /* n_a × n_a: (Ā + γπ I)⁻¹ */
     float *G_inv;        /* n_g × n_g: (G + γ/π I)⁻¹ */
+    /* kfac_curvature_keep_inverses(): the same for other γ (c->spare_gamma), in this rank's
+     * layers only; else NULL. */
+    float *A_spare[KFAC_SPARE_INVERSES];
+    float *G_spare[KFAC_SPARE_INVERSES];
 };
 
 /* Block-tridiagonal K-FAC: the coupling of layer i (sizes n_a, n_g) to layer i+1 (sizes
@@ -217,6 +225,9 @@ struct kfac_curvature {
     double *tri_work;         /* block-tridiagonal only: 2 × max factor size squared */
     double *s_A, *s_G;        /* block-tridiagonal only: max factor size */
     double inv_gamma;         /* the γ A_inv and G_inv were formed for; 0: none valid */
+    int n_spare;              /* kfac_curvature_keep_inverses()'s: the spare sets */
+    double spare_gamma[KFAC_SPARE_INVERSES]; /* the γ of each, for this decomposition; 0: none */
+    int spare_next;           /* the spare set a full cache gives up next */
     int cholesky;             /* the Cholesky method (kfac_curvature_use_cholesky()) */
     double *eig_w;            /* the Cholesky method: max factor size, the eigenvalues of a
                                * factor inverted through its eigendecomposition instead */
@@ -242,6 +253,19 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 /* Switches c, before its first update, from eigendecompositions to Cholesky inversions
  * (enum kfac_inverse_method): A_dec and G_dec in place of the eigenvectors and values. */
 void kfac_curvature_use_cholesky(struct kfac_curvature *c);
+
+/* Keeps the damped inverses of up to n_spare (≤ KFAC_SPARE_INVERSES) other γ of the same
+ * decomposition beside the current ones, so that kfac_curvature_invert() forms each
+ * γ's once: the γ trial's candidates are then inverted once each, and the one chosen is
+ * in place when the next iteration asks for it, whichever was formed last. The kept ones
+ * are the same to the bit as formed anew (a resumed run, whose checkpoint holds only the
+ * current ones, forms them again). Call after kfac_curvature_share_layers(); does
+ * nothing for a variant with inverses of its own (block-tridiagonal). */
+void kfac_curvature_keep_inverses(struct kfac_curvature *c, int n_spare);
+
+/* The bytes kfac_curvature_keep_inverses(c, n_spare) allocates for net on a rank that holds
+ * every layer (fewer where kfac_curvature_share_layers() shares them out). */
+double kfac_curvature_spare_bytes(const struct kfac_net *net, int n_spare);
 
 /* A lower bound of the bytes kfac_curvature_new(net) allocates: the factors, their
  * copies and the scratch for the largest layer. */
@@ -358,7 +382,7 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
 
 /* Forms every layer's damped inverses (Ā + γπ I)⁻¹ and (G + γ/π I)⁻¹ from the last
  * decomposition (one SYRK per factor), unless they are already those of this γ and
- * decomposition. With the Cholesky method, one Cholesky inversion per factor in double; a
+ * decomposition, current or kept (kfac_curvature_keep_inverses()). With the Cholesky method, one Cholesky inversion per factor in double; a
  * damped factor that rounding leaves not positive definite (a γπ below its noise) is
  * inverted through its eigendecomposition, its eigenvalues clipped at 0, as the eigen
  * method would (KFAC_ENUMERIC naming iteration k, the layer and the factor if that
