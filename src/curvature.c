@@ -8,7 +8,9 @@
 #include "kfac/curvature.h"
 #include "curvature_internal.h"
 #include "kfac/mat.h"
+#include "kfac/parallel.h"
 #include "kfac/status.h"
+#include "vecmath.h"
 
 #include <float.h>
 #include <math.h>
@@ -59,6 +61,13 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     }
     if (max_n * max_n > max_block)
         max_block = max_n * max_n;
+    c->merge_first = kfac_xmalloc((size_t)(2 * net->n_blocks + 1) * sizeof *c->merge_first);
+    c->merge_bad = kfac_xcalloc((size_t)(2 * net->n_blocks), sizeof *c->merge_bad);
+    c->merge_first[0] = 0;
+    for (int j = 0; j < 2 * net->n_blocks; j++) {
+        int n = j % 2 ? c->f[j / 2].n_g : c->f[j / 2].n_a;
+        c->merge_first[j + 1] = c->merge_first[j] + (n + 1) / 2;
+    }
     kfac_eigen_work_init(&c->eig, c->be, (int)max_n);
     c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
@@ -247,6 +256,8 @@ void kfac_curvature_free(struct kfac_curvature *c)
         }
     }
     free(c->f);
+    free(c->merge_first);
+    free(c->merge_bad);
     kfac_eigen_work_free(&c->eig);
     kfac_floats_free(c->tmp);
     kfac_floats_free(c->packed);
@@ -270,24 +281,52 @@ static void second_moment(const struct kfac_backend *be, int rows, int n, const 
     be->ssyrk(KFAC_TRANS, n, rows, (float)scale, x, ld, beta, out, n);
 }
 
-/* Whether the upper triangle of X (n × n) is finite. */
-static int upper_finite(int n, const float *X)
+/* The upper triangle of row i of out (n × n) = εX + (1−ε) B from those of X and B;
+ * returns whether B's part of the row is finite (|b| ≤ FLT_MAX is false for ±inf and
+ * NaN: one comparison per element, which the compiler vectorises with the merge). */
+KFAC_VECTOR_KERNEL
+static int merge_row(int n, int i, const double *X, const float *B, double eps, double *out)
 {
-    for (int i = 0; i < n; i++)
-        if (!kfac_all_finite((size_t)(n - i), X + (size_t)i * n + i))
-            return 0;
-    return 1;
+    const double *x = X + (size_t)i * n;
+    const float *b = B + (size_t)i * n;
+    double *o = out + (size_t)i * n;
+    int finite = 1;
+    for (int j = i; j < n; j++) {
+        o[j] = eps * x[j] + (1.0 - eps) * b[j];
+        finite &= fabsf(b[j]) <= FLT_MAX;
+    }
+    return finite;
 }
 
-/* The upper triangle of out (n × n) = εX + (1−ε) B from those of X and B. */
-static void merge(int n, const double *X, const float *B, double eps, double *out)
+/* The merge of every factor, as kfac_parallel_for() shares it out: pair p of a factor of
+ * n rows is its rows p and n−1−p (n + 1 elements of the upper triangle together), so that
+ * equal ranges of pairs are equal work. Factor j is block j/2's A (j even) or G. */
+struct merge_job {
+    struct kfac_curvature *c;
+    double eps;
+    int *first;        /* 2 n_blocks + 1: factor j's first pair; the last: all pairs */
+    _Atomic int *bad;  /* 2 n_blocks: 1 where the batch's factor j is not finite */
+};
+
+static void merge_pairs(void *ctx, int lo, int hi)
 {
-    for (int i = 0; i < n; i++) {
-        const double *x = X + (size_t)i * n;
-        const float *b = B + (size_t)i * n;
-        double *o = out + (size_t)i * n;
-        for (int j = i; j < n; j++)
-            o[j] = eps * x[j] + (1.0 - eps) * b[j];
+    struct merge_job *job = ctx;
+    for (int j = 0, p = lo; p < hi; j++) {
+        if (p >= job->first[j + 1])
+            continue;
+        const struct kfac_factors *f = &job->c->f[j / 2];
+        int n = j % 2 ? f->n_g : f->n_a, finite = 1;
+        const double *X = j % 2 ? f->G : f->A;
+        const float *B = j % 2 ? f->batch_G : f->batch_A;
+        double *out = j % 2 ? f->G_keep : f->A_keep;
+        for (; p < hi && p < job->first[j + 1]; p++) {
+            int t = p - job->first[j];
+            finite &= merge_row(n, t, X, B, job->eps, out);
+            if (n - 1 - t != t)
+                finite &= merge_row(n, n - 1 - t, X, B, job->eps, out);
+        }
+        if (!finite)
+            job->bad[j] = 1;
     }
 }
 
@@ -384,23 +423,22 @@ static void sum_over_ranks(struct kfac_curvature *c)
 int kfac_curvature_merge_batch(struct kfac_curvature *c, double eps, long k)
 {
     sum_over_ranks(c);
-    for (int i = 0; i < c->n_blocks; i++) {
-        const struct kfac_factors *f = &c->f[i];
-        if (!upper_finite(f->n_a, f->batch_A))
-            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's activation statistics "
-                                             "(the factor A) are not finite; nothing was updated",
-                              k, f->layer);
-        if (!upper_finite(f->n_g, f->batch_G))
-            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's gradient statistics "
-                                             "(the factor G) are not finite; nothing was updated",
-                              k, f->layer);
-    }
     /* The merged factors go into the kept buffers, which are then swapped in: the
      * factors before the update stay whole until the next one, at no copy. */
+    struct merge_job job = {c, eps, c->merge_first, c->merge_bad};
+    for (int j = 0; j < 2 * c->n_blocks; j++)
+        c->merge_bad[j] = 0;
+    kfac_parallel_for(c->merge_first[2 * c->n_blocks], merge_pairs, &job);
+    for (int j = 0; j < 2 * c->n_blocks; j++)
+        if (c->merge_bad[j]) {
+            c->kept = 0; /* the kept buffers hold half a merge now */
+            return kfac_error(KFAC_ENUMERIC, "iteration %ld: layer %d's %s statistics (the "
+                                             "factor %s) are not finite; nothing was updated",
+                              k, c->f[j / 2].layer, j % 2 ? "gradient" : "activation",
+                              j % 2 ? "G" : "A");
+        }
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
-        merge(f->n_a, f->A, f->batch_A, eps, f->A_keep);
-        merge(f->n_g, f->G, f->batch_G, eps, f->G_keep);
         kfac_curvature_swap_kept(&f->A, &f->A_keep);
         kfac_curvature_swap_kept(&f->G, &f->G_keep);
     }

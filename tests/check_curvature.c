@@ -120,16 +120,49 @@ START_TEST(nonfinite_statistics_are_rejected)
     fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
     kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
     ck_assert_int_eq(kfac_curvature_update(c, net, M, 0, 1), 0);
-    double A0 = c->f[0].A[0], G1 = c->f[1].G[0], XA = c->tri[0].XA[0], XG = c->tri[0].XG[0];
-    net->layers[1].g[2] = INFINITY;
-    ck_assert_int_eq(kfac_curvature_update(c, net, M, 0.5, 2), KFAC_ENUMERIC);
-    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "iteration 2: layer 2"));
-    ck_assert_ptr_nonnull(strstr(kfac_last_error(), "factor G"));
-    /* Layer 1's statistics were fine, but nothing was merged. */
-    ck_assert_double_eq(c->f[0].A[0], A0);
-    ck_assert_double_eq(c->f[1].G[0], G1);
-    ck_assert_double_eq(c->tri[0].XA[0], XA);
-    ck_assert_double_eq(c->tri[0].XG[0], XG);
+    double before[2][2][25];
+    for (int i = 0; i < 2; i++) {
+        memcpy(before[i][0], c->f[i].A, sizeof(double) * c->f[i].n_a * c->f[i].n_a);
+        memcpy(before[i][1], c->f[i].G, sizeof(double) * c->f[i].n_g * c->f[i].n_g);
+    }
+    double XA = c->tri[0].XA[0], XG = c->tri[0].XG[0];
+    /* Each bad factor is named, the first in the order A₁, G₁, A₂, G₂ where several are;
+     * whatever threads the merge ran on, no factor changes, and rolling back after the
+     * refusal changes nothing either. */
+    for (int bad = 0; bad < 3; bad++) {
+        kfac_net_forward(net, M, X);
+        fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
+        if (bad != 1)
+            net->layers[1].g[2] = INFINITY;
+        if (bad >= 1)
+            net->layers[0].abar[1] = NAN;
+        ck_assert_int_eq(kfac_curvature_update(c, net, M, 0.5, 2), KFAC_ENUMERIC);
+        ck_assert_ptr_nonnull(strstr(kfac_last_error(), bad ? "iteration 2: layer 1"
+                                                            : "iteration 2: layer 2"));
+        ck_assert_ptr_nonnull(strstr(kfac_last_error(), bad ? "factor A" : "factor G"));
+        kfac_curvature_rollback(c);
+        for (int i = 0; i < 2; i++) {
+            const struct kfac_factors *f = &c->f[i];
+            ck_assert_mem_eq(f->A, before[i][0], sizeof(double) * f->n_a * f->n_a);
+            ck_assert_mem_eq(f->G, before[i][1], sizeof(double) * f->n_g * f->n_g);
+        }
+        ck_assert_double_eq(c->tri[0].XA[0], XA);
+        ck_assert_double_eq(c->tri[0].XG[0], XG);
+    }
+    /* The next good batch merges with the factors of the last good one. */
+    kfac_net_forward(net, M, X);
+    fill_uniform(kfac_net_output_grad(net), M * 3, &r, -1, 1);
+    kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
+    ck_assert_int_eq(kfac_curvature_update(c, net, M, 0.5, 2), 0);
+    kfac_curvature_symmetrise(c);
+    double want[25];
+    brute_moment(M, c->f[1].n_g, net->layers[1].g, net->layers[1].d_out, want);
+    for (int j = 0; j < c->f[1].n_g * c->f[1].n_g; j++) {
+        int row = j / c->f[1].n_g, col = j % c->f[1].n_g;
+        double old = row <= col ? before[1][1][j] : before[1][1][col * c->f[1].n_g + row];
+        ck_assert_close(c->f[1].G[j], 0.5 * old + 0.5 * want[j], 1e-5);
+    }
     kfac_curvature_free(c);
     kfac_net_free(net);
 }

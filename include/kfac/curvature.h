@@ -232,6 +232,8 @@ struct kfac_curvature {
     double *eig_w;            /* the Cholesky method: max factor size, the eigenvalues of a
                                * factor inverted through its eigendecomposition instead */
     int kept;                 /* the _keep factors hold those before the last update */
+    int *merge_first;         /* 2 n_blocks + 1: the merge's first row pair of each factor */
+    _Atomic int *merge_bad;   /* 2 n_blocks: the merge's finding of each batch factor */
     struct {                  /* K-FOC's, from kfac_curvature_use_kfoc(); else zero */
         int max_cases;        /* of all ranks together */
         struct kfac_kept_rows kept; /* this rank's statistics cases, where they span chunks */
@@ -295,7 +297,10 @@ void kfac_curvature_accumulate(struct kfac_curvature *c, const struct kfac_net *
                                int total, int first);
 
 /* Merges the batch's statistics from kfac_curvature_accumulate() as
- * kfac_curvature_update() does, with its checks and messages. Of a run on several ranks,
+ * kfac_curvature_update() does, with its checks and messages, in one pass over the
+ * factors on kfac_parallel_for()'s threads (the check is part of the pass: a refused
+ * batch leaves the factors as they were, and kfac_curvature_rollback() nothing to undo,
+ * the kept copies having been its scratch). Of a run on several ranks,
  * each accumulates its share of the batch (scaled for the whole batch's total) and the
  * merge first sums the shares over the ranks: the upper triangles of every factor's (and
  * the variant's cross factors) in one buffer, one call. */
