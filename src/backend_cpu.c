@@ -179,6 +179,7 @@ static const struct kfac_backend cpu = {
     .sfill = cpu_sfill,
     .set_threads = cpu_set_threads,
     .threads = cpu_threads,
+    .concurrent = 1,
     .library = cpu_library,
     .speed_warning = cpu_speed_warning,
     .sgemm = cpu_sgemm,

@@ -43,6 +43,7 @@ int kfac_backend_cuda(int device, const struct kfac_backend **out)
             return kfac_error(KFAC_EINVAL, "%s", msg);
         cuda = *kfac_backend_cpu();
         cuda.name = "cuda";
+        cuda.concurrent = 0; /* one set of device buffers (cuda_ops.h) */
         cuda.sgemm = kfac_cuda_sgemm;
         cuda.dgemm = kfac_cuda_dgemm;
         cuda.ssyrk = kfac_cuda_ssyrk;

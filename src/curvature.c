@@ -14,6 +14,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,12 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     return c;
 }
 
+/* The size of factor j (2i: layer i's Ā, 2i + 1: its G). */
+static int factor_size(const struct kfac_curvature *c, int j)
+{
+    return j % 2 ? c->f[j / 2].n_g : c->f[j / 2].n_a;
+}
+
 void kfac_curvature_use_cholesky(struct kfac_curvature *c)
 {
     c->cholesky = 1;
@@ -93,6 +100,17 @@ void kfac_curvature_use_cholesky(struct kfac_curvature *c)
         max_n = f->n_g > max_n ? f->n_g : max_n;
     }
     c->eig_w = kfac_xmalloc((size_t)max_n * sizeof *c->eig_w);
+    int n_factors = 2 * c->n_blocks;
+    c->chol_order = kfac_xmalloc((size_t)n_factors * sizeof *c->chol_order);
+    c->chol_info = kfac_xcalloc((size_t)n_factors, sizeof *c->chol_info);
+    for (int j = 0; j < n_factors; j++) /* by insertion, largest first, ties in order */
+        for (int at = j;; at--) {
+            if (at == 0 || factor_size(c, c->chol_order[at - 1]) >= factor_size(c, j)) {
+                c->chol_order[at] = j;
+                break;
+            }
+            c->chol_order[at] = c->chol_order[at - 1];
+        }
 }
 
 void kfac_curvature_keep_inverses(struct kfac_curvature *c, int n_spare)
@@ -265,6 +283,8 @@ void kfac_curvature_free(struct kfac_curvature *c)
     free(c->own_displ);
     free(c->dtmp);
     free(c->eig_w);
+    free(c->chol_order);
+    free(c->chol_info);
     free(c);
 }
 
@@ -659,38 +679,85 @@ static void damped_inverse(const struct kfac_backend *be, int n, const double *U
     round_symmetric(n, dinv, inv);
 }
 
-/* inv (n × n) = (X + d I)⁻¹ for X (n × n, symmetric) by a Cholesky inversion in double,
- * rounded once; where X + d I is not numerically positive definite, from X's
- * eigendecomposition as the eigen method forms it. Returns dsyevd's info then (0:
- * success). */
-static int cholesky_inverse(struct kfac_curvature *c, int n, const double *X, double d,
-                            float *inv)
+/* The Cholesky inversions of one invert: this rank's factors of the layers [lo, hi), each
+ * taken by the next free part in the order largest first. */
+struct cholesky_pass {
+    struct kfac_curvature *c;
+    double gamma;
+    int lo, hi;
+    atomic_int next; /* the next place in c->chol_order */
+};
+
+/* Factor j's matrix as decomposed, its damping for γ and its inverse. */
+static void damped_factor(const struct kfac_curvature *c, int j, double gamma, int *n,
+                          const double **X, double *d, float **inv)
 {
-    double *a = c->dtmp;
-    memcpy(a, X, (size_t)n * n * sizeof *a);
-    for (int j = 0; j < n; j++)
-        a[(size_t)j * n + j] += d;
-    if (c->be->dpotri(n, a) == 0) {
-        round_symmetric(n, a, inv);
-        return 0;
-    }
-    int info = kfac_eigen(&c->eig, n, X, c->eig_w);
-    if (info)
-        return info;
-    clip_negative(n, c->eig_w);
-    damped_inverse(c->be, n, c->eig.a, c->eig_w, d, c->dtmp, inv);
-    return 0;
+    struct kfac_factors *f = &c->f[j / 2];
+    *n = factor_size(c, j);
+    *X = j % 2 ? f->G_dec : f->A_dec;
+    *d = j % 2 ? gamma / f->pi : gamma * f->pi;
+    *inv = j % 2 ? f->G_inv : f->A_inv;
 }
 
-/* Layer i's damped inverses for γ by Cholesky. Returns 0, or where a fallback failed its
- * failure_code. */
-static long invert_cholesky(struct kfac_curvature *c, int i, double gamma)
+/* Part `part` of a cholesky_pass (kfac_parallel_for_parts() with one part each): each
+ * factor's (X + d I)⁻¹ by dpotri in double in the part's half of dtmp, rounded once, and
+ * dpotri's info in c->chol_info (> 0: left to invert_cholesky()). */
+static void cholesky_part(void *ctx, int part, int part_end)
 {
-    struct kfac_factors *f = &c->f[i];
-    int j = 2 * i, info = cholesky_inverse(c, f->n_a, f->A_dec, gamma * f->pi, f->A_inv);
-    if (!info && (info = cholesky_inverse(c, f->n_g, f->G_dec, gamma / f->pi, f->G_inv)))
-        j++;
-    return info ? failure_code(c, j, info) : 0;
+    (void)part_end;
+    struct cholesky_pass *p = ctx;
+    struct kfac_curvature *c = p->c;
+    double *a = c->dtmp + (size_t)part * c->tmp_n;
+    for (int at; (at = atomic_fetch_add(&p->next, 1)) < 2 * c->n_blocks;) {
+        int j = c->chol_order[at], n;
+        if (j / 2 < p->lo || j / 2 >= p->hi)
+            continue;
+        const double *X;
+        double d;
+        float *inv;
+        damped_factor(c, j, p->gamma, &n, &X, &d, &inv);
+        memcpy(a, X, (size_t)n * n * sizeof *a);
+        for (int r = 0; r < n; r++)
+            a[(size_t)r * n + r] += d;
+        if ((c->chol_info[j] = c->be->dpotri(n, a)) == 0)
+            round_symmetric(n, a, inv);
+    }
+}
+
+/* The damped inverses of the layers [lo, hi) for γ by Cholesky. On two threads, two factors
+ * at once, each on one thread of a concurrent backend (backend.h) in its half of dtmp: the
+ * smaller factors' inversions leave OpenBLAS's second thread mostly idle. Where X + d I is
+ * not numerically positive definite, the inverse comes from X's eigendecomposition as the
+ * eigen method forms it. Returns 0, or where that failed the lowest factor's
+ * failure_code. */
+static long invert_cholesky(struct kfac_curvature *c, double gamma, int lo, int hi)
+{
+    const struct kfac_backend *be = c->be;
+    int threads = be->threads();
+    struct cholesky_pass p = {.c = c, .gamma = gamma, .lo = lo, .hi = hi};
+    atomic_init(&p.next, 0);
+    if (threads == 2 && be->concurrent) {
+        be->set_threads(1);
+        kfac_parallel_for_parts(2, 2, cholesky_part, &p);
+        be->set_threads(threads);
+    } else {
+        cholesky_part(&p, 0, 1);
+    }
+    for (int j = 2 * lo; j < 2 * hi; j++) {
+        if (c->chol_info[j] == 0)
+            continue;
+        int n;
+        const double *X;
+        double d;
+        float *inv;
+        damped_factor(c, j, gamma, &n, &X, &d, &inv);
+        int info = kfac_eigen(&c->eig, n, X, c->eig_w);
+        if (info)
+            return failure_code(c, j, info);
+        clip_negative(n, c->eig_w);
+        damped_inverse(be, n, c->eig.a, c->eig_w, d, c->dtmp, inv);
+    }
+    return 0;
 }
 
 int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
@@ -698,13 +765,12 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     if (gamma == c->inv_gamma || use_spare(c, gamma))
         return 0;
     int last_only = c->variant && c->variant->last_inverse_only, rc = 0;
+    int lo = last_only ? c->n_blocks - 1 : c->own_lo;
     long failed = 0; /* each rank inverts its own layers: all learn of a failure */
-    for (int i = last_only ? c->n_blocks - 1 : c->own_lo; i < c->own_hi && !failed; i++) {
+    if (c->cholesky)
+        failed = invert_cholesky(c, gamma, lo, c->own_hi);
+    for (int i = lo; i < c->own_hi && !c->cholesky; i++) {
         struct kfac_factors *f = &c->f[i];
-        if (c->cholesky) {
-            failed = invert_cholesky(c, i, gamma);
-            continue;
-        }
         damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
         damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
     }

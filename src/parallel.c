@@ -69,7 +69,11 @@ __attribute__((destructor)) static void pool_join(void)
 void kfac_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi), void *ctx)
 {
     /* The CPU backend's threads: this pool serves its kernels. */
-    int parts = kfac_backend_cpu()->threads();
+    kfac_parallel_for_parts(n, kfac_backend_cpu()->threads(), fn, ctx);
+}
+
+void kfac_parallel_for_parts(int n, int parts, void (*fn)(void *ctx, int lo, int hi), void *ctx)
+{
     parts = parts < n ? parts : n;
     parts = parts < MAX_THREADS ? parts : MAX_THREADS;
     if (parts <= 1) {

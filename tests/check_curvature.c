@@ -2,8 +2,9 @@
  * check_curvature.c: K-FAC's Kronecker factors against brute force: Ā and G against
  * explicit per-case sums, their exponential averages, the sampled-target G against the
  * exact expectation over the model's predictive distribution, and the damped Kronecker
- * inverse against a dense solve with (Ā + πγI) ⊗ (G + γ/π I). K-FOC's power iterations
- * against a dense SVD, and the Fisher-approximation errors against dense matrices.
+ * inverse against a dense solve with (Ā + πγI) ⊗ (G + γ/π I), its Cholesky inversions on
+ * two threads against those on one. K-FOC's power iterations against a dense SVD, and the
+ * Fisher-approximation errors against dense matrices.
  * Block-tridiagonal K-FAC: the inverse of A ⊗ B − C ⊗ D against a dense inverse, the cross
  * factors against brute force, F̂⁻¹ against the dense Ξᵀ Λ Ξ and F̂ against F̃ on the
  * tridiagonal blocks.
@@ -421,6 +422,60 @@ static int same_inverses(const struct kfac_curvature *a, const struct kfac_curva
     }
     return 1;
 }
+
+/* The Cholesky method on two threads inverts two factors at once, each on one BLAS
+ * thread: the same bits as on one thread, for factors of six sizes, with one of them
+ * indefinite (shifted by its mean eigenvalue before each decomposition), which both
+ * invert through its eigendecomposition; at three decompositions in turn. */
+START_TEST(cholesky_inverses_on_two_threads_are_those_on_one)
+{
+    enum { M = 200 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 8);
+    struct kfac_net *net = spec_net("40-90:tanh-20:tanh-70:linear", M, &r);
+    const struct kfac_backend *be = net->be;
+    int threads = be->threads();
+    struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
+    float *X = kfac_floats_new((size_t)M * 40);
+    for (int k = 1; k <= 4; k++) {
+        fill_uniform(X, (size_t)M * 40, &r, -1, 1);
+        kfac_net_forward(net, M, X);
+        fill_uniform(kfac_net_output_grad(net), (size_t)M * 70, &r, -1, 1);
+        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
+        for (int v = 0; v < 2; v++) {
+            if (k == 1)
+                kfac_curvature_use_cholesky(c[v]);
+            ck_assert_int_eq(kfac_curvature_update(c[v], net, M, kfac_stats_decay(k, 0.95), k),
+                             0);
+            if (k >= 2) { /* layer 2's G made indefinite: G − (tr G / n) I */
+                struct kfac_factors *f = &c[v]->f[1];
+                double mean = 0;
+                for (int i = 0; i < f->n_g; i++)
+                    mean += f->G[(size_t)i * f->n_g + i] / f->n_g;
+                for (int i = 0; i < f->n_g; i++)
+                    f->G[(size_t)i * f->n_g + i] -= mean;
+            }
+            if (k >= 2) {
+                ck_assert_int_eq(kfac_curvature_decompose(c[v], KFAC_PI_TRACE, k), 0);
+                be->set_threads(v == 0 ? 1 : 2);
+                ck_assert_int_eq(kfac_curvature_invert(c[v], 0.05, k), 0);
+                be->set_threads(threads);
+            }
+        }
+        if (k >= 2) {
+            ck_assert_msg(same_inverses(c[0], c[1]), "iteration %d", k);
+            /* the indefinite factor took the eigen route: its damped factor was refused */
+            ck_assert_int_gt(c[1]->chol_info[3], 0);
+            for (int j = 0; j < 6; j++)
+                ck_assert_int_eq(c[1]->chol_info[j] != 0, j == 3);
+        }
+    }
+    kfac_floats_free(X);
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_free(c[v]);
+    kfac_net_free(net);
+}
+END_TEST
 
 /* Layer 1's decomposition (Cholesky: the kept Ā; else Ā's eigenvalues) times s. */
 static void scale_decomposition(struct kfac_curvature *c, double s)
@@ -1544,6 +1599,7 @@ static Suite *curvature_suite(void)
     tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 2);
     tcase_add_loop_test(tc, precondition_matches_dense_solve_frobenius, 0, 2);
     tcase_add_test(tc, cholesky_falls_back_on_an_indefinite_factor);
+    tcase_add_test(tc, cholesky_inverses_on_two_threads_are_those_on_one);
     tcase_add_loop_test(tc, kept_inverses_are_those_formed_anew, 0, 2);
     tcase_add_test(tc, conv_factors_are_kfc);
     suite_add_tcase(s, tc);

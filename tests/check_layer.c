@@ -1,9 +1,9 @@
 /*
  * check_layer.c: the dense layer against naive loops (forward, backward, J·v), the
  * convolution and its input gradient against direct sums, im2col against its adjoint,
- * kfac_parallel_for's ranges, pooling against naive loops, the activations against their
- * definitions and finite differences, and initialisation. (Gradients and J·v of conv
- * networks: check_net.c.)
+ * kfac_parallel_for's ranges and parts, pooling against naive loops, the activations
+ * against their definitions and finite differences, and initialisation. (Gradients and J·v
+ * of conv networks: check_net.c.)
  */
 #include "kfac/layer.h"
 #include "kfac/mat.h"
@@ -385,6 +385,36 @@ START_TEST(parallel_for_covers_each_index_once)
 }
 END_TEST
 
+/* kfac_parallel_for_parts takes as many parts as it is given (at most n), whatever the
+ * backend's threads, and covers each element of [0, n) once. */
+static void count_part(void *ctx, int lo, int hi)
+{
+    int *count = ctx; /* count[1000] counts the parts */
+    ck_assert_int_lt(lo, hi);
+    for (int i = lo; i < hi; i++)
+        count[i]++;
+    __atomic_fetch_add(&count[1000], 1, __ATOMIC_RELAXED);
+}
+
+START_TEST(parallel_for_parts_takes_its_parts)
+{
+    const struct kfac_backend *be = kfac_backend_cpu();
+    int threads = be->threads();
+    static const int sizes[] = {0, 1, 2, 3, 7, 1000};
+    int count[1001];
+    be->set_threads(1);
+    for (int parts = 1; parts <= 4; parts++)
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            memset(count, 0, sizeof count);
+            kfac_parallel_for_parts(sizes[s], parts, count_part, count);
+            for (int i = 0; i < 1000; i++)
+                ck_assert_int_eq(count[i], i < sizes[s]);
+            ck_assert_int_eq(count[1000], sizes[s] < parts ? sizes[s] : parts);
+        }
+    be->set_threads(threads);
+}
+END_TEST
+
 /* Max and average pooling against naive loops, with a stride below the window; inputs
  * on a grid of halves, so that windows hold ties and max pooling must route each window
  * to its first largest tap (in ky, kx order). */
@@ -445,6 +475,7 @@ static Suite *layer_suite(void)
     tcase_add_loop_test(tc, conv_input_gradient_matches_direct_sum, 0, 5);
     tcase_add_test(tc, col2im_is_the_adjoint_of_im2col);
     tcase_add_test(tc, parallel_for_covers_each_index_once);
+    tcase_add_test(tc, parallel_for_parts_takes_its_parts);
     tcase_add_loop_test(tc, pooling_matches_loops, 0, 3);
     tcase_add_loop_test(tc, activation_derivative_by_finite_differences, 0, 4);
     tcase_add_test(tc, softmax_is_stable_and_normalised);

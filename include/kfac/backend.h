@@ -39,6 +39,10 @@ struct kfac_backend {
     /* The threads the backend's kernels use (0: the library's default). */
     void (*set_threads)(int n);
     int (*threads)(void);
+    /* 1 when, with threads() set to 1, several host threads may call the backend at once
+     * (the CPU backend: OpenBLAS then runs each call on its caller's thread); 0 where the
+     * calls share state (the CUDA backend's device buffers). */
+    int concurrent;
     /* The library that does the arithmetic, as it describes its build (the CPU: OpenBLAS's
      * version, options and the kernels it chose). */
     const char *(*library)(void);

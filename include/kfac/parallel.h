@@ -1,7 +1,8 @@
 /*
  * parallel.h: runs a memory-bound loop that BLAS does not do (im2col, col2im) on as many
  * threads as OpenBLAS uses, so that the loop is not the single-threaded part of a
- * multithreaded iteration.
+ * multithreaded iteration; and, for the Cholesky inversions, independent parts that each
+ * call the backend on one thread.
  */
 #ifndef KFAC_PARALLEL_H
 #define KFAC_PARALLEL_H
@@ -12,5 +13,10 @@
  * pool's threads are started on first use and wait without spinning between calls, so
  * they do not take time from OpenBLAS's own threads. */
 void kfac_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi), void *ctx);
+
+/* kfac_parallel_for() on `parts` threads (at most n), whatever the backend's count: for
+ * parts that each call the backend while its threads() is 1 and it is `concurrent`
+ * (backend.h). fn must not call kfac_parallel_for. */
+void kfac_parallel_for_parts(int n, int parts, void (*fn)(void *ctx, int lo, int hi), void *ctx);
 
 #endif
