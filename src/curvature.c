@@ -574,7 +574,7 @@ static void factor(struct kfac_curvature *c, int j, int *n, double **X, double *
                    double **eig)
 {
     struct kfac_factors *f = &c->f[j / 2];
-    *n = j % 2 ? f->n_g : f->n_a;
+    *n = factor_size(c, j);
     *X = j % 2 ? f->G : f->A;
     *U_t = j % 2 ? f->UG_t : f->UA_t;
     *eig = j % 2 ? f->eig_G : f->eig_A;
@@ -726,7 +726,7 @@ static void cholesky_part(void *ctx, int part, int part_end)
 
 /* The damped inverses of the layers [lo, hi) for γ by Cholesky. On two threads, two factors
  * at once, each on one thread of a concurrent backend (backend.h) in its half of dtmp: the
- * smaller factors' inversions leave OpenBLAS's second thread mostly idle. Where X + d I is
+ * smaller factors' inversions leave OpenBLAS's second thread partly idle. Where X + d I is
  * not numerically positive definite, the inverse comes from X's eigendecomposition as the
  * eigen method forms it. Returns 0, or where that failed the lowest factor's
  * failure_code. */
@@ -769,11 +769,12 @@ int kfac_curvature_invert(struct kfac_curvature *c, double gamma, long k)
     long failed = 0; /* each rank inverts its own layers: all learn of a failure */
     if (c->cholesky)
         failed = invert_cholesky(c, gamma, lo, c->own_hi);
-    for (int i = lo; i < c->own_hi && !c->cholesky; i++) {
-        struct kfac_factors *f = &c->f[i];
-        damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
-        damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
-    }
+    else
+        for (int i = lo; i < c->own_hi; i++) {
+            struct kfac_factors *f = &c->f[i];
+            damped_inverse(c->be, f->n_a, f->UA_t, f->eig_A, gamma * f->pi, c->dtmp, f->A_inv);
+            damped_inverse(c->be, f->n_g, f->UG_t, f->eig_G, gamma / f->pi, c->dtmp, f->G_inv);
+        }
     if (c->cholesky && (failed = kfac_comm_max(c->comm, failed))) {
         int layer, info;
         const char *name;
