@@ -7,9 +7,10 @@
  * iterations 1–3, which always decompose, are run first and not timed. The two are timed
  * in interleaved rounds (20 SGD iterations, then one K-FAC period, each on its own copy of
  * the network), so that a change in the machine's load falls on both alike; each round
- * gives a ratio. Prints, per batch size, the median seconds per iteration of each, the
- * median ratio over the rounds with its least and greatest (target ≤ 2.0), and K-FAC's
- * breakdown (means): gradient, statistics, inversions, preconditioning, the quadratic
+ * gives a ratio. Prints first the multiply-adds of each part of a K-FAC iteration at batch
+ * 1000 and the ratio they allow at the gradient pass's rate (count_macs()); then, per batch
+ * size, the median seconds per iteration of each, the median ratio over the rounds with its
+ * least and greatest (target ≤ 2.0), and K-FAC's breakdown (means): gradient, statistics, inversions, preconditioning, the quadratic
  * model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
  * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
  * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
@@ -113,6 +114,45 @@ static double model_passes(struct kfac_net *net, const float *X, int mq, int sta
     return best;
 }
 
+/* The parts of count_macs(): gradient, statistics, inverses, preconditioning, model, ρ. */
+enum { N_PARTS = 6 };
+
+/* Multiply-adds per K-FAC iteration on m cases with block-diagonal factors, in part[] (the
+ * inverses' double precision counted twice, the rate the backends' double GEMMs run at);
+ * returns their sum over the gradient pass's, the SGD iteration's count (its update is a
+ * saxpy). Amortised as bench_kfac times them: an inversion every T3 and two more at each γ
+ * trial every T2 (a multiple of T3), whose two extra proposals are preconditioned and
+ * carried through the model; ρ's forward pass on the whole batch every T1. Per layer of
+ * P = n_g n_a parameters: forward P, dW P and din P (none for the first layer) a case; the
+ * sampled backward of the statistics cases din only, and the SYRKs (n_a² + n_g²)/2; dpotrf
+ * and dpotri n³/2; the preconditioning n_g² n_a + n_g n_a²; a forward-mode tangent 2P (P
+ * for the first layer, whose input has none). */
+static double count_macs(const struct kfac_net *net, const struct kfac_optim_opts *o, int m,
+                         double *part)
+{
+    double trials = o->gamma_every > 0 ? 1.0 / (double)o->gamma_every : 0;
+    double ms = kfac_fraction_cases(o->stats_fraction, m);
+    double mq = kfac_fraction_cases(o->model_fraction, m);
+    double tangents = 2 + 2 * trials; /* δ₀ and Δ; a trial's two more Δ */
+    for (int j = 0; j < N_PARTS; j++)
+        part[j] = 0;
+    for (int i = 0; i < net->n_blocks; i++) {
+        double na = net->blocks[i]->d_in + 1.0, ng = net->blocks[i]->d_out, P = na * ng;
+        double din = i == 0 ? 0 : P;
+        part[0] += m * (2 * P + din);
+        part[1] += ms * (din + 0.5 * (na * na + ng * ng));
+        double inversions = 1.0 / (double)o->inverse_every + 2 * trials;
+        part[2] += 2 * 0.5 * (na * na * na + ng * ng * ng) * inversions;
+        part[3] += (ng * ng * na + ng * na * na) * (1 + 2 * trials);
+        part[4] += mq * tangents * (P + din);
+        part[5] += o->lambda_every > 0 ? m * P / (double)o->lambda_every : 0;
+    }
+    double sum = 0;
+    for (int j = 0; j < N_PARTS; j++)
+        sum += part[j];
+    return sum / part[0];
+}
+
 int main(int argc, char **argv)
 {
     const struct kfac_backend *be = bench_device("bench_kfac", &argc, &argv);
@@ -135,19 +175,21 @@ int main(int argc, char **argv)
     printf("# K-FAC against SGD (Nesterov) per iteration on %s, MNIST autoencoder, tau2 = %g, "
            "%d interleaved rounds of %d SGD iterations and one K-FAC period of T3 = %d\n",
            be->name, tau2, rounds, PERIOD, PERIOD);
-    /* The floor the exact-Fisher model sets: two forward-mode passes (J·Δ and J·δ₀) on τ2·m
-     * cases against one gradient pass (forward, dW, and din for all but the first layer). */
+    /* The ratio that multiply-add counts alone allow, with the γ trial as configured and,
+     * for comparison, half as often. */
     struct kfac_net *shape = bench_mnist_autoencoder(1);
-    double grad_flops = 0, jvp_flops = 0;
-    for (int i = 0; i < shape->n_layers; i++) {
-        double one = (double)shape->layers[i].n_params;
-        grad_flops += one * (i == 0 ? 2 : 3);
-        jvp_flops += one * (i == 0 ? 1 : 2);
-    }
+    struct kfac_optim_opts half_trials = kf;
+    half_trials.gamma_every = 2 * kf.inverse_every;
+    double part[N_PARTS], part_half[N_PARTS];
+    double floor = count_macs(shape, &kf, 1000, part);
+    double floor_half = count_macs(shape, &half_trials, 1000, part_half);
     kfac_net_free(shape);
-    printf("# in multiply-adds per case: the two J.v passes of the model = %.2f x a gradient "
-           "pass, so K-FAC/SGD >= %.2f before statistics, inverses and preconditioning\n",
-           2 * jvp_flops / grad_flops, 1 + tau2 * 2 * jvp_flops / grad_flops);
+    printf("# multiply-adds per iteration at batch 1000 (GMAC, double counted twice): "
+           "gradient %.2f, statistics %.2f, inverses %.2f, preconditioning %.2f, model %.2f, "
+           "rho %.2f: K-FAC/SGD >= %.2f if every part ran at the gradient pass's rate "
+           "(%.2f with the gamma trial every %ld)\n",
+           part[0] * 1e-9, part[1] * 1e-9, part[2] * 1e-9, part[3] * 1e-9, part[4] * 1e-9,
+           part[5] * 1e-9, floor, floor_half, half_trials.gamma_every);
     double sgemm_rate = bench_sgemm_gflops(be, 2000, 3);
     printf("%-6s %9s %9s %6s %5s %5s | %8s %8s %8s %8s %8s %8s | %9s %6s %8s %7s | %9s %6s "
            "%8s %8s %8s\n",
