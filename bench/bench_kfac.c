@@ -251,6 +251,7 @@ int main(int argc, char **argv)
         }
         kfac_optim_free(o_sgd);
         kfac_net_free(net_sgd);
+        double rest = kfac_mean - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3];
         double least = ratio[0], most = ratio[0];
         for (int r = 1; r < rounds; r++) {
             least = ratio[r] < least ? ratio[r] : least;
@@ -260,22 +261,24 @@ int main(int argc, char **argv)
         printf("%-6d %9.4f %9.4f %6.2f %5.2f %5.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f "
                "%6.2f %8.4f %7.1f | %9.4f %6.2f %8.4f %8.4f %8.4f\n",
                m, median(t_sgd, rounds), t_opt[0], median(ratio, rounds), least, most, t_grad,
-               per[0][0], per[0][1], per[0][2], per[0][3],
-               kfac_mean - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3], t_opt[1],
+               per[0][0], per[0][1], per[0][2], per[0][3], rest, t_opt[1],
                t_opt[1] / t_opt[0], per[1][0], per[1][4], t_opt[2], t_opt[2] / t_opt[0],
                per[2][0], per[2][1], per[2][2]);
         /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
-         * ·(Ā + γπ I)⁻¹, in float, 2 (n_g² n_a + n_g n_a²) flops; one call an iteration and
-         * two more at each γ trial (every 20). */
-        double flops = 0;
-        for (int i = 0; i < net->n_blocks; i++) {
-            double na = net->blocks[i]->d_in + 1.0, ng = net->blocks[i]->d_out;
-            flops += 2 * (ng * ng * na + ng * na * na);
-        }
-        double calls = 1 + 2.0 / 20, rate = flops * calls / per[0][2] * 1e-9;
+         * ·(Ā + γπ I)⁻¹, in float; one call an iteration and two more at each γ trial. */
+        double macs[N_PARTS], rel[N_PARTS];
+        count_macs(net, &kf, m, macs);
+        double rate = 2 * macs[3] / per[0][2] * 1e-9;
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
                "the backend's sgemm's %.1f (2000^3)\n",
                m, rate, rate / sgemm_rate, sgemm_rate);
+        /* Each part's multiply-add rate beside the gradient pass's: where the time goes
+         * beyond the counts ("rest" is mostly ρ's forward pass). */
+        for (int j = 1; j < N_PARTS; j++)
+            rel[j] = macs[j] / (j < 5 ? per[0][j - 1] : rest) / (macs[0] / t_grad);
+        printf("# batch %d: multiply-add rate over the gradient pass's: statistics %.2f, "
+               "inverses %.2f, preconditioning %.2f, model %.2f, rest %.2f\n",
+               m, rel[1], rel[2], rel[3], rel[4], rel[5]);
         /* What stacking the model's two tangents into one forward-mode pass saves. */
         int mq = kfac_fraction_cases(tau2, m);
         if (2 * mq <= m) {
