@@ -71,7 +71,7 @@ if command -v script >/dev/null 2>&1 && script -qec true /dev/null >/dev/null 2>
         "the progress line: iteration, bar, rate, time left, objective, a dash before the first evaluation, lambda and gamma"
     grep -q "iteration [0-9]*/30 \[#*\.*\] .*train recon [0-9]" "$WORK/lines" &&
         ok "then the last evaluated error" || not_ok "then the last evaluated error"
-    grep -qi nan "$WORK/lines" && not_ok "no nan on the terminal" || ok "no nan on the terminal"
+    grep -qiw nan "$WORK/lines" && not_ok "no nan on the terminal" || ok "no nan on the terminal"
     # The summary starts on a cleared line: carriage return, erase to the end, then it.
     if grep -q "$(printf '\r\033\\[Kkfac-train: 30 of 30')" "$WORK/tty"; then
         ok "the line is cleared before the summary"
