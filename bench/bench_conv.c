@@ -49,6 +49,7 @@ static double layer_flops(const struct kfac_layer *l, int m, int with_din)
 
 int main(int argc, char **argv)
 {
+    kfac_backend_cpu_prepare(argv);
     int m = argc > 1 ? atoi(argv[1]) : 256, mw = argc > 2 ? atoi(argv[2]) : 32,
         repeats = argc > 3 ? atoi(argv[3]) : 10;
     if (m < 1 || mw < 1 || repeats < 1) {

@@ -46,9 +46,11 @@ static inline float *bench_mnist_inputs(int m, struct kfac_rng *rng)
 
 /* A leading "--device DEVICE" in argv (train.device's names): the backend it selects, with
  * *argc and *argv moved past it; else the CPU's. Exits with status 2 and the reason when
- * the device cannot be had, and warns (on stderr) when the backend runs far below its speed. */
+ * the device cannot be had, and warns (on stderr) when the backend runs far below its speed.
+ * First, OpenBLAS's threads as kfac-train sets them (kfac_backend_cpu_prepare()). */
 static inline const struct kfac_backend *bench_device(const char *prog, int *argc, char ***argv)
 {
+    kfac_backend_cpu_prepare(*argv);
     const struct kfac_backend *be = kfac_backend_cpu();
     if (*argc >= 3 && strcmp((*argv)[1], "--device") == 0) {
         if (kfac_backend_select((*argv)[2], "--device", &be)) {

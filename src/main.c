@@ -179,6 +179,9 @@ static int run(int argc, char **argv)
         case 'V':
             printf("kfac-train %s\nbackends: %s\nblas: %s\n", PACKAGE_VERSION,
                    kfac_backends_built(), kfac_backend_cpu()->library());
+            const char *wait = getenv("OPENBLAS_THREAD_TIMEOUT");
+            printf("blas threads: %d, OPENBLAS_THREAD_TIMEOUT=%s\n",
+                   kfac_backend_cpu()->threads(), wait ? wait : "(unset)");
             if (kfac_comm_library())
                 printf("mpi: %s\n", kfac_comm_library());
             goto done;
@@ -281,6 +284,7 @@ done:
 
 int main(int argc, char **argv)
 {
+    kfac_backend_cpu_prepare(argv);
     if (kfac_comm_start(&comm)) {
         fprintf(stderr, "kfac-train: %s\n", kfac_last_error());
         return EXIT_USAGE;

@@ -28,6 +28,31 @@ expect_grep "$WORK/out" "^kfac-train [0-9]" "--version prints the version"
 expect_grep "$WORK/out" "^backends: cpu" "and the backends built"
 cp "$WORK/out" "$WORK/version"
 expect_grep "$WORK/version" "^blas: OpenBLAS [0-9]" "and the BLAS library with its build"
+# OpenBLAS's idle threads: where it runs several and the environment leaves their wait at
+# its default, kfac-train starts again with a short one (not under valgrind: KFAC_RUNNER);
+# a value the user set is kept; one thread leaves the environment alone.
+if [ -z "${KFAC_RUNNER:-}" ] && [ -r /proc/self/exe ]; then
+    env -u OPENBLAS_THREAD_TIMEOUT -u GOTO_THREAD_TIMEOUT OPENBLAS_NUM_THREADS=2 "$KFAC" \
+        --version >"$WORK/out"
+    if grep -q '^blas threads: 1,' "$WORK/out"; then
+        expect_grep "$WORK/out" "^blas threads: 1, OPENBLAS_THREAD_TIMEOUT=(unset)$" \
+            "one core: OpenBLAS's wait left as it is"
+    else
+        expect_grep "$WORK/out" "^blas threads: 2, OPENBLAS_THREAD_TIMEOUT=16$" \
+            "OpenBLAS's idle threads get a short wait"
+    fi
+    env -u GOTO_THREAD_TIMEOUT OPENBLAS_THREAD_TIMEOUT=28 OPENBLAS_NUM_THREADS=2 "$KFAC" \
+        --version >"$WORK/out"
+    expect_grep "$WORK/out" "^blas threads: [12], OPENBLAS_THREAD_TIMEOUT=28$" \
+        "the user's OPENBLAS_THREAD_TIMEOUT is kept"
+    env -u OPENBLAS_THREAD_TIMEOUT GOTO_THREAD_TIMEOUT=20 OPENBLAS_NUM_THREADS=2 "$KFAC" \
+        --version >"$WORK/out"
+    expect_grep "$WORK/out" "OPENBLAS_THREAD_TIMEOUT=(unset)$" "and so is its older GOTO_ name"
+    env -u OPENBLAS_THREAD_TIMEOUT -u GOTO_THREAD_TIMEOUT OPENBLAS_NUM_THREADS=1 "$KFAC" \
+        --version >"$WORK/out"
+    expect_grep "$WORK/out" "^blas threads: 1, OPENBLAS_THREAD_TIMEOUT=(unset)$" \
+        "one thread: nothing changed"
+fi
 # OpenBLAS's SSE-only kernels on a CPU with AVX2 and FMA (forced here through the variable
 # that chooses them, as a CPU OpenBLAS does not know chooses them itself): a warning that
 # names the variable to set, unless --quiet; none with the kernels the CPU deserves.

@@ -127,6 +127,13 @@ struct kfac_backend {
 /* The CPU backend: OpenBLAS and LAPACKE on host memory. */
 const struct kfac_backend *kfac_backend_cpu(void);
 
+/* A program's first call, with main's argv unchanged: where OpenBLAS runs several threads
+ * and the environment leaves it to spin for its default while idle, runs the program
+ * again (execv of /proc/self/exe, Linux only) with OPENBLAS_THREAD_TIMEOUT set to a short
+ * wait (backend_cpu.c says why). Returns when it does not: the variable was set (any
+ * value is kept), one thread, under valgrind, or the exec failed (then nothing changes). */
+void kfac_backend_cpu_prepare(char **argv);
+
 /* The CUDA backend on device `device` (backend_cuda.c; in builds configured with
  * --enable-cuda only): KFAC_EINVAL when no such device is visible or another one is in
  * use already. */
