@@ -69,7 +69,7 @@ void kfac_backend_cpu_prepare(char **argv)
 #ifdef __linux__
     /* OpenBLAS reads the wait from its variable once, as it loads, before main. */
     if (getenv("OPENBLAS_THREAD_TIMEOUT") || getenv("GOTO_THREAD_TIMEOUT") ||
-        openblas_get_num_threads() < 2)
+        cpu_threads() < 2)
         return;
     /* Valgrind would run the new image outside itself; its preload names it. */
     const char *preload = getenv("LD_PRELOAD");
