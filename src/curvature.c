@@ -19,6 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The size of factor j (2i: layer i's Ā, 2i + 1: its G). */
+static int factor_size(const struct kfac_curvature *c, int j)
+{
+    return j % 2 ? c->f[j / 2].n_g : c->f[j / 2].n_a;
+}
+
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
 {
     struct kfac_curvature *c = kfac_xcalloc(1, sizeof *c);
@@ -69,17 +75,20 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
         int n = j % 2 ? c->f[j / 2].n_g : c->f[j / 2].n_a;
         c->merge_first[j + 1] = c->merge_first[j] + (n + 1) / 2;
     }
+    c->by_size = kfac_xmalloc((size_t)(2 * net->n_blocks) * sizeof *c->by_size);
+    for (int j = 0; j < 2 * net->n_blocks; j++) /* by insertion, largest first, ties in order */
+        for (int at = j;; at--) {
+            if (at == 0 || factor_size(c, c->by_size[at - 1]) >= factor_size(c, j)) {
+                c->by_size[at] = j;
+                break;
+            }
+            c->by_size[at] = c->by_size[at - 1];
+        }
     kfac_eigen_work_init(&c->eig, c->be, (int)max_n);
     c->tmp_n = max_block;
     c->tmp = kfac_floats_new(max_block);
     c->dtmp = kfac_xmalloc(2 * max_block * sizeof *c->dtmp);
     return c;
-}
-
-/* The size of factor j (2i: layer i's Ā, 2i + 1: its G). */
-static int factor_size(const struct kfac_curvature *c, int j)
-{
-    return j % 2 ? c->f[j / 2].n_g : c->f[j / 2].n_a;
 }
 
 void kfac_curvature_use_cholesky(struct kfac_curvature *c)
@@ -100,17 +109,7 @@ void kfac_curvature_use_cholesky(struct kfac_curvature *c)
         max_n = f->n_g > max_n ? f->n_g : max_n;
     }
     c->eig_w = kfac_xmalloc((size_t)max_n * sizeof *c->eig_w);
-    int n_factors = 2 * c->n_blocks;
-    c->chol_order = kfac_xmalloc((size_t)n_factors * sizeof *c->chol_order);
-    c->chol_info = kfac_xcalloc((size_t)n_factors, sizeof *c->chol_info);
-    for (int j = 0; j < n_factors; j++) /* by insertion, largest first, ties in order */
-        for (int at = j;; at--) {
-            if (at == 0 || factor_size(c, c->chol_order[at - 1]) >= factor_size(c, j)) {
-                c->chol_order[at] = j;
-                break;
-            }
-            c->chol_order[at] = c->chol_order[at - 1];
-        }
+    c->chol_info = kfac_xcalloc((size_t)(2 * c->n_blocks), sizeof *c->chol_info);
 }
 
 void kfac_curvature_keep_inverses(struct kfac_curvature *c, int n_spare)
@@ -283,7 +282,7 @@ void kfac_curvature_free(struct kfac_curvature *c)
     free(c->own_displ);
     free(c->dtmp);
     free(c->eig_w);
-    free(c->chol_order);
+    free(c->by_size);
     free(c->chol_info);
     free(c);
 }
@@ -294,11 +293,50 @@ double kfac_stats_decay(long k, double cap)
     return eps < cap ? eps : cap;
 }
 
-/* Upper triangle of out (n × n) = scale · xᵀx + beta · out for x (rows × n, ld). */
-static void second_moment(const struct kfac_backend *be, int rows, int n, const float *x, int ld,
-                          double scale, float beta, float *out)
+/* fn(ctx, part, part + 1) for parts 0 and 1 at once, each on one thread of the backend,
+ * where it runs two threads and is concurrent (backend.h); else fn(ctx, 0, 1) alone, on all
+ * of the backend's threads. fn takes its work from a shared counter, so either way it all
+ * gets done. On two cores OpenBLAS's two-thread ssyrk and dpotri leave its second thread
+ * partly idle, most of all on the smaller factors; two calls at once keep both busy. */
+static void on_two_threads(const struct kfac_backend *be, void (*fn)(void *, int, int),
+                           void *ctx)
 {
-    be->ssyrk(KFAC_TRANS, n, rows, (float)scale, x, ld, beta, out, n);
+    int threads = be->threads();
+    if (threads == 2 && be->concurrent) {
+        be->set_threads(1);
+        kfac_parallel_for_parts(2, 2, fn, ctx);
+        be->set_threads(threads);
+    } else {
+        fn(ctx, 0, 1);
+    }
+}
+
+/* A batch's statistics for the factors, largest first as the threads take them: factor
+ * j's upper triangle (Ā's for j = 2i, G's for 2i + 1) = scale · xᵀx + beta · it, for x
+ * the m cases' rows of block i's ā or g. */
+struct moments_pass {
+    struct kfac_curvature *c;
+    const struct kfac_net *net;
+    int m, total;
+    float beta;
+    atomic_int next; /* the next place in c->by_size */
+};
+
+static void moments_part(void *ctx, int part, int part_end)
+{
+    (void)part, (void)part_end;
+    struct moments_pass *p = ctx;
+    struct kfac_curvature *c = p->c;
+    for (int at; (at = atomic_fetch_add(&p->next, 1)) < 2 * c->n_blocks;) {
+        int j = c->by_size[at];
+        const struct kfac_layer *l = p->net->blocks[j / 2];
+        struct kfac_factors *f = &c->f[j / 2];
+        /* Ā = |T| Ω̂ and G = Γ̂ over the total·|T| rows (see curvature.h). */
+        int rows = p->m * f->n_pos, n = j % 2 ? f->n_g : f->n_a;
+        double scale = j % 2 ? 1.0 / ((double)p->total * f->n_pos) : 1.0 / p->total;
+        c->be->ssyrk(KFAC_TRANS, n, rows, (float)scale, j % 2 ? l->g : l->abar, n, p->beta,
+                     j % 2 ? f->batch_G : f->batch_A, n);
+    }
 }
 
 /* The upper triangle of row i of out (n × n) = εX + (1−ε) B from those of X and B;
@@ -376,16 +414,10 @@ void kfac_curvature_symmetrise(struct kfac_curvature *c)
 void kfac_curvature_accumulate(struct kfac_curvature *c, const struct kfac_net *net, int m,
                               int total, int first)
 {
-    float beta = first ? 0.0f : 1.0f;
-    for (int i = 0; i < c->n_blocks; i++) {
-        const struct kfac_layer *l = net->blocks[i];
-        struct kfac_factors *f = &c->f[i];
-        /* Ā = |T| Ω̂ and G = Γ̂ over the total·|T| rows (see curvature.h). */
-        int rows = m * f->n_pos;
-        second_moment(c->be, rows, f->n_a, l->abar, f->n_a, 1.0 / total, beta, f->batch_A);
-        second_moment(c->be, rows, f->n_g, l->g, f->n_g, 1.0 / ((double)total * f->n_pos), beta,
-                      f->batch_G);
-    }
+    struct moments_pass p = {.c = c, .net = net, .m = m, .total = total,
+                             .beta = first ? 0.0f : 1.0f};
+    atomic_init(&p.next, 0);
+    on_two_threads(c->be, moments_part, &p);
     if (c->variant && c->variant->statistics)
         c->variant->statistics(c, net, m, total, first);
 }
@@ -685,7 +717,7 @@ struct cholesky_pass {
     struct kfac_curvature *c;
     double gamma;
     int lo, hi;
-    atomic_int next; /* the next place in c->chol_order */
+    atomic_int next; /* the next place in c->by_size */
 };
 
 /* Factor j's matrix as decomposed, its damping for γ and its inverse. */
@@ -709,7 +741,7 @@ static void cholesky_part(void *ctx, int part, int part_end)
     struct kfac_curvature *c = p->c;
     double *a = c->dtmp + (size_t)part * c->tmp_n;
     for (int at; (at = atomic_fetch_add(&p->next, 1)) < 2 * c->n_blocks;) {
-        int j = c->chol_order[at], n;
+        int j = c->by_size[at], n;
         if (j / 2 < p->lo || j / 2 >= p->hi)
             continue;
         const double *X;
@@ -724,25 +756,16 @@ static void cholesky_part(void *ctx, int part, int part_end)
     }
 }
 
-/* The damped inverses of the layers [lo, hi) for γ by Cholesky. On two threads, two factors
- * at once, each on one thread of a concurrent backend (backend.h) in its half of dtmp: the
- * smaller factors' inversions leave OpenBLAS's second thread partly idle. Where X + d I is
- * not numerically positive definite, the inverse comes from X's eigendecomposition as the
- * eigen method forms it. Returns 0, or where that failed the lowest factor's
- * failure_code. */
+/* The damped inverses of the layers [lo, hi) for γ by Cholesky, two factors at once where
+ * on_two_threads() can, each in its half of dtmp. Where X + d I is not numerically
+ * positive definite, the inverse comes from X's eigendecomposition as the eigen method
+ * forms it. Returns 0, or where that failed the lowest factor's failure_code. */
 static long invert_cholesky(struct kfac_curvature *c, double gamma, int lo, int hi)
 {
     const struct kfac_backend *be = c->be;
-    int threads = be->threads();
     struct cholesky_pass p = {.c = c, .gamma = gamma, .lo = lo, .hi = hi};
     atomic_init(&p.next, 0);
-    if (threads == 2 && be->concurrent) {
-        be->set_threads(1);
-        kfac_parallel_for_parts(2, 2, cholesky_part, &p);
-        be->set_threads(threads);
-    } else {
-        cholesky_part(&p, 0, 1);
-    }
+    on_two_threads(be, cholesky_part, &p);
     for (int j = 2 * lo; j < 2 * hi; j++) {
         if (c->chol_info[j] == 0)
             continue;

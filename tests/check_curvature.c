@@ -107,6 +107,72 @@ START_TEST(factors_match_brute_force)
 }
 END_TEST
 
+/* A net of six factors of six sizes (40-90:tanh-20:tanh-70:linear: Ā 41, 91, 21; G 90,
+ * 20, 70) for m cases, and two curvatures c[0], c[1] on it. */
+static struct kfac_net *six_factors(int m, struct kfac_rng *r, struct kfac_curvature *c[2])
+{
+    struct kfac_net *net = spec_net("40-90:tanh-20:tanh-70:linear", m, r);
+    c[0] = kfac_curvature_new(net);
+    c[1] = kfac_curvature_new(net);
+    return net;
+}
+
+/* A random batch X (m × 40) and output gradient through six_factors()'s net. */
+static void six_factor_batch(struct kfac_net *net, int m, float *X, struct kfac_rng *r)
+{
+    fill_uniform(X, (size_t)m * 40, r, -1, 1);
+    kfac_net_forward(net, m, X);
+    fill_uniform(kfac_net_output_grad(net), (size_t)m * 70, r, -1, 1);
+    kfac_net_backward(net, m, 1.0f, KFAC_GRADS_NONE);
+}
+
+/* On two threads the factors' statistics are taken two at a time, each ssyrk on one BLAS
+ * thread, largest factor first: the same bits as on one thread, and the brute-force second
+ * moments, for six factors of six sizes over two batches (the second averaged in). */
+START_TEST(statistics_on_two_threads_are_those_on_one)
+{
+    enum { M = 150 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    struct kfac_curvature *c[2];
+    struct kfac_net *net = six_factors(M, &r, c);
+    const struct kfac_backend *be = net->be;
+    int threads = be->threads();
+    float *X = kfac_floats_new((size_t)M * 40);
+    double *want = kfac_xmalloc(sizeof *want * 91 * 91);
+    double *last = kfac_xmalloc(sizeof *last * 91 * 91);
+    for (int k = 1; k <= 2; k++) {
+        six_factor_batch(net, M, X, &r);
+        for (int v = 0; v < 2; v++) {
+            if (k == 2) /* the first batch's factors, for the average */
+                memcpy(last, c[v]->f[1].A, sizeof *last * 91 * 91);
+            be->set_threads(v == 0 ? 1 : 2);
+            ck_assert_int_eq(kfac_curvature_update(c[v], net, M, kfac_stats_decay(k, 0.95), k),
+                             0);
+            be->set_threads(threads);
+            kfac_curvature_symmetrise(c[v]);
+        }
+        for (int i = 0; i < 3; i++) {
+            const struct kfac_factors *f = &c[0]->f[i], *g = &c[1]->f[i];
+            ck_assert_mem_eq(f->A, g->A, sizeof *f->A * (size_t)f->n_a * f->n_a);
+            ck_assert_mem_eq(f->G, g->G, sizeof *f->G * (size_t)f->n_g * f->n_g);
+        }
+        /* layer 2's Ā (91 × 91), the largest factor, against the brute force */
+        const struct kfac_layer *l = net->blocks[1];
+        brute_moment(M, 91, l->abar, 91, want);
+        for (int j = 0; j < 91 * 91; j++)
+            ck_assert_close(c[1]->f[1].A[j], k == 1 ? want[j] : 0.5 * last[j] + 0.5 * want[j],
+                            1e-5);
+    }
+    free(want);
+    free(last);
+    kfac_floats_free(X);
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_free(c[v]);
+    kfac_net_free(net);
+}
+END_TEST
+
 START_TEST(nonfinite_statistics_are_rejected)
 {
     enum { M = 4 };
@@ -432,16 +498,13 @@ START_TEST(cholesky_inverses_on_two_threads_are_those_on_one)
     enum { M = 200 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 8);
-    struct kfac_net *net = spec_net("40-90:tanh-20:tanh-70:linear", M, &r);
+    struct kfac_curvature *c[2];
+    struct kfac_net *net = six_factors(M, &r, c);
     const struct kfac_backend *be = net->be;
     int threads = be->threads();
-    struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
     float *X = kfac_floats_new((size_t)M * 40);
     for (int k = 1; k <= 4; k++) {
-        fill_uniform(X, (size_t)M * 40, &r, -1, 1);
-        kfac_net_forward(net, M, X);
-        fill_uniform(kfac_net_output_grad(net), (size_t)M * 70, &r, -1, 1);
-        kfac_net_backward(net, M, 1.0f, KFAC_GRADS_NONE);
+        six_factor_batch(net, M, X, &r);
         for (int v = 0; v < 2; v++) {
             if (k == 1)
                 kfac_curvature_use_cholesky(c[v]);
@@ -1592,6 +1655,7 @@ static Suite *curvature_suite(void)
     Suite *s = suite_create("curvature");
     TCase *tc = tcase_create("kfac");
     tcase_add_test(tc, factors_match_brute_force);
+    tcase_add_test(tc, statistics_on_two_threads_are_those_on_one);
     tcase_add_test(tc, nonfinite_statistics_are_rejected);
     tcase_add_test(tc, sampled_G_converges_to_exact);
     tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 2);

@@ -231,8 +231,9 @@ struct kfac_curvature {
     int cholesky;             /* the Cholesky method (kfac_curvature_use_cholesky()) */
     double *eig_w;            /* the Cholesky method: max factor size, the eigenvalues of a
                                * factor inverted through its eigendecomposition instead */
-    int *chol_order;          /* the Cholesky method: the 2 n_blocks factors, largest first */
     int *chol_info;           /* the Cholesky method: 2 n_blocks, each factor's dpotri info */
+    int *by_size;             /* the 2 n_blocks factors (2i: block i's Ā, 2i + 1: its G),
+                               * largest first, as the two-thread passes take them */
     int kept;                 /* the _keep factors hold those before the last update */
     int *merge_first;         /* 2 n_blocks + 1: the merge's first row pair of each factor */
     _Atomic int *merge_bad;   /* 2 n_blocks: the merge's finding of each batch factor */

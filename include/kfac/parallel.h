@@ -1,8 +1,8 @@
 /*
  * parallel.h: runs a memory-bound loop that BLAS does not do (im2col, col2im) on as many
  * threads as OpenBLAS uses, so that the loop is not the single-threaded part of a
- * multithreaded iteration; and, for the Cholesky inversions, independent parts that each
- * call the backend on one thread.
+ * multithreaded iteration; and, for the factors' statistics and Cholesky inversions,
+ * independent parts that each call the backend on one thread.
  */
 #ifndef KFAC_PARALLEL_H
 #define KFAC_PARALLEL_H
