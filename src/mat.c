@@ -24,55 +24,76 @@ void kfac_floats_free(float *p)
     free(p);
 }
 
-/* kfac_dots() for k products, k a constant where it is inlined: eight independent
- * accumulators per product, which the compiler vectorises and keeps in registers, so the
- * sums do not wait on one addition's latency per element. */
-static inline __attribute__((always_inline)) void dots_of(size_t n, const float *x, int k,
-                                                          const float *const *ys, double *out)
+/* Eight independent accumulators per product, which the compiler vectorises and keeps in
+ * registers, so that the sums do not wait on one addition's latency per element. */
+KFAC_VECTOR_KERNEL
+void kfac_gram(size_t n, int k, const float *const *xs, double *out)
 {
-    double acc[KFAC_DOTS_MAX][8] = {{0}};
-    const float *y[KFAC_DOTS_MAX];
-    for (int d = 0; d < k; d++)
-        y[d] = ys[d];
+    /* Always the Gram matrix of three vectors, the missing ones x: the same memory
+     * traffic, and one loop the compiler vectorises whole. */
+    const float *restrict x = xs[0], *restrict y = k > 1 ? xs[1] : x,
+                *restrict z = k > 2 ? xs[2] : x;
+    double xx[8] = {0}, xy[8] = {0}, xz[8] = {0}, yy[8] = {0}, yz[8] = {0}, zz[8] = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int d = 0; d < k; d++)
-            for (int j = 0; j < 8; j++)
-                acc[d][j] += (double)x[i + j] * y[d][i + j];
-    for (int d = 0; d < k; d++) {
-        double s = 0;
-        for (size_t t = i; t < n; t++)
-            s += (double)x[t] * y[d][t];
-        for (int j = 0; j < 8; j++)
-            s += acc[d][j];
-        out[d] = s;
+        for (int j = 0; j < 8; j++) {
+            double a = x[i + j], b = y[i + j], c = z[i + j];
+            xx[j] += a * a, xy[j] += a * b, xz[j] += a * c;
+            yy[j] += b * b, yz[j] += b * c, zz[j] += c * c;
+        }
+    double g[6] = {0};
+    for (; i < n; i++) {
+        double a = x[i], b = y[i], c = z[i];
+        g[0] += a * a, g[1] += a * b, g[2] += a * c, g[3] += b * b, g[4] += b * c, g[5] += c * c;
     }
+    for (int j = 0; j < 8; j++) {
+        g[0] += xx[j], g[1] += xy[j], g[2] += xz[j];
+        g[3] += yy[j], g[4] += yz[j], g[5] += zz[j];
+    }
+    const double full[9] = {g[0], g[1], g[2], g[1], g[3], g[4], g[2], g[4], g[5]};
+    for (int a = 0; a < k; a++)
+        for (int b = 0; b < k; b++)
+            out[a * k + b] = full[a * 3 + b];
 }
-
-_Static_assert(KFAC_DOTS_MAX == 4, "kfac_dots() has a case for each k");
 
 KFAC_VECTOR_KERNEL
-void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out)
-{
-    switch (k) {
-    case 1: dots_of(n, x, 1, ys, out); break;
-    case 2: dots_of(n, x, 2, ys, out); break;
-    case 3: dots_of(n, x, 3, ys, out); break;
-    case 4: dots_of(n, x, 4, ys, out); break;
-    default: break; /* k outside 1 … KFAC_DOTS_MAX: mat.h */
-    }
-}
-
 double kfac_dot(size_t n, const float *x, const float *y)
 {
-    double s;
-    kfac_dots(n, x, 1, &y, &s);
+    double acc[8] = {0}, s = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += (double)x[i + j] * y[i + j];
+    for (; i < n; i++)
+        s += (double)x[i] * y[i];
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
     return s;
 }
 
 double kfac_sumsq(size_t n, const float *x)
 {
     return kfac_dot(n, x, x);
+}
+
+KFAC_VECTOR_KERNEL
+double kfac_combine(size_t n, float a, const float *x, float b, const float *y, float *out)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            out[i + j] = a * x[i + j] + b * y[i + j];
+            acc[j] += (double)out[i + j] * out[i + j];
+        }
+    double s = 0;
+    for (; i < n; i++) {
+        out[i] = a * x[i] + b * y[i];
+        s += (double)out[i] * out[i];
+    }
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
+    return s;
 }
 
 KFAC_VECTOR_KERNEL

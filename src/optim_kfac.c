@@ -283,26 +283,26 @@ static void model_sums(struct kfac *s, const struct kfac_batch *b, int mq, int n
 }
 
 /* The step for the proposal Δ (s->delta[i]) with the model's sums for it: cand = αΔ + μδ₀
- * with its model change; *score ranks candidates. */
+ * with its model change; *score ranks candidates, *cand_sq = |cand|² (NaN or infinite when
+ * cand is not finite). gram: the Gram matrix of Δ, ∇h and (where there is one) δ₀,
+ * kfac_gram()'s k × k with k = 3 or 2; c_prev = δ₀ᵀ(F + (λ + η)I)δ₀ from the model's sums. */
 static void try_gamma(struct kfac *s, const struct kfac_batch *b, int i, double mq, double dd,
-                      double dp, double c_prev, double g_prev, double *alpha, double *mu,
-                      double *change, double *score)
+                      double dp, double c_prev, const double *gram, double *alpha, double *mu,
+                      double *change, double *score, double *cand_sq)
 {
     struct kfac_optim *o = &s->base;
     struct kfac_net *net = o->net;
     size_t n = net->n_params;
     const float *delta = s->delta[i];
     double damping = s->lambda + o->opts.l2;
-    /* ΔᵀΔ, ∇hᵀΔ and δ₀ᵀΔ in one pass over the parameters. */
-    const float *ys[3] = {delta, net->grads, s->prev};
-    double dots[3], C[4], g[2];
-    kfac_dots(n, delta, s->have_prev ? 3 : 2, ys, dots);
-    C[0] = dd / mq + damping * dots[0];
-    g[0] = dots[1];
+    int k = s->have_prev ? 3 : 2;
+    double C[4], g[2];
+    C[0] = dd / mq + damping * gram[0];
+    g[0] = gram[1];
     if (s->have_prev) {
-        C[1] = C[2] = dp / mq + damping * dots[2];
+        C[1] = C[2] = dp / mq + damping * gram[2];
         C[3] = c_prev;
-        g[1] = g_prev;
+        g[1] = gram[k + 2]; /* ∇hᵀδ₀ */
     } else {
         C[1] = C[2] = C[3] = g[1] = 0;
     }
@@ -313,9 +313,8 @@ static void try_gamma(struct kfac *s, const struct kfac_batch *b, int i, double 
         *mu = s->have_prev ? o->opts.momentum : 0.0;
         *change = kfac_model_change(C, g, *alpha, *mu);
     }
-    float a = (float)*alpha, u = (float)*mu;
-    for (size_t j = 0; j < n; j++) /* δ = αΔ + μδ₀ (δ₀ is zero before the first step) */
-        s->cand[j] = a * delta[j] + u * s->prev[j];
+    /* δ = αΔ + μδ₀ (δ₀ is zero before the first step) */
+    *cand_sq = kfac_combine(n, (float)*alpha, delta, (float)*mu, s->prev, s->cand);
     *score = *change;
     if (o->opts.gamma_rule == KFAC_GAMMA_OBJECTIVE) {
         memcpy(s->theta, net->params, n * sizeof *s->theta);
@@ -379,7 +378,7 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         s->rng = before.rng; /* the targets' key is drawn again */
         return kfac_objective_error(net, b, k);
     }
-    double grad_sq, step_sq;
+    double grad_sq;
     rc = kfac_check_finite(net, net->grads, k, "gradient", &grad_sq);
     if (rc || (rc = update_curvature(s, &stats, k, figures)))
         return undo(s, rc, &before);
@@ -402,32 +401,32 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
         figures[COL_T_PRECOND] += kfac_log_clock() - t1;
     }
 
-    double t0 = kfac_log_clock(), sums[7], c_prev = 0, g_prev = 0;
+    double t0 = kfac_log_clock(), sums[7], c_prev = 0, step_sq = 0;
     int mq = kfac_fraction_cases(op->model_fraction, kfac_batch_total(b));
     model_sums(s, b, mq, n_gamma, sums);
-    if (s->have_prev) { /* the previous step's part of the model does not depend on γ */
-        const float *ys[2] = {s->prev, net->grads};
-        double dots[2];
-        kfac_dots(n, s->prev, 2, ys, dots);
-        c_prev = sums[2 * n_gamma] / mq + (s->lambda + op->l2) * dots[0];
-        g_prev = dots[1];
-    }
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
-        double a, u, c, score;
-        try_gamma(s, b, i, mq, sums[i], sums[n_gamma + i], c_prev, g_prev, &a, &u, &c, &score);
+        /* ΔᵀΔ, Δᵀ∇h, Δᵀδ₀ and, from the first pass, the γ-free ∇hᵀδ₀ and δ₀ᵀδ₀, in one pass
+         * over the parameters per Δ. */
+        const float *xs[3] = {s->delta[i], net->grads, s->prev};
+        double gram[9], a, u, c, score, sq;
+        kfac_gram(n, s->have_prev ? 3 : 2, xs, gram);
+        if (i == 0 && s->have_prev)
+            c_prev = sums[2 * n_gamma] / mq + (s->lambda + op->l2) * gram[8];
+        try_gamma(s, b, i, mq, sums[i], sums[n_gamma + i], c_prev, gram, &a, &u, &c, &score,
+                  &sq);
         if (i == 0 || score < best_score) {
             float *t = s->best;
             s->best = s->cand;
             s->cand = t;
             best_score = score;
-            alpha = a, mu = u, change = c;
+            alpha = a, mu = u, change = c, step_sq = sq;
             s->gamma = gammas[i];
         }
     }
     figures[COL_T_MODEL] += kfac_log_clock() - t0;
-    if ((rc = kfac_check_finite(net, s->best, k, "step", &step_sq)))
-        return undo(s, rc, &before);
+    if (!isfinite(step_sq) && (rc = kfac_check_finite(net, s->best, k, "step", &step_sq)))
+        return undo(s, rc, &before); /* the check names the first layer that is not finite */
     net->be->saxpy((int)n, 1.0f, s->best, net->params);
     kfac_curvature_commit(s->curv); /* the step is taken: a later failure keeps its factors */
 

@@ -4,7 +4,8 @@
  * differences, the 2×2 quadratic model, the Levenberg–Marquardt rule against
  * REFERENCE.md, the invariance of K-FAC's trajectory under affine input transforms
  * (paper §4, Corollary 2), K-FAC against a tuned SGD baseline, and the guards that keep
- * non-finite steps out of the parameters.
+ * non-finite steps out of the parameters; the model's reductions over the parameters
+ * against plain loops.
  */
 #include "kfac/checkpoint.h"
 #include "kfac/mat.h"
@@ -712,6 +713,48 @@ START_TEST(lenet5_in_chunks_matches_one_chunk)
 }
 END_TEST
 
+/* The model's reductions over the parameters, kfac_gram() and kfac_combine(), against plain
+ * loops in long double, on lengths around their eight-wide blocks; a NaN or an infinity in
+ * the combination makes its sum of squares non-finite. */
+START_TEST(gram_and_combine_match_the_loop)
+{
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 7);
+    static const size_t lengths[] = {1, 7, 8, 9, 1003};
+    enum { MOST = 1003 };
+    float v[3][MOST], out[MOST];
+    for (int c = 0; c < 5; c++) {
+        size_t n = lengths[c];
+        for (int a = 0; a < 3; a++)
+            fill_uniform(v[a], n, &r, -2, 2);
+        const float *xs[3] = {v[0], v[1], v[2]};
+        for (int k = 1; k <= KFAC_GRAM_MAX; k++) {
+            double g[9];
+            kfac_gram(n, k, xs, g);
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++) {
+                    long double want = 0;
+                    for (size_t i = 0; i < n; i++)
+                        want += (long double)v[a][i] * v[b][i];
+                    ck_assert_double_eq_tol(g[a * k + b], (double)want,
+                                            1e-12 * (1 + fabs((double)want)));
+                }
+        }
+        double sq = kfac_combine(n, 0.75f, v[0], -1.5f, v[1], out);
+        long double want = 0;
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_float_eq_tol(out[i], 0.75f * v[0][i] - 1.5f * v[1][i], 1e-6f);
+            want += (long double)out[i] * out[i];
+        }
+        ck_assert_double_eq_tol(sq, (double)want, 1e-12 * (1 + (double)want));
+        v[1][n - 1] = NAN;
+        ck_assert(isnan(kfac_combine(n, 0.75f, v[0], -1.5f, v[1], out)));
+        v[1][n - 1] = 0, v[1][n / 2] = INFINITY;
+        ck_assert(!isfinite(kfac_combine(n, 0.75f, v[0], -1.5f, v[1], out)));
+    }
+}
+END_TEST
+
 static Suite *optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -719,6 +762,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, nesterov_matches_definition);
     tcase_add_test(tc, momentum_schedule);
     tcase_add_test(tc, fisher_products_match_dense_finite_differences);
+    tcase_add_test(tc, gram_and_combine_match_the_loop);
     tcase_add_test(tc, two_by_two_model_is_minimal);
     tcase_add_test(tc, levenberg_marquardt_lambda);
     tcase_add_test(tc, kfac_first_step_and_figures);

@@ -18,13 +18,17 @@ void kfac_floats_free(float *p);
 /* Σ x_i y_i accumulated in double. x, y: n. */
 double kfac_dot(size_t n, const float *x, const float *y);
 
-/* out[d] = x · ys[d] for d < k ≤ KFAC_DOTS_MAX, accumulated in double, in one pass over the
- * data. x and each ys[d]: n. */
-#define KFAC_DOTS_MAX 4
-void kfac_dots(size_t n, const float *x, int k, const float *const *ys, double *out);
+/* The Gram matrix of k ≤ KFAC_GRAM_MAX vectors, out[a·k + b] = xs[a] · xs[b] accumulated in
+ * double, in one pass over the data. Each xs[a]: n; out: k × k, symmetric. */
+#define KFAC_GRAM_MAX 3
+void kfac_gram(size_t n, int k, const float *const *xs, double *out);
 
 /* Σ x_i² accumulated in double. x: n. */
 double kfac_sumsq(size_t n, const float *x);
+
+/* out = a·x + b·y; returns Σ out_i² accumulated in double, which is NaN or infinite exactly
+ * when out holds a NaN or an infinity (a float's square is below 1.2e77). x, y, out: n. */
+double kfac_combine(size_t n, float a, const float *x, float b, const float *y, float *out);
 
 /* 1 when every element is finite, else 0. x: n. */
 int kfac_all_finite(size_t n, const float *x);
