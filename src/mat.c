@@ -56,6 +56,8 @@ void kfac_gram(size_t n, int k, const float *const *xs, double *out)
             out[a * k + b] = full[a * 3 + b];
 }
 
+/* A loop of its own rather than kfac_gram()'s off-diagonal entry: the Gram pass forms six
+ * products per element, which a single product would pay for in time on every call. */
 KFAC_VECTOR_KERNEL
 double kfac_dot(size_t n, const float *x, const float *y)
 {

@@ -406,8 +406,8 @@ static int kfac_step(struct kfac_optim *o, const struct kfac_batch *b, long k, d
     model_sums(s, b, mq, n_gamma, sums);
     double best_score = INFINITY, alpha = 0, mu = 0, change = 0;
     for (int i = 0; i < n_gamma; i++) {
-        /* ΔᵀΔ, Δᵀ∇h, Δᵀδ₀ and, from the first pass, the γ-free ∇hᵀδ₀ and δ₀ᵀδ₀, in one pass
-         * over the parameters per Δ. */
+        /* ΔᵀΔ, Δᵀ∇h and Δᵀδ₀ in one pass over the parameters per Δ, which also yields the
+         * γ-free ∇hᵀδ₀ and δ₀ᵀδ₀ (c_prev from the first pass's). */
         const float *xs[3] = {s->delta[i], net->grads, s->prev};
         double gram[9], a, u, c, score, sq;
         kfac_gram(n, s->have_prev ? 3 : 2, xs, gram);
