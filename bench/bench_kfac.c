@@ -1,29 +1,29 @@
 /*
- * bench_kfac.c: the cost of a K-FAC iteration relative to an SGD iteration at the same
- * batch size on the MNIST deep autoencoder (784-1000-500-250-30-250-500-1000-784,
- * Bernoulli output, sparse initialisation), both measured in this run. K-FAC is timed
- * over whole periods of T3 iterations, so the inversions (k mod T3 = 0), the γ trials
- * (k mod T2 = 0) and the ρ evaluations (k mod T1 = 0) are amortised as in training;
- * iterations 1–3, which always decompose, are run first and not timed. The two are timed
- * in interleaved rounds (20 SGD iterations, then one K-FAC period, each on its own copy of
- * the network), so that a change in the machine's load falls on both alike; each round
- * gives a ratio. Prints first the multiply-adds of each part of a K-FAC iteration at batch
- * 1000 and the ratio they allow at the gradient pass's rate (count_macs()); then, per batch
- * size, the median seconds per iteration of each, the median ratio over the rounds with its
- * least and greatest (target ≤ 2.0), and K-FAC's breakdown (means): gradient, statistics, inversions, preconditioning, the quadratic
- * model and the rest (ρ, the update). Then the same optimiser with K-FOC factors
- * (curvature = kfoc) from the same start: its seconds per iteration, its ratio to K-FAC's,
- * its statistics time (the power iterations) and the mean of its kfoc_iterations column.
- * Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from the same start: seconds per
- * iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics, inversion and
- * preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's GEMMs
- * against the backend's sgemm on a square product (--device: the device's), and, where
- * 2⌈τ2 m⌉ ≤ m, the model's forward-mode passes for its two tangents timed one at a time
- * and stacked in one pass, as the optimiser runs them.
+ * bench_kfac.c: the cost of a K-FAC iteration relative to an SGD iteration at the same batch size
+ * on the MNIST deep autoencoder (784-1000-500-250-30-250-500-1000-784, Bernoulli output, sparse
+ * initialisation), both measured in this run. K-FAC is timed over whole periods of T = T2 = T3
+ * iterations (--period; the shipped 20), so the inversions (k mod T3 = 0), the γ trials (k mod T2
+ * = 0) and the ρ evaluations (k mod T1 = 0) are amortised as in training; iterations 1–3, which
+ * always decompose, are run first and not timed. The two are timed in interleaved rounds (T SGD
+ * iterations, then one K-FAC period, each on its own copy of the network), so that a change in the
+ * machine's load falls on both alike; each round gives a ratio. Prints first the multiply-adds of
+ * each part of a K-FAC iteration at batch 1000 and the ratio they allow at the gradient pass's
+ * rate (count_macs()); then, per batch size, the median seconds per iteration of each, the median
+ * ratio over the rounds with its least and greatest (target ≤ 2.0), and K-FAC's breakdown (means):
+ * gradient, statistics, inversions, preconditioning, the quadratic model and the rest (ρ, the
+ * update). Then the same optimiser with K-FOC factors (curvature = kfoc) from the same start: its
+ * seconds per iteration, its ratio to K-FAC's, its statistics time (the power iterations) and the
+ * mean of its kfoc_iterations column. Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from
+ * the same start: seconds per iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics,
+ * inversion and preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's
+ * GEMMs against the backend's sgemm on a square product (--device: the device's) and on the same
+ * GEMMs' shapes timed alone (what the backend can do there), and, where 2⌈τ2 m⌉ ≤ m, the model's
+ * forward-mode passes for its two tangents timed one at a time and stacked in one pass, as the
+ * optimiser runs them.
  *
- *   bench/bench_kfac [--device DEVICE] [MODEL_FRACTION [ROUNDS [BATCH...]]]
- * defaults: τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds, batches 1000 and
- * 4000.
+ *   bench/bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION [ROUNDS [BATCH...]]]
+ * defaults: T = 20 and τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds,
+ * batches 1000 and 4000.
  */
 #include "kfac/log.h"
 #include "kfac/mat.h"
@@ -35,8 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { PERIOD = 20, /* T3 = T2 = 20: one inversion and one γ trial per period */
-       MAX_ROUNDS = 100 };
+enum { MAX_ROUNDS = 100, MAX_PERIOD = 1000 };
 
 /* The index of a named column of o's figures (it must exist). */
 static int column(const struct kfac_optim *o, const char *name)
@@ -114,6 +113,47 @@ static double model_passes(struct kfac_net *net, const float *X, int mq, int sta
     return best;
 }
 
+/* GFLOP/s of the block-diagonal preconditioning's two GEMMs per layer of net, the shapes
+ * of kfac_curvature_precondition_layer() (G⁻¹ (n_g × n_g) · V (n_g × n_a), then · A⁻¹
+ * (n_a × n_a)), on their own: one sweep over the layers, best of `repeats` after one to
+ * warm up. What the backend gives at those shapes, beside what they get in the loop. */
+static double precondition_gflops(const struct kfac_backend *be, const struct kfac_net *net,
+                                  int repeats)
+{
+    size_t most = 0;
+    for (int i = 0; i < net->n_blocks; i++) {
+        size_t na = (size_t)net->blocks[i]->d_in + 1, ng = (size_t)net->blocks[i]->d_out;
+        size_t n = na > ng ? na : ng;
+        most = n * n > most ? n * n : most;
+    }
+    float *G = kfac_floats_new(most), *V = kfac_floats_new(most), *A = kfac_floats_new(most);
+    float *half = kfac_floats_new(most), *out = kfac_floats_new(most);
+    for (size_t i = 0; i < most; i++)
+        G[i] = (float)(i % 7) * 0.1f, V[i] = (float)(i % 5) * 0.1f, A[i] = (float)(i % 3) * 0.1f;
+    double best = 1e30, flops = 0;
+    for (int r = 0; r < repeats + 1; r++) {
+        double t = kfac_log_clock();
+        for (int i = 0; i < net->n_blocks; i++) {
+            int na = net->blocks[i]->d_in + 1, ng = net->blocks[i]->d_out;
+            be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, ng, 1.0f, G, ng, V, na, 0.0f, half,
+                      na);
+            be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, na, -1.0f, half, na, A, na, 0.0f,
+                      out, na);
+            if (r == 0)
+                flops += 2.0 * ng * na * ((double)ng + na);
+        }
+        t = kfac_log_clock() - t;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    kfac_floats_free(G);
+    kfac_floats_free(V);
+    kfac_floats_free(A);
+    kfac_floats_free(half);
+    kfac_floats_free(out);
+    return flops / best * 1e-9;
+}
+
 /* The parts of count_macs(): gradient, statistics, inverses, preconditioning, model, ρ. */
 enum { N_PARTS = 6 };
 
@@ -156,25 +196,37 @@ static double count_macs(const struct kfac_net *net, const struct kfac_optim_opt
 int main(int argc, char **argv)
 {
     const struct kfac_backend *be = bench_device("bench_kfac", &argc, &argv);
+    /* T2 = T3 = period: one inversion and one γ trial per period (the shipped 20). */
+    long period = 20;
+    if (argc >= 3 && strcmp(argv[1], "--period") == 0) {
+        char *end;
+        period = strtol(argv[2], &end, 10);
+        period = *end ? 0 : period; /* refused below */
+        argv[2] = argv[0];
+        argv += 2;
+        argc -= 2;
+    }
     double tau2 = argc > 1 ? atof(argv[1]) : 0.125;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int default_batches[] = {1000, 4000}, n_batches = argc > 3 ? argc - 3 : 2;
-    if (tau2 <= 0 || tau2 > 1 || rounds < 1 || rounds > MAX_ROUNDS) {
-        fprintf(stderr, "usage: bench_kfac [--device DEVICE] [MODEL_FRACTION [ROUNDS [BATCH...]]]"
-                        " (0 < MODEL_FRACTION <= 1, 1 <= ROUNDS <= %d)\n",
-                MAX_ROUNDS);
+    if (tau2 <= 0 || tau2 > 1 || rounds < 1 || rounds > MAX_ROUNDS || period < 1 ||
+        period > MAX_PERIOD) {
+        fprintf(stderr, "usage: bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION "
+                        "[ROUNDS [BATCH...]]] (1 <= T <= %d, 0 < MODEL_FRACTION <= 1, "
+                        "1 <= ROUNDS <= %d)\n",
+                MAX_PERIOD, MAX_ROUNDS);
         return 2;
     }
     struct kfac_optim_opts sgd = {.type = KFAC_OPTIM_SGD, .learning_rate = 1e-3, .momentum = 0.9,
                                   .l2 = 1e-5};
     struct kfac_optim_opts kf = {
         .type = KFAC_OPTIM_KFAC, .l2 = 1e-5, .stats_fraction = 0.125, .model_fraction = tau2,
-        .stats_decay = 0.95, .lambda_every = 5, .gamma_every = 20, .inverse_every = 20,
+        .stats_decay = 0.95, .lambda_every = 5, .gamma_every = period, .inverse_every = period,
         .lambda = 150, .gamma_max = 1, .use_momentum = 1, .kfoc_max_iter = KFAC_KFOC_MAX_ITER,
         .kfoc_tol = KFAC_KFOC_TOL};
     printf("# K-FAC against SGD (Nesterov) per iteration on %s, MNIST autoencoder, tau2 = %g, "
-           "%d interleaved rounds of %d SGD iterations and one K-FAC period of T3 = %d\n",
-           be->name, tau2, rounds, PERIOD, PERIOD);
+           "%d interleaved rounds of %ld SGD iterations and one K-FAC period of T2 = T3 = %ld\n",
+           be->name, tau2, rounds, period, period);
     /* The ratio that multiply-add counts alone allow, with the γ trial as configured and,
      * for comparison, half as often. */
     struct kfac_net *shape = bench_mnist_autoencoder(1);
@@ -216,8 +268,8 @@ int main(int argc, char **argv)
         run(o_sgd, &b, 1, 3, NULL); /* warm-up */
 
         /* K-FAC in rounds beside SGD; then K-FOC and block-tridiagonal K-FAC over one
-         * period each, from the same start. k = 4 … 23 (and each later period) contains one
-         * k mod 20 = 0 iteration, like any 20 consecutive ones. */
+         * period each, from the same start. k = 4 … 3 + T (and each later period) contains
+         * one k mod T = 0 iteration, like any T consecutive ones. */
         static const int variants[3] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_KFOC,
                                         KFAC_CURVATURE_TRIDIAGONAL};
         double t_opt[3], per[3][8], t_grad = 0, t_sgd[MAX_ROUNDS], t_kfac[MAX_ROUNDS];
@@ -232,20 +284,20 @@ int main(int argc, char **argv)
             run(o, &b, 1, 3, NULL);
             if (v == 0) {
                 for (int r = 0; r < rounds; r++) {
-                    t_sgd[r] = run(o_sgd, &b, 4 + (long)PERIOD * r, PERIOD, NULL);
-                    t_kfac[r] = run(o, &b, 4 + (long)PERIOD * r, PERIOD, sums);
+                    t_sgd[r] = run(o_sgd, &b, 4 + period * r, period, NULL);
+                    t_kfac[r] = run(o, &b, 4 + period * r, period, sums);
                     ratio[r] = t_kfac[r] / t_sgd[r];
                     kfac_mean += t_kfac[r] / rounds;
                 }
-                t_grad = gradient_pass(o, &b, PERIOD);
+                t_grad = gradient_pass(o, &b, period);
                 t_opt[0] = median(t_kfac, rounds);
             } else {
-                t_opt[v] = run(o, &b, 4, PERIOD, sums);
+                t_opt[v] = run(o, &b, 4, period, sums);
             }
             int c = column(o, "t_stats");
             for (int j = 0; j < 4; j++) /* stats, inverse, precond, model */
-                per[v][j] = sums[c + j] / ((double)PERIOD * n_rounds);
-            per[v][4] = v == 1 ? sums[column(o, "kfoc_iterations")] / PERIOD : 0;
+                per[v][j] = sums[c + j] / ((double)period * n_rounds);
+            per[v][4] = v == 1 ? sums[column(o, "kfoc_iterations")] / period : 0;
             free(sums);
             kfac_optim_free(o);
         }
@@ -268,10 +320,11 @@ int main(int argc, char **argv)
          * ·(Ā + γπ I)⁻¹, in float; one call an iteration and two more at each γ trial. */
         double macs[N_PARTS], rel[N_PARTS];
         count_macs(net, &kf, m, macs);
-        double rate = 2 * macs[3] / per[0][2] * 1e-9;
+        double rate = 2 * macs[3] / per[0][2] * 1e-9, alone = precondition_gflops(be, net, 3);
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
-               "the backend's sgemm's %.1f (2000^3)\n",
-               m, rate, rate / sgemm_rate, sgemm_rate);
+               "the backend's sgemm's %.1f (2000^3) and %.2f of its %.1f on their shapes "
+               "alone\n",
+               m, rate, rate / sgemm_rate, sgemm_rate, rate / alone, alone);
         /* Each part's multiply-add rate beside the gradient pass's: where the time goes
          * beyond the counts ("rest" is mostly ρ's forward pass). */
         for (int j = 1; j < N_PARTS; j++)
