@@ -47,6 +47,29 @@ static double layer_flops(const struct kfac_layer *l, int m, int with_din)
     return 2.0 * rows * l->d_out * (2.0 * k + (with_din ? l->d_in : 0));
 }
 
+/* What one timed call of conv_part_run() does to layer l on m cases: its forward pass
+ * (forward), or only the forward pass's GEMM sᵀ = W āᵀ (gemm), then its backward pass
+ * into dW and din where either is not NULL. */
+struct conv_part {
+    struct kfac_layer *l;
+    int m, forward, gemm;
+    float *dW, *din;
+};
+
+static void conv_part_run(void *ctx)
+{
+    struct conv_part *p = ctx;
+    struct kfac_layer *l = p->l;
+    int k = l->d_in + 1, rows = p->m * l->n_pos;
+    if (p->forward)
+        l->ops->forward(l, p->m);
+    if (p->gemm)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->d_out, rows, k, 1.0f, l->W, k,
+                    l->abar, k, 0.0f, l->col, rows);
+    if (p->dW || p->din)
+        l->ops->backward(l, p->m, 1.0f, p->dW, 0.0f, p->din, l->in_size);
+}
+
 int main(int argc, char **argv)
 {
     kfac_backend_cpu_prepare(argv);
@@ -72,14 +95,8 @@ int main(int argc, char **argv)
     double flops = 0;
     for (int i = 0; i < net->n_blocks; i++)
         flops += layer_flops(net->blocks[i], m, i > 0);
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        kfac_objective(net, KFAC_LOSS_SOFTMAX, 0, &b, 1);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best)
-            best = t;
-    }
+    struct bench_objective pass = {net, KFAC_LOSS_SOFTMAX, &b};
+    double best = bench_best_seconds(bench_objective_run, &pass, repeats);
     double lenet = flops / best * 1e-9;
     printf("LeNet-5 forward+backward, batch %d: %.2f ms, %.2f GFLOP/s\n", m, best * 1e3, lenet);
     /* Its layers one by one, in the pass's order, on the g the last pass left: where the
@@ -90,18 +107,10 @@ int main(int argc, char **argv)
     float *layer_din = kfac_floats_new((size_t)m * widest);
     for (int i = 0; i < net->n_layers; i++) {
         struct kfac_layer *l = &net->layers[i];
-        double fwd = 1e30, bwd = 1e30;
-        for (int r = 0; r < repeats + 1; r++) {
-            double t = kfac_log_clock();
-            l->ops->forward(l, m);
-            double t1 = kfac_log_clock();
-            l->ops->backward(l, m, 1.0f, l->dW, 0.0f, i > 0 ? layer_din : NULL, l->in_size);
-            double t2 = kfac_log_clock();
-            if (r > 0) {
-                fwd = t1 - t < fwd ? t1 - t : fwd;
-                bwd = t2 - t1 < bwd ? t2 - t1 : bwd;
-            }
-        }
+        struct conv_part fwd_part = {l, m, 1, 0, NULL, NULL};
+        struct conv_part bwd_part = {l, m, 0, 0, l->dW, i > 0 ? layer_din : NULL};
+        double fwd = bench_best_seconds(conv_part_run, &fwd_part, repeats);
+        double bwd = bench_best_seconds(conv_part_run, &bwd_part, repeats);
         printf("  layer %d %s: forward %.2f ms, backward %.2f ms\n", i + 1, l->ops->name, fwd * 1e3,
                bwd * 1e3);
     }
@@ -121,30 +130,20 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)mw * l->out_size; i++)
         l->g[i] = (float)kfac_rng_uniform(&rng) - 0.5f;
     flops = layer_flops(l, mw, 1);
-    /* The whole, then its parts: the forward pass (im2col, GEMM, transpose, activation) and
-     * its GEMM alone (sᵀ = W āᵀ), dW's GEMM, and the input gradient (per-tap GEMMs, this being a same-size
-     * convolution). The parts' ms show where the rest of the time goes. */
+    /* The whole, then its parts: the forward pass (im2col, GEMM, transpose, activation)
+     * and its GEMM alone (sᵀ = W āᵀ), dW's GEMM, and the input gradient (per-tap GEMMs,
+     * this being a same-size convolution). The parts' ms show where the rest goes. */
     enum { WHOLE, FORWARD, FORWARD_GEMM, DW, DIN, N_PARTS };
     static const char *names[N_PARTS] = {"forward+backward", "forward", "forward's GEMM alone",
                                          "dW", "input gradient"};
+    const struct conv_part parts[N_PARTS] = {
+        [WHOLE] = {l, mw, 1, 0, l->dW, din}, [FORWARD] = {l, mw, 1, 0, NULL, NULL},
+        [FORWARD_GEMM] = {l, mw, 0, 1, NULL, NULL}, [DW] = {l, mw, 0, 0, l->dW, NULL},
+        [DIN] = {l, mw, 0, 0, NULL, din}};
     double part_best[N_PARTS];
-    int k = l->d_in + 1, rows = mw * l->n_pos;
     for (int part = 0; part < N_PARTS; part++) {
-        part_best[part] = 1e30;
-        for (int r = 0; r < repeats + 1; r++) {
-            double t = kfac_log_clock();
-            if (part == WHOLE || part == FORWARD)
-                l->ops->forward(l, mw);
-            if (part == FORWARD_GEMM)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->d_out, rows, k, 1.0f,
-                            l->W, k, l->abar, k, 0.0f, l->col, rows);
-            if (part == WHOLE || part == DW || part == DIN)
-                l->ops->backward(l, mw, 1.0f, part == DIN ? NULL : l->dW, 0.0f,
-                                 part == DW ? NULL : din, l->in_size);
-            t = kfac_log_clock() - t;
-            if (r > 0 && t < part_best[part])
-                part_best[part] = t;
-        }
+        struct conv_part p = parts[part];
+        part_best[part] = bench_best_seconds(conv_part_run, &p, repeats);
     }
     double wide = flops / part_best[WHOLE] * 1e-9;
     double ref = bench_sgemm_gflops(kfac_backend_cpu(), 2000, repeats);

@@ -39,14 +39,8 @@ int main(int argc, char **argv)
         double one = 2.0 * m * l->d_out * (double)(l->d_in + 1);
         flops += one * (i == 0 ? 2 : 3);
     }
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        kfac_objective(net, KFAC_LOSS_BERNOULLI, 0, &b, 1);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best)
-            best = t;
-    }
+    struct bench_objective pass = {net, KFAC_LOSS_BERNOULLI, &b};
+    double best = bench_best_seconds(bench_objective_run, &pass, repeats);
     double net_gflops = flops / best * 1e-9, ref = bench_sgemm_gflops(be, 2000, repeats);
     printf("mnist autoencoder forward+backward on %s, batch %d: %.1f ms, %.2f GFLOP/s\n", be->name,
            m, best * 1e3, net_gflops);

@@ -16,8 +16,9 @@
  * mean of its kfoc_iterations column. Then block-tridiagonal K-FAC (curvature = kfac-tridiag) from
  * the same start: seconds per iteration, the ratio to K-FAC's (target ≤ 1.5), and its statistics,
  * inversion and preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's
- * GEMMs against the backend's sgemm on a square product (--device: the device's) and on the same
- * GEMMs' shapes timed alone (what the backend can do there), and, where 2⌈τ2 m⌉ ≤ m, the model's
+ * GEMMs against the backend's sgemm on a square product (--device: the device's) and, round by
+ * round, against the same calls timed alone after each K-FAC period (what the backend can do at
+ * those shapes, in the same minute), and, where 2⌈τ2 m⌉ ≤ m, the model's
  * forward-mode passes for its two tangents timed one at a time and stacked in one pass, as the
  * optimiser runs them.
  *
@@ -25,6 +26,7 @@
  * defaults: T = 20 and τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds,
  * batches 1000 and 4000.
  */
+#include "kfac/curvature.h"
 #include "kfac/log.h"
 #include "kfac/mat.h"
 #include "kfac/net.h"
@@ -90,68 +92,77 @@ static double median(const double *x, int n)
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
-/* Best seconds of `repeats` rounds of the quadratic model's forward-mode passes for two
- * tangents over the first mq cases X (mq × d_in; 2 mq ≤ the network's max_batch): one pass
- * each, or one pass of both stacked, as the optimiser runs them. */
+/* The quadratic model's forward-mode passes for two tangents over the first mq cases of
+ * the net's last forward pass (2 mq ≤ the network's max_batch): one pass each, or one pass
+ * of both stacked, as the optimiser runs them. */
+struct model_passes {
+    struct kfac_net *net;
+    int mq, stacked;
+};
+
+static void model_passes_run(void *ctx)
+{
+    struct model_passes *p = ctx;
+    const float *V[2] = {p->net->params, p->net->grads}; /* two directions of the right size */
+    if (p->stacked)
+        kfac_net_jvp(p->net, p->mq, 2, V);
+    else
+        for (int i = 0; i < 2; i++)
+            kfac_net_jvp(p->net, p->mq, 1, V + i);
+}
+
+/* Best seconds of `repeats` rounds of model_passes_run() over the first mq cases X
+ * (mq × d_in). */
 static double model_passes(struct kfac_net *net, const float *X, int mq, int stacked,
                            int repeats)
 {
-    const float *V[2] = {net->params, net->grads}; /* two directions of the right size */
+    struct model_passes p = {net, mq, stacked};
     kfac_net_forward(net, mq, X);
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        if (stacked)
-            kfac_net_jvp(net, mq, 2, V);
-        else
-            for (int i = 0; i < 2; i++)
-                kfac_net_jvp(net, mq, 1, V + i);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best) /* the first round warms up the thread pool */
-            best = t;
-    }
-    return best;
+    return bench_best_seconds(model_passes_run, &p, repeats);
 }
 
-/* GFLOP/s of the block-diagonal preconditioning's two GEMMs per layer of net, the shapes
- * of kfac_curvature_precondition_layer() (G⁻¹ (n_g × n_g) · V (n_g × n_a), then · A⁻¹
- * (n_a × n_a)), on their own: one sweep over the layers, best of `repeats` after one to
- * warm up. What the backend gives at those shapes, beside what they get in the loop. */
-static double precondition_gflops(const struct kfac_backend *be, const struct kfac_net *net,
-                                  int repeats)
+/* The block-diagonal preconditioning of a net's gradient as the optimiser calls it, with
+ * factors of its own of the net's shapes: two GEMMs per layer, (G + γ/π I)⁻¹ (n_g × n_g)
+ * · V (n_g × n_a), then · (Ā + γπ I)⁻¹ (n_a × n_a), of `flops` in all. */
+struct precondition {
+    struct kfac_curvature *c;
+    const struct kfac_net *net;
+    float *out; /* n_params */
+    double flops;
+};
+
+static struct precondition precondition_new(const struct kfac_net *net)
 {
-    size_t most = 0;
-    for (int i = 0; i < net->n_blocks; i++) {
-        size_t na = (size_t)net->blocks[i]->d_in + 1, ng = (size_t)net->blocks[i]->d_out;
-        size_t n = na > ng ? na : ng;
-        most = n * n > most ? n * n : most;
+    struct precondition p = {kfac_curvature_new(net), net, kfac_floats_new(net->n_params), 0};
+    for (int i = 0; i < p.c->n_blocks; i++) {
+        struct kfac_factors *f = &p.c->f[i];
+        size_t na = (size_t)f->n_a, ng = (size_t)f->n_g;
+        for (size_t e = 0; e < na * na; e++) /* finite, normal and positive */
+            f->A_inv[e] = (float)(e % 7 + 1) * 0.1f;
+        for (size_t e = 0; e < ng * ng; e++)
+            f->G_inv[e] = (float)(e % 5 + 1) * 0.1f;
+        p.flops += 2.0 * (double)ng * na * ((double)ng + na);
     }
-    float *G = kfac_floats_new(most), *V = kfac_floats_new(most), *A = kfac_floats_new(most);
-    float *half = kfac_floats_new(most), *out = kfac_floats_new(most);
-    for (size_t i = 0; i < most; i++)
-        G[i] = (float)(i % 7) * 0.1f, V[i] = (float)(i % 5) * 0.1f, A[i] = (float)(i % 3) * 0.1f;
-    double best = 1e30, flops = 0;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        for (int i = 0; i < net->n_blocks; i++) {
-            int na = net->blocks[i]->d_in + 1, ng = net->blocks[i]->d_out;
-            be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, ng, 1.0f, G, ng, V, na, 0.0f, half,
-                      na);
-            be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, ng, na, na, -1.0f, half, na, A, na, 0.0f,
-                      out, na);
-            if (r == 0)
-                flops += 2.0 * ng * na * ((double)ng + na);
-        }
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best)
-            best = t;
-    }
-    kfac_floats_free(G);
-    kfac_floats_free(V);
-    kfac_floats_free(A);
-    kfac_floats_free(half);
-    kfac_floats_free(out);
-    return flops / best * 1e-9;
+    return p;
+}
+
+static void precondition_free(struct precondition *p)
+{
+    kfac_floats_free(p->out);
+    kfac_curvature_free(p->c);
+}
+
+static void precondition_run(void *ctx)
+{
+    struct precondition *p = ctx;
+    kfac_curvature_precondition(p->c, p->net, p->net->grads, -1.0f, p->out);
+}
+
+/* GFLOP/s of p's preconditioning on its own: the best of `repeats` calls after one to
+ * warm up. What the backend gives at those shapes, beside what they get in the loop. */
+static double precondition_gflops(struct precondition *p, int repeats)
+{
+    return p->flops / bench_best_seconds(precondition_run, p, repeats) * 1e-9;
 }
 
 /* The parts of count_macs(): gradient, statistics, inverses, preconditioning, model, ρ. */
@@ -273,7 +284,10 @@ int main(int argc, char **argv)
         static const int variants[3] = {KFAC_CURVATURE_BLOCK_DIAGONAL, KFAC_CURVATURE_KFOC,
                                         KFAC_CURVATURE_TRIDIAGONAL};
         double t_opt[3], per[3][8], t_grad = 0, t_sgd[MAX_ROUNDS], t_kfac[MAX_ROUNDS];
-        double ratio[MAX_ROUNDS], kfac_mean = 0;
+        double ratio[MAX_ROUNDS], kfac_mean = 0, in_loop[MAX_ROUNDS], alone[MAX_ROUNDS];
+        double macs[N_PARTS], rel[N_PARTS];
+        count_macs(net, &kf, m, macs);
+        struct precondition pre = precondition_new(net);
         for (int v = 0; v < 3; v++) {
             kf.curvature = variants[v];
             kfac_rng_seed(&rng, 3);
@@ -283,11 +297,19 @@ int main(int argc, char **argv)
             double *sums = calloc((size_t)n_cols, sizeof *sums);
             run(o, &b, 1, 3, NULL);
             if (v == 0) {
+                int cp = column(o, "t_precond");
                 for (int r = 0; r < rounds; r++) {
                     t_sgd[r] = run(o_sgd, &b, 4 + period * r, period, NULL);
+                    double before = sums[cp];
                     t_kfac[r] = run(o, &b, 4 + period * r, period, sums);
                     ratio[r] = t_kfac[r] / t_sgd[r];
                     kfac_mean += t_kfac[r] / rounds;
+                    /* The preconditioning's GFLOP/s in this period (its one γ trial
+                     * included, as macs[3] amortises it), and on its own straight after:
+                     * the machine's speed on these shapes moves by a fifth from minute to
+                     * minute, so the two are compared round by round. */
+                    in_loop[r] = 2 * macs[3] * period / (sums[cp] - before) * 1e-9;
+                    alone[r] = precondition_gflops(&pre, 3);
                 }
                 t_grad = gradient_pass(o, &b, period);
                 t_opt[0] = median(t_kfac, rounds);
@@ -318,13 +340,19 @@ int main(int argc, char **argv)
                per[2][0], per[2][1], per[2][2]);
         /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
          * ·(Ā + γπ I)⁻¹, in float; one call an iteration and two more at each γ trial. */
-        double macs[N_PARTS], rel[N_PARTS];
-        count_macs(net, &kf, m, macs);
-        double rate = 2 * macs[3] / per[0][2] * 1e-9, alone = precondition_gflops(be, net, 3);
+        double rate = 2 * macs[3] / per[0][2] * 1e-9, of_alone[MAX_ROUNDS];
+        double alone_least = alone[0], alone_most = alone[0];
+        for (int r = 0; r < rounds; r++) {
+            of_alone[r] = in_loop[r] / alone[r];
+            alone_least = alone[r] < alone_least ? alone[r] : alone_least;
+            alone_most = alone[r] > alone_most ? alone[r] : alone_most;
+        }
+        precondition_free(&pre);
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
-               "the backend's sgemm's %.1f (2000^3) and %.2f of its %.1f on their shapes "
-               "alone\n",
-               m, rate, rate / sgemm_rate, sgemm_rate, rate / alone, alone);
+               "the backend's sgemm's %.1f (2000^3); round by round, %.2f (median) of the "
+               "same calls alone (%.1f, least %.1f, most %.1f)\n",
+               m, rate, rate / sgemm_rate, sgemm_rate, median(of_alone, rounds),
+               median(alone, rounds), alone_least, alone_most);
         /* Each part's multiply-add rate beside the gradient pass's: where the time goes
          * beyond the counts ("rest" is mostly ρ's forward pass). */
         for (int j = 1; j < N_PARTS; j++)

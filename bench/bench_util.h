@@ -1,8 +1,8 @@
 /*
  * bench_util.h: what the benchmarks share: the MNIST deep autoencoder they time, its
- * inputs, the backend a --device option names, and the reference throughput of that
- * backend's sgemm on a square product, measured in the same run as the figure it is
- * compared with.
+ * inputs, the backend a --device option names, the best-of-N timer every figure comes
+ * from, and the reference throughput of that backend's sgemm on a square product,
+ * measured in the same run as the figure it is compared with.
  */
 #ifndef KFAC_BENCH_UTIL_H
 #define KFAC_BENCH_UTIL_H
@@ -11,6 +11,7 @@
 #include "kfac/log.h"
 #include "kfac/mat.h"
 #include "kfac/net.h"
+#include "kfac/optim.h"
 #include "kfac/status.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,25 +69,61 @@ static inline const struct kfac_backend *bench_device(const char *prog, int *arg
     return be;
 }
 
+/* The least seconds of one call of run(ctx), of `repeats` calls after one more that is not
+ * counted: that one wakes the thread pools and brings the operands into the caches. */
+static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int repeats)
+{
+    double best = 1e30;
+    for (int r = 0; r < repeats + 1; r++) {
+        double t = kfac_log_clock();
+        run(ctx);
+        t = kfac_log_clock() - t;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    return best;
+}
+
+/* One forward and backward pass of net on a batch through kfac_objective(), as training
+ * calls it. */
+struct bench_objective {
+    struct kfac_net *net;
+    enum kfac_loss loss;
+    const struct kfac_batch *b;
+};
+
+static inline void bench_objective_run(void *ctx)
+{
+    struct bench_objective *o = ctx;
+    kfac_objective(o->net, o->loss, 0, o->b, 1);
+}
+
+/* C (n × n) = A B through be's sgemm for A, B (n × n). */
+struct bench_square {
+    const struct kfac_backend *be;
+    int n;
+    float *A, *B, *C;
+};
+
+static inline void bench_square_run(void *ctx)
+{
+    struct bench_square *q = ctx;
+    q->be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, q->n, q->n, q->n, 1.0f, q->A, q->n, q->B, q->n,
+                 0.0f, q->C, q->n);
+}
+
 /* GFLOP/s of the best of `repeats` square products of size n through be's sgemm (the CPU:
  * cblas_sgemm; CUDA: cublasSgemm with its operands copied there and back each call). */
 static inline double bench_sgemm_gflops(const struct kfac_backend *be, int n, int repeats)
 {
     size_t nn = (size_t)n * n;
-    float *A = kfac_floats_new(nn), *B = kfac_floats_new(nn), *C = kfac_floats_new(nn);
+    struct bench_square q = {be, n, kfac_floats_new(nn), kfac_floats_new(nn), kfac_floats_new(nn)};
     for (size_t i = 0; i < nn; i++)
-        A[i] = (float)(i % 7) * 0.1f, B[i] = (float)(i % 5) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t = kfac_log_clock();
-        be->sgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-        t = kfac_log_clock() - t;
-        if (r > 0 && t < best) /* the first call warms up the thread pool */
-            best = t;
-    }
-    kfac_floats_free(A);
-    kfac_floats_free(B);
-    kfac_floats_free(C);
+        q.A[i] = (float)(i % 7) * 0.1f, q.B[i] = (float)(i % 5) * 0.1f;
+    double best = bench_best_seconds(bench_square_run, &q, repeats);
+    kfac_floats_free(q.A);
+    kfac_floats_free(q.B);
+    kfac_floats_free(q.C);
     return 2.0 * n * n * (double)n / best * 1e-9;
 }
 
