@@ -18,9 +18,8 @@
  * inversion and preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's
  * GEMMs against the backend's sgemm on a square product (--device: the device's) and, round by
  * round, against the same calls timed alone after each K-FAC period (what the backend can do at
- * those shapes, in the same minute), and, where 2⌈τ2 m⌉ ≤ m, the model's
- * forward-mode passes for its two tangents timed one at a time and stacked in one pass, as the
- * optimiser runs them.
+ * those shapes, in the same minute), and, where 2⌈τ2 m⌉ ≤ m, the model's forward-mode passes for
+ * its two tangents timed one at a time and stacked in one pass, as the optimiser runs them.
  *
  *   bench/bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION [ROUNDS [BATCH...]]]
  * defaults: T = 20 and τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds,
@@ -92,6 +91,24 @@ static double median(const double *x, int n)
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
+/* The least and the greatest of x[0 … n), n ≥ 1. */
+static void extremes(const double *x, int n, double *least, double *most)
+{
+    *least = *most = x[0];
+    for (int i = 1; i < n; i++) {
+        *least = x[i] < *least ? x[i] : *least;
+        *most = x[i] > *most ? x[i] : *most;
+    }
+}
+
+/* Multiply-adds of one block-diagonal preconditioning of a layer of n_a inputs (bias
+ * included) and n_g outputs: (G + γ/π I)⁻¹ (n_g × n_g) · V (n_g × n_a), then
+ * · (Ā + γπ I)⁻¹ (n_a × n_a). */
+static double precondition_macs(double na, double ng)
+{
+    return ng * ng * na + ng * na * na;
+}
+
 /* The quadratic model's forward-mode passes for two tangents over the first mq cases of
  * the net's last forward pass (2 mq ≤ the network's max_batch): one pass each, or one pass
  * of both stacked, as the optimiser runs them. */
@@ -122,8 +139,8 @@ static double model_passes(struct kfac_net *net, const float *X, int mq, int sta
 }
 
 /* The block-diagonal preconditioning of a net's gradient as the optimiser calls it, with
- * factors of its own of the net's shapes: two GEMMs per layer, (G + γ/π I)⁻¹ (n_g × n_g)
- * · V (n_g × n_a), then · (Ā + γπ I)⁻¹ (n_a × n_a), of `flops` in all. */
+ * factors of its own of the net's shapes: two GEMMs per layer (precondition_macs()), of
+ * `flops` in all. */
 struct precondition {
     struct kfac_curvature *c;
     const struct kfac_net *net;
@@ -141,7 +158,7 @@ static struct precondition precondition_new(const struct kfac_net *net)
             f->A_inv[e] = (float)(e % 7 + 1) * 0.1f;
         for (size_t e = 0; e < ng * ng; e++)
             f->G_inv[e] = (float)(e % 5 + 1) * 0.1f;
-        p.flops += 2.0 * (double)ng * na * ((double)ng + na);
+        p.flops += 2 * precondition_macs((double)na, (double)ng);
     }
     return p;
 }
@@ -194,7 +211,7 @@ static double count_macs(const struct kfac_net *net, const struct kfac_optim_opt
         part[1] += ms * (din + 0.5 * (na * na + ng * ng));
         double inversions = 1.0 / (double)o->inverse_every + 2 * trials;
         part[2] += 2 * 0.5 * (na * na * na + ng * ng * ng) * inversions;
-        part[3] += (ng * ng * na + ng * na * na) * (1 + 2 * trials);
+        part[3] += precondition_macs(na, ng) * (1 + 2 * trials);
         part[4] += mq * tangents * (P + din);
         part[5] += o->lambda_every > 0 ? m * P / (double)o->lambda_every : 0;
     }
@@ -326,11 +343,8 @@ int main(int argc, char **argv)
         kfac_optim_free(o_sgd);
         kfac_net_free(net_sgd);
         double rest = kfac_mean - t_grad - per[0][0] - per[0][1] - per[0][2] - per[0][3];
-        double least = ratio[0], most = ratio[0];
-        for (int r = 1; r < rounds; r++) {
-            least = ratio[r] < least ? ratio[r] : least;
-            most = ratio[r] > most ? ratio[r] : most;
-        }
+        double least, most;
+        extremes(ratio, rounds, &least, &most);
         /* The breakdown is of the mean K-FAC iteration; "rest" is what it leaves of it. */
         printf("%-6d %9.4f %9.4f %6.2f %5.2f %5.2f | %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f | %9.4f "
                "%6.2f %8.4f %7.1f | %9.4f %6.2f %8.4f %8.4f %8.4f\n",
@@ -341,12 +355,10 @@ int main(int argc, char **argv)
         /* The block-diagonal preconditioning's GEMMs: per layer (G + γ/π I)⁻¹ V then
          * ·(Ā + γπ I)⁻¹, in float; one call an iteration and two more at each γ trial. */
         double rate = 2 * macs[3] / per[0][2] * 1e-9, of_alone[MAX_ROUNDS];
-        double alone_least = alone[0], alone_most = alone[0];
-        for (int r = 0; r < rounds; r++) {
+        double alone_least, alone_most;
+        extremes(alone, rounds, &alone_least, &alone_most);
+        for (int r = 0; r < rounds; r++)
             of_alone[r] = in_loop[r] / alone[r];
-            alone_least = alone[r] < alone_least ? alone[r] : alone_least;
-            alone_most = alone[r] > alone_most ? alone[r] : alone_most;
-        }
         precondition_free(&pre);
         printf("# batch %d: the preconditioning's GEMMs run at %.1f GFLOP/s, %.2f of "
                "the backend's sgemm's %.1f (2000^3); round by round, %.2f (median) of the "
