@@ -29,11 +29,12 @@
 struct factor {
     const struct kfac_backend *be;
     int n;
-    const double *X;  /* the damped factor */
-    double *a;        /* n × n: the double methods' copy */
-    float *f;         /* n × n: the float method's copy, then its Cholesky factor */
-    double *w, *work; /* dsyevd's eigenvalues (n) and workspace (lwork) */
-    int *iwork, lwork, liwork, info;
+    const double *X;            /* the damped factor */
+    double *a;                  /* n × n: the Cholesky inversion's copy */
+    float *f;                   /* n × n: the float copy, then its Cholesky factor */
+    double *w;                  /* n: the eigenvalues */
+    struct kfac_eigen_work eig; /* the eigendecomposition's copy and workspace */
+    int info;
 };
 
 static void cholesky_double_run(void *ctx)
@@ -61,25 +62,21 @@ static void cholesky_float_run(void *ctx)
 static void eigen_run(void *ctx)
 {
     struct factor *q = ctx;
-    memcpy(q->a, q->X, (size_t)q->n * q->n * sizeof *q->a);
-    q->info |= q->be->dsyevd(q->n, q->a, q->w, q->work, q->lwork, q->iwork, q->liwork);
+    q->info |= kfac_eigen(&q->eig, q->n, q->X, q->w);
 }
 
-/* X (n × n) = RᵀR / (2n) + d I for R (2n × n) uniform in [0, 1), d = 1e-3. */
+/* X (n × n, its upper triangle: all that the methods read) = RᵀR / (2n) + d I for R
+ * (2n × n) uniform in [0, 1), d = 1e-3. */
 static double *damped_factor(const struct kfac_backend *be, int n, struct kfac_rng *rng)
 {
     size_t rows = 2 * (size_t)n;
-    double *R = malloc(rows * n * sizeof *R), *X = malloc((size_t)n * n * sizeof *X);
-    if (!R || !X)
-        abort();
+    double *R = kfac_xmalloc(rows * n * sizeof *R);
+    double *X = kfac_xmalloc((size_t)n * n * sizeof *X);
     for (size_t e = 0; e < rows * n; e++)
         R[e] = kfac_rng_uniform(rng);
     be->dsyrk(KFAC_TRANS, n, (int)rows, 1.0 / (double)rows, R, n, 0.0, X, n);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         X[(size_t)i * n + i] += 1e-3;
-        for (int j = 0; j < i; j++)
-            X[(size_t)i * n + j] = X[(size_t)j * n + i];
-    }
     free(R);
     return X;
 }
@@ -154,19 +151,11 @@ int main(int argc, char **argv)
         max_n = n > max_n ? n : max_n;
     }
     struct factor q = {.be = be};
-    q.a = malloc((size_t)max_n * max_n * sizeof *q.a);
-    q.w = malloc((size_t)max_n * sizeof *q.w);
-    double wq;
-    int iq;
-    if (!q.a || !q.w || be->dsyevd(max_n, q.a, q.w, &wq, -1, &iq, -1) != 0)
-        abort();
-    q.lwork = (int)wq, q.liwork = iq;
-    q.work = malloc((size_t)q.lwork * sizeof *q.work);
-    q.iwork = malloc((size_t)q.liwork * sizeof *q.iwork);
-    struct apply p = {c, net, calloc((size_t)n_factors, sizeof *p.L),
+    q.a = kfac_xmalloc((size_t)max_n * max_n * sizeof *q.a);
+    q.w = kfac_xmalloc((size_t)max_n * sizeof *q.w);
+    kfac_eigen_work_init(&q.eig, be, max_n);
+    struct apply p = {c, net, kfac_xcalloc((size_t)n_factors, sizeof *p.L),
                       kfac_floats_new(net->n_params)};
-    if (!q.work || !q.iwork || !p.L)
-        abort();
 
     /* Per factor: the three methods' times; then its inverse (double, rounded) into c for
      * training's preconditioning, and its float Cholesky factor for the solves. */
@@ -223,8 +212,7 @@ int main(int argc, char **argv)
     kfac_floats_free(by_inverses);
     free(q.a);
     free(q.w);
-    free(q.work);
-    free(q.iwork);
+    kfac_eigen_work_free(&q.eig);
     kfac_curvature_free(c);
     kfac_net_free(net);
     return 0;
