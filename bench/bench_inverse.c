@@ -51,11 +51,17 @@ static void round_factor(struct factor *q)
         q->f[e] = (float)q->X[e];
 }
 
+/* f = X's Cholesky factor in float: spotrf with 'L' in column-major (see solve_run()). */
+static void cholesky_float_factor(struct factor *q)
+{
+    round_factor(q);
+    q->info |= LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
+}
+
 static void cholesky_float_run(void *ctx)
 {
     struct factor *q = ctx;
-    round_factor(q);
-    q->info |= LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
+    cholesky_float_factor(q);
     q->info |= LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
 }
 
@@ -174,8 +180,7 @@ int main(int argc, char **argv)
         for (size_t r = 0, n = (size_t)q.n; r < n; r++)
             for (size_t s = r; s < n; s++)
                 inv[r * n + s] = inv[s * n + r] = (float)q.a[r * n + s];
-        round_factor(&q);
-        q.info |= LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', q.n, q.f, q.n);
+        cholesky_float_factor(&q);
         free(X);
     }
     if (q.info) {
