@@ -176,10 +176,7 @@ int main(int argc, char **argv)
         t_float += bench_best_seconds(cholesky_float_run, &q, repeats);
         t_eigen += bench_best_seconds(eigen_run, &q, repeats);
         cholesky_double_run(&q);
-        float *inv = j % 2 ? f->G_inv : f->A_inv;
-        for (size_t r = 0, n = (size_t)q.n; r < n; r++)
-            for (size_t s = r; s < n; s++)
-                inv[r * n + s] = inv[s * n + r] = (float)q.a[r * n + s];
+        kfac_symmetric_to_floats(q.n, q.a, j % 2 ? f->G_inv : f->A_inv);
         cholesky_float_factor(&q);
         free(X);
     }

@@ -682,17 +682,6 @@ int kfac_curvature_decompose(struct kfac_curvature *c, enum kfac_pi_norm norm, l
     return 0;
 }
 
-/* inv (n × n, float) = the symmetric S (n × n, double, upper triangle read) rounded. */
-static void round_symmetric(int n, const double *S, float *inv)
-{
-    for (int i = 0; i < n; i++) {
-        const double *s = S + (size_t)i * n;
-        float *row = inv + (size_t)i * n;
-        for (int j = i; j < n; j++)
-            row[j] = inv[(size_t)j * n + i] = (float)s[j];
-    }
-}
-
 /* inv (n × n) = U diag(1/(eig + d)) Uᵀ = Wᵀ W for W = diag(1/(eig + d))^{1/2} Uᵀ, from U_t
  * (n × n, rows: eigenvectors; eig + d > 0), formed in double by one SYRK and rounded
  * once; tmp: 2 n × n doubles. */
@@ -708,7 +697,7 @@ static void damped_inverse(const struct kfac_backend *be, int n, const double *U
             t[r] = s * u[r];
     }
     be->dsyrk(KFAC_TRANS, n, n, 1.0, tmp, n, 0.0, dinv, n);
-    round_symmetric(n, dinv, inv);
+    kfac_symmetric_to_floats(n, dinv, inv);
 }
 
 /* The Cholesky inversions of one invert: this rank's factors of the layers [lo, hi), each
@@ -752,7 +741,7 @@ static void cholesky_part(void *ctx, int part, int part_end)
         for (int r = 0; r < n; r++)
             a[(size_t)r * n + r] += d;
         if ((c->chol_info[j] = c->be->dpotri(n, a)) == 0)
-            round_symmetric(n, a, inv);
+            kfac_symmetric_to_floats(n, a, inv);
     }
 }
 

@@ -125,6 +125,16 @@ void kfac_floats_to_doubles(size_t n, const float *x, double *out)
         out[i] = x[i];
 }
 
+void kfac_symmetric_to_floats(int n, const double *S, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        const double *s = S + (size_t)i * n;
+        float *row = out + (size_t)i * n;
+        for (int j = i; j < n; j++)
+            row[j] = out[(size_t)j * n + i] = (float)s[j];
+    }
+}
+
 void kfac_mat_copy(int m, int n, const float *src, int ld_src, float *dst, int ld_dst)
 {
     for (int i = 0; i < m; i++)

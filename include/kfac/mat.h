@@ -36,6 +36,10 @@ int kfac_all_finite(size_t n, const float *x);
 /* out = x widened to double. x, out: n. */
 void kfac_floats_to_doubles(size_t n, const float *x, double *out);
 
+/* out (n × n, both triangles) = the symmetric S (n × n, its upper triangle read) rounded
+ * to float. */
+void kfac_symmetric_to_floats(int n, const double *S, float *out);
+
 /* dst (m × n, ld_dst) = src (m × n, ld_src). */
 void kfac_mat_copy(int m, int n, const float *src, int ld_src, float *dst, int ld_dst);
 
