@@ -44,17 +44,10 @@ static void cholesky_double_run(void *ctx)
     q->info |= q->be->dpotri(q->n, q->a);
 }
 
-/* X rounded to float (n × n) into f. */
-static void round_factor(struct factor *q)
-{
-    for (size_t e = 0; e < (size_t)q->n * q->n; e++)
-        q->f[e] = (float)q->X[e];
-}
-
 /* f = X's Cholesky factor in float: spotrf with 'L' in column-major (see solve_run()). */
 static void cholesky_float_factor(struct factor *q)
 {
-    round_factor(q);
+    kfac_doubles_to_floats((size_t)q->n * q->n, q->X, q->f);
     q->info |= LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
 }
 

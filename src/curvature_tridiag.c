@@ -132,14 +132,12 @@ int kfac_kron_diff_factor(struct kfac_eigen_work *w, int n, const double *U_t, c
     for (int j = 0; j < n; j++)
         s[j] = s[j] < 0 ? 0 : s[j] > 1 ? 1 : s[j];
     /* work = (diag(a)^{-1/2} E)ᵀ: row j is M's eigenvector j scaled entrywise. */
-    size_t n2 = (size_t)n * n;
     for (int j = 0; j < n; j++)
         for (int p = 0; p < n; p++)
             work[(size_t)j * n + p] = w->a[(size_t)j * n + p] / sqrt(eig[p] + d);
     /* K = U diag(a)^{-1/2} E = U_tᵀ workᵀ (w->a is free again). */
     be->dgemm(KFAC_TRANS, KFAC_TRANS, n, n, n, 1.0, U_t, n, work, n, 0.0, w->a, n);
-    for (size_t j = 0; j < n2; j++)
-        K[j] = (float)w->a[j];
+    kfac_doubles_to_floats((size_t)n * n, w->a, K);
     return 0;
 }
 
@@ -193,8 +191,7 @@ static int couple_side(struct kfac_curvature *c, int n, int n1, const double *V_
         for (int j = 0; j < n1; j++)
             Z[(size_t)r * n1 + j] = Q[(size_t)r * n1 + j] / (eig1[j] + d1);
     be->dgemm(KFAC_NO_TRANS, KFAC_NO_TRANS, n, n1, n1, 1.0, Z, n1, V1_t, n1, 0.0, Mt, n1);
-    for (size_t j = 0; j < (size_t)n * n1; j++)
-        psi[j] = (float)Mt[j];
+    kfac_doubles_to_floats((size_t)n * n1, Mt, psi);
     return 0;
 }
 

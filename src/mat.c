@@ -125,6 +125,12 @@ void kfac_floats_to_doubles(size_t n, const float *x, double *out)
         out[i] = x[i];
 }
 
+void kfac_doubles_to_floats(size_t n, const double *x, float *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)x[i];
+}
+
 void kfac_symmetric_to_floats(int n, const double *S, float *out)
 {
     for (int i = 0; i < n; i++) {

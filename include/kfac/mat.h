@@ -36,6 +36,9 @@ int kfac_all_finite(size_t n, const float *x);
 /* out = x widened to double. x, out: n. */
 void kfac_floats_to_doubles(size_t n, const float *x, double *out);
 
+/* out = x rounded to float. x, out: n. */
+void kfac_doubles_to_floats(size_t n, const double *x, float *out);
+
 /* out (n × n, both triangles) = the symmetric S (n × n, its upper triangle read) rounded
  * to float. */
 void kfac_symmetric_to_floats(int n, const double *S, float *out);
