@@ -334,8 +334,7 @@ static void twin_iteration(struct twin *t, const float *params, const struct kfa
     const struct kfac_optim_opts *o = &t->o;
     int m = b->m, n = t->d[t->L], P = t->P;
     double theta[TP], grad[TP];
-    for (int p = 0; p < P; p++)
-        theta[p] = params[p];
+    kfac_floats_to_doubles((size_t)P, params, theta);
     double h = objective(t, theta, m, b->x, b->t);
     forward(t, theta, m, b->x, &f);
     const double *y = outputs(t, &f);
@@ -356,11 +355,9 @@ static void twin_iteration(struct twin *t, const float *params, const struct kfa
     int ms = (int)ceil(o->stats_fraction * m - 1e-9);
     ms = ms < 1 ? 1 : ms > m ? m : ms;
     if (o->fisher == KFAC_FISHER_SAMPLED) {
-        for (int r = 0; r < ms * n; r++)
-            yf[r] = (float)y[r];
+        kfac_doubles_to_floats((size_t)ms * n, y, yf);
         kfac_loss_sample_grad(t->loss, ms, n, yf, kfac_rng_u64(rng), 0, 1, gf);
-        for (int r = 0; r < ms * n; r++)
-            gout[r] = gf[r];
+        kfac_floats_to_doubles((size_t)ms * n, gf, gout);
         backward(t, theta, &f, ms, gout, g);
     } /* else g holds the real targets' output gradients */
     double eps = fmin(1.0 - 1.0 / (double)k, o->stats_decay);
