@@ -18,8 +18,11 @@
  * inversion and preconditioning times. Last, the GFLOP/s of the block-diagonal preconditioning's
  * GEMMs against the backend's sgemm on a square product (--device: the device's) and, round by
  * round, against the same calls timed alone after each K-FAC period (what the backend can do at
- * those shapes, in the same minute), and, where 2⌈τ2 m⌉ ≤ m, the model's forward-mode passes for
- * its two tangents timed one at a time and stacked in one pass, as the optimiser runs them.
+ * those shapes, in the same minute); each part's multiply-add rate beside the gradient pass's;
+ * the statistics' merge into the double averages timed alone with the caches cold, beside a
+ * copy of as many doubles on the same threads (the memory's rate); and, where 2⌈τ2 m⌉ ≤ m, the
+ * model's forward-mode passes for its two tangents timed one at a time and stacked in one
+ * pass, as the optimiser runs them.
  *
  *   bench/bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION [ROUNDS [BATCH...]]]
  * defaults: T = 20 and τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds,
@@ -30,6 +33,8 @@
 #include "kfac/mat.h"
 #include "kfac/net.h"
 #include "kfac/optim.h"
+#include "kfac/parallel.h"
+#include "kfac/status.h"
 #include "bench_util.h"
 
 #include <stdio.h>
@@ -180,6 +185,86 @@ static void precondition_run(void *ctx)
 static double precondition_gflops(struct precondition *p, int repeats)
 {
     return p->flops / bench_best_seconds(precondition_run, p, repeats) * 1e-9;
+}
+
+/* The statistics' merge into the factors' exponential averages as the optimiser runs it
+ * (kfac_curvature_merge_batch(): per element of each factor's upper triangle, a double and a
+ * float read and a double written), with factors of its own of the net's shapes; beside it,
+ * a copy of as many doubles (one read and one written each), the machine's memory rate.
+ * Both are timed with the caches cold, as the GEMMs between two merges leave them. */
+struct merge {
+    struct kfac_curvature *c;
+    double *from, *to; /* elements */
+    size_t elements;   /* in the upper triangles of every factor */
+    char *sweep;       /* SWEEP_BYTES, written before each run to empty the caches */
+};
+
+enum { SWEEP_BYTES = 256 << 20 };
+
+static struct merge merge_new(const struct kfac_net *net)
+{
+    struct merge q = {.c = kfac_curvature_new(net)};
+    for (int i = 0; i < q.c->n_blocks; i++) {
+        struct kfac_factors *f = &q.c->f[i];
+        size_t na = (size_t)f->n_a, ng = (size_t)f->n_g;
+        for (size_t e = 0; e < na * na; e++) /* finite, as the merge checks */
+            f->batch_A[e] = 0.1f;
+        for (size_t e = 0; e < ng * ng; e++)
+            f->batch_G[e] = 0.1f;
+        q.elements += na * (na + 1) / 2 + ng * (ng + 1) / 2;
+    }
+    q.from = calloc(q.elements, sizeof *q.from);
+    q.to = calloc(q.elements, sizeof *q.to);
+    q.sweep = calloc(SWEEP_BYTES, 1);
+    if (!q.from || !q.to || !q.sweep) {
+        fprintf(stderr, "bench_kfac: out of memory\n");
+        exit(1);
+    }
+    return q;
+}
+
+static void merge_free(struct merge *q)
+{
+    free(q->from);
+    free(q->to);
+    free(q->sweep);
+    kfac_curvature_free(q->c);
+}
+
+/* Best seconds of `repeats` runs of fn(q), each after the sweep and not counting it. */
+static double cold_seconds(void (*fn)(void *ctx), struct merge *q, int repeats)
+{
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        memset(q->sweep, r + 1, SWEEP_BYTES);
+        double t = kfac_log_clock();
+        fn(q);
+        t = kfac_log_clock() - t;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+static void merge_run(void *ctx)
+{
+    struct merge *q = ctx;
+    if (kfac_curvature_merge_batch(q->c, 0.95, 100)) {
+        fprintf(stderr, "bench_kfac: %s\n", kfac_last_error());
+        exit(1);
+    }
+}
+
+/* Part [lo, hi) of 1024 of the copy, so that it runs on the merge's threads. */
+static void copy_part(void *ctx, int lo, int hi)
+{
+    struct merge *q = ctx;
+    size_t a = q->elements * (size_t)lo / 1024, b = q->elements * (size_t)hi / 1024;
+    memcpy(q->to + a, q->from + a, (b - a) * sizeof *q->to);
+}
+
+static void copy_run(void *ctx)
+{
+    kfac_parallel_for(1024, copy_part, ctx);
 }
 
 /* The parts of count_macs(): gradient, statistics, inverses, preconditioning, model, ρ. */
@@ -372,6 +457,19 @@ int main(int argc, char **argv)
         printf("# batch %d: multiply-add rate over the gradient pass's: statistics %.2f, "
                "inverses %.2f, preconditioning %.2f, model %.2f, rest %.2f\n",
                m, rel[1], rel[2], rel[3], rel[4], rel[5]);
+        /* The statistics' merge alone, beside a copy at the memory's rate: how much of
+         * t_stats is the traffic of the double averages rather than the SYRKs' work. */
+        struct merge q = merge_new(net);
+        merge_run(&q); /* first touch of its buffers */
+        copy_run(&q);
+        double t_merge = cold_seconds(merge_run, &q, 3), t_copy = cold_seconds(copy_run, &q, 3);
+        printf("# batch %d: the statistics' merge into the double averages takes %.2f ms "
+               "alone, caches cold (%.0f MB at %.1f GB/s), %.2f of t_stats; a copy of as many doubles "
+               "runs at %.1f GB/s\n",
+               m, t_merge * 1e3, 20e-6 * (double)q.elements,
+               20e-9 * (double)q.elements / t_merge, t_merge / per[0][0],
+               16e-9 * (double)q.elements / t_copy);
+        merge_free(&q);
         /* What stacking the model's two tangents into one forward-mode pass saves. */
         int mq = kfac_fraction_cases(tau2, m);
         if (2 * mq <= m) {
