@@ -233,18 +233,11 @@ static void merge_free(struct merge *q)
     kfac_curvature_free(q->c);
 }
 
-/* Best seconds of `repeats` runs of fn(q), each after the sweep and not counting it. */
-static double cold_seconds(void (*fn)(void *ctx), struct merge *q, int repeats)
+/* Writes the sweep: the caches emptied of everything else, before a timed run. */
+static void empty_caches(void *ctx)
 {
-    double best = 1e30;
-    for (int r = 0; r < repeats; r++) {
-        memset(q->sweep, r + 1, SWEEP_BYTES);
-        double t = kfac_log_clock();
-        fn(q);
-        t = kfac_log_clock() - t;
-        best = t < best ? t : best;
-    }
-    return best;
+    struct merge *q = ctx;
+    memset(q->sweep, 1, SWEEP_BYTES);
 }
 
 static void merge_run(void *ctx)
@@ -462,10 +455,9 @@ int main(int argc, char **argv)
         /* The statistics' merge alone, beside a copy at the memory's rate: how much of
          * t_stats is the traffic of the double averages rather than the SYRKs' work. */
         struct merge q = merge_new(net);
-        for (int r = 0; r < 2; r++) /* the first writes to both of its buffers */
-            merge_run(&q);
-        copy_run(&q);
-        double t_merge = cold_seconds(merge_run, &q, 3), t_copy = cold_seconds(copy_run, &q, 3);
+        merge_run(&q); /* with the timer's uncounted call, both of its buffers written */
+        double t_merge = bench_best_seconds_after(empty_caches, merge_run, &q, 3);
+        double t_copy = bench_best_seconds_after(empty_caches, copy_run, &q, 3);
         printf("# batch %d: the statistics' merge into the double averages takes %.2f ms "
                "alone, caches cold (%.0f MB at %.1f GB/s), %.2f of t_stats; a copy of as "
                "many doubles runs at %.1f GB/s\n",

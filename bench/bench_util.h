@@ -69,12 +69,15 @@ static inline const struct kfac_backend *bench_device(const char *prog, int *arg
     return be;
 }
 
-/* The least seconds of one call of run(ctx), of `repeats` calls after one more that is not
- * counted: that one wakes the thread pools and brings the operands into the caches. */
-static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int repeats)
+/* bench_best_seconds(), with before(ctx) called ahead of each call of run and not timed
+ * (e.g. to empty the caches), where before is not NULL. */
+static inline double bench_best_seconds_after(void (*before)(void *ctx), void (*run)(void *ctx),
+                                              void *ctx, int repeats)
 {
     double best = 1e30;
     for (int r = 0; r < repeats + 1; r++) {
+        if (before)
+            before(ctx);
         double t = kfac_log_clock();
         run(ctx);
         t = kfac_log_clock() - t;
@@ -82,6 +85,13 @@ static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int r
             best = t;
     }
     return best;
+}
+
+/* The least seconds of one call of run(ctx), of `repeats` calls after one more that is not
+ * counted: that one wakes the thread pools and brings the operands into the caches. */
+static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int repeats)
+{
+    return bench_best_seconds_after(NULL, run, ctx, repeats);
 }
 
 /* One forward and backward pass of net on a batch through kfac_objective(), as training
