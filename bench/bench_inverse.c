@@ -2,11 +2,12 @@
  * bench_inverse.c: what the MNIST deep autoencoder's damped Kronecker factors cost to
  * invert and to apply by each way at hand, measured in one run on the CPU. Inverting: by
  * Cholesky in double (the backend's dpotrf + dpotri, optimizer.inverse = cholesky), the
- * same in float (spotrf + spotri), and the eigendecomposition in double that
- * optimizer.inverse = eigen starts from (dsyevd). Applying, to a gradient of every layer:
- * the two GEMMs per layer with the inverses (kfac_curvature_precondition(), as training
- * does), against four triangular solves per layer with the float Cholesky factors (strsm),
- * which would spare the inversion its dpotri. Each factor is taken alone, on all of
+ * same in float (its spotrf + spotri, optimizer.inverse_precision = float), and the
+ * eigendecomposition in double that optimizer.inverse = eigen starts from (dsyevd).
+ * Applying, to a gradient of every layer: the two GEMMs per layer with the inverses
+ * (kfac_curvature_precondition(), as training does), against four triangular solves per
+ * layer with the float Cholesky factors (strsm), which would spare the inversion its
+ * dpotri. Each factor is taken alone, on all of
  * OpenBLAS's threads (training inverts two at a time on two threads of one each); every
  * figure is a best-of time, summed over the factors or layers, and its ratio to the first
  * of its kind. The factors are Gram matrices of random rows plus a damping, positive
@@ -51,11 +52,12 @@ static void cholesky_float_factor(struct factor *q)
     q->info |= LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
 }
 
+/* The inversion of optimizer.inverse_precision = float: the backend's spotrf + spotri. */
 static void cholesky_float_run(void *ctx)
 {
     struct factor *q = ctx;
-    cholesky_float_factor(q);
-    q->info |= LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', q->n, q->f, q->n);
+    kfac_doubles_to_floats((size_t)q->n * q->n, q->X, q->f);
+    q->info |= q->be->spotri(q->n, q->f);
 }
 
 static void eigen_run(void *ctx)

@@ -24,9 +24,12 @@
  * model's forward-mode passes for its two tangents timed one at a time and stacked in one
  * pass, as the optimiser runs them.
  *
- *   bench/bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION [ROUNDS [BATCH...]]]
- * defaults: T = 20 and τ2 = 1/8 (the shipped autoencoder configurations'), 5 rounds,
- * batches 1000 and 4000.
+ *   bench/bench_kfac [--device DEVICE] [--period T] [--inverse-precision double|float]
+ *                    [MODEL_FRACTION [ROUNDS [BATCH...]]]
+ * defaults: T = 20, the Cholesky inversions in double and τ2 = 1/8 (the shipped
+ * autoencoder configurations'), 5 rounds, batches 1000 and 4000. --inverse-precision
+ * float inverts in float (optimizer.inverse_precision) where K-FAC and K-FOC invert;
+ * block-tridiagonal K-FAC's inverses come from eigendecompositions in double either way.
  */
 #include "kfac/curvature.h"
 #include "kfac/log.h"
@@ -266,7 +269,7 @@ static void copy_run(void *ctx)
 enum { N_PARTS = 6 };
 
 /* Multiply-adds per K-FAC iteration on m cases with block-diagonal factors, in part[] (the
- * inverses' double precision counted twice, the rate the backends' double GEMMs run at);
+ * inverses counted twice in double, the rate the backends' double GEMMs run at, once in float);
  * returns their sum over the gradient pass's, the SGD iteration's count (its update is a
  * saxpy). Amortised as bench_kfac times them: an inversion every T3 and two more at each γ
  * trial every T2 (a multiple of T3), whose two extra proposals are preconditioned and
@@ -282,6 +285,7 @@ static double count_macs(const struct kfac_net *net, const struct kfac_optim_opt
     double ms = kfac_fraction_cases(o->stats_fraction, m);
     double mq = kfac_fraction_cases(o->model_fraction, m);
     double tangents = 2 + 2 * trials; /* δ₀ and Δ; a trial's two more Δ */
+    double precision = o->inverse_precision == KFAC_INVERSE_FLOAT ? 1 : 2; /* the weight */
     for (int j = 0; j < N_PARTS; j++)
         part[j] = 0;
     for (int i = 0; i < net->n_blocks; i++) {
@@ -290,7 +294,7 @@ static double count_macs(const struct kfac_net *net, const struct kfac_optim_opt
         part[0] += m * (2 * P + din);
         part[1] += ms * (din + 0.5 * (na * na + ng * ng));
         double inversions = 1.0 / (double)o->inverse_every + 2 * trials;
-        part[2] += 2 * 0.5 * (na * na * na + ng * ng * ng) * inversions;
+        part[2] += precision * 0.5 * (na * na * na + ng * ng * ng) * inversions;
         part[3] += precondition_macs(na, ng) * (1 + 2 * trials);
         part[4] += mq * tangents * (P + din);
         part[5] += o->lambda_every > 0 ? m * P / (double)o->lambda_every : 0;
@@ -306,10 +310,18 @@ int main(int argc, char **argv)
     const struct kfac_backend *be = bench_device("bench_kfac", &argc, &argv);
     /* T2 = T3 = period: one inversion and one γ trial per period (the shipped 20). */
     long period = 20;
-    if (argc >= 3 && strcmp(argv[1], "--period") == 0) {
-        char *end;
-        period = strtol(argv[2], &end, 10);
-        period = *end ? 0 : period; /* refused below */
+    int precision = KFAC_INVERSE_DOUBLE; /* the Cholesky inversions' (kfac-tridiag: eigen) */
+    while (argc >= 3 && (strcmp(argv[1], "--period") == 0 ||
+                         strcmp(argv[1], "--inverse-precision") == 0)) {
+        if (argv[1][2] == 'p') {
+            char *end;
+            period = strtol(argv[2], &end, 10);
+            period = *end ? 0 : period; /* refused below */
+        } else {
+            precision = strcmp(argv[2], "float") == 0    ? KFAC_INVERSE_FLOAT
+                        : strcmp(argv[2], "double") == 0 ? KFAC_INVERSE_DOUBLE
+                                                         : -1; /* refused below */
+        }
         argv[2] = argv[0];
         argv += 2;
         argc -= 2;
@@ -318,10 +330,10 @@ int main(int argc, char **argv)
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int default_batches[] = {1000, 4000}, n_batches = argc > 3 ? argc - 3 : 2;
     if (tau2 <= 0 || tau2 > 1 || rounds < 1 || rounds > MAX_ROUNDS || period < 1 ||
-        period > MAX_PERIOD) {
-        fprintf(stderr, "usage: bench_kfac [--device DEVICE] [--period T] [MODEL_FRACTION "
-                        "[ROUNDS [BATCH...]]] (1 <= T <= %d, 0 < MODEL_FRACTION <= 1, "
-                        "1 <= ROUNDS <= %d)\n",
+        period > MAX_PERIOD || precision < 0) {
+        fprintf(stderr, "usage: bench_kfac [--device DEVICE] [--period T] [--inverse-precision "
+                        "double|float] [MODEL_FRACTION [ROUNDS [BATCH...]]] (1 <= T <= %d, "
+                        "0 < MODEL_FRACTION <= 1, 1 <= ROUNDS <= %d)\n",
                 MAX_PERIOD, MAX_ROUNDS);
         return 2;
     }
@@ -331,10 +343,12 @@ int main(int argc, char **argv)
         .type = KFAC_OPTIM_KFAC, .l2 = 1e-5, .stats_fraction = 0.125, .model_fraction = tau2,
         .stats_decay = 0.95, .lambda_every = 5, .gamma_every = period, .inverse_every = period,
         .lambda = 150, .gamma_max = 1, .use_momentum = 1, .kfoc_max_iter = KFAC_KFOC_MAX_ITER,
-        .kfoc_tol = KFAC_KFOC_TOL};
+        .kfoc_tol = KFAC_KFOC_TOL, .inverse_precision = precision};
     printf("# K-FAC against SGD (Nesterov) per iteration on %s, MNIST autoencoder, tau2 = %g, "
-           "%d interleaved rounds of %ld SGD iterations and one K-FAC period of T2 = T3 = %ld\n",
-           be->name, tau2, rounds, period, period);
+           "%d interleaved rounds of %ld SGD iterations and one K-FAC period of T2 = T3 = %ld, "
+           "Cholesky inversions in %s\n",
+           be->name, tau2, rounds, period, period,
+           precision == KFAC_INVERSE_FLOAT ? "float" : "double");
     /* The ratio that multiply-add counts alone allow, with the γ trial as configured and,
      * for comparison, half as often. */
     struct kfac_net *shape = bench_mnist_autoencoder(1);
@@ -344,7 +358,7 @@ int main(int argc, char **argv)
     double floor = count_macs(shape, &kf, 1000, part);
     double floor_half = count_macs(shape, &half_trials, 1000, part_half);
     kfac_net_free(shape);
-    printf("# multiply-adds per iteration at batch 1000 (GMAC, double counted twice): "
+    printf("# multiply-adds per iteration at batch 1000 (GMAC, double's counted twice): "
            "gradient %.2f, statistics %.2f, inverses %.2f, preconditioning %.2f, model %.2f, "
            "rho %.2f: K-FAC/SGD >= %.2f if every part ran at the gradient pass's rate "
            "(%.2f with the gamma trial every %ld)\n",
@@ -387,9 +401,14 @@ int main(int argc, char **argv)
         struct precondition pre = precondition_new(net);
         for (int v = 0; v < 3; v++) {
             kf.curvature = variants[v];
+            /* kfac-tridiag's inverses come from eigendecompositions, in double. */
+            kf.inverse_precision = v == 2 ? KFAC_INVERSE_DOUBLE : precision;
             kfac_rng_seed(&rng, 3);
             kfac_net_init(net, KFAC_INIT_SPARSE, 15, &rng);
-            kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o);
+            if (kfac_optim_new(&kf, net, KFAC_LOSS_BERNOULLI, &rng, &o)) {
+                fprintf(stderr, "bench_kfac: %s\n", kfac_last_error());
+                return 1;
+            }
             int n_cols = kfac_optim_n_columns(o), n_rounds = v ? 1 : rounds;
             double *sums = calloc((size_t)n_cols, sizeof *sums);
             run(o, &b, 1, 3, NULL);

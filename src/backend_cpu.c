@@ -198,6 +198,12 @@ static int cpu_dpotri(int n, double *A)
     return info ? info : (int)LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', n, A, n);
 }
 
+static int cpu_spotri(int n, float *A)
+{
+    int info = (int)LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'L', n, A, n);
+    return info ? info : (int)LAPACKE_spotri_work(LAPACK_COL_MAJOR, 'L', n, A, n);
+}
+
 static const struct kfac_backend cpu = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -224,6 +230,7 @@ static const struct kfac_backend cpu = {
     .dnrm2 = cpu_dnrm2,
     .dsyevd = cpu_dsyevd,
     .dpotri = cpu_dpotri,
+    .spotri = cpu_spotri,
     .activation_forward = kfac_activation_forward,
     .activation_derivative_mul = kfac_activation_derivative_mul,
     .loss_sum = kfac_loss_sum,

@@ -1,8 +1,8 @@
 /*
  * backend_cuda.c: the CUDA backend (backend.h), built with ./configure --enable-cuda. Its
  * table is the CPU backend's with the BLAS-3 products (sgemm, dgemm, ssyrk, dsyrk, dsymm),
- * the factors' eigendecomposition (dsyevd) and their Cholesky inverse (dpotri) on the GPU
- * through src/cuda/cuda_ops.h: cuBLAS and cuSOLVER on operands copied there and back,
+ * the factors' eigendecomposition (dsyevd) and their Cholesky inverses (dpotri, spotri) on
+ * the GPU through src/cuda/cuda_ops.h: cuBLAS and cuSOLVER on operands copied there and back,
  * since the library's arrays are host memory today. The element-wise kernels and the
  * BLAS-1 operations stay on the host. This is the first step of the CUDA build (issue:
  * the whole iteration on the GPU, its arrays in device memory); it includes no CUDA
@@ -51,6 +51,7 @@ int kfac_backend_cuda(int device, const struct kfac_backend **out)
         cuda.dsymm = kfac_cuda_dsymm;
         cuda.dsyevd = cuda_dsyevd;
         cuda.dpotri = kfac_cuda_dpotri;
+        cuda.spotri = kfac_cuda_spotri;
         cuda_device = device;
     }
     *out = &cuda;

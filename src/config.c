@@ -44,6 +44,8 @@ static const char *const gamma_rule_choices[] = {"model", "objective", NULL};
 static const char *const pi_choices[] = {"trace", "frobenius", NULL};
 /* In the order of enum kfac_inverse_method. */
 static const char *const inverse_choices[] = {"auto", "cholesky", "eigen", NULL};
+/* In the order of enum kfac_inverse_precision. */
+static const char *const precision_choices[] = {"double", "float", NULL};
 static const char *const start_choices[] = {"paper", "warmup", NULL};
 /* In the order of enum kfac_preset. */
 static const char *const preset_choices[] = {"none", "kfac3", NULL};
@@ -100,6 +102,8 @@ static const struct key keys[] = {
     {"optimizer", "gamma_rule", K_ENUM, F(optim.gamma_rule), "model", 0, 0, gamma_rule_choices},
     {"optimizer", "inverse_every", K_LONG, F(optim.inverse_every), "20", 1, 1e12, NULL},
     {"optimizer", "inverse", K_ENUM, F(optim.inverse), "auto", 0, 0, inverse_choices},
+    {"optimizer", "inverse_precision", K_ENUM, F(optim.inverse_precision), "double", 0, 0,
+     precision_choices},
     {"optimizer", "pi", K_ENUM, F(optim.pi_norm), "trace", 0, 0, pi_choices},
     {"optimizer", "step", K_ENUM, F(optim.step_rule), "model", 0, 0, step_choices},
     {"optimizer", "use_momentum", K_BOOL, F(optim.use_momentum), "true", 0, 0, NULL},
@@ -160,7 +164,7 @@ static const struct {
     {"start", "paper"},        {"gamma", "0"},              {"gamma_min", "0"},
     {"gamma_max", "1"},        {"gamma_every", "20"},       {"gamma_rule", "model"},
     {"inverse_every", "20"},   {"pi", "trace"},             {"step", "model"},
-    {"use_momentum", "true"},
+    {"use_momentum", "true"},  {"inverse_precision", "double"},
 };
 
 static const struct key *find_key(const char *section, const char *name)

@@ -1,9 +1,9 @@
 /*
  * curvature.c: K-FAC's Kronecker factors: mini-batch statistics by the backend's ssyrk,
- * their exponential averages in double, the damped inverses by Cholesky (its dpotri) or
- * from eigendecompositions (its dsyevd), and the damped Kronecker inverse applied with two
- * GEMMs per layer (see curvature.h). Each step calls
- * into the variant's table (curvature_tridiag.c's) when one is reserved.
+ * their exponential averages in double, the damped inverses by Cholesky (its dpotri, or
+ * spotri in float) or from eigendecompositions (its dsyevd), and the damped Kronecker
+ * inverse applied with two GEMMs per layer (see curvature.h). Each step calls into the
+ * variant's table (curvature_tridiag.c's) when one is reserved.
  */
 #include "kfac/curvature.h"
 #include "curvature_internal.h"
@@ -91,9 +91,10 @@ struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net)
     return c;
 }
 
-void kfac_curvature_use_cholesky(struct kfac_curvature *c)
+void kfac_curvature_use_cholesky(struct kfac_curvature *c, int in_float)
 {
     c->cholesky = 1;
+    c->float_inverses = in_float;
     int max_n = 0;
     for (int i = 0; i < c->n_blocks; i++) {
         struct kfac_factors *f = &c->f[i];
@@ -720,9 +721,18 @@ static void damped_factor(const struct kfac_curvature *c, int j, double gamma, i
     *inv = j % 2 ? f->G_inv : f->A_inv;
 }
 
+/* inv's lower triangle (n × n) from its upper: a spotri result made whole. */
+static void symmetrise_floats(int n, float *inv)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            inv[(size_t)i * n + j] = inv[(size_t)j * n + i];
+}
+
 /* Part `part` of a cholesky_pass (kfac_parallel_for_parts() with one part each): each
- * factor's (X + d I)⁻¹ by dpotri in double in the part's half of dtmp, rounded once, and
- * dpotri's info in c->chol_info (> 0: left to invert_cholesky()). */
+ * factor's (X + d I)⁻¹ by dpotri in double in the part's half of dtmp, rounded once, or
+ * where c->float_inverses by spotri in place, on X + d I rounded once; and the info in
+ * c->chol_info (> 0: left to invert_cholesky()). */
 static void cholesky_part(void *ctx, int part, int part_end)
 {
     (void)part_end;
@@ -737,6 +747,14 @@ static void cholesky_part(void *ctx, int part, int part_end)
         double d;
         float *inv;
         damped_factor(c, j, p->gamma, &n, &X, &d, &inv);
+        if (c->float_inverses) {
+            kfac_symmetric_to_floats(n, X, inv);
+            for (int r = 0; r < n; r++)
+                inv[(size_t)r * n + r] = (float)(X[(size_t)r * n + r] + d);
+            if ((c->chol_info[j] = c->be->spotri(n, inv)) == 0)
+                symmetrise_floats(n, inv);
+            continue;
+        }
         memcpy(a, X, (size_t)n * n * sizeof *a);
         for (int r = 0; r < n; r++)
             a[(size_t)r * n + r] += d;

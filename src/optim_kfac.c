@@ -542,7 +542,7 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
     }
     if (opts->inverse == KFAC_INVERSE_CHOLESKY ||
         (opts->inverse == KFAC_INVERSE_AUTO && opts->curvature != KFAC_CURVATURE_TRIDIAGONAL))
-        kfac_curvature_use_cholesky(s->curv);
+        kfac_curvature_use_cholesky(s->curv, opts->inverse_precision == KFAC_INVERSE_FLOAT);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);
     if (opts->by_layer)

@@ -25,6 +25,18 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
             return kfac_error(KFAC_EINVAL, "optimizer.inverse = cholesky: optimizer.curvature = "
                                            "kfac-tridiag needs the factors' eigendecompositions; "
                                            "use eigen or auto");
+        int eigen = opts->inverse == KFAC_INVERSE_EIGEN ||
+                    (opts->inverse == KFAC_INVERSE_AUTO &&
+                     opts->curvature == KFAC_CURVATURE_TRIDIAGONAL);
+        if (opts->inverse_precision == KFAC_INVERSE_FLOAT && eigen)
+            return kfac_error(KFAC_EINVAL, "optimizer.inverse_precision = float sets the Cholesky "
+                                           "inversions' arithmetic, but the inverses here come "
+                                           "from eigendecompositions (optimizer.inverse = %s%s), "
+                                           "which are kept in double",
+                              opts->inverse == KFAC_INVERSE_EIGEN ? "eigen" : "auto",
+                              opts->inverse == KFAC_INVERSE_EIGEN
+                                  ? ""
+                                  : " with optimizer.curvature = kfac-tridiag");
         *out = kfac_kfac_new(opts, net, loss, rng);
         return 0;
     }

@@ -319,7 +319,8 @@ START_TEST(eigendecomposition_is_one)
 }
 END_TEST
 
-/* A A⁻¹ = I for a symmetric positive definite A (S Sᵀ + n I), the inverse read from the
+/* A A⁻¹ = I for a symmetric positive definite A (S Sᵀ + n I), by dpotri and by spotri (to
+ * float's precision), the inverse read from the
  * upper triangle in row-major order and mirrored: garbage below the diagonal is neither read
  * nor trusted. An indefinite A is reported (info > 0), not inverted. */
 START_TEST(cholesky_inverse_is_one)
@@ -354,7 +355,24 @@ START_TEST(cholesky_inverse_is_one)
             for (int j = 0; j < n; j++)
                 X[(size_t)i * n + j] = -(double)(i == j);
         ck_assert_int_gt(be->dpotri(n, X), 0);
-        free(S), free(A), free(X);
+        /* The same in float, from A rounded once: right to a few float epsilons. */
+        float *F = malloc((size_t)n * n * sizeof *F);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                F[(size_t)i * n + j] = j >= i ? (float)A[(size_t)i * n + j] : 1e3f;
+        ck_assert_int_eq(be->spotri(n, F), 0);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double d = 0;
+                for (int l = 0; l < n; l++)
+                    d += A[(size_t)i * n + l] * F[l >= j ? (size_t)j * n + l : (size_t)l * n + j];
+                ck_assert_double_eq_tol(d, i == j, 1e-5 * n);
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                F[(size_t)i * n + j] = -(float)(i == j);
+        ck_assert_int_gt(be->spotri(n, F), 0);
+        free(S), free(A), free(X), free(F);
     }
 }
 END_TEST

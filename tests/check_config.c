@@ -3,6 +3,7 @@
  * line and key; printing and re-reading gives the same configuration.
  */
 #include "kfac/config.h"
+#include "kfac/curvature.h"
 #include "kfac/status.h"
 #include "testutil.h"
 
@@ -148,6 +149,7 @@ START_TEST(kfac_defaults_are_the_reference_constants)
     ck_assert_int_eq(o->lambda_every, 5);          /* T1 */
     ck_assert_int_eq(o->gamma_every, 20);          /* T2 */
     ck_assert_int_eq(o->inverse_every, 20);        /* T3 */
+    ck_assert_int_eq(o->inverse_precision, KFAC_INVERSE_DOUBLE);
     ck_assert_double_eq(o->lambda, 150);           /* λ0 */
     ck_assert_double_eq(o->lambda_min, 0);
     ck_assert_double_eq(o->gamma, 0);              /* sqrt(λ0 + η) */
@@ -170,6 +172,8 @@ START_TEST(kfac_defaults_are_the_reference_constants)
     ck_assert_int_eq(kfac_config_set(&c, "optimizer.inverse_every=0"), KFAC_EINVAL);
     ck_assert_int_eq(kfac_config_set(&c, "optimizer.pi=spectral"), KFAC_EINVAL);
     ck_assert(strstr(kfac_last_error(), "expected one of trace, frobenius"));
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.inverse_precision=half"), KFAC_EINVAL);
+    ck_assert(strstr(kfac_last_error(), "expected one of double, float"));
     kfac_config_free(&c);
 }
 END_TEST
@@ -192,7 +196,10 @@ START_TEST(kfac3_preset_sets_the_paper_constants)
     ck_assert_double_eq(o->gamma_max, 2);
     ck_assert_double_eq(o->lambda, 1);
     ck_assert_int_eq(kfac_config_set(&c, "optimizer.lambda_every=3"), 0);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.inverse_precision=float"), 0);
+    ck_assert_int_eq(o->inverse_precision, KFAC_INVERSE_FLOAT);
     ck_assert_int_eq(kfac_config_set(&c, "optimizer.preset=kfac3"), 0);
+    ck_assert_int_eq(o->inverse_precision, KFAC_INVERSE_DOUBLE);
     ck_assert_double_eq(o->model_fraction, 1);
     ck_assert_double_eq(o->stats_fraction, 0.125);
     ck_assert_double_eq(o->gamma_max, 1);

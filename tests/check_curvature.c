@@ -18,6 +18,7 @@
 #include "kfac/status.h"
 #include "testutil.h"
 
+#include <float.h>
 #include <lapacke.h>
 #include <math.h>
 
@@ -316,17 +317,17 @@ static void dense_solve(int ng, int na, const double *Gd, const double *Ad, cons
     free(ipiv);
 }
 
-/* The damped Kronecker inverse from eigendecompositions or (cholesky) by Cholesky
- * inversions, against the dense solve. */
-static void check_precondition(enum kfac_pi_norm norm, int cholesky)
+/* The damped Kronecker inverse from eigendecompositions (method 0) or by Cholesky
+ * inversions in double (1) or in float (2), against the dense solve. */
+static void check_precondition(enum kfac_pi_norm norm, int method)
 {
     enum { M = 20 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 4);
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
     struct kfac_curvature *c = kfac_curvature_new(net);
-    if (cholesky)
-        kfac_curvature_use_cholesky(c);
+    if (method)
+        kfac_curvature_use_cholesky(c, method == 2);
     float X[M * 3];
     for (int k = 1; k <= 3; k++) {
         fill_uniform(X, M * 3, &r, -1, 1);
@@ -426,17 +427,20 @@ static void random_spd(int n, struct kfac_rng *r, double *X)
 }
 
 /* A factor whose rounding noise is below −γπ (an eigenvalue of −1e-3 against a damping
- * of 1e-4): its damped factor is not positive definite, so the Cholesky method inverts it
- * through its eigendecomposition, its eigenvalues clipped at 0, and forms what the eigen
- * method forms; the other factor, positive definite, is still inverted by Cholesky. */
+ * of 1e-4): its damped factor is not positive definite, so the Cholesky method, in double
+ * (c[1]) or in float (c[2]), inverts it through its eigendecomposition, its eigenvalues
+ * clipped at 0, and forms what the eigen method (c[0]) forms; the other factor, positive
+ * definite, is still inverted by Cholesky. */
 START_TEST(cholesky_falls_back_on_an_indefinite_factor)
 {
     enum { M = 4 };
     struct kfac_rng r;
     kfac_rng_seed(&r, 5);
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
-    struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
-    kfac_curvature_use_cholesky(c[1]);
+    struct kfac_curvature *c[3] = {kfac_curvature_new(net), kfac_curvature_new(net),
+                                   kfac_curvature_new(net)};
+    kfac_curvature_use_cholesky(c[1], 0);
+    kfac_curvature_use_cholesky(c[2], 1);
     /* Layer 1's Ā (4 × 4) = Q diag(−1e-3, 0.5, 1, 2) Qᵀ; its G (4 × 4) positive definite. */
     double Q[16], tau[4], A[16], G[16];
     const double ev[4] = {-1e-3, 0.5, 1, 2};
@@ -451,7 +455,7 @@ START_TEST(cholesky_falls_back_on_an_indefinite_factor)
                 A[i * 4 + j] += Q[i * 4 + q] * ev[q] * Q[j * 4 + q];
         }
     random_spd(4, &r, G);
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < 3; v++) {
         ck_assert_int_eq(c[v]->f[0].n_a, 4);
         ck_assert_int_eq(c[v]->f[0].n_g, 4);
         memcpy(c[v]->f[0].A, A, sizeof A);
@@ -466,12 +470,14 @@ START_TEST(cholesky_falls_back_on_an_indefinite_factor)
             double want = 0;
             for (int q = 0; q < 4; q++)
                 want += Q[i * 4 + q] * Q[j * 4 + q] / (fmax(ev[q], 0) + 1e-4);
-            for (int v = 0; v < 2; v++)
+            for (int v = 0; v < 3; v++)
                 ck_assert_close(c[v]->f[0].A_inv[i * 4 + j], want, 1e-5);
         }
-    for (int j = 0; j < 16; j++)
+    for (int j = 0; j < 16; j++) {
         ck_assert_close(c[1]->f[0].G_inv[j], c[0]->f[0].G_inv[j], 1e-6);
-    for (int v = 0; v < 2; v++)
+        ck_assert_close(c[2]->f[0].G_inv[j], c[0]->f[0].G_inv[j], 1e-5);
+    }
+    for (int v = 0; v < 3; v++)
         kfac_curvature_free(c[v]);
     kfac_net_free(net);
 }
@@ -492,7 +498,8 @@ static int same_inverses(const struct kfac_curvature *a, const struct kfac_curva
 /* The Cholesky method on two threads inverts two factors at once, each on one BLAS
  * thread: the same bits as on one thread, for factors of six sizes, with one of them
  * indefinite (shifted by its mean eigenvalue before each decomposition), which both
- * invert through its eigendecomposition; at three decompositions in turn. */
+ * invert through its eigendecomposition; at three decompositions in turn. _i: in double
+ * (0) or in float (1). */
 START_TEST(cholesky_inverses_on_two_threads_are_those_on_one)
 {
     enum { M = 200 };
@@ -507,7 +514,7 @@ START_TEST(cholesky_inverses_on_two_threads_are_those_on_one)
         six_factor_batch(net, M, X, &r);
         for (int v = 0; v < 2; v++) {
             if (k == 1)
-                kfac_curvature_use_cholesky(c[v]);
+                kfac_curvature_use_cholesky(c[v], _i);
             ck_assert_int_eq(kfac_curvature_update(c[v], net, M, kfac_stats_decay(k, 0.95), k),
                              0);
             if (k >= 2) { /* layer 2's G made indefinite, G − (tr G / n) I; then inverted */
@@ -529,6 +536,78 @@ START_TEST(cholesky_inverses_on_two_threads_are_those_on_one)
             ck_assert_int_gt(c[1]->chol_info[3], 0);
             for (int j = 0; j < 6; j++)
                 ck_assert_int_eq(c[1]->chol_info[j] != 0, j == 3);
+        }
+    }
+    kfac_floats_free(X);
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_free(c[v]);
+    kfac_net_free(net);
+}
+END_TEST
+
+/* The largest |x_i − y_i| over the largest |y_i|, of n each. */
+static double max_relative_gap(size_t n, const float *x, const float *y)
+{
+    double gap = 0, top = 0;
+    for (size_t i = 0; i < n; i++) {
+        gap = fmax(gap, fabs((double)x[i] - y[i]));
+        top = fmax(top, fabs((double)y[i]));
+    }
+    return gap / top;
+}
+
+/* The condition number of X + d I for a symmetric X (n × n) with eigenvalues ≥ −d. */
+static double damped_condition(int n, const double *X, double d)
+{
+    double *a = malloc(sizeof(double) * (size_t)n * n), *w = malloc(sizeof(double) * (size_t)n);
+    memcpy(a, X, sizeof(double) * (size_t)n * n);
+    ck_assert_int_eq(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', n, a, n, w), 0);
+    double cond = (w[n - 1] + d) / (fmax(w[0], 0) + d);
+    free(a);
+    free(w);
+    return cond;
+}
+
+/* Float Cholesky inversions (optimizer.inverse_precision = float) against double ones, for
+ * factors of six sizes from 30 cases (singular, as a few cases' statistics of a wide layer
+ * are) and a small and a moderate γ: each inverse within two float epsilons times its
+ * damped factor's condition number of the double one, relative to its largest element, and
+ * not the double one itself. */
+START_TEST(float_cholesky_inverses_are_double_ones_to_float_precision)
+{
+    enum { M = 30 };
+    struct kfac_rng r;
+    kfac_rng_seed(&r, 9);
+    struct kfac_curvature *c[2];
+    struct kfac_net *net = six_factors(M, &r, c);
+    float *X = kfac_floats_new((size_t)M * 40);
+    for (int v = 0; v < 2; v++)
+        kfac_curvature_use_cholesky(c[v], v);
+    for (int k = 1; k <= 3; k++) {
+        six_factor_batch(net, M, X, &r);
+        for (int v = 0; v < 2; v++)
+            ck_assert_int_eq(kfac_curvature_update(c[v], net, M, kfac_stats_decay(k, 0.95), k),
+                             0);
+    }
+    for (int v = 0; v < 2; v++)
+        ck_assert_int_eq(kfac_curvature_decompose(c[v], KFAC_PI_TRACE, 3), 0);
+    const double gammas[2] = {1e-3, 0.1};
+    for (int t = 0; t < 2; t++) {
+        for (int v = 0; v < 2; v++)
+            ck_assert_int_eq(kfac_curvature_invert(c[v], gammas[t], 3), 0);
+        ck_assert(!same_inverses(c[0], c[1]));
+        for (int j = 0; j < 6; j++) {
+            const struct kfac_factors *f = &c[0]->f[j / 2];
+            int n = j % 2 ? f->n_g : f->n_a;
+            double d = j % 2 ? gammas[t] / f->pi : gammas[t] * f->pi;
+            double cond = damped_condition(n, j % 2 ? f->G_dec : f->A_dec, d);
+            ck_assert_int_eq(c[1]->chol_info[j], 0);
+            double gap = max_relative_gap((size_t)n * n, j % 2 ? c[1]->f[j / 2].G_inv
+                                                                : c[1]->f[j / 2].A_inv,
+                                          j % 2 ? f->G_inv : f->A_inv);
+            ck_assert_msg(gap <= 2 * FLT_EPSILON * cond,
+                          "gamma %g, factor %d (n = %d): gap %.3g, condition number %.3g",
+                          gammas[t], j, n, gap, cond);
         }
     }
     kfac_floats_free(X);
@@ -561,7 +640,7 @@ START_TEST(kept_inverses_are_those_formed_anew)
     struct kfac_net *net = test_net(M, KFAC_ACT_LINEAR, &r);
     struct kfac_curvature *c[2] = {kfac_curvature_new(net), kfac_curvature_new(net)};
     for (int v = 0; v < 2 && _i; v++)
-        kfac_curvature_use_cholesky(c[v]);
+        kfac_curvature_use_cholesky(c[v], 0);
     kfac_curvature_keep_inverses(c[1], KFAC_SPARE_INVERSES);
     ck_assert_int_eq(c[1]->n_spare, 2);
     float X[M * 3];
@@ -1658,10 +1737,11 @@ static Suite *curvature_suite(void)
     tcase_add_test(tc, statistics_on_two_threads_are_those_on_one);
     tcase_add_test(tc, nonfinite_statistics_are_rejected);
     tcase_add_test(tc, sampled_G_converges_to_exact);
-    tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 2);
-    tcase_add_loop_test(tc, precondition_matches_dense_solve_frobenius, 0, 2);
+    tcase_add_loop_test(tc, precondition_matches_dense_solve_trace, 0, 3);
+    tcase_add_loop_test(tc, precondition_matches_dense_solve_frobenius, 0, 3);
     tcase_add_test(tc, cholesky_falls_back_on_an_indefinite_factor);
-    tcase_add_test(tc, cholesky_inverses_on_two_threads_are_those_on_one);
+    tcase_add_loop_test(tc, cholesky_inverses_on_two_threads_are_those_on_one, 0, 2);
+    tcase_add_test(tc, float_cholesky_inverses_are_double_ones_to_float_precision);
     tcase_add_loop_test(tc, kept_inverses_are_those_formed_anew, 0, 2);
     tcase_add_test(tc, conv_factors_are_kfc);
     suite_add_tcase(s, tc);

@@ -1057,7 +1057,7 @@ START_TEST(damped_inverse_precision)
     kfac_net_reserve(net, 1);
     struct kfac_curvature *c = kfac_curvature_new(net);
     if (_i)
-        kfac_curvature_use_cholesky(c);
+        kfac_curvature_use_cholesky(c, 0);
     /* Ā = Q diag(10^(−10 j/(n−1))) Qᵀ for a random orthogonal Q (and likewise G). */
     double Q[NA * NA], tau[NA];
     for (int side = 0; side < 2; side++) {

@@ -283,6 +283,37 @@ expect_grep "$WORK/err" "optimizer.inverse = cholesky: optimizer.curvature = kfa
 expect_status 2 "a bad inverse method is refused" -- "$KFAC" -n --set optimizer.inverse=qr "$WORK/ae.ini"
 expect_grep "$WORK/err" "optimizer.inverse = 'qr': expected one of auto, cholesky, eigen" \
     "the refusal lists the methods"
+# Float Cholesky inversions: the same descent as the double ones, to rounding.
+for p in double float; do
+    expect_status 0 "a K-FAC run with $p inversions succeeds" -- "$KFAC" -q \
+        --log "$WORK/inv-$p.tsv" --set optimizer.type=kfac --set optimizer.inverse_precision=$p \
+        --set train.iterations=40 --set log.eval_every=20 "$WORK/ae.ini"
+done
+a=$(column_values "$WORK/inv-double.tsv" train_recon | tail -n 1)
+b=$(column_values "$WORK/inv-float.tsv" train_recon | tail -n 1)
+if awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !((d < 0 ? -d : d) < 0.01 * a) }'; then
+    ok "float inversions end within 1% of double ones ($a, $b)"
+else not_ok "float inversions end within 1% of double ones ($a, $b)"; fi
+column_values "$WORK/inv-double.tsv" alpha >"$WORK/alpha-double"
+column_values "$WORK/inv-float.tsv" alpha >"$WORK/alpha-float"
+if cmp -s "$WORK/alpha-double" "$WORK/alpha-float"; then
+    not_ok "float inversions take steps of their own (alpha)"
+else ok "float inversions take steps of their own (alpha)"; fi
+expect_status 2 "float inversions are refused with eigendecompositions" -- "$KFAC" -q \
+    --set optimizer.type=kfac --set optimizer.inverse=eigen \
+    --set optimizer.inverse_precision=float --set train.iterations=1 "$WORK/ae.ini"
+expect_grep "$WORK/err" \
+    "inverses here come from eigendecompositions (optimizer.inverse = eigen)" \
+    "the refusal names both keys"
+expect_status 2 "float inversions are refused for kfac-tridiag" -- "$KFAC" -q \
+    --set optimizer.type=kfac --set optimizer.curvature=kfac-tridiag \
+    --set optimizer.inverse_precision=float --set train.iterations=1 "$WORK/ae.ini"
+expect_grep "$WORK/err" "(optimizer.inverse = auto with optimizer.curvature = kfac-tridiag)" \
+    "the refusal names the curvature"
+expect_status 2 "a bad inverse precision is refused" -- "$KFAC" -n \
+    --set optimizer.inverse_precision=half "$WORK/ae.ini"
+expect_grep "$WORK/err" "optimizer.inverse_precision = 'half': expected one of double, float" \
+    "the refusal lists the precisions"
 # Fisher-approximation errors beside the loss.
 expect_status 0 "Fisher errors are logged" -- "$KFAC" -q -f --log "$WORK/fe.tsv" --set log.fisher_error_every=10 \
     --set log.fisher_error_cases=40 --set train.iterations=30 "$WORK/ae.ini"

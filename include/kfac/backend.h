@@ -88,6 +88,8 @@ struct kfac_backend {
      * written as dsyevd's) in place, by LAPACK's dpotrf then dpotri. Returns their info
      * (> 0: A is not numerically positive definite, and is left overwritten). */
     int (*dpotri)(int n, double *A);
+    /* The same in float, by spotrf then spotri (optimizer.inverse_precision = float). */
+    int (*spotri)(int n, float *A);
 
     /* The element-wise kernels, as layer.h and loss.h define them (all arrays device):
      * out = φ(s) and y = φ'(s) ⊙ x, */

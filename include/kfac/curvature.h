@@ -47,6 +47,15 @@ enum kfac_inverse_method {
                             * couplings need them */
 };
 
+/* The arithmetic of the Cholesky inversions (optimizer.inverse_precision). */
+enum kfac_inverse_precision {
+    KFAC_INVERSE_DOUBLE, /* dpotrf and dpotri on the factor as averaged, in double; the
+                          * inverse rounded to float once */
+    KFAC_INVERSE_FLOAT   /* spotrf and spotri on the damped factor rounded to float once:
+                          * about half the time, a relative error of about the float
+                          * epsilon times the damped factor's condition number */
+};
+
 /* Which factor of a K-FOC fit has unit Frobenius norm; the other carries the scale. For
  * one fit only a scaling; for averages over batches not (REFERENCE.md §7). The values are
  * the side's index in the fits: 0 the ā side (L, n_a × n_a), 1 the g side (R, n_g × n_g). */
@@ -229,9 +238,11 @@ struct kfac_curvature {
     double spare_gamma[KFAC_SPARE_INVERSES]; /* the γ of each, for this decomposition; 0: none */
     int spare_next;           /* the spare set a full cache gives up next */
     int cholesky;             /* the Cholesky method (kfac_curvature_use_cholesky()) */
+    int float_inverses;       /* the Cholesky method in float (the same) */
     double *eig_w;            /* the Cholesky method: max factor size, the eigenvalues of a
                                * factor inverted through its eigendecomposition instead */
-    int *chol_info;           /* the Cholesky method: 2 n_blocks, each factor's dpotri info */
+    int *chol_info;           /* the Cholesky method: 2 n_blocks, each factor's dpotri or
+                               * spotri info */
     int *by_size;             /* the 2 n_blocks factors (2i: block i's Ā, 2i + 1: its G),
                                * largest first, as the two-thread passes take them */
     int kept;                 /* the _keep factors hold those before the last update */
@@ -256,8 +267,9 @@ struct kfac_curvature {
 struct kfac_curvature *kfac_curvature_new(const struct kfac_net *net);
 
 /* Switches c, before its first update, from eigendecompositions to Cholesky inversions
- * (enum kfac_inverse_method): A_dec and G_dec in place of the eigenvectors and values. */
-void kfac_curvature_use_cholesky(struct kfac_curvature *c);
+ * (enum kfac_inverse_method): A_dec and G_dec in place of the eigenvectors and values; in
+ * float where in_float is set (enum kfac_inverse_precision), else in double. */
+void kfac_curvature_use_cholesky(struct kfac_curvature *c, int in_float);
 
 /* Keeps the damped inverses of up to n_spare (≤ KFAC_SPARE_INVERSES) other γ of the same
  * decomposition beside the current ones, so that kfac_curvature_invert() forms each

@@ -73,6 +73,7 @@ struct kfac_optim_opts {
     long gamma_every;         /* T2 (0: γ fixed) */
     long inverse_every;       /* T3 */
     int inverse;              /* enum kfac_inverse_method */
+    int inverse_precision;    /* enum kfac_inverse_precision (the Cholesky method's) */
     double lambda;            /* λ0 */
     double lambda_min;        /* 0 selects kfac_lambda_min()'s default */
     double gamma;             /* γ0; 0 selects sqrt(λ0 + η) */

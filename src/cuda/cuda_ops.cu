@@ -254,26 +254,78 @@ extern "C" int kfac_cuda_dsyevd(int n, double *A, double *w)
     return info;
 }
 
-extern "C" int kfac_cuda_dpotri(int n, double *A)
+namespace {
+
+cusolverStatus_t potrf_size(int n, float *a, int *lwork)
+{
+    return cusolverDnSpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, lwork);
+}
+
+cusolverStatus_t potrf_size(int n, double *a, int *lwork)
+{
+    return cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, lwork);
+}
+
+cusolverStatus_t potri_size(int n, float *a, int *lwork)
+{
+    return cusolverDnSpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, lwork);
+}
+
+cusolverStatus_t potri_size(int n, double *a, int *lwork)
+{
+    return cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, lwork);
+}
+
+cusolverStatus_t potrf(int n, float *a, float *work, int lwork, int *info)
+{
+    return cusolverDnSpotrf(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, info);
+}
+
+cusolverStatus_t potrf(int n, double *a, double *work, int lwork, int *info)
+{
+    return cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, info);
+}
+
+cusolverStatus_t potri(int n, float *a, float *work, int lwork, int *info)
+{
+    return cusolverDnSpotri(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, info);
+}
+
+cusolverStatus_t potri(int n, double *a, double *work, int lwork, int *info)
+{
+    return cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, info);
+}
+
+/* backend.h's dpotri or spotri on the device: potrf, then potri where it succeeded (call
+ * names the pair in a failure's message). */
+template <typename T> int potri_rm(const char *call, int n, T *A)
 {
     size_t nA = (size_t)n * n;
-    double *a = to_device(dA, A, nA);
+    T *a = to_device(dA, A, nA);
     int l_trf = 0, l_tri = 0, info = 0;
-    check(cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, &l_trf),
-          "cusolverDnDpotrf_bufferSize");
-    check(cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, &l_tri),
-          "cusolverDnDpotri_bufferSize");
+    check(potrf_size(n, a, &l_trf), call);
+    check(potri_size(n, a, &l_tri), call);
     int lwork = l_trf > l_tri ? l_trf : l_tri;
-    double *work = static_cast<double *>(reserve(dWork, (lwork ? lwork : 1) * sizeof(double)));
+    T *work = static_cast<T *>(reserve(dWork, (lwork ? lwork : 1) * sizeof(T)));
     int *dinfo = static_cast<int *>(reserve(dInfo, sizeof(int)));
-    check(cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, dinfo),
-          "cusolverDnDpotrf");
+    check(potrf(n, a, work, lwork, dinfo), call);
     to_host(&info, dinfo, 1);
     if (info == 0) {
-        check(cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, n, a, n, work, lwork, dinfo),
-              "cusolverDnDpotri");
+        check(potri(n, a, work, lwork, dinfo), call);
         to_host(&info, dinfo, 1);
     }
     to_host(A, a, nA);
     return info;
+}
+
+} // namespace
+
+extern "C" int kfac_cuda_dpotri(int n, double *A)
+{
+    return potri_rm("cusolverDnDpotrf/cusolverDnDpotri", n, A);
+}
+
+extern "C" int kfac_cuda_spotri(int n, float *A)
+{
+    return potri_rm("cusolverDnSpotrf/cusolverDnSpotri", n, A);
 }

@@ -41,6 +41,8 @@ int kfac_cuda_dsyevd(int n, double *A, double *w);
  * cusolverDnDpotrf then cusolverDnDpotri. Returns cuSOLVER's info (> 0: not positive
  * definite). */
 int kfac_cuda_dpotri(int n, double *A);
+/* backend.h's spotri, the same in float (cusolverDnSpotrf, cusolverDnSpotri). */
+int kfac_cuda_spotri(int n, float *A);
 
 #ifdef __cplusplus
 }
