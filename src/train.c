@@ -126,7 +126,8 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
     if (!rc || ck.other_items) {
         /* A checkpoint of another model is named by the keys that made it so. */
         char *now = kfac_config_identity(run->cfg);
-        char *diff = kfac_config_text_diff(ck.config_text, now);
+        char *was = kfac_config_identity_complete(ck.config_text);
+        char *diff = kfac_config_text_diff(was, now);
         if (diff && ck.other_items)
             rc = kfac_error(KFAC_EINVAL, "%s: made by a run with another configuration, whose "
                                          "state does not fit this one: %s",
@@ -136,6 +137,7 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
                                          "--force-resume to continue with this one)",
                             opts->resume, diff);
         free(diff);
+        free(was);
         free(now);
     }
     if (!rc)

@@ -178,6 +178,30 @@ START_TEST(kfac_defaults_are_the_reference_constants)
 }
 END_TEST
 
+/* An identity an earlier version wrote, without a key that came later, is completed with
+ * that key at its default, so that a checkpoint that predates the key resumes as one that
+ * holds it; the keys it has keep their values, and a whole identity comes back as it was. */
+START_TEST(identity_of_an_earlier_version_is_completed_with_defaults)
+{
+    struct kfac_config c;
+    kfac_config_defaults(&c);
+    ck_assert_int_eq(kfac_config_set(&c, "optimizer.lambda=3"), 0);
+    char *full = kfac_config_identity(&c);
+    const char *drop = "optimizer.inverse_precision = double\n";
+    char *at = strstr(full, drop), *old = malloc(strlen(full) + 1);
+    ck_assert_ptr_nonnull(at);
+    memcpy(old, full, (size_t)(at - full));
+    strcpy(old + (at - full), at + strlen(drop));
+    char *done = kfac_config_identity_complete(old), *same = kfac_config_identity_complete(full);
+    ck_assert_uint_eq(strlen(done), strlen(full));
+    ck_assert_ptr_nonnull(strstr(done, drop));
+    ck_assert_ptr_nonnull(strstr(done, "optimizer.lambda = 3\n"));
+    ck_assert_str_eq(same, full);
+    free(full), free(old), free(done), free(same);
+    kfac_config_free(&c);
+}
+END_TEST
+
 /* optimizer.preset = kfac3 gives the algorithm's keys KFAC3's constants: under the keys a
  * file gives itself (wherever they stand), over the file from the command line, and under
  * a later --set. It leaves λ0 alone, is not in the identity, and is K-FAC's only. */
@@ -326,6 +350,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, print_then_load_is_identity);
     tcase_add_test(tc, kfac_defaults_are_the_reference_constants);
     tcase_add_test(tc, kfac3_preset_sets_the_paper_constants);
+    tcase_add_test(tc, identity_of_an_earlier_version_is_completed_with_defaults);
     tcase_add_test(tc, study_batch_sizes_parse);
     tcase_add_test(tc, identity_leaves_out_the_run_control_keys);
     suite_add_tcase(s, tc);
