@@ -84,6 +84,12 @@ double kfac_gamma_start(const struct kfac_optim_opts *o)
     return gamma;
 }
 
+int kfac_inverses_by_cholesky(const struct kfac_optim_opts *o)
+{
+    return o->inverse == KFAC_INVERSE_CHOLESKY ||
+           (o->inverse == KFAC_INVERSE_AUTO && o->curvature != KFAC_CURVATURE_TRIDIAGONAL);
+}
+
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k)
 {
     if (o->momentum_schedule == KFAC_MOMENTUM_FIXED)

@@ -540,8 +540,7 @@ struct kfac_optim *kfac_kfac_new(const struct kfac_optim_opts *opts, struct kfac
         kfac_curvature_use_kfoc(s->curv, net, max_cases, kept, opts->kfoc_normalise,
                                 opts->kfoc_max_iter, opts->kfoc_tol);
     }
-    if (opts->inverse == KFAC_INVERSE_CHOLESKY ||
-        (opts->inverse == KFAC_INVERSE_AUTO && opts->curvature != KFAC_CURVATURE_TRIDIAGONAL))
+    if (kfac_inverses_by_cholesky(opts))
         kfac_curvature_use_cholesky(s->curv, opts->inverse_precision == KFAC_INVERSE_FLOAT);
     if (opts->curvature == KFAC_CURVATURE_TRIDIAGONAL)
         kfac_curvature_reserve_tridiag(s->curv);

@@ -25,10 +25,7 @@ int kfac_optim_new(const struct kfac_optim_opts *opts, struct kfac_net *net, enu
             return kfac_error(KFAC_EINVAL, "optimizer.inverse = cholesky: optimizer.curvature = "
                                            "kfac-tridiag needs the factors' eigendecompositions; "
                                            "use eigen or auto");
-        int eigen = opts->inverse == KFAC_INVERSE_EIGEN ||
-                    (opts->inverse == KFAC_INVERSE_AUTO &&
-                     opts->curvature == KFAC_CURVATURE_TRIDIAGONAL);
-        if (opts->inverse_precision == KFAC_INVERSE_FLOAT && eigen)
+        if (opts->inverse_precision == KFAC_INVERSE_FLOAT && !kfac_inverses_by_cholesky(opts))
             return kfac_error(KFAC_EINVAL, "optimizer.inverse_precision = float sets the Cholesky "
                                            "inversions' arithmetic, but the inverses here come "
                                            "from eigendecompositions (optimizer.inverse = %s%s), "

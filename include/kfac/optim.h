@@ -141,6 +141,10 @@ double kfac_gamma_min(const struct kfac_optim_opts *o);
  * [γ_min, γ_max], the range the γ rule keeps it in afterwards. */
 double kfac_gamma_start(const struct kfac_optim_opts *o);
 
+/* 1 when the damped inverses come by Cholesky inversions, 0 when from eigendecompositions:
+ * optimizer.inverse as given, auto resolved (enum kfac_inverse_method). */
+int kfac_inverses_by_cholesky(const struct kfac_optim_opts *o);
+
 /* μ_k of the momentum schedule (k 1-based). */
 double kfac_momentum_at(const struct kfac_optim_opts *o, long k);
 
