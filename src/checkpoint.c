@@ -425,7 +425,7 @@ static const char *value_of(const char *text, const char *key, char *buf, size_t
     return NULL;
 }
 
-char *kfac_config_text_diff(const char *was, const char *now)
+char *kfac_config_text_diff(const char *was, const char *now, const char *defaults)
 {
     char *out = NULL;
     size_t len = 0;
@@ -439,9 +439,12 @@ char *kfac_config_text_diff(const char *was, const char *now)
                 continue;
             snprintf(key, sizeof key, "%.*s", (int)(eq - line), line);
             const char *va = value_of(was, key, a, sizeof a), *vb = value_of(now, key, b, sizeof b);
+            int in_was = va != NULL;
+            if (!va && defaults)
+                va = value_of(defaults, key, a, sizeof a);
             /* Each differing key once: from the first text, or from the second when the first
              * lacks it. */
-            if ((va && vb && strcmp(va, vb) == 0) || (t == 1 && va))
+            if ((va && vb && strcmp(va, vb) == 0) || (t == 1 && in_was))
                 continue;
             size_t add = strlen(key) + strlen(va ? va : "(none)") + strlen(vb ? vb : "(none)") + 32;
             out = kfac_xrealloc(out, len + add);

@@ -60,7 +60,7 @@ static const char *const shard_choices[] = {"none", "rank", NULL};
 
 #define F(field) offsetof(struct kfac_config, field)
 /* A key added later takes as its default how runs went before it: a checkpoint written
- * before it resumes as one that holds the default (kfac_config_identity_complete()). */
+ * before it resumes as one that holds the default (kfac_config_text_diff()). */
 static const struct key keys[] = {
     {"data", "train", K_PATH, F(data.train), "", 0, 0, NULL},
     {"data", "train_targets", K_PATH, F(data.train_targets), "", 0, 0, NULL},
@@ -707,29 +707,6 @@ static int run_control(const struct key *k)
     return 0;
 }
 
-/* 1 when text has a line "section.name = …" for k. */
-static int has_line(const char *text, const struct key *k)
-{
-    char prefix[128];
-    int n = snprintf(prefix, sizeof prefix, "%s.%s = ", k->section, k->name);
-    for (const char *p = text; p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, prefix, (size_t)n) == 0)
-            return 1;
-    return 0;
-}
-
-/* The identity's lines of c's values into f: every identity key's, or where `present` is
- * given only those of the keys it has no line for. */
-static void identity_lines(const struct kfac_config *c, const char *present, FILE *f)
-{
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (!run_control(&keys[i]) && &keys[i] != preset_key() && /* its keys speak for it */
-            !(present && has_line(present, &keys[i]))) {
-            fprintf(f, "%s.", keys[i].section);
-            print_value(&keys[i], c, f);
-        }
-}
-
 char *kfac_config_identity(const struct kfac_config *c)
 {
     char *text = NULL;
@@ -737,25 +714,13 @@ char *kfac_config_identity(const struct kfac_config *c)
     FILE *f = open_memstream(&text, &len);
     if (!f)
         kfac_out_of_memory(0);
-    identity_lines(c, NULL, f);
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!run_control(&keys[i]) && &keys[i] != preset_key()) { /* its keys speak for it */
+            fprintf(f, "%s.", keys[i].section);
+            print_value(&keys[i], c, f);
+        }
     fclose(f);
     return text;
-}
-
-char *kfac_config_identity_complete(const char *text)
-{
-    struct kfac_config d;
-    kfac_config_defaults(&d);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        kfac_out_of_memory(0);
-    fputs(text, f);
-    identity_lines(&d, text, f);
-    fclose(f);
-    kfac_config_free(&d);
-    return out;
 }
 
 void kfac_config_free(struct kfac_config *c)

@@ -125,9 +125,11 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
     int rc = kfac_checkpoint_open(opts->resume, &s, &ck);
     if (!rc || ck.other_items) {
         /* A checkpoint of another model is named by the keys that made it so. */
-        char *now = kfac_config_identity(run->cfg);
-        char *was = kfac_config_identity_complete(ck.config_text);
-        char *diff = kfac_config_text_diff(was, now);
+        struct kfac_config d;
+        kfac_config_defaults(&d);
+        char *now = kfac_config_identity(run->cfg), *defaults = kfac_config_identity(&d);
+        kfac_config_free(&d);
+        char *diff = kfac_config_text_diff(ck.config_text, now, defaults);
         if (diff && ck.other_items)
             rc = kfac_error(KFAC_EINVAL, "%s: made by a run with another configuration, whose "
                                          "state does not fit this one: %s",
@@ -137,7 +139,7 @@ static int resume(struct kfac_run *run, const struct kfac_run_opts *opts)
                                          "--force-resume to continue with this one)",
                             opts->resume, diff);
         free(diff);
-        free(was);
+        free(defaults);
         free(now);
     }
     if (!rc)

@@ -274,11 +274,22 @@ START_TEST(failed_write_keeps_the_old_checkpoint)
 }
 END_TEST
 
+/* The keys that differ are named once each; a key that the first text lacks (a checkpoint
+ * older than the key) counts as its value in the defaults, where they are given. */
 START_TEST(config_diff_names_the_keys)
 {
-    ck_assert_ptr_null(kfac_config_text_diff("a.x = 1\nb.y = 2\n", "a.x = 1\nb.y = 2\n"));
-    char *d = kfac_config_text_diff("a.x = 1\nb.y = 2\nc.z = 5\n", "a.x = 1\nb.y = 3\nd.w = 4\n");
+    ck_assert_ptr_null(kfac_config_text_diff("a.x = 1\nb.y = 2\n", "a.x = 1\nb.y = 2\n", NULL));
+    char *d = kfac_config_text_diff("a.x = 1\nb.y = 2\nc.z = 5\n", "a.x = 1\nb.y = 3\nd.w = 4\n",
+                                    NULL);
     ck_assert_str_eq(d, "b.y (was 2, now 3); c.z (was 5, now (none)); d.w (was (none), now 4)");
+    free(d);
+    const char *defaults = "a.x = 0\nb.y = 2\n";
+    ck_assert_ptr_null(kfac_config_text_diff("a.x = 1\n", "a.x = 1\nb.y = 2\n", defaults));
+    d = kfac_config_text_diff("a.x = 1\n", "a.x = 1\nb.y = 3\n", defaults);
+    ck_assert_str_eq(d, "b.y (was 2, now 3)");
+    free(d);
+    d = kfac_config_text_diff("a.x = 1\n", "a.x = 1\nd.w = 4\n", defaults);
+    ck_assert_str_eq(d, "d.w (was (none), now 4)");
     free(d);
 }
 END_TEST

@@ -100,7 +100,9 @@ int kfac_checkpoint_restore(const struct kfac_checkpoint *ck, const struct kfac_
 void kfac_checkpoint_close(struct kfac_checkpoint *ck);
 
 /* The keys whose lines differ between two trajectory texts, as "key (was A, now B)"
- * joined by "; " (caller frees), or NULL when they are equal. */
-char *kfac_config_text_diff(const char *was, const char *now);
+ * joined by "; " (caller frees), or NULL when they are equal. A key that `was` lacks takes
+ * its line in `defaults` (a text like them, or NULL): a checkpoint written before a key
+ * existed ran as the key's default. */
+char *kfac_config_text_diff(const char *was, const char *now, const char *defaults);
 
 #endif

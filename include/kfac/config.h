@@ -96,11 +96,6 @@ void kfac_config_print(const struct kfac_config *c, FILE *f);
  * resumed run compares its own with it. The caller frees the text. */
 char *kfac_config_identity(const struct kfac_config *c);
 
-/* An identity text as an earlier version wrote it, with a line at the default for each key
- * it lacks: a key's default is how runs went before the key existed, so a checkpoint that
- * predates a key resumes as one that holds its default. The caller frees the text. */
-char *kfac_config_identity_complete(const char *text);
-
 void kfac_config_free(struct kfac_config *c);
 
 #endif

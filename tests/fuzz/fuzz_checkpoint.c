@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct kfac_checkpoint ck;
     int rc = kfac_checkpoint_open(path, &s, &ck);
     if (rc == 0 || ck.other_items)
-        free(kfac_config_text_diff(ck.config_text, "optimizer.lambda = 150\n"));
+        free(kfac_config_text_diff(ck.config_text, "optimizer.lambda = 150\n", NULL));
     if (rc == 0)
         kfac_checkpoint_restore(&ck, &s);
     kfac_checkpoint_close(&ck);
