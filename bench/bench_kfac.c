@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     int precision = KFAC_INVERSE_DOUBLE; /* the Cholesky inversions' (kfac-tridiag: eigen) */
     while (argc >= 3 && (strcmp(argv[1], "--period") == 0 ||
                          strcmp(argv[1], "--inverse-precision") == 0)) {
-        if (argv[1][2] == 'p') {
+        if (strcmp(argv[1], "--period") == 0) {
             char *end;
             period = strtol(argv[2], &end, 10);
             period = *end ? 0 : period; /* refused below */
