@@ -166,6 +166,9 @@ int kfac_matlab_read(const char *path, int split, struct kfac_array *x, struct k
     if (stat(path, &st) != 0)
         return kfac_data_open_error(path, errno);
     size_t file_size = (size_t)st.st_size;
+    int rc = kfac_mat_check(path, file_size);
+    if (rc)
+        return rc;
     mat_t *mat = Mat_Open(path, MAT_ACC_RDONLY);
     if (!mat)
         return kfac_error(KFAC_EFORMAT, "%s: not a MATLAB .mat file libmatio can read", path);
@@ -178,7 +181,6 @@ int kfac_matlab_read(const char *path, int split, struct kfac_array *x, struct k
             layout = probes[i];
             Mat_VarFree(v);
         }
-    int rc;
     if (!layout)
         rc = kfac_error(KFAC_EFORMAT, "%s: not one of the benchmark layouts (expected the "
                                       "variables train0..train9 and test0..test9 of mnist_all.mat, "

@@ -635,15 +635,33 @@ START_TEST(faces_resample_their_sources)
 }
 END_TEST
 
-/* Writes a real 2-D variable (column-major data) to an open .mat file. */
-static void mat_put(mat_t *mat, const char *name, enum matio_classes cls, enum matio_types type,
-                    size_t rows, size_t cols, void *data)
+/* Writes a real 2-D variable (column-major data) to an open .mat file, compressed or not
+ * (z). */
+static void mat_put_as(mat_t *mat, const char *name, enum matio_classes cls,
+                       enum matio_types type, size_t rows, size_t cols, void *data,
+                       enum matio_compression z)
 {
     size_t dims[2] = {rows, cols};
     matvar_t *v = Mat_VarCreate(name, cls, type, 2, dims, data, MAT_F_DONT_COPY_DATA);
     ck_assert_ptr_nonnull(v);
-    ck_assert_int_eq(Mat_VarWrite(mat, v, MAT_COMPRESSION_ZLIB), 0);
+    ck_assert_int_eq(Mat_VarWrite(mat, v, z), 0);
     Mat_VarFree(v);
+}
+
+static void mat_put(mat_t *mat, const char *name, enum matio_classes cls, enum matio_types type,
+                    size_t rows, size_t cols, void *data)
+{
+    mat_put_as(mat, name, cls, type, rows, cols, data, MAT_COMPRESSION_ZLIB);
+}
+
+/* The .mat file at path reads, its split holding `rows` cases. */
+static void expect_mat_rows(const char *path, int split, size_t rows)
+{
+    struct kfac_array x, lab;
+    ck_assert_msg(kfac_matlab_read(path, split, &x, &lab) == 0, "%s", kfac_last_error());
+    ck_assert_uint_eq(x.dims[0], rows);
+    kfac_array_free(&x);
+    kfac_array_free(&lab);
 }
 
 /* mnist_all.mat: train<d> holds d + 1 digits, test<d> one, each pixel j of case i of
@@ -774,6 +792,162 @@ START_TEST(matlab_curves_and_faces_layouts)
 }
 END_TEST
 
+/* Little-endian MAT 5 elements by hand, for the files libmatio would not write. */
+static void le32(unsigned char *b, size_t *n, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[(*n)++] = (unsigned char)(v >> (8 * i));
+}
+
+/* The header of a miMATRIX of `len` bytes: its tag, class, 2-D dimensions and an empty
+ * name (what follows is the caller's). */
+static void mat5_head(unsigned char *b, size_t *n, uint32_t len, int cls, uint32_t rows,
+                      uint32_t cols)
+{
+    le32(b, n, 14), le32(b, n, len);
+    le32(b, n, 6), le32(b, n, 8), le32(b, n, (uint32_t)cls), le32(b, n, 0);
+    le32(b, n, 5), le32(b, n, 8), le32(b, n, rows), le32(b, n, cols);
+    le32(b, n, 1), le32(b, n, 0);
+}
+
+/* A MAT 5 file of a 128-byte header and the given elements. */
+static void mat5_file(const char *path, const unsigned char *body, size_t n)
+{
+    unsigned char *b = calloc(1, 128 + n);
+    memset(b, ' ', 116);
+    memcpy(b, "MATLAB 5.0 MAT-file", 19);
+    b[124] = 0x00, b[125] = 0x01, b[126] = 'I', b[127] = 'M';
+    memcpy(b + 128, body, n);
+    write_bytes(path, b, 128 + n);
+    free(b);
+}
+
+/* Appends a compressed element holding plain (n bytes); returns its compressed size. */
+static unsigned long mat5_compressed(unsigned char *b, size_t *n, const unsigned char *plain,
+                                     size_t plain_n)
+{
+    unsigned char packed[256];
+    uLongf packed_n = sizeof packed;
+    ck_assert_int_eq(compress(packed, &packed_n, plain, plain_n), Z_OK);
+    le32(b, n, 15), le32(b, n, (uint32_t)packed_n);
+    memcpy(b + *n, packed, packed_n);
+    *n += packed_n;
+    return packed_n;
+}
+
+/* The MAT 5 file of these elements is refused, the message holding needle. */
+static void expect_mat5_refused(const char *path, const unsigned char *b, size_t n,
+                                const char *needle)
+{
+    struct kfac_array x, lab;
+    mat5_file(path, b, n);
+    expect_error(kfac_matlab_read(path, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT, needle);
+}
+
+/* Before libmatio reads a .mat file, each tag's claim is held to what holds it (libmatio
+ * allocates and clears what a variable's name claims: 4 GB from a file of 268 bytes). Cell
+ * arrays and structs, compressed or not, still read; the hostile claims are refused with
+ * the variable's offset. */
+START_TEST(matlab_tags_held_to_the_file)
+{
+    const char *path = scratch_file("walk.mat");
+    double *c = calloc(2 * 784, sizeof *c);
+    for (int z = 0; z < 2; z++) {
+        mat_t *mat = Mat_CreateVer(path, NULL, MAT_FT_MAT5);
+        /* A struct with two fields, one a cell array holding a struct, before the data.
+         * Uncompressed, two cells and a field are left empty, which libmatio writes as
+         * nothing, fewer cells than the dimensions say. */
+        size_t one[2] = {1, 1}, three[2] = {1, 3};
+        double v = 2;
+        const char *names[2] = {"a", "bb"};
+        matvar_t *inner = Mat_VarCreateStruct("in", 2, one, names, 2);
+        Mat_VarSetStructFieldByName(inner, "a", 0,
+                                    Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one, &v, 0));
+        Mat_VarSetStructFieldByName(inner, "bb", 0,
+                                    Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one, &v, 0));
+        matvar_t *cell = Mat_VarCreate("cells", MAT_C_CELL, MAT_T_CELL, 2, three, NULL, 0);
+        Mat_VarSetCell(cell, 1, inner);
+        matvar_t *st = Mat_VarCreateStruct("meta", 2, one, names, 2);
+        Mat_VarSetStructFieldByName(st, "bb", 0, cell);
+        for (int i = 0; z && i < 3; i += 2)
+            Mat_VarSetCell(cell, i, Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one, &v, 0));
+        if (z)
+            Mat_VarSetStructFieldByName(st, "a", 0,
+                                        Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one,
+                                                      &v, 0));
+        ck_assert_int_eq(Mat_VarWrite(mat, st, z ? MAT_COMPRESSION_ZLIB : MAT_COMPRESSION_NONE),
+                         0);
+        Mat_VarFree(st);
+        mat_put_as(mat, "bdata", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, 784, c,
+                   z ? MAT_COMPRESSION_ZLIB : MAT_COMPRESSION_NONE);
+        Mat_Close(mat);
+        expect_mat_rows(path, KFAC_SPLIT_TRAIN, 2);
+    }
+    /* Version 4, in which each matrix's name and data must fit in the file. */
+    mat_t *mat = Mat_CreateVer(path, NULL, MAT_FT_MAT4);
+    mat_put_as(mat, "bdata", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, 784, c, MAT_COMPRESSION_NONE);
+    mat_put_as(mat, "bdatatest", MAT_C_DOUBLE, MAT_T_DOUBLE, 1, 784, c, MAT_COMPRESSION_NONE);
+    Mat_Close(mat);
+    expect_mat_rows(path, KFAC_SPLIT_TEST, 1);
+    struct kfac_array x, lab;
+    FILE *fp = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    const unsigned char huge[4] = {0x06, 0x01, 0x00, 0x69}; /* a name of 1761607942 bytes */
+    ck_assert_int_eq(fseek(fp, 16, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(huge, 1, 4, fp), 4);
+    ck_assert_int_eq(fclose(fp), 0);
+    expect_error(kfac_matlab_read(path, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "the matrix at byte 0 claims 1761620486 bytes where the file has");
+    free(c);
+
+    unsigned char b[4096], plain[48];
+    size_t n = 0;
+    /* A variable that claims more than the file has. */
+    mat5_head(b, &n, 4000, 6, 1, 1);
+    expect_mat5_refused(path, b, n, "the variable at byte 128 claims 4000 bytes where the file "
+                                    "has 40");
+    /* A name that claims 4 GB inside a variable that fits. */
+    n = 0;
+    mat5_head(b, &n, 48, 6, 1, 1);
+    b[n - 4] = 0x0f, b[n - 3] = b[n - 2] = b[n - 1] = 0xff;
+    le32(b, &n, 0), le32(b, &n, 0);
+    expect_mat5_refused(path, b, n,
+                        "at byte 128 holds an element of 4294967055 bytes where 8 are left");
+    /* A 65536 × 65536 cell array in 48 bytes. */
+    n = 0;
+    mat5_head(b, &n, 48, 1, 65536, 65536);
+    le32(b, &n, 0), le32(b, &n, 0);
+    expect_mat5_refused(path, b, n, "claims more cells or fields than it can hold");
+    /* A struct whose field names have length 0. */
+    n = 0;
+    mat5_head(b, &n, 64, 2, 1, 1);
+    le32(b, &n, (4u << 16) | 5), le32(b, &n, 0);
+    le32(b, &n, 1), le32(b, &n, 8), le32(b, &n, 0), le32(b, &n, 0);
+    expect_mat5_refused(path, b, n, "has field names of length 0");
+    /* 40 cells, each inside the last. */
+    n = 0;
+    for (int depth = 0; depth < 40; depth++)
+        mat5_head(b, &n, (uint32_t)(48 * (40 - depth) - 8), 1, 1, 1);
+    mat5_head(b, &n, 40, 6, 1, 0);
+    expect_mat5_refused(path, b, n, "nests cells or structs more than 32 deep");
+    /* A compressed variable whose contents claim more than zlib could expand it to ... */
+    size_t m = 0;
+    mat5_head(plain, &m, 0x7fffffff, 6, 1, 1);
+    n = 0;
+    unsigned long packed = mat5_compressed(b, &n, plain, m);
+    char want[96];
+    snprintf(want, sizeof want, "claims 2147483647 bytes, more than its %lu compressed", packed);
+    expect_mat5_refused(path, b, n, want);
+    /* ... and one whose stream ends inside its name. */
+    m = 0;
+    mat5_head(plain, &m, 200, 6, 1, 1);
+    plain[m - 4] = 100;
+    n = 0;
+    mat5_compressed(b, &n, plain, m);
+    expect_mat5_refused(path, b, n, "holds less compressed data than its tags claim");
+}
+END_TEST
+
 static Suite *data_suite(void)
 {
     Suite *s = suite_create("data");
@@ -795,6 +969,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, faces_resample_their_sources);
     tcase_add_test(tc, matlab_mnist_all_layout);
     tcase_add_test(tc, matlab_curves_and_faces_layouts);
+    tcase_add_test(tc, matlab_tags_held_to_the_file);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, idx_errors);

@@ -4,7 +4,7 @@
 # built without libFuzzer, so that a fixed bug stays fixed (under the sanitizers when the
 # build has them). tests/fuzz/run.sh does the fuzzing itself.
 . "$top_srcdir/tests/lib.sh"
-for t in idx npy csv ini checkpoint checkpoint_fields; do
+for t in idx npy csv mat ini checkpoint checkpoint_fields; do
     files=$(find "$top_srcdir/tests/fuzz/corpus/$t" "$top_srcdir/tests/fuzz/crashes/$t" -type f 2>/dev/null | sort)
     n=$(printf '%s\n' "$files" | grep -c . || true)
     if [ "$n" -eq 0 ]; then not_ok "$t: no inputs to replay"; continue; fi
