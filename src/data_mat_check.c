@@ -303,13 +303,16 @@ static int mat4_walk(FILE *f, const char *path, uint64_t size)
         if ((int32_t)w[1] < 0 || (int32_t)w[2] < 0)
             return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " has negative "
                                             "dimensions", path, at);
-        uint64_t data = (uint64_t)w[1] * w[2] * elem[w[0] / 10 % 10] * (w[3] ? 2 : 1);
+        /* rows · columns < 2⁶², times at most 16 bytes: held before it can wrap. */
+        uint64_t cells = (uint64_t)w[1] * w[2], per = elem[w[0] / 10 % 10] * (w[3] ? 2 : 1);
         uint64_t has = size - at - 20;
-        if (w[4] > has || data > has - w[4])
+        if (w[4] > has || cells > (has - w[4]) / per) {
+            uint64_t claim = cells > (UINT64_MAX - w[4]) / per ? UINT64_MAX : w[4] + cells * per;
             return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " claims %" PRIu64
                                             " bytes where the file has %" PRIu64,
-                              path, at, w[4] + data, has);
-        at += 20 + w[4] + data;
+                              path, at, claim, has);
+        }
+        at += 20 + w[4] + cells * per;
     }
     return 0;
 }

@@ -898,6 +898,15 @@ START_TEST(matlab_tags_held_to_the_file)
     ck_assert_int_eq(fclose(fp), 0);
     expect_error(kfac_matlab_read(path, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
                  "the matrix at byte 0 claims 1761620486 bytes where the file has");
+    /* A complex 2³⁰ × 2³⁰ double matrix, whose 2⁶⁴ bytes must not wrap to 0. */
+    unsigned char v4[26];
+    size_t k = 0;
+    le32(v4, &k, 0), le32(v4, &k, 1u << 30), le32(v4, &k, 1u << 30), le32(v4, &k, 1);
+    le32(v4, &k, 6);
+    memcpy(v4 + k, "bdata", 6);
+    write_bytes(path, v4, sizeof v4);
+    expect_error(kfac_matlab_read(path, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "the matrix at byte 0 claims 18446744073709551615 bytes where the file has 6");
     free(c);
 
     unsigned char b[4096], plain[48];
