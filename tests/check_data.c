@@ -810,16 +810,25 @@ static void mat5_head(unsigned char *b, size_t *n, uint32_t len, int cls, uint32
     le32(b, n, 1), le32(b, n, 0);
 }
 
-/* A MAT 5 file of a 128-byte header and the given elements. */
-static void mat5_file(const char *path, const unsigned char *body, size_t n)
+/* A little-endian MAT 5 file of a 128-byte header and the given elements; big-endian
+ * (big) when the elements are 32-bit words only, each of which it then reverses. */
+static void mat5_file_as(const char *path, const unsigned char *body, size_t n, int big)
 {
     unsigned char *b = calloc(1, 128 + n);
     memset(b, ' ', 116);
     memcpy(b, "MATLAB 5.0 MAT-file", 19);
     b[124] = 0x00, b[125] = 0x01, b[126] = 'I', b[127] = 'M';
-    memcpy(b + 128, body, n);
+    if (big)
+        b[124] = 0x01, b[125] = 0x00, b[126] = 'M', b[127] = 'I';
+    for (size_t i = 0; i < n; i++)
+        b[128 + i] = big ? body[i - i % 4 + 3 - i % 4] : body[i];
     write_bytes(path, b, 128 + n);
     free(b);
+}
+
+static void mat5_file(const char *path, const unsigned char *body, size_t n)
+{
+    mat5_file_as(path, body, n, 0);
 }
 
 /* Appends a compressed element holding plain (n bytes); returns its compressed size. */
@@ -915,6 +924,9 @@ START_TEST(matlab_tags_held_to_the_file)
     mat5_head(b, &n, 4000, 6, 1, 1);
     expect_mat5_refused(path, b, n, "the variable at byte 128 claims 4000 bytes where the file "
                                     "has 40");
+    mat5_file_as(path, b, n, 1); /* the same, big-endian */
+    expect_error(kfac_matlab_read(path, KFAC_SPLIT_TRAIN, &x, &lab), KFAC_EFORMAT,
+                 "the variable at byte 128 claims 4000 bytes where the file has 40");
     /* A name that claims 4 GB inside a variable that fits. */
     n = 0;
     mat5_head(b, &n, 48, 6, 1, 1);
