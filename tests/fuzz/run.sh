@@ -43,7 +43,7 @@ for t in $targets; do
     log=$here/work/$t.log
     echo "run.sh: fuzzing $t for $seconds s" >&2
     # libmatio allocates what a variable's header claims before it reads (1.8 GiB seen from
-    # a file of 250 bytes, with 11 MB resident in kfac-train's reader) and never touches what
+    # a file of 224 bytes, with 11 MB resident in kfac-train's reader) and never touches what
     # the file lacks: a finding only once it is used, which the RSS limit catches.
     malloc_mb=1024
     [ "$t" != mat ] || malloc_mb=4096
