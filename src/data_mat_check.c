@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +31,7 @@ struct mat5_src {
     uint64_t in_left; /* compressed bytes not yet handed to zlib */
     unsigned char in[16384];
     const char *path;
-    long long at; /* the variable's offset, for messages */
+    uint64_t at; /* the variable's offset, for messages */
 };
 
 /* One element: its tag, and how much of its data has been read. */
@@ -40,9 +41,33 @@ struct mat5_elem {
     unsigned char data[4];
 };
 
-static int mat5_error(const struct mat5_src *s, const char *what)
+/* KFAC_EFORMAT: "PATH: the THING at byte AT " and the formatted rest. */
+static int mat_verror(const char *path, const char *thing, uint64_t at, const char *fmt,
+                      va_list ap)
 {
-    return kfac_error(KFAC_EFORMAT, "%s: the variable at byte %lld %s", s->path, s->at, what);
+    char what[160];
+    vsnprintf(what, sizeof what, fmt, ap);
+    return kfac_error(KFAC_EFORMAT, "%s: the %s at byte %" PRIu64 " %s", path, thing, at, what);
+}
+
+__attribute__((format(printf, 2, 3))) static int mat5_error(const struct mat5_src *s,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = mat_verror(s->path, "variable", s->at, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+__attribute__((format(printf, 3, 4))) static int mat4_error(const char *path, uint64_t at,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = mat_verror(path, "matrix", at, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* Inflates exactly k bytes into dst. */
@@ -60,9 +85,8 @@ static int mat5_inflate(struct mat5_src *s, unsigned char *dst, size_t k)
             s->z->avail_in = (uInt)m;
         }
         int rc = inflate(s->z, Z_NO_FLUSH);
-        if (rc == Z_STREAM_END && s->z->avail_out > 0)
-            return mat5_error(s, "holds less compressed data than its tags claim");
-        if (rc == Z_BUF_ERROR && s->z->avail_in == 0 && s->in_left == 0)
+        if ((rc == Z_STREAM_END && s->z->avail_out > 0) ||
+            (rc == Z_BUF_ERROR && s->z->avail_in == 0 && s->in_left == 0))
             return mat5_error(s, "holds less compressed data than its tags claim");
         if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
             return mat5_error(s, "is not a valid zlib stream");
@@ -126,10 +150,8 @@ static int mat5_next(struct mat5_src *s, uint64_t *left, struct mat5_elem *e)
     e->len = mat5_u32(s, t + 4);
     if (e->len <= *left)
         return 0;
-    char what[96];
-    snprintf(what, sizeof what, "holds an element of %" PRIu32 " bytes where %" PRIu64 " are left",
-             e->len, *left);
-    return mat5_error(s, what);
+    return mat5_error(s, "holds an element of %" PRIu32 " bytes where %" PRIu64 " are left",
+                      e->len, *left);
 }
 
 /* The element's next 4 bytes of data as a number (0 when it has no more). */
@@ -162,11 +184,8 @@ static int mat5_end(struct mat5_src *s, uint64_t *left, const struct mat5_elem *
  * libmatio's Mat_VarReadInfo reads. */
 static int mat5_walk_matrix(struct mat5_src *s, uint64_t left, int depth)
 {
-    if (depth > MAT5_DEPTH) {
-        char what[64];
-        snprintf(what, sizeof what, "nests cells or structs more than %d deep", MAT5_DEPTH);
-        return mat5_error(s, what);
-    }
+    if (depth > MAT5_DEPTH)
+        return mat5_error(s, "nests cells or structs more than %d deep", MAT5_DEPTH);
     if (left == 0)
         return 0; /* an empty cell or field */
     struct mat5_elem e;
@@ -225,17 +244,15 @@ static int mat5_walk(FILE *f, const char *path, uint64_t size, int big)
     struct mat5_src s = {.f = f, .big = big, .path = path};
     int rc = 0;
     for (uint64_t at = 128; !rc && at + 8 <= size;) {
-        s.at = (long long)at;
+        s.at = at;
         uint64_t left = UINT64_MAX;
         struct mat5_elem e;
         if ((rc = mat5_next(&s, &left, &e)))
             break;
-        if (!e.small && e.len > size - at - 8) {
-            char what[96];
-            snprintf(what, sizeof what, "claims %" PRIu32 " bytes where the file has %" PRIu64,
-                     e.len, size - at - 8);
-            rc = mat5_error(&s, what);
-        } else if (e.small)
+        if (!e.small && e.len > size - at - 8)
+            rc = mat5_error(&s, "claims %" PRIu32 " bytes where the file has %" PRIu64, e.len,
+                            size - at - 8);
+        else if (e.small)
             e.len = 0;
         else if (e.type == MI_MATRIX)
             rc = mat5_walk_matrix(&s, e.len, 0);
@@ -250,13 +267,12 @@ static int mat5_walk(FILE *f, const char *path, uint64_t size, int big)
             uint64_t inner_left = UINT64_MAX;
             struct mat5_elem in;
             rc = mat5_next(&s, &inner_left, &in);
-            if (!rc && in.type == MI_MATRIX && !in.small && in.len > (uint64_t)e.len * 1032) {
-                char what[128];
-                snprintf(what, sizeof what, "claims %" PRIu32 " bytes, more than its %" PRIu32
-                         " compressed bytes can hold", in.len, e.len);
-                rc = mat5_error(&s, what);
-            } else if (!rc && in.type == MI_MATRIX && !in.small)
-                rc = mat5_walk_matrix(&s, in.len, 0);
+            if (!rc && in.type == MI_MATRIX && !in.small)
+                rc = in.len > (uint64_t)e.len * 1032
+                         ? mat5_error(&s, "claims %" PRIu32 " bytes, more than its %" PRIu32
+                                          " compressed bytes can hold",
+                                      in.len, e.len)
+                         : mat5_walk_matrix(&s, in.len, 0);
             inflateEnd(&z);
             s.z = NULL;
         }
@@ -287,8 +303,7 @@ static int mat4_walk(FILE *f, const char *path, uint64_t size)
     unsigned char h[20];
     for (uint64_t at = 0; at + 20 <= size;) {
         if (fseeko(f, (off_t)at, SEEK_SET) || fread(h, 1, 20, f) != 20)
-            return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " ends early",
-                              path, at);
+            return mat4_error(path, at, "ends early");
         if (at == 0 && !mat4_type_ok(mat_u32(h, big))) {
             if (!mat4_type_ok(mat_u32(h, !big)))
                 return 0;
@@ -298,19 +313,16 @@ static int mat4_walk(FILE *f, const char *path, uint64_t size)
         for (int i = 0; i < 5; i++)
             w[i] = mat_u32(h + 4 * i, big);
         if (!mat4_type_ok(w[0]))
-            return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " has the unknown "
-                                            "type %" PRIu32, path, at, w[0]);
+            return mat4_error(path, at, "has the unknown type %" PRIu32, w[0]);
         if ((int32_t)w[1] < 0 || (int32_t)w[2] < 0)
-            return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " has negative "
-                                            "dimensions", path, at);
+            return mat4_error(path, at, "has negative dimensions");
         /* rows · columns < 2⁶², times at most 16 bytes: held before it can wrap. */
         uint64_t cells = (uint64_t)w[1] * w[2], per = elem[w[0] / 10 % 10] * (w[3] ? 2 : 1);
         uint64_t has = size - at - 20;
         if (w[4] > has || cells > (has - w[4]) / per) {
             uint64_t claim = cells > (UINT64_MAX - w[4]) / per ? UINT64_MAX : w[4] + cells * per;
-            return kfac_error(KFAC_EFORMAT, "%s: the matrix at byte %" PRIu64 " claims %" PRIu64
-                                            " bytes where the file has %" PRIu64,
-                              path, at, claim, has);
+            return mat4_error(path, at, "claims %" PRIu64 " bytes where the file has %" PRIu64,
+                              claim, has);
         }
         at += 20 + w[4] + cells * per;
     }
