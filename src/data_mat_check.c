@@ -4,9 +4,10 @@
  * claimed 4 GB in a file of 268 bytes had it touch 4 GB), so every claim is held to what
  * holds it: in a version 5 file, a variable to the bytes left in the file, a compressed
  * variable's contents to 1032 times its compressed size (zlib's largest ratio), a
- * sub-element to the bytes left in its variable, the cells or fields of a cell array or
- * struct to one tag (8 bytes) each, and nesting to MAT5_DEPTH; in a version 4 file, each
- * matrix's name and data to the bytes left. The layouts are MathWorks' "MAT-File Format".
+ * sub-element to the bytes left in its variable, the cells or fields of a cell array,
+ * struct or function handle to one tag (8 bytes) each, and nesting to MAT5_DEPTH; in a
+ * version 4 file, each matrix's name and data to the bytes left. The layouts are
+ * MathWorks' "MAT-File Format".
  */
 #include "data_read.h"
 #include "kfac/status.h"
@@ -20,7 +21,8 @@
 #include <sys/types.h>
 #include <zlib.h>
 
-enum { MI_MATRIX = 14, MI_COMPRESSED = 15, MX_CELL = 1, MX_STRUCT = 2, MX_OBJECT = 3 };
+enum { MI_MATRIX = 14, MI_COMPRESSED = 15 };
+enum { MX_CELL = 1, MX_STRUCT = 2, MX_OBJECT = 3, MX_FUNCTION = 16 };
 enum { MAT5_DEPTH = 32 };
 
 /* Where the walk reads: the file itself, or a compressed variable's zlib stream in it. */
@@ -219,8 +221,8 @@ static int mat5_walk_matrix(struct mat5_src *s, uint64_t left, int depth)
         parts = fields && elems > UINT64_MAX / fields ? UINT64_MAX : elems * fields;
         if ((rc = mat5_end(s, &left, &e)))
             return rc;
-    } else if (cls == MX_CELL)
-        parts = elems;
+    } else if (cls == MX_CELL || cls == MX_FUNCTION)
+        parts = elems; /* libmatio reads a function handle's elements as it reads cells */
     if (parts > left / 8)
         return mat5_error(s, "claims more cells or fields than it can hold");
     /* Fewer may follow: libmatio writes no element for an empty cell. */

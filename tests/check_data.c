@@ -939,6 +939,11 @@ START_TEST(matlab_tags_held_to_the_file)
     mat5_head(b, &n, 48, 1, 65536, 65536);
     le32(b, &n, 0), le32(b, &n, 0);
     expect_mat5_refused(path, b, n, "claims more cells or fields than it can hold");
+    /* ... and a function handle as large (libmatio allocates it as it does cells). */
+    n = 0;
+    mat5_head(b, &n, 48, 16, 65536, 65536);
+    le32(b, &n, 0), le32(b, &n, 0);
+    expect_mat5_refused(path, b, n, "claims more cells or fields than it can hold");
     /* A struct whose field names have length 0. */
     n = 0;
     mat5_head(b, &n, 64, 2, 1, 1);
