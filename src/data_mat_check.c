@@ -21,7 +21,7 @@
 #include <sys/types.h>
 #include <zlib.h>
 
-enum { MI_MATRIX = 14, MI_COMPRESSED = 15 };
+enum { MI_UINT32 = 6, MI_MATRIX = 14, MI_COMPRESSED = 15 };
 enum { MX_CELL = 1, MX_STRUCT = 2, MX_OBJECT = 3, MX_FUNCTION = 16 };
 enum { MAT5_DEPTH = 32 };
 
@@ -193,9 +193,15 @@ static int mat5_walk_matrix(struct mat5_src *s, uint64_t left, int depth)
     struct mat5_elem e;
     uint32_t flags, dim, name_len = 0;
     int rc;
-    /* Array flags (the class in the low byte), then the dimensions. */
-    if ((rc = mat5_next(s, &left, &e)) || (rc = mat5_word(s, &e, &flags)) ||
-        (rc = mat5_end(s, &left, &e)) || (rc = mat5_next(s, &left, &e)))
+    /* Array flags (the class in the low byte), then the dimensions. libmatio takes the flags
+     * to be 8 bytes whatever their tag says, so a tag that says otherwise is refused: the
+     * walk would read another class and layout than libmatio does. */
+    if ((rc = mat5_next(s, &left, &e)))
+        return rc;
+    if (e.small || e.type != MI_UINT32 || e.len != 8)
+        return mat5_error(s, "has array flags that are not 8 bytes of uint32");
+    if ((rc = mat5_word(s, &e, &flags)) || (rc = mat5_end(s, &left, &e)) ||
+        (rc = mat5_next(s, &left, &e)))
         return rc;
     int cls = (int)(flags & 0xff);
     uint64_t elems = 1;

@@ -939,6 +939,12 @@ START_TEST(matlab_tags_held_to_the_file)
     mat5_head(b, &n, 48, 1, 65536, 65536);
     le32(b, &n, 0), le32(b, &n, 0);
     expect_mat5_refused(path, b, n, "claims more cells or fields than it can hold");
+    /* A function handle whose array flags' tag says 1 byte: libmatio reads 8 all the same. */
+    n = 0;
+    mat5_head(b, &n, 48, 16, 65536, 65536);
+    b[12] = 1;
+    le32(b, &n, 0), le32(b, &n, 0);
+    expect_mat5_refused(path, b, n, "has array flags that are not 8 bytes of uint32");
     /* ... and a function handle as large (libmatio allocates it as it does cells). */
     n = 0;
     mat5_head(b, &n, 48, 16, 65536, 65536);
